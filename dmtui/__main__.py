@@ -1,0 +1,3 @@
+from dmtui.cli import main
+
+raise SystemExit(main())
