@@ -1,0 +1,430 @@
+"""Loading a preference dataset into normalised pairs, with a report of every rejected row.
+
+Formats understood (TRL's names):
+
+- standard: ``{"prompt": "2+2?", "chosen": "4", "rejected": "5"}``
+- conversational: the same keys holding lists of ``{"role", "content"}`` messages
+- implicit prompt: only ``chosen`` and ``rejected``, each a whole text or conversation;
+  their shared beginning is split off as the prompt
+- any of these under other column names, with ``LoadConfig.prompt_col`` and friends.
+
+Every other column is kept: `LoadedDataset.records` holds each loaded row as the source
+had it, aligned with `LoadedDataset.pairs`, so exports carry it through.
+
+Policy: a bad row is reported (file, line or row, column, reason) and skipped; with
+``strict=True`` the first one stops the load. Duplicates keep the first occurrence.
+Rows read = loaded + rejected, always.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator, Literal
+
+import pyarrow as pa
+
+from core.errors import LoadError
+from core.pairs import (
+    Format,
+    Message,
+    is_conversation,
+    pair_id,
+    pair_schema,
+    shared_message_prefix,
+    shared_text_prefix,
+)
+from core.progress import ProgressFn, Reporter
+from core.sources import (
+    ARROW_KINDS,
+    RawRecord,
+    SourceSpec,
+    iter_arrow_records,
+    read_arrow_table,
+    read_delimited,
+    read_json_document,
+    read_json_lines,
+    resolve_source,
+)
+
+PromptStyle = Literal["explicit", "implicit"]
+
+# Stable reason identifiers: they are keys of the JSON report, so treat them as an API.
+REASONS: dict[str, str] = {
+    "malformed_json": "the line is not valid JSON",
+    "malformed_csv": "the CSV row cannot be parsed",
+    "invalid_utf8": "the bytes are not valid UTF-8",
+    "not_an_object": "the record is not an object with named fields",
+    "missing_column": "a required column is absent",
+    "null_field": "a required field is null",
+    "empty_field": "a required field is empty",
+    "wrong_type": "a field has the wrong type",
+    "bad_message": "a conversation message lacks a string role or content",
+    "field_too_large": "a field is longer than the limit",
+    "identical_responses": "chosen and rejected are identical",
+    "no_shared_prompt": "implicit prompt: chosen and rejected share no beginning",
+    "duplicate_pair": "the same prompt, chosen and rejected appeared earlier",
+}
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """How to read a dataset. Column names default to TRL's prompt / chosen / rejected."""
+
+    prompt_col: str | None = None
+    """Column holding the prompt; absent from the data means the implicit-prompt format."""
+    chosen_col: str | None = None
+    """Column holding the preferred response (default ``chosen``)."""
+    rejected_col: str | None = None
+    """Column holding the dispreferred response (default ``rejected``)."""
+    split: str | None = None
+    """Split of a hub or save_to_disk dataset (default ``train``, or the only one)."""
+    strict: bool = False
+    """Stop at the first bad row instead of reporting and skipping it."""
+    max_field_chars: int = 1_000_000
+    """Fields longer than this many characters are rejected as ``field_too_large``."""
+
+    def mapping(self) -> dict[str, str]:
+        """The user's explicit column choices, for the workspace and the manifest."""
+        return {
+            role: column
+            for role, column in (
+                ("prompt", self.prompt_col),
+                ("chosen", self.chosen_col),
+                ("rejected", self.rejected_col),
+            )
+            if column
+        }
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One row that did not load, and why."""
+
+    reason: str
+    location: str
+    row_index: int
+    column: str | None
+    detail: str
+
+    def describe(self, source: str) -> str:
+        where = f"{source}:{self.location}" + (f", column {self.column!r}" if self.column else "")
+        return f"{where}: {self.reason}: {self.detail}"
+
+
+@dataclass
+class LoadReport:
+    """What loading found: counts that always add up, and every rejected row."""
+
+    source: str
+    source_kind: str = ""
+    format: Format | None = None
+    prompt_style: PromptStyle | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    extra_columns: list[str] = field(default_factory=list)
+    read: int = 0
+    loaded: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    rejections: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def first_locations(self, per_reason: int = 3) -> dict[str, list[str]]:
+        """The first few locations of each rejection reason, for a short summary."""
+        found: dict[str, list[str]] = {}
+        for rejection in self.rejections:
+            places = found.setdefault(rejection.reason, [])
+            if len(places) < per_reason:
+                places.append(rejection.location)
+        return found
+
+    def nothing_usable_hint(self) -> str:
+        """What to try when no row loaded."""
+        if self.read == 0:
+            return "the source holds no records"
+        if self.rejected.get("missing_column", 0) * 2 >= self.read:
+            return "most rows lack a required column: name the columns with --prompt-col / --chosen-col / --rejected-col"
+        return "every row was rejected: see the reasons above"
+
+    def to_json(self, include_all: bool = False) -> dict[str, Any]:
+        """The report as plain JSON types; `rejected` maps reason -> count.
+
+        With `include_all`, every rejection is listed under ``rejections`` (the workspace
+        cache keeps them); otherwise the first 20 appear under ``examples``.
+        """
+        listed = self.rejections if include_all else self.rejections[:20]
+        return {
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "format": self.format,
+            "prompt_style": self.prompt_style,
+            "columns": self.columns,
+            "extra_columns": self.extra_columns,
+            "read": self.read,
+            "loaded": self.loaded,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": self.rejected_total,
+            "first_locations": self.first_locations(),
+            ("rejections" if include_all else "examples"): [asdict(r) for r in listed],
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "LoadReport":
+        report = cls(
+            source=data["source"],
+            source_kind=data.get("source_kind", ""),
+            format=data.get("format"),
+            prompt_style=data.get("prompt_style"),
+            columns=dict(data.get("columns", {})),
+            extra_columns=list(data.get("extra_columns", [])),
+            read=data["read"],
+            loaded=data["loaded"],
+            rejected=Counter(data.get("rejected", {})),
+            warnings=list(data.get("warnings", [])),
+        )
+        report.rejections = [Rejection(**r) for r in data.get("rejections", data.get("examples", []))]
+        return report
+
+
+@dataclass
+class LoadedDataset:
+    """Normalised pairs plus the source's own rows, aligned row for row."""
+
+    pairs: pa.Table
+    """pair_id, row_index, prompt, chosen, rejected (see core.pairs)."""
+    records: pa.Table
+    """The source's rows for the loaded pairs: the original columns for Arrow-backed and
+    CSV sources; one ``_json`` column with each record's JSON text for JSON sources."""
+    report: LoadReport
+
+    @property
+    def format(self) -> Format:
+        assert self.report.format is not None
+        return self.report.format
+
+
+class _RowRejected(Exception):
+    def __init__(self, reason: str, column: str | None, detail: str) -> None:
+        super().__init__(reason)
+        self.reason, self.column, self.detail = reason, column, detail
+
+
+class _Normaliser:
+    """Validates records one at a time and turns them into normalised pairs."""
+
+    def __init__(self, config: LoadConfig, report: LoadReport) -> None:
+        self.config = config
+        self.report = report
+        self.columns: dict[str, str] | None = None
+        self.seen_keys: dict[str, None] = {}
+
+    def resolve_columns(self, keys: Iterable[str], uniform: bool) -> None:
+        """Pick the prompt/chosen/rejected columns.
+
+        `uniform` sources (Arrow tables) have one schema, so a missing column is a
+        mapping error for the whole file. JSON records may differ from row to row: there
+        a missing column is reported per row, and the file fails only if no row loads.
+        """
+        keys = list(keys)
+        chosen = self.config.chosen_col or "chosen"
+        rejected = self.config.rejected_col or "rejected"
+        prompt = self.config.prompt_col or ("prompt" if "prompt" in keys else None)
+        missing = [c for c in (chosen, rejected, self.config.prompt_col) if c and c not in keys]
+        if uniform and missing:
+            raise LoadError(
+                f"{self.report.source}: column {missing[0]!r} not found; the data has: {', '.join(keys) or 'no columns'}",
+                "name the columns with --prompt-col / --chosen-col / --rejected-col",
+            )
+        self.columns = {"prompt": prompt} if prompt else {}
+        self.columns.update(chosen=chosen, rejected=rejected)
+        self.report.columns = dict(self.columns)
+        self.report.prompt_style = "explicit" if prompt else "implicit"
+        self.seen_keys.update(dict.fromkeys(keys))
+
+    def normalise(self, value: Any) -> tuple[Any, Any, Any]:
+        """(prompt, chosen, rejected) of one record, or `_RowRejected`."""
+        if not isinstance(value, dict):
+            raise _RowRejected("not_an_object", None, f"a JSON {type(value).__name__}, not an object")
+        if self.columns is None:
+            self.resolve_columns(value.keys(), uniform=False)
+        assert self.columns is not None
+        self.seen_keys.update(dict.fromkeys(value))
+        fields = {role: self._field(value, role, column) for role, column in self.columns.items()}
+        chosen, rejected = fields["chosen"], fields["rejected"]
+        if self.report.format is None:
+            self.report.format = "conversational" if isinstance(chosen, list) else "standard"
+        want_list = self.report.format == "conversational"
+        for role, value in fields.items():
+            if isinstance(value, list) != want_list:
+                expected = "a list of messages" if want_list else "a string"
+                raise _RowRejected("wrong_type", self.columns[role], f"expected {expected} like the rows before it")
+        if chosen == rejected:
+            raise _RowRejected("identical_responses", self.columns["chosen"], "chosen equals rejected")
+        if "prompt" in fields:
+            return fields["prompt"], chosen, rejected
+        return self._split_implicit(chosen, rejected)
+
+    def _split_implicit(self, chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
+        if isinstance(chosen, list):
+            shared = shared_message_prefix(chosen, rejected)
+            if shared == len(chosen) or shared == len(rejected):
+                raise _RowRejected("identical_responses", self.columns["chosen"], "one conversation contains the other")
+        elif rejected.startswith(chosen):
+            # shared_text_prefix reads one character past the prefix in its first argument
+            shared = shared_text_prefix(rejected, chosen)
+        else:
+            shared = shared_text_prefix(chosen, rejected)
+        if shared == 0:
+            raise _RowRejected("no_shared_prompt", self.columns["chosen"], "no common beginning to use as the prompt")
+        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        for role, value in (("chosen", chosen), ("rejected", rejected)):
+            if not _has_text(value):
+                raise _RowRejected("empty_field", self.columns[role], "nothing left after the shared prompt")
+        return prompt, chosen, rejected
+
+    def _field(self, record: dict, role: str, column: str) -> Any:
+        if column not in record:
+            raise _RowRejected("missing_column", column, f"no {column!r} field")
+        value = record[column]
+        if value is None:
+            raise _RowRejected("null_field", column, "null")
+        if isinstance(value, str):
+            return self._text(value, column)
+        if isinstance(value, list):
+            return self._messages(value, column)
+        raise _RowRejected("wrong_type", column, f"a {type(value).__name__}, expected a string or a list of messages")
+
+    def _text(self, value: str, column: str) -> str:
+        if not value.strip():
+            raise _RowRejected("empty_field", column, "empty or only whitespace")
+        if len(value) > self.config.max_field_chars:
+            raise _RowRejected(
+                "field_too_large",
+                column,
+                f"{len(value):,} characters > limit {self.config.max_field_chars:,} (raise it with --max-field-chars)",
+            )
+        return value
+
+    def _messages(self, value: list, column: str) -> list[Message]:
+        if not value:
+            raise _RowRejected("empty_field", column, "an empty list of messages")
+        if not is_conversation(value):
+            raise _RowRejected("bad_message", column, "the list holds something other than message objects")
+        messages: list[Message] = []
+        total = 0
+        for position, message in enumerate(value):
+            role, content = message.get("role"), message.get("content")
+            if not isinstance(role, str) or not isinstance(content, str):
+                raise _RowRejected("bad_message", column, f"message {position} needs string 'role' and 'content'")
+            total += len(content)
+            messages.append({"role": role, "content": content})
+        if total > self.config.max_field_chars:
+            raise _RowRejected(
+                "field_too_large",
+                column,
+                f"{total:,} characters > limit {self.config.max_field_chars:,} (raise it with --max-field-chars)",
+            )
+        if not _has_text(messages):
+            raise _RowRejected("empty_field", column, "every message is empty")
+        return messages
+
+
+def _has_text(value: str | list[Message]) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    return any(m["content"].strip() for m in value)
+
+
+def load_dataset(
+    source: str,
+    config: LoadConfig = LoadConfig(),
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> LoadedDataset:
+    """Read, validate and normalise a preference dataset.
+
+    Raises `LoadError` when the source cannot be read at all, or at the first bad row
+    with ``config.strict``. Otherwise returns, even when nothing loaded: callers decide
+    what an empty result means (the CLI exits non-zero).
+    """
+    spec = resolve_source(source)
+    report = LoadReport(source=str(source), source_kind=spec.kind)
+    if spec.warning:
+        report.warnings.append(spec.warning)
+    normaliser = _Normaliser(config, report)
+
+    arrow_table: pa.Table | None = None
+    if spec.kind in ARROW_KINDS:
+        arrow_table = read_arrow_table(spec, config.split)
+        normaliser.resolve_columns(arrow_table.column_names, uniform=True)
+        records = iter_arrow_records(arrow_table)
+        total: int | None = arrow_table.num_rows
+    else:
+        records = _read_text_source(spec)
+        total = None
+
+    reporter = Reporter("load", total, progress, cancel, unit="rows")
+    columns: dict[str, list] = {name: [] for name in ("pair_id", "row_index", "prompt", "chosen", "rejected")}
+    raw_json: list[str | None] = []
+    delimited_rows: list[dict] = []
+    first_seen: dict[str, str] = {}
+
+    for record in records:
+        report.read += 1
+        try:
+            if record.error is not None:
+                raise _RowRejected(record.error[0], None, record.error[1])
+            prompt, chosen, rejected = normaliser.normalise(record.value)
+            identifier = pair_id(prompt, chosen, rejected)
+            if identifier in first_seen:
+                raise _RowRejected("duplicate_pair", None, f"same pair as {first_seen[identifier]}")
+        except _RowRejected as rejected_row:
+            rejection = Rejection(
+                rejected_row.reason, record.location, record.row_index, rejected_row.column, rejected_row.detail
+            )
+            report.rejected[rejection.reason] += 1
+            report.rejections.append(rejection)
+            if config.strict:
+                raise LoadError(
+                    f"{rejection.describe(report.source)}",
+                    "fix the row, or drop --strict to skip bad rows and see them all in the report",
+                ) from None
+        else:
+            first_seen[identifier] = record.location
+            for name, value in zip(columns, (identifier, record.row_index, prompt, chosen, rejected)):
+                columns[name].append(value)
+            if spec.kind in ("jsonl", "json"):
+                raw_json.append(record.raw_json)
+            elif arrow_table is None:
+                delimited_rows.append(record.value)
+        if report.read % 1024 == 0:
+            reporter.advance(1024)
+    reporter.done = report.read
+    reporter.finish()
+
+    report.loaded = len(columns["pair_id"])
+    mapped = set(normaliser.columns.values()) if normaliser.columns else set()
+    report.extra_columns = [key for key in normaliser.seen_keys if key not in mapped]
+    fmt: Format = report.format or "standard"
+    pairs = pa.table(columns, schema=pair_schema(fmt))
+    if arrow_table is not None:
+        records_table = arrow_table.take(pa.array(columns["row_index"], pa.int64()))
+    elif spec.kind in ("jsonl", "json"):
+        records_table = pa.table({"_json": pa.array(raw_json, pa.string())})
+    else:
+        records_table = pa.Table.from_pylist(delimited_rows) if delimited_rows else pa.table({})
+    assert report.read == report.loaded + report.rejected_total
+    return LoadedDataset(pairs, records_table, report)
+
+
+def _read_text_source(spec: SourceSpec) -> Iterator[RawRecord]:
+    if spec.kind == "jsonl":
+        return read_json_lines(spec)
+    if spec.kind == "json":
+        return read_json_document(spec)
+    return read_delimited(spec)

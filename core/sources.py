@@ -1,0 +1,306 @@
+"""Finding out what a dataset source is, and reading its records.
+
+A source is a file (JSON lines, JSON, Parquet, CSV/TSV, optionally gzip-compressed), a
+`datasets.save_to_disk` folder, or anything `datasets.load_dataset` accepts (a hub id or a
+local dataset folder). The kind is decided from the content, not trusted from the
+extension: a mismatch is loaded by content and reported as a warning.
+
+Readers yield `RawRecord`s in source order. A record the reader could not decode carries
+an `error` (reason, detail) instead of a value; validation of the fields happens later in
+`core.loading`. Locations are for people: ``line N`` (1-based) for JSON lines and CSV,
+``item N`` for a JSON array, ``row N`` (0-based, as `datasets` and pandas count) for
+Arrow-backed sources.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import pyarrow as pa
+
+from core.errors import LoadError
+
+SourceKind = Literal["jsonl", "json", "parquet", "csv", "tsv", "save_to_disk", "hub"]
+
+EXTENSION_KINDS: dict[str, SourceKind] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+}
+ARROW_KINDS = ("parquet", "save_to_disk", "hub")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+SNIFF_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What a source turned out to be."""
+
+    source: str
+    kind: SourceKind
+    path: Path | None
+    compressed: bool = False
+    warning: str | None = None
+
+
+@dataclass
+class RawRecord:
+    """One record as read, before any validation."""
+
+    row_index: int
+    location: str
+    value: Any = None
+    raw_json: str | None = None
+    error: tuple[str, str] | None = None
+
+
+def resolve_source(source: str | Path) -> SourceSpec:
+    """Decide what `source` is, reading at most its first 64 KiB."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return SourceSpec(text, "save_to_disk", path)
+        return SourceSpec(text, "hub", path)
+    if not path.exists():
+        if HUB_ID.match(text) and not Path(text).suffix in EXTENSION_KINDS:
+            return SourceSpec(text, "hub", None)
+        raise LoadError(
+            f"{text}: no such file or folder",
+            "pass a .jsonl/.json/.parquet/.csv file, a datasets.save_to_disk folder or a hub id",
+        )
+    if not path.is_file():
+        raise LoadError(f"{text}: not a regular file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as error:
+        raise LoadError(f"{text}: cannot be read ({error.strerror})") from error
+
+    compressed = head[:2] == b"\x1f\x8b"
+    if compressed:
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(SNIFF_BYTES)
+        except (OSError, EOFError) as error:
+            raise LoadError(f"{text}: looks gzip-compressed but cannot be decompressed ({error})") from error
+
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    expected = EXTENSION_KINDS.get(suffixes[-1]) if suffixes else None
+    sniffed = _sniff(head, expected)
+    if sniffed is None:
+        if not head.strip():
+            raise LoadError(f"{text}: the file is empty; there are no rows to load")
+        described = f"a {expected} file" if expected else "a dataset file"
+        raise LoadError(
+            f"{text}: not {described}: its content is not JSON, JSON lines, CSV or Parquet",
+            "check that this is the file you meant; convert it to JSON lines or Parquet",
+        )
+    warning = None
+    if expected is not None and sniffed != expected and {sniffed, expected} != {"csv", "tsv"}:
+        warning = f"{text}: the extension says {expected} but the content is {sniffed}; loaded as {sniffed}"
+    if sniffed == "parquet" and compressed:
+        raise LoadError(f"{text}: a gzip-compressed Parquet file is not supported", "decompress it first")
+    return SourceSpec(text, sniffed, path, compressed, warning)
+
+
+def _sniff(head: bytes, expected: SourceKind | None) -> SourceKind | None:
+    """The kind of a file from its first bytes, or None if it is none we read."""
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if b"\x00" in head:
+        return None
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if not text:
+        return None
+    if text[0] == "[":
+        return "json"
+    if text[0] == "{":
+        first_line, _, rest = text.partition("\n")
+        try:
+            first = json.loads(first_line.strip())
+        except json.JSONDecodeError:
+            # A pretty-printed document, or a broken first line of a JSON lines file.
+            return "jsonl" if expected == "jsonl" or "\n{" in text else "json"
+        if expected == "json" and not rest.strip() and isinstance(first, dict) and (
+            sum(isinstance(value, list) for value in first.values()) == 1
+        ):
+            return "json"  # a compact {"data": [...]} document on one line
+        return "jsonl"
+    if expected in ("csv", "tsv"):
+        return expected
+    if expected is None and ("," in text.split("\n", 1)[0]):
+        return "csv"
+    if "\ufffd" in text[:1000] and expected != "jsonl":
+        return None
+    return "jsonl" if expected == "jsonl" else None
+
+
+def _open_binary(spec: SourceSpec) -> io.BufferedIOBase:
+    assert spec.path is not None
+    return gzip.open(spec.path, "rb") if spec.compressed else spec.path.open("rb")
+
+
+def read_json_lines(spec: SourceSpec) -> Iterator[RawRecord]:
+    """One record per non-blank line; decoding problems become record errors."""
+    row_index = 0
+    with _open_binary(spec) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            location = f"line {line_number}"
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield RawRecord(row_index, location, error=("invalid_utf8", f"byte {error.start}: not UTF-8"))
+                row_index += 1
+                continue
+            text = text.rstrip("\r\n")
+            if row_index == 0:
+                text = text.lstrip("\ufeff")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as error:
+                yield RawRecord(row_index, location, error=("malformed_json", f"column {error.colno}: {error.msg}"))
+            else:
+                yield RawRecord(row_index, location, value=value, raw_json=text)
+            row_index += 1
+
+
+def read_json_document(spec: SourceSpec) -> Iterator[RawRecord]:
+    """A JSON array of records, or an object holding exactly one such array."""
+    with _open_binary(spec) as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise LoadError(
+            f"{spec.source}: invalid UTF-8 at line {line} (byte {error.start})",
+            "re-encode the file as UTF-8",
+        ) from error
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise LoadError(
+            f"{spec.source}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}",
+            "fix the file, or save it as JSON lines so one bad record does not spoil the rest",
+        ) from error
+    if isinstance(document, dict):
+        lists = [key for key, value in document.items() if isinstance(value, list)]
+        if len(lists) != 1:
+            raise LoadError(
+                f"{spec.source}: a JSON object, but not one holding a single list of records",
+                "give a JSON array of records, or JSON lines",
+            )
+        document = document[lists[0]]
+    if not isinstance(document, list):
+        raise LoadError(f"{spec.source}: JSON but not an array of records", "give a JSON array or JSON lines")
+    for index, value in enumerate(document):
+        raw = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else None
+        yield RawRecord(index, f"item {index}", value=value, raw_json=raw)
+
+
+def read_delimited(spec: SourceSpec) -> Iterator[RawRecord]:
+    """CSV/TSV with a header row; every cell is a string (empty cell -> empty string)."""
+    # The csv module refuses fields over 128 KiB by default; the loader has its own limit.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    with _open_binary(spec) as binary:
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text, delimiter="\t" if spec.kind == "tsv" else ",")
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise LoadError(f"{spec.source}: unreadable CSV header ({error})") from error
+        width = len(header)
+        row_index = 0
+        while True:
+            start_line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                yield RawRecord(row_index, f"line {start_line}", error=("malformed_csv", str(error)))
+                row_index += 1
+                continue
+            if not cells:
+                continue
+            location = f"line {start_line}"
+            if any(_has_surrogates(cell) for cell in cells):
+                yield RawRecord(row_index, location, error=("invalid_utf8", "a cell is not valid UTF-8"))
+            elif len(cells) > width:
+                yield RawRecord(
+                    row_index, location, error=("malformed_csv", f"{len(cells)} cells but the header has {width}")
+                )
+            else:
+                yield RawRecord(row_index, location, value=dict(zip(header, cells)))
+            row_index += 1
+
+
+def _has_surrogates(cell: str) -> bool:
+    try:
+        cell.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def read_arrow_table(spec: SourceSpec, split: str | None) -> pa.Table:
+    """The whole source as one Arrow table (memory-mapped where the format allows)."""
+    if spec.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(spec.path, memory_map=True)
+        except (pa.ArrowException, OSError) as error:
+            raise LoadError(f"{spec.source}: not a readable Parquet file ({error})") from error
+    import datasets
+
+    try:
+        if spec.kind == "save_to_disk":
+            loaded = datasets.load_from_disk(str(spec.path))
+        else:
+            loaded = datasets.load_dataset(spec.source, split=split)
+    except Exception as error:  # datasets raises many unrelated types for one cause
+        hint = (
+            "for a hub id, check the name and your network or HF_HUB_OFFLINE settings; "
+            "for a folder, check that it holds data files"
+        )
+        raise LoadError(f"{spec.source}: cannot be loaded with datasets ({error})", hint) from error
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is None and len(loaded) == 1:
+            split = next(iter(loaded))
+        split = split or "train"
+        if split not in loaded:
+            raise LoadError(
+                f"{spec.source}: no split named {split!r}",
+                f"pass --split with one of: {', '.join(loaded)}",
+            )
+        loaded = loaded[split]
+    elif spec.kind == "save_to_disk" and split is not None:
+        raise LoadError(f"{spec.source}: a single dataset, it has no splits", "leave out --split")
+    return loaded.with_format("arrow")[:]
+
+
+def iter_arrow_records(table: pa.Table, chunk_rows: int = 8192) -> Iterator[RawRecord]:
+    """Records of an Arrow table, converted to Python a chunk at a time."""
+    for start in range(0, table.num_rows, chunk_rows):
+        for offset, value in enumerate(table.slice(start, chunk_rows).to_pylist()):
+            index = start + offset
+            yield RawRecord(index, f"row {index}", value=value)

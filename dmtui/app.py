@@ -1,0 +1,32 @@
+"""The dmtui Textual app: one workspace, its dataset, and the curation screens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from core.loading import LoadedDataset
+from core.workspace import Workspace
+from dmtui.screens.dataset import DatasetScreen
+
+
+class DmtuiApp(App):
+    """Curate a preference dataset: look at it, score it, select, export, train."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "dmtui"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "show_help_panel", "Keys", key_display="?"),
+    ]
+
+    def __init__(self, workspace: Workspace) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self.dataset: LoadedDataset | None = None
+        self.sub_title = str(workspace.root)
+
+    def on_mount(self) -> None:
+        self.push_screen(DatasetScreen(self.workspace))

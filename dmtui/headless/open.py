@@ -1,0 +1,39 @@
+"""`dmtui open [DATA | WORKSPACE]`: the curation app."""
+
+from __future__ import annotations
+
+import argparse
+
+from dmtui.headless.common import add_dataset_arguments, load_config_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "open",
+        help="open the curation app (the default command)",
+        description="Open the app on a dataset or a workspace folder. A dataset gets a workspace next to it "
+        "(DATA.dmtui) unless --workspace names one.",
+    )
+    add_dataset_arguments(parser)
+    parser.add_argument("--workspace", metavar="DIR", help="workspace folder (default: next to the dataset)")
+    parser.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="the dataset changed since the workspace last saw it: load the new version anyway",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.workspace import Workspace, is_workspace
+
+    if is_workspace(args.data):
+        workspace = Workspace.open(args.data, accept_changes=args.accept_changes)
+    else:
+        workspace = Workspace.open_or_create(
+            args.data, args.workspace, load_config_from_args(args), accept_changes=args.accept_changes
+        )
+    from dmtui.app import DmtuiApp
+
+    DmtuiApp(workspace).run()
+    return 0

@@ -1,0 +1,34 @@
+"""Messages the app's workers and widgets post upward; the app and screens react."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from core.loading import LoadedDataset
+from core.progress import Progress
+
+
+@dataclass
+class WorkProgress(Message):
+    """A throttled progress snapshot from a background worker."""
+
+    group: str
+    progress: Progress
+
+
+@dataclass
+class DatasetLoaded(Message):
+    """The workspace's dataset is loaded (from its cache or from the source)."""
+
+    dataset: LoadedDataset
+
+
+@dataclass
+class WorkFailed(Message):
+    """A background worker stopped with an error a person should see."""
+
+    group: str
+    message: str
+    hint: str | None = None

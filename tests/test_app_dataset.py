@@ -1,0 +1,95 @@
+"""The app's dataset screen, driven by Textual's pilot."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+from textual.widgets import DataTable, Label
+
+from core.errors import LoadError
+from core.workspace import Workspace
+from dmtui.app import DmtuiApp
+from dmtui.screens.rejections import RejectionsScreen
+from dmtui.widgets.dataset_summary import DatasetSummary
+from dmtui.widgets.pairs_preview import PairsPreview
+from dmtui.widgets.rejection_summary import RejectionSummary
+
+ROWS = [
+    {"prompt": "2+2?", "chosen": "4", "rejected": "5", "id": 1},
+    {"prompt": "2+2?", "chosen": "4", "rejected": "5", "id": 2},
+    {"prompt": "capital of France?", "chosen": "Paris", "rejected": "Rome", "id": 3},
+    {"prompt": "x", "chosen": "same", "rejected": "same", "id": 4},
+    {"prompt": None, "chosen": "a", "rejected": "b", "id": 5},
+]
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    data = tmp_path / "data.jsonl"
+    lines = [json.dumps(row) for row in ROWS] + ["{not json"]
+    data.write_text("\n".join(lines) + "\n")
+    return Workspace.open_or_create(str(data), tmp_path / "ws")
+
+
+def rendered_text(renderable) -> str:
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+async def _open(app: DmtuiApp, pilot) -> None:
+    await pilot.pause()
+    await app.screen.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_opens_with_counts_and_bad_row_summary(workspace):
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _open(app, pilot)
+        assert app.dataset is not None and app.dataset.report.loaded == 2
+        reasons = app.screen.query_one(RejectionSummary)
+        assert sorted(reasons.rows) == ["duplicate_pair", "identical_responses", "malformed_json", "null_field"]
+        assert reasons.border_title == "Rejected rows: 4"
+        preview = app.screen.query_one(PairsPreview)
+        assert preview.row_count == 2
+        summary = rendered_text(app.screen.query_one(DatasetSummary).content)
+        assert "2 of 6 loaded" in summary
+        assert "kept      id" in summary
+
+
+async def test_bad_rows_screen_lists_every_rejection_and_filters_by_reason(workspace):
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _open(app, pilot)
+        await pilot.press("b")
+        assert isinstance(app.screen, RejectionsScreen)
+        assert app.screen.query_one(DataTable).row_count == 4
+        await pilot.press("escape")
+        reasons = app.screen.query_one(RejectionSummary)
+        reasons.focus()
+        reasons.move_cursor(row=list(reasons.rows).index("malformed_json"))
+        await pilot.press("enter")
+        assert isinstance(app.screen, RejectionsScreen)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 1
+        assert table.get_row_at(0)[0] == "line 6"
+
+
+async def test_load_failure_is_shown_not_raised(workspace, monkeypatch):
+    def broken(*args, **kwargs):
+        raise LoadError("data.jsonl: cannot be read", "check the file")
+
+    monkeypatch.setattr(workspace, "load", broken)
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await app.screen.workers.wait_for_complete()
+        await pilot.pause()
+        label = str(app.screen.query_one("#loading-label", Label).render())
+        assert "cannot be read" in label and "check the file" in label
+        assert app.dataset is None
+        assert app.is_running
