@@ -18,6 +18,7 @@ Rows read = loaded + rejected, always.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,7 @@ from core.sources import (
 )
 
 PromptStyle = Literal["explicit", "implicit"]
+COLUMN_SNIFF_RECORDS = 100
 
 # Stable reason identifiers: they are keys of the JSON report, so treat them as an API.
 REASONS: dict[str, str] = {
@@ -274,9 +276,6 @@ class _Normaliser:
             shared = shared_message_prefix(chosen, rejected)
             if shared == len(chosen) or shared == len(rejected):
                 raise _RowRejected("identical_responses", self.columns["chosen"], "one conversation contains the other")
-        elif rejected.startswith(chosen):
-            # shared_text_prefix reads one character past the prefix in its first argument
-            shared = shared_text_prefix(rejected, chosen)
         else:
             shared = shared_text_prefix(chosen, rejected)
         if shared == 0:
@@ -366,6 +365,13 @@ def load_dataset(
         total: int | None = arrow_table.num_rows
     else:
         records = _read_text_source(spec)
+        # Decide the columns from the keys of the first records, not just the first one,
+        # so that one odd first row does not change how the whole file is read.
+        head = list(itertools.islice(records, COLUMN_SNIFF_RECORDS))
+        keys = dict.fromkeys(key for r in head if isinstance(r.value, dict) for key in r.value)
+        if keys:
+            normaliser.resolve_columns(keys, uniform=False)
+        records = itertools.chain(head, records)
         total = None
 
     reporter = Reporter("load", total, progress, cancel, unit="rows")
@@ -417,7 +423,9 @@ def load_dataset(
     elif spec.kind in ("jsonl", "json"):
         records_table = pa.table({"_json": pa.array(raw_json, pa.string())})
     else:
-        records_table = pa.Table.from_pylist(delimited_rows) if delimited_rows else pa.table({})
+        # every column seen, not only the first row's: a short row must not drop a column for all
+        schema = pa.schema([(key, pa.string()) for key in normaliser.seen_keys])
+        records_table = pa.Table.from_pylist(delimited_rows, schema=schema) if delimited_rows else pa.table({})
     assert report.read == report.loaded + report.rejected_total
     return LoadedDataset(pairs, records_table, report)
 

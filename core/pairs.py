@@ -74,15 +74,23 @@ def shared_text_prefix(chosen: str, rejected: str) -> int:
     >>> c, r = "Human: hi\\n\\nAssistant: good day", "Human: hi\\n\\nAssistant: go away"
     >>> n = shared_text_prefix(c, r); c[:n], c[n:], r[n:]
     ('Human: hi\\n\\nAssistant:', ' good day', ' go away')
+    >>> shared_text_prefix("Q: hi A: yes", "Q: hi A: yes indeed")  # chosen left empty
+    12
     """
     limit = min(len(chosen), len(rejected))
     n = 0
     while n < limit and chosen[n] == rejected[n]:
         n += 1
-    if n == limit and len(chosen) == len(rejected):
-        return n
-    while n > 0 and not chosen[n - 1].isspace() and not chosen[n].isspace():
+    if n == limit:
+        if len(chosen) == len(rejected):
+            return n
+        # One text is a prefix of the other: the next character is the longer one's.
+        following = (chosen if len(chosen) > n else rejected)[n]
+    else:
+        following = chosen[n]
+    while n > 0 and not chosen[n - 1].isspace() and not following.isspace():
         n -= 1
+        following = chosen[n]
     while n > 0 and chosen[n - 1].isspace():
         n -= 1
     return n

@@ -29,7 +29,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +193,8 @@ class Workspace:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise WorkspaceError(f"cannot create workspace {root}: {error.strerror}") from error
-        workspace = cls(root, dataset_ref(source), load_config)
+        # A workspace keeps every rejected row in its report, so it never loads strictly.
+        workspace = cls(root, dataset_ref(source), replace(load_config, strict=False))
         for folder in (workspace.scores_dir, workspace.exports_dir, workspace.runs_dir):
             folder.mkdir(exist_ok=True)
         workspace._save()
@@ -206,6 +207,8 @@ class Workspace:
         path = root / WORKSPACE_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             if data.get("version") != WORKSPACE_VERSION:
                 raise WorkspaceError(
                     f"{path}: workspace version {data.get('version')} is not {WORKSPACE_VERSION}",
@@ -215,7 +218,7 @@ class Workspace:
             load_config = LoadConfig(**data["load_config"])
         except FileNotFoundError as error:
             raise WorkspaceError(f"{root} is not a dmtui workspace (no {WORKSPACE_FILE})") from error
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError) as error:  # ValueError: bad JSON or bad UTF-8
             raise WorkspaceError(
                 f"{path} is damaged ({error})", "restore it from a backup or start a new workspace"
             ) from error
@@ -265,6 +268,7 @@ class Workspace:
                 f"{root} curates {workspace.dataset.source}, not {source}",
                 "pass --workspace with another folder for this dataset",
             )
+        load_config = replace(load_config, strict=False)
         if load_config != workspace.load_config and load_config != LoadConfig():
             raise WorkspaceError(
                 f"{root} was made with other load options ({workspace.load_config.mapping() or 'defaults'})",

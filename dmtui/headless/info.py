@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.errors import LoadError
+    from core.errors import DmtuiError
     from core.loading import load_dataset
     from core.workspace import Workspace, is_workspace
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             loaded = Workspace.open(args.data).load()
         else:
             loaded = load_dataset(args.data, load_config_from_args(args), progress=_progress_printer())
-    except LoadError as error:
+    except DmtuiError as error:  # LoadError, or WorkspaceError for a workspace whose dataset changed
         if args.json:
             print(json.dumps({"source": args.data, "read": 0, "loaded": 0, "rejected": {}, "error": str(error)}))
         raise

@@ -1,0 +1,289 @@
+"""Workspaces: create/open, the load cache, a dataset that changed on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import core.workspace as workspace_module
+from core.errors import WorkspaceError
+from core.loading import LoadConfig
+from core.workspace import (
+    WORKSPACE_FILE,
+    Workspace,
+    atomic_write_json,
+    default_workspace_path,
+    is_workspace,
+)
+
+ROWS = [
+    {"prompt": "2+2?", "chosen": "4", "rejected": "5", "meta": "a"},
+    {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Rome", "meta": "b"},
+]
+
+
+def write_jsonl(path: Path, rows=ROWS) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "data.jsonl")
+
+
+@pytest.fixture
+def load_calls(monkeypatch):
+    """Counts how often the workspace reads the dataset itself (not the cache)."""
+    calls: list[tuple[str, LoadConfig]] = []
+    real = workspace_module.load_dataset
+
+    def counting(source, config=LoadConfig(), *args, **kwargs):
+        calls.append((source, config))
+        return real(source, config, *args, **kwargs)
+
+    monkeypatch.setattr(workspace_module, "load_dataset", counting)
+    return calls
+
+
+def bump_mtime(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+
+
+def test_create_and_open(tmp_path, data):
+    root = tmp_path / "ws"
+    created = Workspace.create(root, str(data), LoadConfig(chosen_col="chosen"))
+    assert is_workspace(root)
+    for folder in ("scores", "exports", "runs"):
+        assert (root / folder).is_dir()
+    recorded = json.loads((root / WORKSPACE_FILE).read_text())
+    assert recorded["dataset"]["source"] == str(data.resolve())
+    assert len(recorded["dataset"]["checksum"]) == 64
+    assert recorded["load_config"]["chosen_col"] == "chosen"
+    opened = Workspace.open(root)
+    assert opened.dataset == created.dataset
+    assert opened.load_config == LoadConfig(chosen_col="chosen")
+    assert opened.load().report.loaded == 2
+
+
+def test_create_refuses_existing_or_non_empty(tmp_path, data):
+    root = tmp_path / "ws"
+    Workspace.create(root, str(data))
+    with pytest.raises(WorkspaceError, match="already a workspace"):
+        Workspace.create(root, str(data))
+    other = tmp_path / "busy"
+    other.mkdir()
+    (other / "file.txt").write_text("x")
+    with pytest.raises(WorkspaceError, match="not empty"):
+        Workspace.create(other, str(data))
+
+
+def test_cache_is_reused(tmp_path, data, load_calls):
+    ws = Workspace.create(tmp_path / "ws", str(data))
+    first = ws.load()
+    assert len(load_calls) == 1
+    second = Workspace.open(tmp_path / "ws").load()
+    assert len(load_calls) == 1  # served from the cache
+    assert second.pairs.equals(first.pairs)
+    assert second.records.equals(first.records)
+    assert second.report.to_json() == first.report.to_json()
+
+
+def test_cache_keeps_rejections_and_conversations(tmp_path, load_calls):
+    rows = [
+        {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+         "rejected": [{"role": "assistant", "content": "b"}]},
+        {"prompt": [{"role": "user", "content": "q"}], "chosen": None, "rejected": []},
+    ]
+    ws = Workspace.create(tmp_path / "ws", str(write_jsonl(tmp_path / "c.jsonl", rows)))
+    first = ws.load()
+    second = ws.load()
+    assert len(load_calls) == 1
+    assert second.pairs.to_pylist() == first.pairs.to_pylist()
+    assert second.report.rejections == first.report.rejections
+    assert second.report.format == "conversational"
+
+
+def test_cache_invalidated_when_load_options_change(tmp_path, data, load_calls):
+    ws = Workspace.create(tmp_path / "ws", str(data))
+    ws.load()
+    ws.load_config = LoadConfig(max_field_chars=3)
+    small = ws.load()
+    assert len(load_calls) == 2
+    assert load_calls[-1][1].max_field_chars == 3
+    assert small.report.rejected["field_too_large"] >= 1
+    # only the current cache is kept
+    assert len([p for p in ws.cache_dir.iterdir() if p.is_dir()]) == 1
+
+
+def test_damaged_cache_is_rebuilt(tmp_path, data, load_calls):
+    ws = Workspace.create(tmp_path / "ws", str(data))
+    ws.load()
+    (cache,) = [p for p in ws.cache_dir.iterdir() if p.is_dir()]
+    (cache / "pairs.parquet").write_bytes(b"garbage")
+    assert ws.load().report.loaded == 2
+    assert len(load_calls) == 2
+
+
+def test_changed_dataset_is_detected_and_explained(tmp_path, data, load_calls):
+    root = tmp_path / "ws"
+    Workspace.create(root, str(data)).load()
+    write_jsonl(data, ROWS + [{"prompt": "new", "chosen": "x", "rejected": "y"}])
+    bump_mtime(data)
+    with pytest.raises(WorkspaceError) as error:
+        Workspace.open(root)
+    assert str(data.resolve()) in error.value.message
+    assert "changed" in error.value.message
+    assert "--accept-changes" in error.value.hint and "nothing was mixed" in error.value.hint
+    # refusing did not touch the recorded reference
+    recorded_before = json.loads((root / WORKSPACE_FILE).read_text())["dataset"]
+    with pytest.raises(WorkspaceError):
+        Workspace.open(root)
+    assert json.loads((root / WORKSPACE_FILE).read_text())["dataset"] == recorded_before
+
+    ws = Workspace.open(root, accept_changes=True)
+    loaded = ws.load()
+    assert loaded.report.loaded == 3
+    assert len(load_calls) == 2  # the new version was read, not the old cache
+    Workspace.open(root)  # accepted: opens cleanly now
+
+
+def test_same_size_change_is_detected(tmp_path, data):
+    root = tmp_path / "ws"
+    Workspace.create(root, str(data))
+    text = data.read_text()
+    data.write_text(text.replace('"4"', '"7"'))  # same length
+    bump_mtime(data)
+    with pytest.raises(WorkspaceError, match="changed"):
+        Workspace.open(root)
+
+
+def test_touched_but_identical_is_not_changed(tmp_path, data, load_calls):
+    root = tmp_path / "ws"
+    Workspace.create(root, str(data)).load()
+    bump_mtime(data)
+    ws = Workspace.open(root)
+    assert ws.dataset.mtime_ns == data.stat().st_mtime_ns  # remembered
+    ws.load()
+    assert len(load_calls) == 1  # same checksum, same cache
+
+
+def test_missing_dataset(tmp_path, data):
+    root = tmp_path / "ws"
+    Workspace.create(root, str(data))
+    data.unlink()
+    with pytest.raises(WorkspaceError, match="missing") as error:
+        Workspace.open(root)
+    assert error.value.hint
+
+
+def test_not_a_workspace(tmp_path):
+    with pytest.raises(WorkspaceError, match="not a dmtui workspace"):
+        Workspace.open(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],
+        lambda text: "[]",
+        lambda text: "\udcff",  # written with surrogateescape below: not UTF-8
+        lambda text: json.dumps(dict(json.loads(text), dataset=["x"])),
+        lambda text: json.dumps({"version": 1}),
+        lambda text: json.dumps(dict(json.loads(text), load_config={"bogus": 1})),
+        lambda text: json.dumps(dict(json.loads(text), version=99)),
+    ],
+)
+def test_damaged_workspace_json(tmp_path, data, damage):
+    root = tmp_path / "ws"
+    Workspace.create(root, str(data))
+    path = root / WORKSPACE_FILE
+    path.write_text(damage(path.read_text()), encoding="utf-8", errors="surrogateescape")
+    with pytest.raises(WorkspaceError) as error:
+        Workspace.open(root)
+    assert str(path) in error.value.message
+    assert error.value.hint
+
+
+def test_default_workspace_path(tmp_path, data, monkeypatch):
+    assert default_workspace_path(str(data)) == tmp_path / "data.dmtui"
+    gz = tmp_path / "more.jsonl.gz"
+    gz.write_bytes(b"")
+    assert default_workspace_path(str(gz)) == tmp_path / "more.dmtui"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert default_workspace_path(str(folder)) == tmp_path / "folder.dmtui"
+    monkeypatch.chdir(tmp_path)
+    assert default_workspace_path("org/name") == tmp_path / "org__name.dmtui"
+
+
+def test_open_or_create(tmp_path, data):
+    created = Workspace.open_or_create(str(data))
+    assert created.root == tmp_path / "data.dmtui"
+    again = Workspace.open_or_create(str(data))
+    assert again.dataset == created.dataset
+
+
+def test_open_or_create_refuses_another_dataset(tmp_path, data):
+    # Same size as `data` and written just after it: a cheap size+mtime check cannot tell.
+    other = tmp_path / "other.jsonl"
+    other.write_text(data.read_text().replace('"4"', '"7"'))
+    os.utime(other, ns=(data.stat().st_atime_ns, data.stat().st_mtime_ns))
+    root = tmp_path / "ws"
+    Workspace.open_or_create(str(data), root)
+    with pytest.raises(WorkspaceError, match="curates") as error:
+        Workspace.open_or_create(str(other), root)
+    assert "--workspace" in error.value.hint
+
+
+def test_open_or_create_refuses_other_load_options(tmp_path, data):
+    root = tmp_path / "ws"
+    Workspace.open_or_create(str(data), root, LoadConfig(prompt_col="prompt"))
+    with pytest.raises(WorkspaceError, match="other load options"):
+        Workspace.open_or_create(str(data), root, LoadConfig(prompt_col="question"))
+    # leaving options out uses the workspace's own
+    assert Workspace.open_or_create(str(data), root).load_config == LoadConfig(prompt_col="prompt")
+
+
+def test_folder_dataset_change_detected(tmp_path):
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(folder))
+    root = tmp_path / "ws"
+    Workspace.create(root, str(folder)).load()
+    (folder / "extra.arrow").write_bytes(b"new file")
+    with pytest.raises(WorkspaceError, match="changed"):
+        Workspace.open(root)
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path, data, monkeypatch):
+    ws = Workspace.create(tmp_path / "ws", str(data))
+    ws.load()
+    ws.write_settings({"theme": "dark"})
+    assert ws.read_settings() == {"theme": "dark"}
+    leftovers = [p for p in ws.root.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+    # A write that fails half-way leaves the old file and no temp file.
+    target = ws.root / "settings.json"
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(workspace_module.os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_json(target, {"theme": "light"})
+    assert json.loads(target.read_text()) == {"theme": "dark"}
+    assert [p for p in ws.root.rglob("*") if p.name.endswith(".tmp")] == []
+
+
+def test_settings_missing_or_damaged_are_empty(tmp_path, data):
+    ws = Workspace.create(tmp_path / "ws", str(data))
+    assert ws.read_settings() == {}
+    ws.settings_path.write_text("{broken")
+    assert ws.read_settings() == {}
