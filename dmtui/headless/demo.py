@@ -1,0 +1,107 @@
+"""`dmtui demo`: write the demo world's dataset, build its tiny models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from core.errors import DmtuiError
+
+DEFAULT_OUT = "sample_data/demo"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the offline demo world: its dataset and tiny models",
+        description="Generate the synthetic demo dataset (with its oracle) or build its tiny models offline.",
+    )
+    actions = parser.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+
+    generate = actions.add_parser("generate", help="write pairs.jsonl, oracle.jsonl and world.json")
+    generate.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    generate.add_argument("--pairs", type=int, default=4000, metavar="N", help="good pairs (default: 4000)")
+    generate.add_argument("--noise", type=float, default=1.0, metavar="S", help="logistic label-noise scale (default: 1.0)")
+    generate.add_argument(
+        "--toxic-share", type=float, default=0.03, metavar="F", help="share of planted toxic flips (default: 0.03)"
+    )
+    generate.add_argument("--bad-rows", type=int, default=6, metavar="N", help="broken lines to include (default: 6)")
+    generate.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
+    generate.set_defaults(handler=run_generate)
+
+    build = actions.add_parser("build", help="build (or find) the tokenizer, pi_0 and reward model")
+    build.add_argument(
+        "--cache", metavar="DIR", default=None, help="cache root (default: $DMTUI_CACHE or ~/.cache/dmtui)"
+    )
+    build.add_argument("--force", action="store_true", help="rebuild even if the models are cached")
+    build.add_argument("--json", action="store_true", help="print the model paths as JSON on stdout")
+    build.set_defaults(handler=run_build)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from core.demo.world import WorldConfig, write_world
+
+    if args.pairs < 1:
+        raise DmtuiError(f"--pairs must be at least 1, not {args.pairs}")
+    if args.noise < 0:
+        raise DmtuiError(f"--noise must be 0 or more, not {args.noise}")
+    if not 0 <= args.toxic_share <= 1:
+        raise DmtuiError(f"--toxic-share must be between 0 and 1, not {args.toxic_share}")
+    if args.bad_rows < 0:
+        raise DmtuiError(f"--bad-rows must be 0 or more, not {args.bad_rows}")
+    config = WorldConfig(args.pairs, args.noise, args.toxic_share, args.bad_rows, args.seed)
+    try:
+        out = write_world(args.out, config)
+    except OSError as error:
+        raise DmtuiError(f"cannot write {args.out}: {error.strerror}", hint="choose a writable folder with --out")
+    print(f"wrote {config.n_pairs} pairs (+{config.bad_rows} bad rows) and their oracle to {out}")
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from core.demo.models import DemoModelsConfig, ensure_demo_models
+
+    config = DemoModelsConfig(cache_dir=args.cache)
+    with rich_progress() as progress:
+        models = ensure_demo_models(config, progress=progress, force=args.force)
+    if args.json:
+        print(json.dumps(models.paths()))
+    else:
+        for name, path in models.paths().items():
+            print(f"{name:<10} {path}")
+        spearman = models.metrics.get("reward_oracle_spearman")
+        if spearman is not None:
+            print(f"reward model vs oracle margins: Spearman {spearman:.3f}")
+    return 0
+
+
+@contextmanager
+def rich_progress() -> Iterator[Callable]:
+    """A progress callback drawing one rich bar per stage on stderr, for the `with` block."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dmtui.headless.common import stderr_console
+
+    bars = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        console=stderr_console,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(report) -> None:
+        if report.stage not in tasks:
+            for task in tasks.values():  # a new stage means the earlier ones are over
+                done = bars.tasks[task].completed or 1
+                bars.update(task, total=bars.tasks[task].total or done, completed=done)
+                bars.stop_task(task)
+            tasks[report.stage] = bars.add_task(report.stage, total=report.total, message="")
+        bars.update(tasks[report.stage], completed=report.done, total=report.total, message=report.message)
+
+    with bars:
+        yield update
