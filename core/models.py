@@ -1,0 +1,317 @@
+"""Loading models and tokenizers safely, picking a device, fingerprinting a model.
+
+Safety defaults: weights load only from safetensors (pickle files can run code when
+unpickled) unless ``allow_pickle=True``; ``trust_remote_code`` is off unless passed;
+a checkpoint whose weights do not cover the model (a randomly initialised head or
+layer) is refused instead of scored. A folder holding ``adapter_config.json`` is a
+LoRA adapter: the base it names is loaded, the adapter applied and merged
+(``merge_and_unload``), because an unmerged adapter is the classic cause of implicit
+rewards that disagree with the ones logged during DPO (METHOD.md).
+
+`model_fingerprint` names a model for score caching; see its docstring for what a
+local fingerprint covers and what it trades away on very large shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import DmtuiError
+
+ADAPTER_CONFIG = "adapter_config.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, ".gguf")
+FULL_HASH_LIMIT = 256 * 1024**2
+"""Weight files up to this size are hashed in full (sha256 runs at roughly 0.5-1 GB/s)."""
+EDGE_BYTES = 1024**2
+"""For larger shards: the safetensors header, the size, and this many bytes at each end."""
+
+
+class ModelLoadError(DmtuiError):
+    """A model, adapter or tokenizer cannot be loaded as asked."""
+
+
+def pick_device(requested: str | None = "auto") -> torch.device:
+    """The device to run on: ``requested`` as given, or for "auto"/None cuda, then mps, then cpu."""
+    if requested not in (None, "auto"):
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None = "auto") -> torch.dtype:
+    """The compute dtype: bf16 on cuda when supported, else fp16 on cuda; fp32 on cpu and mps.
+
+    An explicit ``requested`` ("bfloat16", "float16", "float32" or a torch.dtype) wins.
+    """
+    if isinstance(requested, torch.dtype):
+        return requested
+    if requested not in (None, "auto"):
+        dtype = getattr(torch, str(requested), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ModelLoadError(
+                f"unknown dtype {requested!r}", hint="use auto, bfloat16, float16 or float32"
+            )
+        return dtype
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    padding_side: str = "right",
+):
+    """Load a tokenizer with a pad token (eos when it has none) and the given padding side.
+
+    No token is ever added, so no embedding matrix needs resizing. For a LoRA adapter
+    folder without tokenizer files, the base model's tokenizer is used.
+    """
+    from transformers import AutoTokenizer
+
+    source = _resolve(name_or_path)
+    adapter = _adapter_config(source)
+    if adapter is not None and not _has_tokenizer_files(Path(source)):
+        source = adapter["base_model_name_or_path"]
+        revision = None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load a tokenizer from {source}: {exc}",
+            hint="pass a folder with tokenizer.json / tokenizer_config.json, or a model id in the local cache",
+        ) from exc
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+):
+    """Load a causal LM (or a LoRA adapter merged into its base) in eval mode on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    return _load(
+        AutoModelForCausalLM, name_or_path, device=device, dtype=dtype, revision=revision,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+
+
+def load_reward_model(
+    name_or_path: str | os.PathLike,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+):
+    """Load a sequence-classification reward model with a single output (num_labels == 1)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = _load(
+        AutoModelForSequenceClassification, name_or_path, device=device, dtype=dtype,
+        revision=revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+    if model.config.num_labels != 1:
+        raise ModelLoadError(
+            f"{name_or_path} is not a reward model: its classification head has "
+            f"{model.config.num_labels} labels, a reward model has exactly 1",
+            hint="pass a sequence-classification reward model (one scalar score per text)",
+        )
+    return model
+
+
+def model_fingerprint(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
+    """A stable id of a model's exact weights and tokenizer, for keying cached scores.
+
+    Local folder: ``sha256:<hex>`` over config and tokenizer files (full content), and
+    for every weight file its name, size and a checksum. Weight files up to
+    `FULL_HASH_LIMIT` are hashed in full. Larger shards are hashed by their safetensors
+    header (tensor names, dtypes, shapes, offsets), size, and the first and last
+    `EDGE_BYTES`: this keeps fingerprinting a 100 GB checkpoint to seconds, at the
+    price that an edit confined to the middle of one large shard, leaving the header
+    and both ends byte-identical, goes unnoticed (training changes every tensor, so a
+    fine-tune is always caught). A LoRA adapter's fingerprint folds in its base's.
+
+    Hub id: ``hf:<id>@<commit>`` when the revision is in the local Hugging Face
+    cache, else ``hf:<id>@<revision or main>`` (unresolved, so less trustworthy).
+    """
+    source = _resolve(name_or_path)
+    if not os.path.isdir(source):
+        return f"hf:{source}@{_cached_commit(source, revision) or revision or 'main'}"
+    folder = Path(source)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        if path.name.endswith(WEIGHT_SUFFIXES):
+            digest.update(_weight_checksum(path))
+        elif path.suffix in (".json", ".txt", ".model", ".jinja", ".tiktoken", ".py"):
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    adapter = _adapter_config(source)
+    if adapter is not None:
+        digest.update(model_fingerprint(adapter["base_model_name_or_path"]).encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _load(auto_cls, name_or_path, *, device, dtype, revision, trust_remote_code, allow_pickle):
+    source = _resolve(name_or_path)
+    adapter = _adapter_config(source)
+    if adapter is not None:
+        return _load_merged_adapter(
+            auto_cls, source, adapter, device=device, dtype=dtype,
+            trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        )
+    if os.path.isdir(source):
+        _refuse_pickle_only(Path(source), allow_pickle)
+    try:
+        model, info = auto_cls.from_pretrained(
+            source, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True, output_loading_info=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load {source}: {exc}",
+            hint="pass a local folder with config.json and *.safetensors weights, "
+            "or a Hugging Face model id that is in the local cache",
+        ) from exc
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise ModelLoadError(
+            f"{source} has no weights for {len(missing)} parameters of {type(model).__name__} "
+            f"(e.g. {', '.join(missing[:3])}); they would be random",
+            hint="check that the checkpoint is the kind of model asked for "
+            "(a reward model needs a trained sequence-classification head)",
+        )
+    _set_pad_token_id(model)
+    return model.to(device).eval()
+
+
+def _load_merged_adapter(auto_cls, source, adapter, *, device, dtype, trust_remote_code, allow_pickle):
+    from peft import PeftModel
+
+    folder = Path(source)
+    if not (folder / "adapter_model.safetensors").is_file() and not allow_pickle:
+        raise ModelLoadError(
+            f"refusing to load the adapter in {folder}: no adapter_model.safetensors "
+            "(pickle files can run arbitrary code when loaded)",
+            hint="convert the adapter to safetensors, or pass allow_pickle=True if you trust its source",
+        )
+    base = _load(
+        auto_cls, adapter["base_model_name_or_path"], device=device, dtype=dtype, revision=None,
+        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+    )
+    merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    return merged.to(device).eval()
+
+
+def _resolve(name_or_path: str | os.PathLike) -> str:
+    """The path or hub id to load; a path that does not exist is an error, not a hub lookup."""
+    text = os.fspath(name_or_path)
+    expanded = os.path.expanduser(text)
+    if os.path.exists(expanded):
+        return expanded
+    looks_local = (
+        isinstance(name_or_path, Path)
+        or text.startswith(("/", ".", "~"))
+        or text.count("/") > 1
+        or text.endswith(("/", os.sep))
+    )
+    if looks_local:
+        raise ModelLoadError(
+            f"model path not found: {expanded}",
+            hint="pass an existing folder with config.json and *.safetensors weights "
+            "(or adapter_config.json for a LoRA adapter), or a Hugging Face model id like org/name",
+        )
+    return text
+
+
+def _adapter_config(source: str) -> dict[str, Any] | None:
+    path = Path(source) / ADAPTER_CONFIG
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    if not config.get("base_model_name_or_path"):
+        raise ModelLoadError(
+            f"{path} does not name its base model (base_model_name_or_path)",
+            hint="set base_model_name_or_path in adapter_config.json to the base model's folder or id",
+        )
+    return config
+
+
+def _refuse_pickle_only(folder: Path, allow_pickle: bool) -> None:
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    if allow_pickle or any(n.endswith(".safetensors") for n in names):
+        return
+    pickled = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    if pickled:
+        raise ModelLoadError(
+            f"refusing to load pickle weights ({', '.join(pickled)}) from {folder}: "
+            "unpickling can run arbitrary code",
+            hint="convert the checkpoint to safetensors, or pass allow_pickle=True if you trust its source",
+        )
+
+
+def _has_tokenizer_files(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _set_pad_token_id(model) -> None:
+    """Sequence classifiers find the last real token through pad_token_id; fall back to eos."""
+    config = model.config
+    if getattr(config, "pad_token_id", None) is None and getattr(config, "eos_token_id", None) is not None:
+        eos = config.eos_token_id
+        config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+
+
+def _weight_checksum(path: Path) -> bytes:
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: handle.read(EDGE_BYTES), b""):
+                digest.update(block)
+            return digest.digest()
+        if path.suffix == ".safetensors":
+            header_len = int.from_bytes(handle.read(8), "little")
+            digest.update(handle.read(min(header_len, size - 8)))
+        handle.seek(0)
+        digest.update(handle.read(EDGE_BYTES))
+        handle.seek(size - EDGE_BYTES)
+        digest.update(handle.read(EDGE_BYTES))
+    return digest.digest()
+
+
+def _cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit a hub revision resolves to in the local cache, or None when not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    if not isinstance(path, str):
+        return None
+    return Path(path).parent.name
