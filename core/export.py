@@ -1,0 +1,416 @@
+"""Export a selection: the subset in the input's own format, plus a manifest to rebuild it.
+
+An export is a folder::
+
+    OUT/
+      data.jsonl | data.parquet | data.csv | data/    the subset (save_to_disk for datasets input)
+      manifest.json                                   everything needed to rebuild it
+
+The subset keeps every original column and row as the source had them (rows in source
+order), with chosen and rejected exchanged for pairs a curator swapped, plus ``pair_id``
+and, unless ``include_scores=False``, one ``margin_<source>`` column per margin source
+(as selection saw it: negated for swapped pairs) and ``selection_score``.
+
+The manifest records the input checksum and load options, where each margin came from
+(columns, or a score table's fingerprint and models) with a checksum of the margin
+values, every selection parameter with the M1/M2 actually used per source, the seed,
+the curator's exclusions and swaps, library versions, counts, the selected pair_ids and
+the output's checksum. `rebuild_from_manifest` redoes the export from it byte for byte,
+and refuses, saying why, when the input or the margins differ from what it records.
+
+Writes are atomic: the folder is built under a temporary name and renamed into place;
+an existing export is replaced only with ``force=True``; the input is only read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.errors import DmtuiError
+from core.loading import LoadConfig, LoadedDataset
+from core.margin_sources import MarginSpec, ResolvedMargins, resolve_margins
+from core.progress import ProgressFn, Reporter
+from core.selection import Selection, SelectionParams, select, tie_keys_from_pair_ids
+from core.workspace import DatasetRef, Workspace, atomic_write_json, dataset_ref
+
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+OUTPUT_FORMATS = ("jsonl", "parquet", "save_to_disk", "csv")
+_FORMAT_FOR_KIND = {"jsonl": "jsonl", "json": "jsonl", "parquet": "parquet", "csv": "csv", "tsv": "csv",
+                    "save_to_disk": "save_to_disk", "hub": "save_to_disk"}
+_LIBRARIES = ("dmtui", "numpy", "pyarrow", "datasets")
+
+
+class ExportError(DmtuiError):
+    """An export that cannot be written or rebuilt."""
+
+
+@dataclass(frozen=True)
+class Annotated:
+    """The curator's exclusions and swaps that a selection honoured, as pair_id lists."""
+
+    excluded: tuple[str, ...] = ()
+    swapped: tuple[str, ...] = ()
+
+    def masks(self, pair_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        excluded = set(self.excluded)
+        swapped = set(self.swapped)
+        return (np.fromiter((p in excluded for p in pair_ids), bool, len(pair_ids)),
+                np.fromiter((p in swapped for p in pair_ids), bool, len(pair_ids)))
+
+
+def output_format_for(source_kind: str) -> str:
+    return _FORMAT_FOR_KIND[source_kind]
+
+
+def margins_checksum(margins: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of the margin arrays (name, then float64 bytes), NaN patterns included."""
+    digest = hashlib.sha256()
+    for name in sorted(margins):
+        digest.update(name.encode() + b"\0")
+        digest.update(np.ascontiguousarray(margins[name], dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
+def params_to_json(params: SelectionParams) -> dict[str, Any]:
+    data = asdict(params)
+    data["sources"] = list(params.sources)
+    for key in ("m1", "m2", "weights"):
+        if isinstance(data[key], Mapping):
+            data[key] = dict(data[key])
+    data["budget_kind"] = "fraction" if isinstance(params.budget, float) else "count"
+    return data
+
+
+def params_from_json(data: dict[str, Any]) -> SelectionParams:
+    data = dict(data)
+    kind = data.pop("budget_kind", "count")
+    data["budget"] = float(data["budget"]) if kind == "fraction" else int(data["budget"])
+    data["sources"] = tuple(data["sources"])
+    return SelectionParams(**data)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _json_number(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
+
+
+def _column_names(dataset: LoadedDataset, margins: Mapping[str, np.ndarray], include_scores: bool) -> list[str]:
+    added = ["pair_id"]
+    if include_scores:
+        added += [f"margin_{name}" for name in margins] + ["selection_score"]
+    original = set(dataset.report.extra_columns) | set(dataset.report.columns.values())
+    clash = sorted(set(added) & original)
+    if clash:
+        raise ExportError(
+            f"the data already has column(s) {', '.join(clash)}, which the export would add",
+            "rename them in the data, or pass --no-scores (pair_id is always added)",
+        )
+    return added
+
+
+def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+                 added: dict[str, list], reporter: Reporter) -> None:
+    chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
+    raw = dataset.records["_json"]
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for position, index in enumerate(indices.tolist()):
+            record = json.loads(raw[index].as_py())
+            if swapped[index]:
+                record[chosen_col], record[rejected_col] = record[rejected_col], record[chosen_col]
+            for name, values in added.items():
+                record[name] = values[position]
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if position % 4096 == 4095:
+                reporter.advance(4096)
+
+
+def _arrow_subset(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+                  added: dict[str, list]) -> pa.Table:
+    table = dataset.records.take(pa.array(indices))
+    if swapped[indices].any():
+        chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
+        flip = pa.array(swapped[indices])
+        chosen, rejected = table[chosen_col], table[rejected_col]
+        table = table.set_column(table.schema.get_field_index(chosen_col), chosen_col,
+                                 pc.if_else(flip, rejected, chosen))
+        table = table.set_column(table.schema.get_field_index(rejected_col), rejected_col,
+                                 pc.if_else(flip, chosen, rejected))
+    for name, values in added.items():
+        table = table.append_column(name, pa.array(values, pa.string() if name == "pair_id" else pa.float64()))
+    return table
+
+
+def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.ndarray,
+                  swapped: np.ndarray, added: dict[str, list], fingerprint: str,
+                  reporter: Reporter) -> str:
+    """Write the subset into `folder`; returns the data's name inside it."""
+    if fmt == "jsonl":
+        if "_json" not in dataset.records.column_names:
+            raise ExportError("JSON lines output needs a JSON input", "choose --format parquet")
+        _write_jsonl(folder / "data.jsonl", dataset, indices, swapped, added, reporter)
+        return "data.jsonl"
+    table = _arrow_subset(dataset, indices, swapped, added) if "_json" not in dataset.records.column_names \
+        else _json_subset_as_arrow(dataset, indices, swapped, added)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, folder / "data.parquet")
+        return "data.parquet"
+    if fmt == "csv":
+        import pyarrow.csv as pa_csv
+
+        pa_csv.write_csv(table, folder / "data.csv")
+        return "data.csv"
+    import datasets
+
+    datasets.Dataset(table, fingerprint=fingerprint).save_to_disk(str(folder / "data"))
+    return "data"
+
+
+def _json_subset_as_arrow(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+                          added: dict[str, list]) -> pa.Table:
+    chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
+    rows = []
+    for position, index in enumerate(indices.tolist()):
+        record = json.loads(dataset.records["_json"][index].as_py())
+        if swapped[index]:
+            record[chosen_col], record[rejected_col] = record[rejected_col], record[chosen_col]
+        rows.append({**record, **{name: values[position] for name, values in added.items()}})
+    return pa.Table.from_pylist(rows)
+
+
+def _tree_checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _replace_folder(temp: Path, out: Path, force: bool) -> None:
+    if out.exists():
+        if not force:
+            raise ExportError(f"{out} already exists", "choose another --out, or pass --force to replace it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(temp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temp, out)
+
+
+def export_selection(
+    dataset: LoadedDataset,
+    input_ref: DatasetRef,
+    load_config: LoadConfig,
+    resolved: ResolvedMargins,
+    selection: Selection,
+    annotated: Annotated,
+    out: str | Path,
+    *,
+    fmt: str = "auto",
+    include_scores: bool = True,
+    force: bool = False,
+    workspace_root: Path | None = None,
+    expect_sha256: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Write `selection` of `dataset` to the folder `out`; returns the manifest written.
+
+    With `expect_sha256` (a rebuild), data whose checksum differs is never put in place.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists", "choose another --out, or pass --force to replace it")
+    fmt = output_format_for(dataset.report.source_kind) if fmt == "auto" else fmt
+    if fmt not in OUTPUT_FORMATS:
+        raise ExportError(f"unknown output format {fmt!r}", f"one of: auto, {', '.join(OUTPUT_FORMATS)}")
+    indices = selection.indices
+    pair_ids = dataset.pairs["pair_id"].to_pylist()
+    excluded_mask, swapped = annotated.masks(pair_ids)
+    added_names = _column_names(dataset, resolved.margins, include_scores)
+    added: dict[str, list] = {"pair_id": [pair_ids[i] for i in indices.tolist()]}
+    if include_scores:
+        for name, margin in resolved.margins.items():
+            effective = np.where(swapped, -margin, margin)
+            added[f"margin_{name}"] = [_json_number(v) for v in effective[indices].tolist()]
+        score = selection.score if selection.score is not None else np.full(selection.total, np.nan)
+        added["selection_score"] = [_json_number(v) for v in score[indices].tolist()]
+    assert list(added) == added_names
+    selected_ids = added["pair_id"]
+    fingerprint = hashlib.sha256("\n".join(selected_ids).encode()).hexdigest()[:16]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    reporter = Reporter("export", len(indices), progress, cancel, unit="pairs")
+    try:
+        data_name = _write_output(temp, fmt, dataset, indices, swapped, added, fingerprint, reporter)
+        reporter.done = len(indices)
+        reporter.finish()
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "input": {**asdict(input_ref), "load_config": asdict(load_config),
+                      "format": dataset.report.format, "prompt_style": dataset.report.prompt_style,
+                      "columns": dataset.report.columns},
+            "workspace": str(workspace_root) if workspace_root else None,
+            "margins": {"sources": resolved.provenance, "sha256": margins_checksum(resolved.margins)},
+            "selection": {
+                "params": params_to_json(selection.params),
+                "bounds": {name: asdict(b) for name, b in selection.bounds.items()},
+                "trim_range": list(selection.trim_range) if selection.trim_range else None,
+                "tie_break": "pair_id",
+                "notes": list(selection.notes),
+            },
+            "annotations": {"excluded": list(annotated.excluded), "swapped": list(annotated.swapped)},
+            "counts": {"total": selection.total, "excluded": selection.excluded, "unscored": selection.unscored,
+                       "eligible": selection.eligible, "candidates": selection.candidates,
+                       "requested": selection.requested, "selected": selection.selected,
+                       "swapped_selected": int(swapped[indices].sum())},
+            "output": {"format": fmt, "data": data_name, "include_scores": include_scores,
+                       "sha256": _tree_checksum(temp / data_name)},
+            "library_versions": library_versions(),
+            "selected_pair_ids": selected_ids,
+        }
+        if expect_sha256 is not None and manifest["output"]["sha256"] != expect_sha256:
+            raise ExportError(
+                "the rebuilt data differs byte-wise from the original export; nothing was written",
+                f"library versions then and now may differ; now: {library_versions()}",
+            )
+        atomic_write_json(temp / MANIFEST_NAME, manifest)
+        _replace_folder(temp, out, force)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def annotated_from_workspace(workspace: Workspace | None) -> Annotated:
+    if workspace is None or not workspace.annotations_path.exists():
+        return Annotated()
+    from core.annotations import AnnotationStore
+
+    with AnnotationStore(workspace.annotations_path) as store:
+        annotations = store.all().values()
+    return Annotated(
+        excluded=tuple(sorted(a.pair_id for a in annotations if a.excluded)),
+        swapped=tuple(sorted(a.pair_id for a in annotations if a.swapped)),
+    )
+
+
+def run_selection(dataset: LoadedDataset, resolved: ResolvedMargins, params: SelectionParams,
+                  annotated: Annotated) -> Selection:
+    """`select` with the curator's annotations and pair_id tie-breaking, as exports do."""
+    pair_ids = dataset.pairs["pair_id"].to_pylist()
+    excluded, swapped = annotated.masks(pair_ids)
+    return select(resolved.margins, params, excluded=excluded, swapped=swapped,
+                  tie_break=tie_keys_from_pair_ids(pair_ids))
+
+
+_REQUIRED_KEYS = (("input", "checksum"), ("input", "source"), ("input", "load_config"),
+                  ("selection", "params"), ("margins", "sources"), ("margins", "sha256"),
+                  ("output", "sha256"), ("output", "format"), ("annotations", "excluded"))
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A manifest, checked for the keys a rebuild needs."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as error:
+        raise ExportError(f"{path}: no such manifest", "point --manifest at an export's manifest.json") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ExportError(f"{path}: not valid JSON ({error})", "the manifest is damaged") from error
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{path}: not a dmtui export manifest")
+    missing = [f"{section}.{key}" for section, key in _REQUIRED_KEYS
+               if not isinstance(manifest.get(section), dict) or key not in manifest[section]]
+    if "selected_pair_ids" not in manifest:
+        missing.append("selected_pair_ids")
+    if missing:
+        raise ExportError(f"{path}: not a complete dmtui export manifest (missing {', '.join(missing)})",
+                          "point --manifest at the manifest.json of an export")
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise ExportError(f"{path}: manifest version {manifest.get('manifest_version')} is not {MANIFEST_VERSION}")
+    return manifest
+
+
+def rebuild_from_manifest(
+    manifest_path: str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Redo an export from its manifest; refuses when the input or margins changed."""
+    from core.loading import load_dataset
+
+    manifest = read_manifest(manifest_path)
+    recorded = manifest["input"]
+    source = recorded["source"]
+    current = dataset_ref(source)
+    if current.checksum != recorded["checksum"]:
+        raise ExportError(
+            f"the input changed since the export: {source} has sha256 {current.checksum[:12]}, "
+            f"the manifest records {recorded['checksum'][:12]}",
+            "rebuild needs the exact input; restore it, or make a new export from the current data",
+        )
+    load_config = LoadConfig(**recorded["load_config"])
+    dataset = load_dataset(source, load_config, progress=progress, cancel=cancel)
+    workspace = Workspace.open(manifest["workspace"]) if manifest.get("workspace") else None
+    specs = []
+    for name, provenance in manifest["margins"]["sources"].items():
+        columns = tuple(provenance.get("columns", ()))
+        specs.append(MarginSpec(name, columns, provenance.get("fingerprint")))
+    resolved = resolve_margins(dataset, specs, workspace)
+    if margins_checksum(resolved.margins) != manifest["margins"]["sha256"]:
+        raise ExportError(
+            "the margins differ from the ones the export used (a score table was changed or extended)",
+            "rebuild needs the same scores; make a new export from the current ones",
+        )
+    annotated = Annotated(tuple(manifest["annotations"]["excluded"]), tuple(manifest["annotations"]["swapped"]))
+    params = params_from_json(manifest["selection"]["params"])
+    selection = run_selection(dataset, resolved, params, annotated)
+    selected_ids = [dataset.pairs["pair_id"][i].as_py() for i in selection.indices.tolist()]
+    if selected_ids != manifest["selected_pair_ids"]:
+        raise ExportError("the rebuilt selection differs from the manifest's pair_ids",
+                          "the selection code changed between versions; see library_versions in the manifest")
+    output = manifest["output"]
+    rebuilt = export_selection(
+        dataset, current, load_config, resolved, selection, annotated, out,
+        fmt=output["format"], include_scores=output["include_scores"], force=force,
+        workspace_root=Path(manifest["workspace"]) if manifest.get("workspace") else None,
+        expect_sha256=output["sha256"], progress=progress, cancel=cancel,
+    )
+    return rebuilt
