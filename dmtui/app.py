@@ -22,11 +22,12 @@ class DmtuiApp(App):
         Binding("question_mark", "show_help_panel", "Keys", key_display="?"),
     ]
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, build_demo_models: bool = False) -> None:
         super().__init__()
         self.workspace = workspace
+        self.build_demo_models = build_demo_models
         self.dataset: LoadedDataset | None = None
         self.sub_title = str(workspace.root)
 
     def on_mount(self) -> None:
-        self.push_screen(DatasetScreen(self.workspace))
+        self.push_screen(DatasetScreen(self.workspace, self.build_demo_models))

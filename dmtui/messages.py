@@ -32,3 +32,10 @@ class WorkFailed(Message):
     group: str
     message: str
     hint: str | None = None
+
+
+@dataclass
+class DemoModelsReady(Message):
+    """The demo world's tiny models exist (built now or found in the cache)."""
+
+    root: str

@@ -93,3 +93,25 @@ async def test_load_failure_is_shown_not_raised(workspace, monkeypatch):
         assert "cannot be read" in label and "check the file" in label
         assert app.dataset is None
         assert app.is_running
+
+
+async def test_missing_demo_models_are_built_in_the_background(workspace, monkeypatch, tmp_path):
+    import core.demo.models as demo_models
+    from core.progress import Reporter
+
+    built = []
+
+    def fake_ensure(config, progress=None, cancel=None):
+        reporter = Reporter("policy", 10, progress, cancel, unit="steps", interval_s=0)
+        reporter.advance(3)
+        built.append(config)
+        return demo_models.DemoModels(tmp_path, tmp_path, tmp_path, tmp_path, {})
+
+    monkeypatch.setattr(demo_models, "demo_models_dir", lambda config: tmp_path / "absent")
+    monkeypatch.setattr(demo_models, "ensure_demo_models", fake_ensure)
+    app = DmtuiApp(workspace, build_demo_models=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _open(app, pilot)
+        assert len(built) == 1
+        assert any("Demo models ready" in str(n.message) for n in app._notifications)
+        assert app.screen.query_one("#models-status").display is False

@@ -21,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the dataset changed since the workspace last saw it: load the new version anyway",
     )
+    parser.add_argument(
+        "--demo-models",
+        action="store_true",
+        help="build the demo world's tiny models in the background if they are missing",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -35,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
         )
     from dmtui.app import DmtuiApp
 
-    DmtuiApp(workspace).run()
+    DmtuiApp(workspace, build_demo_models=args.demo_models).run()
     return 0

@@ -13,7 +13,7 @@ from textual.widgets import Footer, Header, Label, ProgressBar
 from textual.worker import Worker, WorkerState
 
 from core.workspace import Workspace
-from dmtui.messages import DatasetLoaded, WorkProgress
+from dmtui.messages import DatasetLoaded, DemoModelsReady, WorkProgress
 from dmtui.screens.rejections import RejectionsScreen
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.pairs_preview import PairsPreview
@@ -28,9 +28,10 @@ class DatasetScreen(Screen):
         Binding("escape", "cancel", "Cancel", show=False),
     ]
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, build_demo_models: bool = False) -> None:
         super().__init__()
         self.workspace = workspace
+        self.build_demo_models = build_demo_models
         self.work = WorkControl(self)
 
     def compose(self) -> ComposeResult:
@@ -42,20 +43,48 @@ class DatasetScreen(Screen):
             yield DatasetSummary(id="summary")
             yield RejectionSummary(id="rejections")
         yield PairsPreview(id="pairs")
+        yield Label("", id="models-status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#top").display = False
         self.query_one("#pairs").display = False
+        self.query_one("#models-status").display = False
         self.load()
+        if self.build_demo_models:
+            self.ensure_demo_models()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def load(self) -> None:
         progress, cancel = self.work.start("load")
         self.post_message(DatasetLoaded(self.workspace.load(progress=progress, cancel=cancel)))
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="demo-models")
+    def ensure_demo_models(self) -> None:
+        """Build the demo world's tiny models in the background if they are missing."""
+        from core.demo.models import DemoModelsConfig, demo_models_dir, ensure_demo_models
+
+        config = DemoModelsConfig()
+        if demo_models_dir(config).exists():
+            return
+        progress, cancel = self.work.start("demo-models")
+        models = ensure_demo_models(config, progress=progress, cancel=cancel)
+        self.post_message(DemoModelsReady(str(models.root)))
+
+    @on(DemoModelsReady)
+    def _demo_models_ready(self, event: DemoModelsReady) -> None:
+        self.query_one("#models-status").display = False
+        self.notify(f"Demo models ready in {event.root}", title="Demo models")
+
     @on(WorkProgress)
     def _progress(self, event: WorkProgress) -> None:
+        if event.group == "demo-models":
+            status = self.query_one("#models-status", Label)
+            status.display = True
+            step = event.progress
+            total = f"/{step.total:,}" if step.total else ""
+            status.update(f"Building the demo models (Esc cancels): {step.stage} {step.done:,}{total} {step.unit}")
+            return
         bar = self.query_one("#loading-bar", ProgressBar)
         bar.update(total=event.progress.total, progress=event.progress.done)
         self.query_one("#loading-label", Label).update(f"Loading the dataset… {event.progress.done:,} rows")
@@ -84,6 +113,8 @@ class DatasetScreen(Screen):
                 f"[b]Could not load the dataset[/b]\n{message}" + (f"\n[i]{hint}[/i]" if hint else "")
             )
             self.query_one("#loading-bar").display = False
+        if event.worker.group == "demo-models":
+            self.query_one("#models-status").display = False
         self.notify(message + (f"\n{hint}" if hint else ""), severity="warning" if cancelled else "error", timeout=15)
 
     def action_cancel(self) -> None:
