@@ -49,6 +49,7 @@ from core.demo.world import (
 )
 from core.errors import DmtuiError
 from core.progress import ProgressFn, Reporter
+from core.stats import spearman
 
 # Bump whenever a change to this module changes the built weights.
 BUILDER_VERSION = 1
@@ -499,8 +500,6 @@ def check_reward_model(
     config: DemoModelsConfig, tokenizer, model, progress: ProgressFn | None, cancel: threading.Event | None
 ) -> dict[str, float]:
     """Spearman correlation of reward-model margins with oracle margins on the demo dataset."""
-    from scipy.stats import spearmanr
-
     reporter = Reporter("check", None, progress, cancel)
     rows, oracle = generate_world(config.world)
     rows, oracle = rows[: config.check_pairs], oracle[: config.check_pairs]
@@ -508,6 +507,6 @@ def check_reward_model(
     reporter.check()
     rejected = reward_scores(model, tokenizer, [r["prompt"] + r["rejected"] for r in rows])
     margins = [c - r for c, r in zip(chosen, rejected)]
-    rho = float(spearmanr(margins, [o["oracle_margin"] for o in oracle]).statistic)
+    rho = spearman(margins, [o["oracle_margin"] for o in oracle])
     reporter.finish(f"Spearman {rho:.3f}")
     return {"reward_oracle_spearman": round(rho, 4), "check_pairs": len(rows)}
