@@ -22,12 +22,14 @@ class DmtuiApp(App):
         Binding("question_mark", "show_help_panel", "Keys", key_display="?"),
     ]
 
-    def __init__(self, workspace: Workspace, build_demo_models: bool = False) -> None:
+    def __init__(self, workspace: Workspace, build_demo_models: bool = False,
+                 margin_specs: list[str] | None = None) -> None:
         super().__init__()
         self.workspace = workspace
         self.build_demo_models = build_demo_models
+        self.margin_specs = margin_specs
         self.dataset: LoadedDataset | None = None
         self.sub_title = str(workspace.root)
 
     def on_mount(self) -> None:
-        self.push_screen(DatasetScreen(self.workspace, self.build_demo_models))
+        self.push_screen(DatasetScreen(self.workspace, self.build_demo_models, self.margin_specs))

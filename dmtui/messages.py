@@ -39,3 +39,11 @@ class DemoModelsReady(Message):
     """The demo world's tiny models exist (built now or found in the cache)."""
 
     root: str
+
+
+@dataclass
+class MarginsResolved(Message):
+    """The margin sources the curation pane works on (empty when there are none yet)."""
+
+    dataset: LoadedDataset
+    margins: dict

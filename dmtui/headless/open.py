@@ -26,6 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="build the demo world's tiny models in the background if they are missing",
     )
+    parser.add_argument(
+        "--margin",
+        action="append",
+        default=[],
+        metavar="NAME=COL[,COL]",
+        help="use a margin the data already has (a margin column, or chosen/rejected score columns); "
+        "remembered by the workspace. Score tables in the workspace are used as well",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -38,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
         workspace = Workspace.open_or_create(
             args.data, args.workspace, load_config_from_args(args), accept_changes=args.accept_changes
         )
+    from core.margin_sources import MarginSpec
     from dmtui.app import DmtuiApp
 
-    DmtuiApp(workspace, build_demo_models=args.demo_models).run()
+    for text in args.margin:
+        MarginSpec.parse(text)  # a bad spec fails here, before the app starts
+    settings = workspace.read_settings()
+    margin_specs = args.margin or settings.get("margins", [])
+    if args.margin:
+        workspace.write_settings({**settings, "margins": args.margin})
+    DmtuiApp(workspace, build_demo_models=args.demo_models, margin_specs=margin_specs).run()
     return 0

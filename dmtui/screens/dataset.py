@@ -1,4 +1,5 @@
-"""The dataset screen: what was loaded, what was rejected and why, and a preview."""
+"""The main screen: the Dataset tab (what was loaded, what was rejected and why, a
+preview) and the Curate tab (live selection tuning, plots, examples, annotation)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ProgressBar
+from textual.widgets import Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from core.workspace import Workspace
-from dmtui.messages import DatasetLoaded, DemoModelsReady, WorkProgress
+from dmtui.messages import DatasetLoaded, DemoModelsReady, MarginsResolved, WorkProgress
 from dmtui.screens.rejections import RejectionsScreen
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.pairs_preview import PairsPreview
@@ -24,14 +25,18 @@ from dmtui.workers import WorkControl, describe_failure
 class DatasetScreen(Screen):
     CSS_PATH = Path(__file__).with_name("dataset.tcss")
     BINDINGS = [
+        Binding("1", "tab('dataset')", "Dataset"),
+        Binding("2", "tab('curate')", "Curate"),
         Binding("b", "show_rejections", "Bad rows"),
         Binding("escape", "cancel", "Cancel", show=False),
     ]
 
-    def __init__(self, workspace: Workspace, build_demo_models: bool = False) -> None:
+    def __init__(self, workspace: Workspace, build_demo_models: bool = False,
+                 margin_specs: list[str] | None = None) -> None:
         super().__init__()
         self.workspace = workspace
         self.build_demo_models = build_demo_models
+        self.margin_specs = margin_specs or []
         self.work = WorkControl(self)
 
     def compose(self) -> ComposeResult:
@@ -39,16 +44,19 @@ class DatasetScreen(Screen):
         with Vertical(id="loading"):
             yield Label("Loading the dataset…", id="loading-label")
             yield ProgressBar(id="loading-bar", show_eta=False)
-        with Horizontal(id="top"):
-            yield DatasetSummary(id="summary")
-            yield RejectionSummary(id="rejections")
-        yield PairsPreview(id="pairs")
+        with TabbedContent(id="tabs"):
+            with TabPane("Dataset", id="dataset"):
+                with Horizontal(id="top"):
+                    yield DatasetSummary(id="summary")
+                    yield RejectionSummary(id="rejections")
+                yield PairsPreview(id="pairs")
+            with TabPane("Curate", id="curate"):
+                yield Static("Loading margins…", id="curate-placeholder")
         yield Label("", id="models-status")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#top").display = False
-        self.query_one("#pairs").display = False
+        self.query_one("#tabs").display = False
         self.query_one("#models-status").display = False
         self.load()
         if self.build_demo_models:
@@ -94,14 +102,48 @@ class DatasetScreen(Screen):
         self.app.dataset = event.dataset
         report = event.dataset.report
         self.query_one("#loading").display = False
-        self.query_one("#top").display = True
-        self.query_one("#pairs").display = True
+        self.query_one("#tabs").display = True
         self.query_one(DatasetSummary).show(self.workspace, report)
         self.query_one(RejectionSummary).show(report)
         self.query_one(PairsPreview).show(event.dataset.pairs)
         self.query_one(PairsPreview).focus()
         if report.loaded == 0:
             self.notify(f"No usable pairs: {report.nothing_usable_hint()}", severity="error", timeout=15)
+            return
+        self.resolve_margins(event.dataset)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="margins")
+    def resolve_margins(self, dataset) -> None:
+        """Margins from `--margin` columns and the workspace's newest score table per source."""
+        from core.margin_sources import MarginSpec, resolve_margins
+        from core.scores import list_score_tables
+
+        specs = [MarginSpec.parse(text) for text in self.margin_specs]
+        named = {spec.name for spec in specs}
+        for info in list_score_tables(self.workspace.scores_dir):
+            if info.source not in named:
+                specs.append(MarginSpec(info.source))
+                named.add(info.source)
+        resolved = resolve_margins(dataset, specs, self.workspace) if specs else None
+        self.post_message(MarginsResolved(dataset, resolved.margins if resolved else {}))
+
+    @on(MarginsResolved)
+    def _margins_resolved(self, event: MarginsResolved) -> None:
+        from dmtui.widgets.curation_pane import CurationPane
+
+        placeholder = self.query_one("#curate-placeholder", Static)
+        if not event.margins:
+            placeholder.update(
+                "No margins yet.\n\nScore the dataset with [b]dmtui score[/b] (external, implicit and IFD margins "
+                "land in this workspace), or open it with [b]--margin NAME=COLUMN[/b] to use scores the data "
+                "already has (e.g. --margin external=score_chosen,score_rejected)."
+            )
+            return
+        placeholder.remove()
+        self.query_one("#curate", TabPane).mount(CurationPane(self.workspace, event.dataset, event.margins, id="curation"))
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:

@@ -1,0 +1,163 @@
+"""The Curate tab, driven by Textual's pilot: tune, filter, search, inspect, annotate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from textual.widgets import Input, Select
+
+from core.annotations import AnnotationStore
+from core.workspace import Workspace
+from dmtui.app import DmtuiApp
+from dmtui.screens.pair_detail import PairDetailScreen, marked_difference
+from dmtui.widgets.curation_pane import CurationPane
+from dmtui.widgets.examples_table import ExamplesTable
+
+N = 200
+MARGINS = ["external=score_chosen,score_rejected", "implicit=implicit_m"]
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(N):
+        lines.append(json.dumps({
+            "prompt": f"question number {i}" + (" about zebras" if i % 50 == 0 else ""),
+            "chosen": f"a good answer {i}",
+            "rejected": f"a bad answer {i}",
+            "score_chosen": int(rng.integers(1, 10)),
+            "score_rejected": int(rng.integers(1, 10)),
+            "implicit_m": float(rng.normal(0, 3)),
+        }))
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    return Workspace.open_or_create(str(data), tmp_path / "ws")
+
+
+async def settle(app, pilot) -> None:
+    for _ in range(3):
+        await pilot.pause()
+        await app.screen.workers.wait_for_complete()
+        pane = app.screen.query(CurationPane)
+        if pane:
+            await pane.first().workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def open_curate(app, pilot) -> CurationPane:
+    await settle(app, pilot)
+    await pilot.press("2")
+    await settle(app, pilot)
+    return app.screen.query_one(CurationPane)
+
+
+async def test_curate_tab_tunes_filters_and_searches(workspace):
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        table = pane.query_one(ExamplesTable)
+        assert len(table.rows) == N
+        assert pane.selection.selected == 20  # default budget 10%
+
+        budget = pane.query_one("#budget", Input)
+        budget.value = "35"
+        await settle(app, pilot)
+        assert pane.selection.selected == 35
+        assert json.loads(workspace.settings_path.read_text())["curation"]["budget"] == "35"
+
+        budget.value = "not a budget"
+        await settle(app, pilot)
+        assert budget.has_class("invalid") and pane.selection.selected == 35  # last good one stays
+        pane.query_one("#mode", Select).value = "dm-add"
+        await settle(app, pilot)
+        assert pane.selection.params.mode == "dm-mul"  # nothing applies while a field is invalid
+        budget.value = "35"
+        await settle(app, pilot)
+        assert pane.selection.params.mode == "dm-add" and not budget.has_class("invalid")
+
+        pane.query_one("#row-filter", Select).value = "selected"
+        await settle(app, pilot)
+        assert len(table.rows) == 35 and pane.selection.mask[table.rows].all()
+        scores = pane.selection.score[table.rows]
+        assert (np.diff(scores) <= 0).all()  # sorted by score, descending
+
+        pane.query_one("#row-filter", Select).value = "all"
+        pane.query_one("#search", Input).value = "zebras"
+        await settle(app, pilot)
+        assert len(table.rows) == N // 50
+
+        pane.query_one("#mode", Select).value = "top"
+        pane.query_one("#search", Input).value = ""
+        await settle(app, pilot)
+        assert pane.selection.params.mode == "top"
+
+
+async def test_annotations_are_written_at_once_and_survive_a_restart(workspace):
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        table = pane.query_one(ExamplesTable)
+        top_index = int(table.rows[0])
+        top_id = pane.pair_ids[top_index].as_py()
+        assert pane.selection.mask[top_index]
+        table.focus()
+        await pilot.press("enter")
+        assert isinstance(app.screen, PairDetailScreen)
+        await pilot.press("t", "x")
+        # Durable before leaving the screen: a second connection sees it now.
+        with AnnotationStore(workspace.annotations_path) as other:
+            assert other.get(top_id).flag == "toxic" and other.get(top_id).excluded
+        await pilot.press("n")
+        await pilot.press(*"looks fine", "enter")
+        await pilot.press("u")  # undo the note
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert not pane.selection.mask[top_index]  # excluded pairs are never selected
+        assert pane.annotations.excluded[top_index] and pane.annotations.flagged[top_index]
+
+    restarted = DmtuiApp(Workspace.open(workspace.root), margin_specs=MARGINS)
+    async with restarted.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(restarted, pilot)
+        assert pane.annotations.excluded[top_index]
+        assert not pane.selection.mask[top_index]
+        annotation = pane.store.get(top_id)
+        assert annotation.flag == "toxic" and annotation.note == ""
+
+
+async def test_spot_check_walks_the_lowest_margins(workspace):
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        await pilot.press("B")
+        screen = app.screen
+        assert isinstance(screen, PairDetailScreen)
+        external = pane.margins["external"]
+        walked = [external[screen.index]]
+        for _ in range(5):
+            await pilot.press("]")
+            walked.append(external[screen.index])
+        assert walked == sorted(walked) and walked[0] == np.nanmin(external)
+        await pilot.press("s")  # swap the worst pair
+        assert pane.store.get(pane.pair_ids[screen.index].as_py()).swapped
+
+
+async def test_no_margins_explains_what_to_do(tmp_path):
+    data = tmp_path / "plain.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    app = DmtuiApp(Workspace.open_or_create(str(data), tmp_path / "ws"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        text = str(app.screen.query_one("#curate-placeholder").render())
+        assert "dmtui score" in text and "--margin" in text
+        assert not app.screen.query(CurationPane)
+
+
+def test_differences_are_marked_word_by_word():
+    chosen, rejected = marked_difference("the cat sat here", "the dog sat here")
+    assert [span.style for span in chosen.spans] and chosen.plain == "the cat sat here"
+    marked = {chosen.plain[s.start:s.end] for s in chosen.spans}
+    assert marked == {"cat"} and {rejected.plain[s.start:s.end] for s in rejected.spans} == {"dog"}
