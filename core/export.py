@@ -28,13 +28,11 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,6 +45,7 @@ from core.loading import LoadConfig, LoadedDataset
 from core.margin_sources import MarginSpec, ResolvedMargins, resolve_margins
 from core.progress import ProgressFn, Reporter
 from core.selection import Selection, SelectionParams, select, tie_keys_from_pair_ids
+from core.versions import library_versions
 from core.workspace import DatasetRef, Workspace, atomic_write_json, dataset_ref
 
 MANIFEST_VERSION = 1
@@ -104,16 +103,6 @@ def params_from_json(data: dict[str, Any]) -> SelectionParams:
     data["budget"] = float(data["budget"]) if kind == "fraction" else int(data["budget"])
     data["sources"] = tuple(data["sources"])
     return SelectionParams(**data)
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def _json_number(value: float) -> float | None:
@@ -297,13 +286,13 @@ def export_selection(
                        "swapped_selected": int(swapped[indices].sum())},
             "output": {"format": fmt, "data": data_name, "include_scores": include_scores,
                        "sha256": _tree_checksum(temp / data_name)},
-            "library_versions": library_versions(),
+            "library_versions": library_versions(_LIBRARIES),
             "selected_pair_ids": selected_ids,
         }
         if expect_sha256 is not None and manifest["output"]["sha256"] != expect_sha256:
             raise ExportError(
                 "the rebuilt data differs byte-wise from the original export; nothing was written",
-                f"library versions then and now may differ; now: {library_versions()}",
+                f"library versions then and now may differ; now: {library_versions(_LIBRARIES)}",
             )
         atomic_write_json(temp / MANIFEST_NAME, manifest)
         _replace_folder(temp, out, force)

@@ -35,13 +35,13 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Literal
 
 from core.errors import Cancelled, DmtuiError
 from core.progress import ProgressFn, Reporter
 from core.training_callbacks import MetricsSink, progress_callback
+from core.versions import library_versions
 
 LossName = Literal["dpo", "ipo", "hinge", "kto"]
 LOSSES: tuple[str, ...] = ("dpo", "ipo", "hinge", "kto")
@@ -226,18 +226,6 @@ def unpaired(pairs: list[Pair]) -> list[dict[str, Any]]:
     return rows
 
 
-def library_versions() -> dict[str, str]:
-    import platform
-
-    versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def config_from_json(data: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from run.json's ``config`` (tuples come back from JSON as lists)."""
     known = {f.name for f in fields(TrainConfig)}
@@ -287,7 +275,7 @@ def train(
     with _library_progress_bars_off():
         trainer = _build_trainer(config, pairs, checkpoints)  # before any file: a bad model leaves no run behind
         out_dir.mkdir(parents=True, exist_ok=True)
-        run_record = {"config": asdict(config), "data": data_info, "library_versions": library_versions(),
+        run_record = {"config": asdict(config), "data": data_info, "library_versions": library_versions(_LIBRARIES),
                       "started_at": _now(), "resumed_from": str(resume_checkpoint) if resume_checkpoint else None}
         _write_json(out_dir / RUN_JSON, run_record)
         history = _metrics_until(out_dir / METRICS_JSONL, _checkpoint_step(resume_checkpoint))

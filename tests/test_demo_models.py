@@ -19,7 +19,13 @@ from core.demo.models import (
     reward_scores,
     sft_examples,
 )
-from core.demo.world import ResponseSampler, assistant, generate_world, response_features, user
+from core.demo.world import (
+    ResponseSampler,
+    assistant,
+    generate_world,
+    response_features,
+    user,
+)
 from core.errors import Cancelled
 
 TINY = dict(
@@ -31,7 +37,11 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def loaded(demo_models):
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     return (
         AutoTokenizer.from_pretrained(demo_models.policy),

@@ -405,7 +405,7 @@ def test_bad_jsonl_line(tmp_path, bad_line, reason, column):
     )
     assert reason in REASONS
     assert dict(loaded.report.rejected) == {reason: 1}
-    assert f"d.jsonl:line 2" in rejection.describe(loaded.report.source)
+    assert "d.jsonl:line 2" in rejection.describe(loaded.report.source)
 
 
 @pytest.mark.parametrize(

@@ -13,18 +13,28 @@ import threading
 import numpy as np
 import pytest
 import torch
-from transformers import PreTrainedTokenizerFast
 from tiny_models import (
-    BOUNDARY_WORD, CHAT_TEMPLATE, build_llama, build_tokenizer, conversational_items, naive_logprobs,
-    random_text, standard_items,
+    build_llama,
+    build_tokenizer,
+    conversational_items,
+    naive_logprobs,
+    random_text,
+    standard_items,
 )
+from transformers import PreTrainedTokenizerFast
 
 from core import logprobs
 from core.errors import Cancelled
 from core.logprobs import (
-    Encoded, encode, needs_full_forward, pair_logprobs, response_logprobs, token_identical_pairs,
+    Encoded,
+    encode,
+    needs_full_forward,
+    pair_logprobs,
+    response_logprobs,
+    token_identical_pairs,
 )
 from core.models import load_causal_lm, load_tokenizer
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):

@@ -15,7 +15,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassifi
 from core import models
 from core.logprobs import encode, response_logprobs
 from core.models import (
-    ModelLoadError, load_causal_lm, load_reward_model, load_tokenizer, model_fingerprint, pick_device, pick_dtype,
+    ModelLoadError,
+    load_causal_lm,
+    load_reward_model,
+    load_tokenizer,
+    model_fingerprint,
+    pick_device,
+    pick_dtype,
 )
 
 

@@ -85,7 +85,12 @@ def open_data(args: argparse.Namespace, progress=None):
     from pathlib import Path
 
     from core.loading import load_dataset
-    from core.workspace import Workspace, dataset_ref, default_workspace_path, is_workspace
+    from core.workspace import (
+        Workspace,
+        dataset_ref,
+        default_workspace_path,
+        is_workspace,
+    )
 
     root = args.workspace or (args.data if is_workspace(args.data) else None)
     if root is None and Path(args.data).exists() and is_workspace(default_workspace_path(args.data)):

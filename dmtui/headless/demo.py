@@ -80,7 +80,13 @@ def run_build(args: argparse.Namespace) -> int:
 @contextmanager
 def rich_progress() -> Iterator[Callable]:
     """A progress callback drawing one rich bar per stage on stderr, for the `with` block."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from dmtui.headless.common import stderr_console
 

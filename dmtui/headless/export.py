@@ -36,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.export import annotated_from_workspace, export_selection, rebuild_from_manifest, run_selection
+    from core.export import (
+        annotated_from_workspace,
+        export_selection,
+        rebuild_from_manifest,
+        run_selection,
+    )
     from core.margin_sources import resolve_margins
 
     if args.manifest:

@@ -6,7 +6,11 @@ import argparse
 import json
 import sys
 
-from dmtui.headless.common import add_dataset_arguments, load_config_from_args, stderr_console
+from dmtui.headless.common import (
+    add_dataset_arguments,
+    load_config_from_args,
+    stderr_console,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

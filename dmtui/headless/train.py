@@ -129,7 +129,13 @@ class RunOutput:
         self.jsonl = jsonl and not self.quiet
         self.bar = None
         if not jsonl and not self.quiet and is_tty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             from dmtui.headless.common import stderr_console
 

@@ -10,7 +10,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import (
+    Footer,
+    Header,
+    Label,
+    ProgressBar,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 from textual.worker import Worker, WorkerState
 
 from core.workspace import Workspace
@@ -70,7 +78,11 @@ class DatasetScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="demo-models")
     def ensure_demo_models(self) -> None:
         """Build the demo world's tiny models in the background if they are missing."""
-        from core.demo.models import DemoModelsConfig, demo_models_dir, ensure_demo_models
+        from core.demo.models import (
+            DemoModelsConfig,
+            demo_models_dir,
+            ensure_demo_models,
+        )
 
         config = DemoModelsConfig()
         if demo_models_dir(config).exists():

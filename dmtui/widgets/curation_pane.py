@@ -23,8 +23,22 @@ from textual.widgets import Input, Select, Static
 from core.annotations import AnnotationStore
 from core.loading import LoadedDataset
 from core.pairs import as_text
-from core.selection import Selection, SelectionParams, parse_budget, select, tie_keys_from_pair_ids
-from core.views import ROW_FILTERS, AnnotationArrays, filter_mask, ordered_rows, region_mask, search_mask, search_texts
+from core.selection import (
+    Selection,
+    SelectionParams,
+    parse_budget,
+    select,
+    tie_keys_from_pair_ids,
+)
+from core.views import (
+    ROW_FILTERS,
+    AnnotationArrays,
+    filter_mask,
+    ordered_rows,
+    region_mask,
+    search_mask,
+    search_texts,
+)
 from core.workspace import Workspace
 from dmtui.widgets.examples_table import ExamplesTable, TableColumn, format_number
 from dmtui.widgets.margin_plots import MarginPlots
