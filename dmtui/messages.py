@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from core.loading import LoadedDataset
+from core.margin_sources import ResolvedMargins
 from core.progress import Progress
 
 
@@ -46,4 +47,4 @@ class MarginsResolved(Message):
     """The margin sources the curation pane works on (empty when there are none yet)."""
 
     dataset: LoadedDataset
-    margins: dict
+    resolved: ResolvedMargins | None

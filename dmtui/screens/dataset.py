@@ -24,9 +24,11 @@ from textual.worker import Worker, WorkerState
 from core.workspace import Workspace
 from dmtui.messages import DatasetLoaded, DemoModelsReady, MarginsResolved, WorkProgress
 from dmtui.screens.rejections import RejectionsScreen
+from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
+from dmtui.widgets.run_pane import ExportRequested, RunPane
 from dmtui.workers import WorkControl, describe_failure
 
 
@@ -35,6 +37,7 @@ class DatasetScreen(Screen):
     BINDINGS = [
         Binding("1", "tab('dataset')", "Dataset"),
         Binding("2", "tab('curate')", "Curate"),
+        Binding("3", "tab('run')", "Run"),
         Binding("b", "show_rejections", "Bad rows"),
         Binding("escape", "cancel", "Cancel", show=False),
     ]
@@ -60,6 +63,8 @@ class DatasetScreen(Screen):
                 yield PairsPreview(id="pairs")
             with TabPane("Curate", id="curate"):
                 yield Static("Loading margins…", id="curate-placeholder")
+            with TabPane("Run", id="run"):
+                yield RunPane(self.workspace.root, self._default_policy(), id="run-pane")
         yield Label("", id="models-status")
         yield Footer()
 
@@ -137,14 +142,12 @@ class DatasetScreen(Screen):
                 specs.append(MarginSpec(info.source))
                 named.add(info.source)
         resolved = resolve_margins(dataset, specs, self.workspace) if specs else None
-        self.post_message(MarginsResolved(dataset, resolved.margins if resolved else {}))
+        self.post_message(MarginsResolved(dataset, resolved))
 
     @on(MarginsResolved)
     def _margins_resolved(self, event: MarginsResolved) -> None:
-        from dmtui.widgets.curation_pane import CurationPane
-
         placeholder = self.query_one("#curate-placeholder", Static)
-        if not event.margins:
+        if event.resolved is None or not event.resolved.margins:
             placeholder.update(
                 "No margins yet.\n\nScore the dataset with [b]dmtui score[/b] (external, implicit and IFD margins "
                 "land in this workspace), or open it with [b]--margin NAME=COLUMN[/b] to use scores the data "
@@ -152,7 +155,36 @@ class DatasetScreen(Screen):
             )
             return
         placeholder.remove()
-        self.query_one("#curate", TabPane).mount(CurationPane(self.workspace, event.dataset, event.margins, id="curation"))
+        self.query_one("#curate", TabPane).mount(CurationPane(self.workspace, event.dataset, event.resolved,
+                                                              id="curation"))
+
+    def _default_policy(self) -> str:
+        """The demo pi_0 when the app runs on the demo world, else nothing to suggest."""
+        if not self.build_demo_models:
+            return ""
+        from core.demo.models import DemoModelsConfig, demo_models_dir
+
+        return str(demo_models_dir(DemoModelsConfig()) / "policy")
+
+    @on(ExportRequested)
+    def _export_requested(self, event: ExportRequested) -> None:
+        panes = self.query(CurationPane)
+        if not panes or panes.first().selection is None:
+            self.notify("Nothing to export yet: the Curate tab needs margins and a selection", severity="warning")
+            return
+        self.export(panes.first(), event.out, event.include_scores)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def export(self, pane, out: str, include_scores: bool) -> None:
+        from core.export import export_selection
+
+        progress, cancel = self.work.start("export")
+        manifest = export_selection(
+            pane.dataset, self.workspace.dataset, self.workspace.load_config, pane.resolved, pane.selection,
+            pane.annotated(), out, include_scores=include_scores, workspace_root=self.workspace.root,
+            progress=progress, cancel=cancel,
+        )
+        self.app.call_from_thread(self.query_one(RunPane).export_finished, out, manifest)
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
@@ -174,6 +206,7 @@ class DatasetScreen(Screen):
     def action_cancel(self) -> None:
         if self.work.cancel_all():
             self.notify("Cancelling…")
+        self.query_one(RunPane).action_stop_training()
 
     def action_show_rejections(self) -> None:
         self._open_rejections(None)

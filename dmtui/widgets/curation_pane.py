@@ -21,7 +21,9 @@ from textual.message import Message
 from textual.widgets import Input, Select, Static
 
 from core.annotations import AnnotationStore
+from core.export import Annotated
 from core.loading import LoadedDataset
+from core.margin_sources import ResolvedMargins
 from core.pairs import as_text
 from core.selection import (
     Selection,
@@ -78,13 +80,14 @@ class CurationPane(Vertical):
         Binding("B", "spot_check", "Spot-check BOT"),
     ]
 
-    def __init__(self, workspace: Workspace, dataset: LoadedDataset, margins: dict[str, np.ndarray],
+    def __init__(self, workspace: Workspace, dataset: LoadedDataset, resolved: ResolvedMargins,
                  *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.workspace = workspace
         self.dataset = dataset
-        self.margins = margins
-        self.sources = list(margins)
+        self.resolved = resolved
+        self.margins = resolved.margins
+        self.sources = list(self.margins)
         self.pair_ids = dataset.pairs["pair_id"].combine_chunks()
         self.tie_keys = tie_keys_from_pair_ids(self.pair_ids.to_pylist())
         self.store = AnnotationStore(workspace.annotations_path)
@@ -162,6 +165,14 @@ class CurationPane(Vertical):
         name = self.sort_names[self.sort_index]
         key = None if name == "row" else selection.score if name == "score" else self._effective(name)
         return ordered_rows(mask, key, self.descending)
+
+    def annotated(self) -> Annotated:
+        """The exclusions and swaps the current selection honours, as an export records them."""
+        ids = self.pair_ids
+        return Annotated(
+            excluded=tuple(sorted(ids.filter(pa.array(self.annotations.excluded)).to_pylist())),
+            swapped=tuple(sorted(ids.filter(pa.array(self.annotations.swapped)).to_pylist())),
+        )
 
     def _effective(self, source: str) -> np.ndarray:
         margin = self.margins[source]

@@ -1,0 +1,75 @@
+"""The Run tab: export through the engine's manifest, then train in a subprocess and stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from test_app_curation import MARGINS, open_curate, settle
+from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
+from textual.widgets import Input, RichLog
+
+from core.export import rebuild_from_manifest
+from core.workspace import Workspace
+from dmtui.app import DmtuiApp
+from dmtui.widgets.run_pane import RunPane
+
+
+def log_text(pane: RunPane) -> str:
+    return "\n".join(line.text for line in pane.query_one("#run-log", RichLog).lines)
+
+
+async def wait_for(predicate, pilot, seconds: float = 120.0) -> None:
+    for _ in range(int(seconds * 10)):
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError("timed out waiting")
+
+
+async def test_export_from_the_app_matches_the_cli_rebuild(workspace, tmp_path):  # noqa: F811
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        curation = await open_curate(app, pilot)
+        await pilot.press("3")
+        run = app.screen.query_one(RunPane)
+        out = tmp_path / "app-export"
+        run.query_one("#export-out", Input).value = str(out)
+        await pilot.click("#export")
+        await settle(app, pilot)
+        await wait_for(lambda: run.last_export is not None, pilot, 30)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["counts"]["selected"] == curation.selection.selected
+        assert "exported" in log_text(run)
+    rebuilt = rebuild_from_manifest(out / "manifest.json", tmp_path / "rebuilt")
+    assert rebuilt["selected_pair_ids"] == manifest["selected_pair_ids"]
+    assert (out / "data.jsonl").read_bytes() == (tmp_path / "rebuilt" / "data.jsonl").read_bytes()
+
+
+async def test_training_runs_in_a_subprocess_streams_curves_and_stops(workspace, tmp_path, demo_models):  # noqa: F811
+    app = DmtuiApp(Workspace.open(workspace.root), margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_curate(app, pilot)
+        await pilot.press("3")
+        run = app.screen.query_one(RunPane)
+        await pilot.click("#train")
+        assert any("Export a selection first" in str(n.message) for n in app._notifications)
+        run.query_one("#export-out", Input).value = str(tmp_path / "export")
+        await pilot.click("#export")
+        await wait_for(lambda: run.last_export is not None, pilot, 30)
+        run.query_one("#train-model", Input).value = str(demo_models.policy)
+        run.query_one("#train-args", Input).value = (
+            "--epochs 50 --lr 1e-3 --batch-size 4 --per-device-batch-size 4 --logging-steps 1 "
+            "--save-steps 1000 --no-gradient-checkpointing"
+        )
+        await pilot.click("#train")
+        await wait_for(lambda: len(run.history["loss"]) >= 2, pilot)
+        assert run.process is not None
+        await pilot.press("escape")  # stops the subprocess cleanly
+        await wait_for(lambda: run.process is None, pilot)
+        text = log_text(run)
+        assert "exited with code 130" in text, text
+        assert run.history["reward_margin"]
+        await asyncio.sleep(0)
+    checkpoints = list((workspace.root / "runs").glob("run-*/checkpoints/checkpoint-*"))
+    assert checkpoints, "a stopped run keeps a checkpoint to resume from"
