@@ -26,6 +26,7 @@ from dmtui.messages import DatasetLoaded, DemoModelsReady, MarginsResolved, Work
 from dmtui.screens.rejections import RejectionsScreen
 from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.dataset_summary import DatasetSummary
+from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
 from dmtui.widgets.run_pane import ExportRequested, RunPane
@@ -185,6 +186,14 @@ class DatasetScreen(Screen):
             progress=progress, cancel=cancel,
         )
         self.app.call_from_thread(self.query_one(RunPane).export_finished, out, manifest)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Put the keyboard where the tab's work is (focusing earlier would switch tabs)."""
+        if event.pane.id == "curate":
+            tables = self.query(ExamplesTable)
+            if tables:
+                tables.first().focus()
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab

@@ -120,7 +120,6 @@ class CurationPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one(ExamplesTable).border_title = "Examples"
-        self.query_one(ExamplesTable).focus()
         settings = self.query_one(TuningPanel).read()
         if settings is not None:
             self.settings = settings
