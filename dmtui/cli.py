@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 # Subcommand modules under dmtui.headless, in the order `--help` lists them.
-COMMAND_MODULES = ("open", "info", "select", "export", "train", "demo")
+COMMAND_MODULES = ("open", "info", "score", "select", "export", "train", "eval", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,221 @@
+"""`dmtui score`: margins of every pair into the workspace's score tables (core.scoring).
+
+Resumable: pairs already scored with the same models and settings are reused, so a
+rerun after a crash, a Ctrl-C or appended rows scores only what is missing. Ctrl-C
+stops at the next batch (every checkpoint written is kept; a second Ctrl-C quits at
+once); exit code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from core.errors import DmtuiError
+from dmtui.headless.common import (
+    add_dataset_arguments,
+    load_config_from_args,
+    stderr_console,
+)
+
+SOURCE_NAMES = ("external", "implicit", "ifd")
+DEMO_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "pairs.jsonl"
+DEMO_SEED_LR = 1e-4
+"""Seed DPO learning rate for the tiny demo models (the paper's 5e-7 barely moves them)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="score every pair: external (reward model), implicit (pi_1 vs pi_0) and IFD margins",
+        description="Score a dataset's pairs into its workspace (created next to the dataset unless "
+        "--workspace names one). Already scored pairs are reused, so reruns resume.",
+    )
+    add_dataset_arguments(parser, required=False)
+    parser.add_argument("--workspace", metavar="DIR", help="workspace folder (default: DATA.dmtui next to DATA)")
+    parser.add_argument("--accept-changes", action="store_true",
+                        help="the dataset changed since the workspace saw it: score the new version")
+    models = parser.add_argument_group("models")
+    models.add_argument("--sources", default="external,implicit", metavar="LIST",
+                        help="comma-separated margin sources: external, implicit, ifd (default: external,implicit)")
+    models.add_argument("--reward-model", metavar="M", help="reward model for external margins (folder or model id)")
+    models.add_argument("--reference-model", metavar="M", help="pi_0, the SFT model (implicit and IFD margins)")
+    models.add_argument("--policy-model", metavar="M",
+                        help="pi_1 (folder, model id or LoRA adapter); default: seed DPO of pi_0 on D0")
+    models.add_argument("--demo", action="store_true",
+                        help="use the demo world's tiny models (built if missing) and, without DATA, its dataset")
+    models.add_argument("--trust-remote-code", action="store_true", help="allow models that ship Python code")
+    models.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files (can run code)")
+    seed = parser.add_argument_group("seed policy pi_1 (when --policy-model is not given)")
+    seed.add_argument("--seed-pairs", type=int, metavar="N",
+                      help="pairs in D0 (default 2000; small datasets: 10%%, at least 64)")
+    seed.add_argument("--seed-epochs", type=float, metavar="E", help="DPO epochs over D0 (default 2)")
+    seed.add_argument("--seed-steps", type=int, metavar="N", help="DPO optimiser steps (overrides --seed-epochs)")
+    seed.add_argument("--seed-lr", type=float, metavar="LR",
+                      help=f"DPO learning rate (default 5e-7; with --demo {DEMO_SEED_LR:g})")
+    seed.add_argument("--seed-beta", type=float, metavar="B", help="DPO beta (default 0.1)")
+    seed.add_argument("--seed", type=int, metavar="N", help="seed of the D0 draw and of training (default 0)")
+    run_group = parser.add_argument_group("running")
+    run_group.add_argument("--batch-tokens", type=int, metavar="N", help="padded tokens per forward (default 8192)")
+    run_group.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    run_group.add_argument("--dtype", metavar="T", help="auto, float32, bfloat16 or float16 (default auto)")
+    run_group.add_argument("--max-length", type=int, metavar="N",
+                           help="longest prompt + response in tokens; longer pairs are truncated (default 1024)")
+    run_group.add_argument("--skip-truncated", action="store_true",
+                           help="skip over-long pairs (margin NaN) instead of truncating them")
+    run_group.add_argument("--checkpoint-every", type=int, metavar="N",
+                           help="pairs per saved checkpoint (default 1000)")
+    parser.add_argument("--json", action="store_true", help="print the scoring report as one JSON object on stdout")
+    parser.set_defaults(handler=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """A ScoringConfig of the options given; the dataclass supplies every default."""
+    from core.scoring import ScoringConfig
+
+    sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    unknown = [s for s in sources if s not in SOURCE_NAMES]
+    if unknown or not sources:
+        raise DmtuiError(f"--sources {args.sources!r}: unknown margin source {unknown[0]!r}" if unknown
+                         else "--sources names no margin source", f"choose from {', '.join(SOURCE_NAMES)}")
+    given = {
+        "reward_model": args.reward_model, "reference_model": args.reference_model,
+        "policy_model": args.policy_model, "seed_pairs": args.seed_pairs, "seed_epochs": args.seed_epochs,
+        "seed_steps": args.seed_steps, "seed_lr": args.seed_lr, "seed_beta": args.seed_beta, "seed": args.seed,
+        "batch_tokens": args.batch_tokens, "device": args.device, "dtype": args.dtype,
+        "max_length": args.max_length, "checkpoint_every": args.checkpoint_every,
+    }
+    flags = {"skip_truncated": args.skip_truncated, "trust_remote_code": args.trust_remote_code,
+             "allow_pickle": args.allow_pickle}
+    return ScoringConfig(sources=sources, **{k: v for k, v in given.items() if v is not None}, **flags)
+
+
+def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
+    """--demo: the demo models wherever no model was named, and the demo dataset without DATA."""
+    from core.demo.models import DemoModelsConfig, ensure_demo_models
+
+    if args.data is None:
+        if not DEMO_DATA.is_file():
+            raise DmtuiError(f"the demo dataset is not at {DEMO_DATA}", "pass DATA, or run `dmtui demo generate`")
+        args.data = str(DEMO_DATA)
+    models = ensure_demo_models(DemoModelsConfig(), progress=progress)
+    args.reward_model = args.reward_model or str(models.reward)
+    args.reference_model = args.reference_model or str(models.policy)
+    if args.seed_lr is None:
+        args.seed_lr = DEMO_SEED_LR
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from core.scoring import ScoringCancelled, score
+    from core.workspace import Workspace, is_workspace
+
+    transformers_logging.disable_progress_bar()  # its tqdm bars would tear the rich display
+    cancel = threading.Event()
+    with stop_on_interrupt(cancel), rich_progress() as progress:
+        if args.demo:
+            fill_demo_models(args, progress)
+        if args.data is None:
+            raise DmtuiError("no dataset to score", "pass DATA (a dataset file or a workspace folder), or --demo")
+        config = config_from_args(args)
+        config.validate()
+        if is_workspace(args.data):
+            workspace = Workspace.open(args.data, accept_changes=args.accept_changes)
+        else:
+            workspace = Workspace.open_or_create(args.data, args.workspace, load_config_from_args(args),
+                                                 accept_changes=args.accept_changes)
+        dataset = workspace.load(progress=progress, cancel=cancel)
+        try:
+            report = score(dataset, workspace, config, progress=progress, cancel=cancel)
+        except ScoringCancelled as stopped:
+            report, cancelled = stopped.report, stopped
+        else:
+            cancelled = None
+    if args.json:
+        print(json.dumps({**report.to_json(), "workspace": str(workspace.root), "cancelled": cancelled is not None}))
+    else:
+        print_report(report, workspace.root)
+    if cancelled is not None:
+        raise cancelled
+    return 0
+
+
+@contextmanager
+def stop_on_interrupt(cancel: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C sets `cancel` (scoring stops at the next batch); a second one quits now."""
+    def interrupt(signum, frame) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        stderr_console.print("[yellow]stopping after the current batch (Ctrl-C again to quit now)[/]")
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def rich_progress() -> Iterator[Callable]:
+    """Core progress as one rich bar per stage on stderr, with pairs/s and ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bars = Progress(
+        TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>12}"), TextColumn("ETA {task.fields[eta]:>6}"), TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"), console=stderr_console, transient=False,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(report) -> None:
+        if report.stage not in tasks:
+            tasks[report.stage] = bars.add_task(report.stage, total=report.total, rate="", eta="", message="")
+        rate = f"{report.rate:,.1f} {report.unit}/s" if report.rate else ""
+        eta = f"{report.eta_s:.0f}s" if report.eta_s is not None else "-"
+        bars.update(tasks[report.stage], completed=report.done, total=report.total, rate=rate, eta=eta,
+                    message=report.message)
+
+    with bars:
+        yield update
+
+
+def print_report(report, workspace_root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("source", "scored", "reused", "truncated", "skipped", "identical", "pairs/s", "seconds",
+                   "fingerprint"):
+        table.add_column(column, justify="left" if column in ("source", "fingerprint") else "right")
+    for name, source in report.sources.items():
+        rate = source.pairs_per_s
+        table.add_row(name, f"{source.scored:,}", f"{source.reused:,}", f"{source.truncated:,}",
+                      f"{source.skipped_truncated:,}", f"{len(source.token_identical_ids):,}",
+                      f"{rate:,.1f}" if rate else "-", f"{source.seconds:.1f}", source.fingerprint)
+    console.print(table)
+    for name, source in report.sources.items():
+        if source.token_identical_ids:
+            shown = ", ".join(source.token_identical_ids[:5]) + (" ..." if len(source.token_identical_ids) > 5 else "")
+            console.print(f"{name}: {len(source.token_identical_ids)} pairs are token-identical as scored "
+                          f"(margin NaN): {shown}")
+        for note in source.notes:
+            console.print(f"{name}: {note}")
+    if report.seed_policy:
+        seed = report.seed_policy
+        console.print(f"pi_1: {seed['path']} ({'trained now on' if seed['trained_now'] else 'reused, trained on'} "
+                      f"{seed['seed_pairs']:,} seed pairs)")
+    console.print(f"scores in {workspace_root / 'scores'}  (device {report.device}, {report.dtype})")

@@ -1,0 +1,137 @@
+"""`dmtui score`: the JSON report, errors without tracebacks, --demo, and resuming after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dmtui.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_PAIRS = REPO_ROOT / "sample_data" / "demo" / "pairs.jsonl"
+
+
+def demo_slice(path: Path, n: int) -> Path:
+    """The first `n` good rows of the demo dataset, written to `path`."""
+    rows = [line for line in DEMO_PAIRS.read_text("utf-8").splitlines() if line.startswith('{"id"')][:n]
+    path.write_text("\n".join(rows) + "\n", "utf-8")
+    return path
+
+
+def model_args(demo_models) -> list[str]:
+    return ["--reward-model", str(demo_models.reward), "--reference-model", str(demo_models.policy),
+            "--policy-model", str(demo_models.policy), "--device", "cpu"]
+
+
+def run_cli(args: list[str], env_cache: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "DMTUI_CACHE": str(env_cache)}
+    return subprocess.Popen([sys.executable, "-m", "dmtui", *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_json_report_on_stdout(demo_models, tmp_path, capsys):
+    data = demo_slice(tmp_path / "pairs.jsonl", 40)
+    code = main(["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "external,ifd",
+                 *model_args(demo_models), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out)
+    assert set(report["sources"]) == {"external", "ifd"}
+    assert report["sources"]["external"]["scored"] == 40 and report["cancelled"] is False
+    assert (tmp_path / "ws" / "scores" / "external").is_dir()
+    code = main(["score", str(tmp_path / "ws"), "--sources", "external", *model_args(demo_models), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["sources"]["external"]["reused"] == 40
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--reward-model", "/no/such/reward-model"], "model path not found"),
+    (["--sources", "external,bogus"], "unknown margin source 'bogus'"),
+    (["--sources", "implicit", "--reference-model", ""], "need the reference model"),
+])
+def test_errors_are_messages_with_hints_not_tracebacks(demo_models, tmp_path, capsys, extra, message):
+    data = demo_slice(tmp_path / "pairs.jsonl", 5)
+    code = main(["score", str(data), "--workspace", str(tmp_path / "ws"), *model_args(demo_models), *extra])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and "hint:" in err and "Traceback" not in err
+
+
+def test_demo_scores_a_small_slice_end_to_end(demo_cache_dir, demo_models, tmp_path):
+    data = demo_slice(tmp_path / "pairs.jsonl", 120)
+    process = run_cli(["score", str(data), "--demo", "--device", "cpu", "--json"], demo_cache_dir)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    report = json.loads(out)
+    assert report["seed_policy"]["trained_now"] and report["seed_policy"]["seed_pairs"] == 64
+    assert {name: s["scored"] for name, s in report["sources"].items()} == {"external": 120, "implicit": 120}
+    assert report["sources"]["external"]["models"]["reward"] == str(demo_models.reward)
+    assert "Traceback" not in err
+
+
+def final_table(workspace: Path, source: str) -> pa.Table:
+    (table_dir,) = (workspace / "scores" / source).iterdir()
+    parts = sorted(table_dir.glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(part) for part in parts])
+
+
+def test_a_killed_run_resumes_without_rescoring_and_ends_equal(demo_cache_dir, demo_models, tmp_path):
+    data = demo_slice(tmp_path / "pairs.jsonl", 120)
+    common = ["score", str(data), "--sources", "external,implicit", *model_args(demo_models),
+              "--checkpoint-every", "10", "--json"]
+    whole = run_cli([*common, "--workspace", str(tmp_path / "whole")], demo_cache_dir)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    victim_ws = tmp_path / "killed"
+    victim = run_cli([*common, "--workspace", str(victim_ws)], demo_cache_dir)
+    deadline = time.monotonic() + 120
+    while not list(victim_ws.glob("scores/implicit/*/part-*.parquet")):
+        assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=30) == -signal.SIGKILL
+
+    resumed = run_cli([*common, "--workspace", str(victim_ws)], demo_cache_dir)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    report = json.loads(out)["sources"]
+    assert report["external"]["reused"] == 120 and report["external"]["scored"] == 0
+    assert report["implicit"]["reused"] > 0
+    assert report["implicit"]["reused"] + report["implicit"]["scored"] == 120
+    for source in ("external", "implicit"):
+        table, reference = final_table(victim_ws, source), final_table(tmp_path / "whole", source)
+        ids = table["pair_id"].to_pylist()
+        assert len(ids) == len(set(ids)) == 120, f"{source}: a pair was scored twice"
+        order = {pid: i for i, pid in enumerate(reference["pair_id"].to_pylist())}
+        aligned = reference.take(pa.array([order[pid] for pid in ids]))
+        np.testing.assert_allclose(table["margin"].to_numpy(), aligned["margin"].to_numpy(), atol=1e-6, rtol=0)
+
+
+def test_ctrl_c_stops_with_130_and_a_rerun_resumes(demo_cache_dir, demo_models, tmp_path):
+    data = demo_slice(tmp_path / "pairs.jsonl", 120)
+    command = ["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "implicit",
+               *model_args(demo_models), "--checkpoint-every", "10", "--json"]
+    process = run_cli(command, demo_cache_dir)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "ws").glob("scores/implicit/*/part-*.parquet")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "resume" in err
+    stopped = json.loads(out)
+    assert stopped["cancelled"] and 0 < stopped["sources"]["implicit"]["scored"] < 120
+    rerun = run_cli(command, demo_cache_dir)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert json.loads(out)["sources"]["implicit"]["reused"] == stopped["sources"]["implicit"]["scored"]
