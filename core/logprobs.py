@@ -197,7 +197,7 @@ def response_logprobs(
         sums[batch], counts[batch] = scorer.score(rows, padding_side)
 
     reporter = Reporter("log-probs", n, progress, cancel, unit="sequences")
-    _run_batches(range(n), lengths, batch_tokens, score, reporter, per_item=1)
+    run_batches(range(n), lengths, batch_tokens, score, reporter, per_item=1)
     reporter.finish()
     return LogprobResult(sums, counts, encoded.truncated.copy())
 
@@ -241,7 +241,7 @@ def pair_logprobs(
                 items = [rest[i] for i in batch]
                 results[0][side, items], results[1][side, items] = scorer.score(rows, "right")
 
-            _run_batches(range(len(rest)), lengths, batch_tokens, score_rest, reporter, per_item=1)
+            run_batches(range(len(rest)), lengths, batch_tokens, score_rest, reporter, per_item=1)
     pair_cost = [
         len(chosen.prompt_ids[i]) + 2 * max(len(chosen.response_ids[i]), len(rejected.response_ids[i]))
         if i in shared_set else 0
@@ -253,7 +253,7 @@ def pair_logprobs(
         sums, counts = scorer.score_shared_prompt(rows)
         results[0][:, batch], results[1][:, batch] = sums, counts
 
-    _run_batches(shared, pair_cost, batch_tokens, score_shared, reporter, per_item=2)
+    run_batches(shared, pair_cost, batch_tokens, score_shared, reporter, per_item=2)
     reporter.finish()
     return tuple(
         LogprobResult(results[0][side], results[1][side], encoded.truncated.copy())
@@ -261,7 +261,7 @@ def pair_logprobs(
     )
 
 
-def _run_batches(items, lengths, batch_tokens, score, reporter: Reporter, *, per_item: int) -> None:
+def run_batches(items, lengths, batch_tokens, score, reporter: Reporter, *, per_item: int) -> None:
     """Score length-bucketed batches, longest first; halve the budget and retry on out-of-memory."""
     order = sorted(items, key=lambda i: -lengths[i])
     queue = deque(_buckets(order, lengths, batch_tokens))

@@ -53,10 +53,10 @@ from core.loading import LoadedDataset
 from core.logprobs import (
     DEFAULT_BATCH_TOKENS,
     Encoded,
-    _run_batches,
     encode,
     pair_logprobs,
     response_logprobs,
+    run_batches,
     token_identical_pairs,
 )
 from core.models import (
@@ -387,7 +387,7 @@ def _reward_scores(model, sequences, pad_id, device, batch_tokens, progress, can
         scores[batch] = _reward_forward(model, [sequences[i] for i in batch], pad_id, device)
 
     reporter = Reporter("reward", len(sequences), progress, cancel, unit="sequences")
-    _run_batches(range(len(sequences)), lengths, batch_tokens, score, reporter, per_item=1)
+    run_batches(range(len(sequences)), lengths, batch_tokens, score, reporter, per_item=1)
     reporter.finish()
     return scores
 
