@@ -31,7 +31,7 @@ async def test_export_from_the_app_matches_the_cli_rebuild(workspace, tmp_path):
     app = DmtuiApp(workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         curation = await open_curate(app, pilot)
-        await pilot.press("3")
+        await pilot.press("4")
         run = app.screen.query_one(RunPane)
         out = tmp_path / "app-export"
         run.query_one("#export-out", Input).value = str(out)
@@ -50,7 +50,7 @@ async def test_training_runs_in_a_subprocess_streams_curves_and_stops(workspace,
     app = DmtuiApp(Workspace.open(workspace.root), margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         await open_curate(app, pilot)
-        await pilot.press("3")
+        await pilot.press("4")
         run = app.screen.query_one(RunPane)
         await pilot.click("#train")
         assert any("Export a selection first" in str(n.message) for n in app._notifications)

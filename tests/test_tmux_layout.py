@@ -54,8 +54,8 @@ def test_layout_holds_in_a_real_terminal(dataset, width, height, min_rows):
     try:
         screen = wait_for_text(session, "Rejected rows: 1")
         assert len(screen) == height and all(len(line) <= width for line in screen)
-        assert "Dataset" in screen[1] and "Curate" in screen[1] and "Run" in screen[1]
-        assert "Quit" in screen[-1] and "Curate" in screen[-1]  # the key map in the footer
+        assert all(tab in screen[1] for tab in ("Dataset", "Curate", "Score", "Run"))
+        assert "Curate" in screen[-1] and "palette" in screen[-1]  # the key map in the footer
         assert any("300 of 301 loaded" in line for line in screen)
 
         subprocess.run(["tmux", "send-keys", "-t", session, "2"], check=True)
@@ -67,6 +67,10 @@ def test_layout_holds_in_a_real_terminal(dataset, width, height, min_rows):
         assert "Open pair" in screen[-1] and "palette" in screen[-1]
 
         subprocess.run(["tmux", "send-keys", "-t", session, "3"], check=True)
+        screen = wait_for_text(session, "reward model")
+        assert any("Score" in line for line in screen[4:])
+
+        subprocess.run(["tmux", "send-keys", "-t", session, "4"], check=True)
         screen = wait_for_text(session, "export to")
         assert any("Train" in line for line in screen)
     finally:

@@ -30,6 +30,7 @@ from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
 from dmtui.widgets.run_pane import ExportRequested, RunPane
+from dmtui.widgets.score_pane import ScorePane, ScoreRequested
 from dmtui.workers import WorkControl, describe_failure
 
 
@@ -38,7 +39,8 @@ class DatasetScreen(Screen):
     BINDINGS = [
         Binding("1", "tab('dataset')", "Dataset"),
         Binding("2", "tab('curate')", "Curate"),
-        Binding("3", "tab('run')", "Run"),
+        Binding("3", "tab('score')", "Score"),
+        Binding("4", "tab('run')", "Run"),
         Binding("b", "show_rejections", "Bad rows"),
         Binding("escape", "cancel", "Cancel", show=False),
     ]
@@ -64,6 +66,8 @@ class DatasetScreen(Screen):
                 yield PairsPreview(id="pairs")
             with TabPane("Curate", id="curate"):
                 yield Static("Loading margins…", id="curate-placeholder")
+            with TabPane("Score", id="score"):
+                yield ScorePane(self._score_defaults(), id="score-pane")
             with TabPane("Run", id="run"):
                 yield RunPane(self.workspace.root, self._default_policy(), id="run-pane")
         yield Label("", id="models-status")
@@ -104,6 +108,9 @@ class DatasetScreen(Screen):
 
     @on(WorkProgress)
     def _progress(self, event: WorkProgress) -> None:
+        if event.group == "score":
+            self.query_one(ScorePane).show_progress(event.progress)
+            return
         if event.group == "demo-models":
             status = self.query_one("#models-status", Label)
             status.display = True
@@ -159,6 +166,43 @@ class DatasetScreen(Screen):
         self.query_one("#curate", TabPane).mount(CurationPane(self.workspace, event.dataset, event.resolved,
                                                               id="curation"))
 
+    def _score_defaults(self) -> dict[str, str]:
+        """The demo world's models when the app runs on it (with the demo's seed DPO rate)."""
+        if not self.build_demo_models:
+            return {}
+        from core.demo.models import DemoModelsConfig, demo_models_dir
+
+        root = demo_models_dir(DemoModelsConfig())
+        return {"reward_model": str(root / "reward"), "reference_model": str(root / "policy"), "seed_lr": "1e-4"}
+
+    @on(ScoreRequested)
+    def _score_requested(self, event: ScoreRequested) -> None:
+        if self.app.dataset is None:
+            self.notify("The dataset is still loading", severity="warning")
+            self.query_one(ScorePane).set_running(False)
+            return
+        self.score(self.app.dataset, event.settings)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="score")
+    def score(self, dataset, settings: dict) -> None:
+        from core.scoring import ScoringConfig, score
+
+        progress, cancel = self.work.start("score")
+        report = score(dataset, self.workspace, ScoringConfig(**settings), progress=progress, cancel=cancel)
+        parts = [f"{name}: {r.scored:,} scored, {r.reused:,} reused"
+                 + (f", {len(r.token_identical_ids):,} token-identical" if r.token_identical_ids else "")
+                 for name, r in report.sources.items()]
+        self.app.call_from_thread(self._scored, "done: " + "; ".join(parts), dataset)
+
+    def _scored(self, summary: str, dataset) -> None:
+        self.query_one(ScorePane).finished(summary)
+        self.notify(summary, title="Scoring finished")
+        for pane in self.query(CurationPane):
+            pane.remove()
+        if not self.query("#curate-placeholder"):
+            self.query_one("#curate", TabPane).mount(Static("Loading margins…", id="curate-placeholder"))
+        self.resolve_margins(dataset)
+
     def _default_policy(self) -> str:
         """The demo pi_0 when the app runs on the demo world, else nothing to suggest."""
         if not self.build_demo_models:
@@ -210,6 +254,8 @@ class DatasetScreen(Screen):
             self.query_one("#loading-bar").display = False
         if event.worker.group == "demo-models":
             self.query_one("#models-status").display = False
+        if event.worker.group == "score":
+            self.query_one(ScorePane).finished(("cancelled: " if cancelled else "failed: ") + message)
         self.notify(message + (f"\n{hint}" if hint else ""), severity="warning" if cancelled else "error", timeout=15)
 
     def action_cancel(self) -> None:

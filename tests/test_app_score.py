@@ -1,0 +1,72 @@
+"""The Score tab: score with the tiny demo models from the app, stay responsive, then curate."""
+
+from __future__ import annotations
+
+import itertools
+
+from test_app_curation import settle
+from textual.widgets import Checkbox, Input, TabbedContent
+
+from core.workspace import Workspace
+from dmtui.app import DmtuiApp
+from dmtui.widgets.curation_pane import CurationPane
+from dmtui.widgets.score_pane import ScorePane
+
+DEMO = "sample_data/demo/pairs.jsonl"
+
+
+def small_demo(tmp_path, n: int = 120):
+    path = tmp_path / "demo.jsonl"
+    with open(DEMO) as source:
+        path.write_text("".join(itertools.islice(source, n)))
+    return path
+
+
+async def wait_for(predicate, pilot, seconds: float = 240.0) -> None:
+    for _ in range(int(seconds * 10)):
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError("timed out waiting")
+
+
+async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_path, demo_models):
+    workspace = Workspace.open_or_create(str(small_demo(tmp_path)), tmp_path / "ws")
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        pane = app.screen.query_one(ScorePane)
+        pane.query_one("#score-reward_model", Input).value = str(demo_models.reward)
+        pane.query_one("#score-reference_model", Input).value = str(demo_models.policy)
+        pane.query_one("#score-seed-lr", Input).value = "1e-4"
+        pane.query_one("#score-source-implicit", Checkbox).value = True
+        await pilot.click("#score-start")
+        tabs = app.screen.query_one("#tabs", TabbedContent)
+        # While the worker scores (seed DPO, then log-probs), keys are still handled.
+        await wait_for(lambda: any(w.group == "score" and w.is_running for w in app.screen.workers), pilot, 10)
+        await pilot.press("1")
+        assert tabs.active == "dataset"
+        await pilot.press("3")
+        assert tabs.active == "score"
+        await wait_for(lambda: not any(w.group == "score" and w.is_running for w in app.screen.workers), pilot)
+        await wait_for(lambda: bool(app.screen.query(CurationPane)), pilot, 30)
+        curation = app.screen.query_one(CurationPane)
+        assert set(curation.margins) == {"external", "implicit"}
+        assert "scored" in str(pane.query_one("#score-status").render())
+
+    scored = sorted(p.name for p in (workspace.root / "scores").iterdir())
+    assert scored == ["external", "implicit"]
+
+
+async def test_scoring_without_models_shows_the_error(tmp_path):
+    workspace = Workspace.open_or_create(str(small_demo(tmp_path, 20)), tmp_path / "ws")
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        await pilot.click("#score-start")
+        await settle(app, pilot)
+        status = str(app.screen.query_one(ScorePane).query_one("#score-status").render())
+        assert status.startswith("failed:") and "model" in status
+        assert app.is_running
