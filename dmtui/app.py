@@ -9,6 +9,7 @@ from textual.binding import Binding
 
 from core.loading import LoadedDataset
 from core.workspace import Workspace
+from dmtui.commands import DmtuiCommands
 from dmtui.screens.dataset import DatasetScreen
 
 
@@ -19,8 +20,9 @@ class DmtuiApp(App):
     TITLE = "dmtui"
     BINDINGS = [
         Binding("q", "quit", "Quit"),
-        Binding("question_mark", "show_help_panel", "Keys", key_display="?"),
+        Binding("question_mark", "help", "Help", key_display="?"),
     ]
+    COMMANDS = App.COMMANDS | {DmtuiCommands}
 
     def __init__(self, workspace: Workspace, build_demo_models: bool = False,
                  margin_specs: list[str] | None = None) -> None:
@@ -32,4 +34,10 @@ class DmtuiApp(App):
         self.sub_title = str(workspace.root)
 
     def on_mount(self) -> None:
-        self.push_screen(DatasetScreen(self.workspace, self.build_demo_models, self.margin_specs))
+        self.main_screen = DatasetScreen(self.workspace, self.build_demo_models, self.margin_specs)
+        self.push_screen(self.main_screen)
+
+    def action_help(self) -> None:
+        from dmtui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())

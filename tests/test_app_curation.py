@@ -13,6 +13,7 @@ from core.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.pair_detail import PairDetailScreen, marked_difference
 from dmtui.widgets.curation_pane import CurationPane
+from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
 
 N = 200
@@ -61,6 +62,8 @@ async def test_curate_tab_tunes_filters_and_searches(workspace):
         table = pane.query_one(ExamplesTable)
         assert len(table.rows) == N
         assert pane.selection.selected == 20  # default budget 10%
+        summary = app.screen.query_one(DatasetSummary)
+        assert summary.scores == {"external": (N, N), "implicit": (N, N)}
 
         budget = pane.query_one("#budget", Input)
         budget.value = "35"
@@ -161,3 +164,29 @@ def test_differences_are_marked_word_by_word():
     assert [span.style for span in chosen.spans] and chosen.plain == "the cat sat here"
     marked = {chosen.plain[s.start:s.end] for s in chosen.spans}
     assert marked == {"cat"} and {rejected.plain[s.start:s.end] for s in rejected.spans} == {"dog"}
+
+
+async def test_every_palette_command_runs_and_help_opens(workspace):
+    from textual.screen import ModalScreen
+
+    from dmtui.commands import COMMANDS
+    from dmtui.screens.help import HelpScreen
+
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_curate(app, pilot)
+        for name, _, action in COMMANDS:
+            await app.main_screen.run_action(action)
+            await settle(app, pilot)
+            while isinstance(app.screen, (ModalScreen, PairDetailScreen)) or app.screen is not app.main_screen:
+                await pilot.press("escape")
+        await pilot.press("?")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert app.screen is app.main_screen
+        await pilot.press("ctrl+p")
+        await pilot.press(*"spot")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, PairDetailScreen) and "spot-check" in app.screen.walk_title

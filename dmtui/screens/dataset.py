@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -155,7 +156,11 @@ class DatasetScreen(Screen):
     @on(MarginsResolved)
     def _margins_resolved(self, event: MarginsResolved) -> None:
         placeholder = self.query_one("#curate-placeholder", Static)
-        if event.resolved is None or not event.resolved.margins:
+        margins = event.resolved.margins if event.resolved is not None else {}
+        total = event.dataset.pairs.num_rows
+        self.query_one(DatasetSummary).set_scores(
+            {name: (int(np.isfinite(values).sum()), total) for name, values in margins.items()})
+        if not margins:
             placeholder.update(
                 "No margins yet.\n\nScore the dataset with [b]dmtui score[/b] (external, implicit and IFD margins "
                 "land in this workspace), or open it with [b]--margin NAME=COLUMN[/b] to use scores the data "
@@ -238,6 +243,18 @@ class DatasetScreen(Screen):
             tables = self.query(ExamplesTable)
             if tables:
                 tables.first().focus()
+
+    def action_curation(self, action: str) -> None:
+        """Run a Curate-tab action from anywhere (the command palette)."""
+        panes = self.query(CurationPane)
+        if not panes:
+            self.notify("The Curate tab needs margins first", severity="warning")
+            return
+        self.action_tab("curate")
+        getattr(panes.first(), f"action_{action}")()
+
+    def action_help(self) -> None:
+        self.app.action_help()
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab

@@ -15,7 +15,25 @@ from core.workspace import Workspace
 class DatasetSummary(Static):
     """A compact fact sheet about the loaded dataset."""
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.workspace: Workspace | None = None
+        self.report: LoadReport | None = None
+        self.scores: dict[str, tuple[int, int]] = {}
+
     def show(self, workspace: Workspace, report: LoadReport) -> None:
+        self.workspace, self.report = workspace, report
+        self._render_facts()
+
+    def set_scores(self, scores: dict[str, tuple[int, int]]) -> None:
+        """Per margin source: (pairs with a score, pairs in the dataset)."""
+        self.scores = scores
+        self._render_facts()
+
+    def _render_facts(self) -> None:
+        workspace, report = self.workspace, self.report
+        if workspace is None or report is None:
+            return
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(overflow="fold")
@@ -30,8 +48,13 @@ class DatasetSummary(Static):
         counts.append(f" of {report.read:,} loaded")
         grid.add_row("rows", counts)
         grid.add_row("workspace", workspace.root.name)
-        score_files = sorted(p.stem for p in workspace.scores_dir.glob("*.parquet"))
-        grid.add_row("scores", ", ".join(score_files) if score_files else "none yet")
+        if not self.scores:
+            grid.add_row("scores", "none yet")
+        for name, (scored, total) in self.scores.items():
+            line = Text(f"{name}: {scored:,}/{total:,}")
+            if scored < total:
+                line.append(f"  {total - scored:,} without a score", style="yellow")
+            grid.add_row("scores" if name == next(iter(self.scores)) else "", line)
         for warning in report.warnings:
             grid.add_row(Text("warning", style="yellow"), warning)
         self.update(grid)

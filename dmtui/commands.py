@@ -1,0 +1,41 @@
+"""Every action of the app in the command palette (Ctrl+P), named "area: what it does"."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+# (palette name, help, action string run on the main screen)
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("dataset: show the load report", "format, counts, rejected rows, score state", "tab('dataset')"),
+    ("dataset: list bad rows", "every rejected row with its line, column and reason", "show_rejections"),
+    ("curate: tune the selection", "mode, budget, M1/M2, plots and the examples table", "tab('curate')"),
+    ("curate: spot-check BOT", "walk the lowest-margin pairs one key at a time", "curation('spot_check')"),
+    ("curate: next plot", "cycle the histograms and the scatter", "curation('next_plot')"),
+    ("curate: sort by the next column", "row, each margin, the selection score", "curation('sort_next')"),
+    ("curate: reverse the sort", "ascending / descending", "curation('sort_reverse')"),
+    ("curate: search", "text or pair_id", "curation('search')"),
+    ("score: score the dataset", "external, implicit and IFD margins with your models", "tab('score')"),
+    ("run: export and train", "export the selection with a manifest; DPO in a subprocess", "tab('run')"),
+    ("work: cancel", "stop loading, scoring, exporting or training", "cancel"),
+    ("help: how dmtui works", "the workflow and every key", "help"),
+)
+
+
+class DmtuiCommands(Provider):
+    """Palette entries for the main screen's actions."""
+
+    async def discover(self) -> Hits:
+        for name, help_text, action in COMMANDS:
+            yield DiscoveryHit(name, partial(self._run, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, action in COMMANDS:
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), partial(self._run, action), help=help_text)
+
+    async def _run(self, action: str) -> None:
+        await self.app.main_screen.run_action(action)

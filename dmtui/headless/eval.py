@@ -1,0 +1,117 @@
+"""`dmtui eval`: judge a trained policy against the initial one with the demo world's oracle.
+
+With ``--json`` stdout carries one object, `core.evaluation.EvalReport.to_json`::
+
+    {"policy": "RUN/final", "reference": "...", "prompts": 256, "samples_per_prompt": 1,
+     "temperature": 0.7, "max_new_tokens": 64, "seed": 0, "prompt_seed": 0,
+     "wins": 120, "ties": 80, "losses": 56, "comparisons": 256, "win_rate": 0.625,
+     "policy_stats": {"mean_reward": 1.5, "mean_chars": 90.1, "mean_tokens": 21.0, "toxic_share": 0.01},
+     "reference_stats": {...}, "examples": [...]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from core.errors import DmtuiError
+from dmtui.headless.common import is_tty
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from core.evaluation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="win rate of a trained policy against the initial one, judged by the demo oracle",
+        description="Sample responses from a policy and a reference model to held-out demo prompts "
+        "(temperature 0.7, the same seed for both) and compare them with the demo world's oracle reward: "
+        "win rate (ties count half), mean reward, length and share of toxic responses.",
+    )
+    parser.add_argument("--policy", required=True, metavar="RUN|MODEL",
+                        help="a `dmtui train` run folder (its final/ model) or a model folder")
+    parser.add_argument("--reference", metavar="MODEL", help="the model to beat, usually pi_0")
+    parser.add_argument("--demo", action="store_true", help="use the demo world's pi_0 as the reference")
+    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS, metavar="N",
+                        help=f"held-out demo prompts to draw (default: {DEFAULT_PROMPTS})")
+    parser.add_argument("--samples", type=int, default=1, metavar="K", help="responses per prompt (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of both models (default: 0)")
+    parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the held-out prompt draw (default: 0)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
+                        help=f"longest response in tokens (default: {DEFAULT_MAX_NEW_TOKENS})")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    from core.evaluation import evaluate, final_model, held_out_prompts
+
+    if args.demo and args.reference:
+        raise DmtuiError("--demo and --reference both name the reference", "pass one of them")
+    if not args.demo and not args.reference:
+        raise DmtuiError("no reference model to compare with", "pass --reference MODEL (pi_0), or --demo")
+    if args.prompts < 1 or args.samples < 1:
+        raise DmtuiError("--prompts and --samples must be at least 1")
+    # The libraries' notices and loading bars are for us, not for the person evaluating.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|torch)\.")
+    transformers_logging.disable_progress_bar()
+    with _progress() as progress:
+        reference = args.reference or _demo_reference(progress)
+        report = evaluate(
+            final_model(args.policy), reference, held_out_prompts(args.prompts, args.prompt_seed),
+            samples_per_prompt=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+            seed=args.seed, progress=progress,
+        )
+    if args.json:
+        print(json.dumps({**report.to_json(), "prompt_seed": args.prompt_seed}, ensure_ascii=False))
+    else:
+        print_report(report)
+    return 0
+
+
+def _demo_reference(progress) -> str:
+    from core.demo.models import DemoModelsConfig, ensure_demo_models
+
+    return str(ensure_demo_models(DemoModelsConfig(), progress=progress).policy)
+
+
+def _progress():
+    """Rich bars on a terminal; nothing when stderr is piped."""
+    from contextlib import nullcontext
+
+    if not is_tty():
+        return nullcontext(None)
+    from dmtui.headless.demo import rich_progress
+
+    return rich_progress()
+
+
+def print_report(report) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{report.policy}[/] vs [bold]{report.reference}[/]")
+    console.print(f"{report.prompts} prompts x {report.samples_per_prompt} samples, temperature "
+                  f"{report.temperature:g}, seed {report.seed}, judged by the demo oracle")
+    console.print(f"win rate [bold]{100 * report.win_rate:.1f}%[/]  "
+                  f"({report.wins} wins, {report.ties} ties, {report.losses} losses)")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("", "oracle reward", "chars", "tokens", "toxic"):
+        table.add_column(column, justify="right" if column else "left")
+    for name, stats in (("policy", report.policy_stats), ("reference", report.reference_stats)):
+        table.add_row(name, f"{stats.mean_reward:.2f}", f"{stats.mean_chars:.0f}", f"{stats.mean_tokens:.1f}",
+                      f"{100 * stats.toxic_share:.1f}%")
+    console.print(table)
+    for example in report.examples:
+        console.print(f"\n[dim]prompt[/] {escape(example['prompt'])}", soft_wrap=True)
+        console.print(f"  [dim]policy    ({example['policy_reward']:+.1f})[/] {escape(example['policy'])}",
+                      soft_wrap=True)
+        console.print(f"  [dim]reference ({example['reference_reward']:+.1f})[/] {escape(example['reference'])}",
+                      soft_wrap=True)
