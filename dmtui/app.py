@@ -31,7 +31,7 @@ class DmtuiApp(App):
         self.build_demo_models = build_demo_models
         self.margin_specs = margin_specs
         self.dataset: LoadedDataset | None = None
-        self.sub_title = str(workspace.root)
+        self.sub_title = workspace.root.name
 
     def on_mount(self) -> None:
         self.main_screen = DatasetScreen(self.workspace, self.build_demo_models, self.margin_specs)
