@@ -120,10 +120,7 @@ class CurationPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one(ExamplesTable).border_title = "Examples"
-        settings = self.query_one(TuningPanel).read()
-        if settings is not None:
-            self.settings = settings
-        self.reselect()
+        # The first selection runs when the TuningPanel posts its initial settings.
 
     def on_unmount(self) -> None:
         self.store.close()

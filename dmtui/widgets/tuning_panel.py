@@ -62,6 +62,9 @@ class TuningPanel(Vertical):
 
     def on_mount(self) -> None:
         self._source_visibility()
+        settings = self.read()
+        if settings is not None:  # the owner starts from what the panel shows
+            self.post_message(self.Changed(settings))
 
     def _source_visibility(self) -> None:
         mode = self.query_one("#mode", Select).value
