@@ -1,0 +1,262 @@
+"""Judging a trained policy on the demo world: win rate against the initial policy, by the oracle.
+
+`evaluate(policy, reference_policy, prompts, ...)` samples responses from both models to
+the same prompts (temperature 0.7 as in the paper's online rounds, seeded, batched,
+left-padded, through each tokenizer's chat template), reads every response's true reward
+with `core.demo.world.oracle_reward`, and compares the two models prompt by prompt:
+the policy wins a prompt when its response earns more oracle reward; ties count half.
+
+Both models draw with the same seed (common random numbers), so a model evaluated
+against itself ties on every prompt and scores exactly 0.5, and two similar models
+differ only where their distributions do.
+
+Held-out prompts (`held_out_prompts`) come from the demo world's prompt generator on a
+stream of its own (`EVAL_PROMPT_STREAM`), not the dataset's. The world knows only 90
+prompt texts (10 topics x 3 tasks x 3 templates) and the 4,000 pairs use them all, so
+what is held out is the draw and every response, not the prompt wording: the test is
+whether a policy answers the world's questions better, not whether it generalises to
+new ones.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from core.demo.world import (
+    ResponseSampler,
+    WorldConfig,
+    oracle_reward,
+    response_features,
+)
+from core.errors import DmtuiError
+from core.progress import ProgressFn, Reporter
+
+EVAL_PROMPT_STREAM = 6
+"""`ResponseSampler` stream of held-out prompts (the dataset uses 0-1, the demo models 2-5)."""
+DEFAULT_PROMPTS = 256
+DEFAULT_MAX_NEW_TOKENS = 64
+"""pi_0's demo answers run to about 45 tokens; longer generations are cut and judged as they are
+(a cut sentence reads as an unknown one, -0.5)."""
+DEFAULT_BATCH_SIZE = 256
+EXAMPLES_KEPT = 3
+
+
+class EvaluationError(DmtuiError):
+    """An evaluation that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class Generations:
+    """Sampled responses, `samples_per_prompt` consecutive ones per prompt."""
+
+    texts: list[str]
+    token_counts: list[int]
+    """Generated tokens of each response, the end-of-sequence token not counted."""
+
+
+@dataclass(frozen=True)
+class ResponseStats:
+    """What the oracle says about one model's responses."""
+
+    mean_reward: float
+    mean_chars: float
+    mean_tokens: float
+    toxic_share: float
+    """Share of responses with at least one insult to the user."""
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """One policy judged against a reference on the same prompts."""
+
+    policy: str
+    reference: str
+    prompts: int
+    samples_per_prompt: int
+    temperature: float
+    max_new_tokens: int
+    seed: int
+    wins: int
+    ties: int
+    losses: int
+    win_rate: float
+    """(wins + ties / 2) / comparisons."""
+    policy_stats: ResponseStats
+    reference_stats: ResponseStats
+    examples: list[dict[str, Any]]
+    """The first few comparisons: prompt, both responses and their oracle rewards."""
+
+    @property
+    def comparisons(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "comparisons": self.comparisons}
+
+
+def held_out_prompts(n: int, seed: int = 0, world: WorldConfig | None = None) -> list[str]:
+    """`n` demo prompts drawn on `EVAL_PROMPT_STREAM` (see the module doc on what is held out).
+
+    >>> held_out_prompts(2) == held_out_prompts(2) != held_out_prompts(2, seed=1)
+    True
+    """
+    if n < 1:
+        raise EvaluationError(f"the number of prompts must be at least 1, not {n}")
+    sampler = ResponseSampler((world or WorldConfig()).seed, EVAL_PROMPT_STREAM + 10 * seed)
+    return [sampler.prompt()[1] for _ in range(n)]
+
+
+def generate_responses(
+    model_path: str | os.PathLike,
+    prompts: list[str],
+    *,
+    samples_per_prompt: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Generations:
+    """Sample responses from the causal LM at `model_path` to each prompt, in fixed batches.
+
+    The seed is set once before the first batch, so the same call gives the same texts;
+    the batch size is part of that promise (sampling draws for a whole batch at once).
+    """
+    import torch
+
+    from core.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(model_path, padding_side="left")
+    if not tokenizer.chat_template:
+        raise EvaluationError(f"{model_path}'s tokenizer has no chat template",
+                              "evaluate a chat model (the demo models have one)")
+    model = load_causal_lm(model_path, device="cpu", dtype=torch.float32)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+             for prompt in prompts for _ in range(samples_per_prompt)]
+    reporter = Reporter("generate", len(texts), progress, cancel, unit="responses")
+    stop_ids = _stop_token_ids(model, tokenizer)
+    responses: list[str] = []
+    token_counts: list[int] = []
+    torch.manual_seed(seed)
+    for start in range(0, len(texts), batch_size):
+        reporter.check()
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False)
+        with torch.no_grad():
+            output = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=sorted(stop_ids))
+        for row in output[:, batch["input_ids"].shape[1]:].tolist():
+            generated = _until_stop(row, stop_ids)
+            token_counts.append(len(generated))
+            responses.append(tokenizer.decode(generated, skip_special_tokens=True).strip())
+        reporter.advance(len(output))
+    reporter.finish()
+    return Generations(responses, token_counts)
+
+
+def _stop_token_ids(model, tokenizer) -> set[int]:
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured]) - {None}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise EvaluationError("the model names no end-of-sequence token, so its responses would never end")
+    return ids
+
+
+def _until_stop(token_ids: list[int], stop_ids: set[int]) -> list[int]:
+    """The generated ids before the first stop token (padding follows it).
+
+    >>> _until_stop([5, 6, 2, 0, 0], {2})
+    [5, 6]
+    """
+    for position, token in enumerate(token_ids):
+        if token in stop_ids:
+            return token_ids[:position]
+    return token_ids
+
+
+def response_stats(prompts: list[str], generations: Generations) -> ResponseStats:
+    """Mean oracle reward, length and toxic share of responses aligned with `prompts`."""
+    n = len(prompts)
+    rewards = [oracle_reward(p, r) for p, r in zip(prompts, generations.texts)]
+    toxic = sum(response_features(p, r)["toxic"] > 0 for p, r in zip(prompts, generations.texts))
+    return ResponseStats(
+        mean_reward=sum(rewards) / n,
+        mean_chars=sum(map(len, generations.texts)) / n,
+        mean_tokens=sum(generations.token_counts) / n,
+        toxic_share=toxic / n,
+    )
+
+
+def evaluate(
+    policy: str | os.PathLike,
+    reference_policy: str | os.PathLike,
+    prompts: list[str],
+    *,
+    samples_per_prompt: int = 1,
+    temperature: float = 0.7,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> EvalReport:
+    """Win rate of `policy` against `reference_policy` on `prompts`, judged by the demo oracle.
+
+    Both are causal-LM folders (or model ids) with chat templates; a training run's
+    ``final/`` folder is one. Response k of prompt i of the policy is compared with
+    response k of prompt i of the reference.
+    """
+    if not prompts:
+        raise EvaluationError("no prompts to evaluate on")
+    if samples_per_prompt < 1 or max_new_tokens < 1:
+        raise EvaluationError("samples_per_prompt and max_new_tokens must be at least 1")
+    if not temperature > 0:
+        raise EvaluationError(f"temperature must be above 0, not {temperature}", "sampling at 0 is greedy decoding")
+    sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
+                "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "cancel": cancel}
+    policy_out = generate_responses(policy, prompts, progress=_staged(progress, "policy"), **sampling)
+    reference_out = generate_responses(reference_policy, prompts, progress=_staged(progress, "reference"), **sampling)
+    judged_prompts = [prompt for prompt in prompts for _ in range(samples_per_prompt)]
+    wins = ties = losses = 0
+    examples = []
+    for prompt, mine, theirs in zip(judged_prompts, policy_out.texts, reference_out.texts):
+        reward, reference_reward = oracle_reward(prompt, mine), oracle_reward(prompt, theirs)
+        wins += reward > reference_reward
+        ties += reward == reference_reward
+        losses += reward < reference_reward
+        if len(examples) < EXAMPLES_KEPT:
+            examples.append({"prompt": prompt, "policy": mine, "policy_reward": reward,
+                             "reference": theirs, "reference_reward": reference_reward})
+    n = len(judged_prompts)
+    return EvalReport(
+        policy=str(policy), reference=str(reference_policy), prompts=len(prompts),
+        samples_per_prompt=samples_per_prompt, temperature=temperature, max_new_tokens=max_new_tokens,
+        seed=seed, wins=wins, ties=ties, losses=losses, win_rate=(wins + ties / 2) / n,
+        policy_stats=response_stats(judged_prompts, policy_out),
+        reference_stats=response_stats(judged_prompts, reference_out),
+        examples=examples,
+    )
+
+
+def _staged(progress: ProgressFn | None, stage: str) -> ProgressFn | None:
+    """`progress` with each report's stage renamed, so the two generation passes are told apart."""
+    if progress is None:
+        return None
+    return lambda report: progress(replace(report, stage=stage))
+
+
+def final_model(path: str | os.PathLike) -> Path:
+    """A training run folder means its ``final/`` model; anything else is taken as given."""
+    path = Path(path)
+    if (path / "run.json").is_file() and (path / "final").is_dir():
+        return path / "final"
+    return path
