@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from rich.console import Console
 
@@ -54,6 +56,43 @@ def load_config_from_args(args: argparse.Namespace):
         strict=args.strict,
         max_field_chars=args.max_field_chars or defaults.max_field_chars,
     )
+
+
+@contextmanager
+def rich_progress() -> Iterator[Callable]:
+    """A core progress callback drawing one rich bar per stage on stderr, with rate and ETA.
+
+    A new stage closes the bars of the earlier ones (their work is over).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bars = Progress(
+        TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>12}"), TextColumn("ETA {task.fields[eta]:>6}"), TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"), console=stderr_console,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(report) -> None:
+        if report.stage not in tasks:
+            for task in tasks.values():
+                done = bars.tasks[task].completed or 1
+                bars.update(task, total=bars.tasks[task].total or done, completed=done)
+                bars.stop_task(task)
+            tasks[report.stage] = bars.add_task(report.stage, total=report.total, rate="", eta="", message="")
+        rate = f"{report.rate:,.1f} {report.unit}/s" if report.rate else ""
+        eta = f"{report.eta_s:.0f}s" if report.eta_s is not None else "-"
+        bars.update(tasks[report.stage], completed=report.done, total=report.total, rate=rate, eta=eta,
+                    message=report.message)
+
+    with bars:
+        yield update
 
 
 def fail(message: str, hint: str | None = None) -> None:
@@ -171,6 +210,23 @@ def selection_params_from_args(args: argparse.Namespace, margin_names: list[str]
     if m2 is not None:
         options["m2"] = m2
     return SelectionParams(**options)
+
+
+def selection_from_args(args: argparse.Namespace):
+    """Load DATA, resolve its margins and run the selection the options describe.
+
+    Returns (dataset, workspace or None, dataset ref, load config, resolved margins,
+    annotations honoured, selection): what `select` summarises and `export` writes.
+    """
+    from core.export import annotated_from_workspace, run_selection
+    from core.margin_sources import resolve_margins
+
+    dataset, workspace, ref, load_config = open_data(args)
+    resolved = resolve_margins(dataset, margin_specs_from_args(args, workspace), workspace)
+    params = selection_params_from_args(args, list(resolved.margins))
+    annotated = annotated_from_workspace(workspace)
+    selection = run_selection(dataset, resolved, params, annotated)
+    return dataset, workspace, ref, load_config, resolved, annotated, selection
 
 
 def margin_specs_from_args(args: argparse.Namespace, workspace) -> list:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from core.errors import DmtuiError
+from dmtui.headless.common import rich_progress
 
 DEFAULT_OUT = "sample_data/demo"
 
@@ -75,39 +74,3 @@ def run_build(args: argparse.Namespace) -> int:
         if spearman is not None:
             print(f"reward model vs oracle margins: Spearman {spearman:.3f}")
     return 0
-
-
-@contextmanager
-def rich_progress() -> Iterator[Callable]:
-    """A progress callback drawing one rich bar per stage on stderr, for the `with` block."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from dmtui.headless.common import stderr_console
-
-    bars = Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[message]}"),
-        console=stderr_console,
-    )
-    tasks: dict[str, int] = {}
-
-    def update(report) -> None:
-        if report.stage not in tasks:
-            for task in tasks.values():  # a new stage means the earlier ones are over
-                done = bars.tasks[task].completed or 1
-                bars.update(task, total=bars.tasks[task].total or done, completed=done)
-                bars.stop_task(task)
-            tasks[report.stage] = bars.add_task(report.stage, total=report.total, message="")
-        bars.update(tasks[report.stage], completed=report.done, total=report.total, message=report.message)
-
-    with bars:
-        yield update

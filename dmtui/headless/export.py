@@ -10,9 +10,7 @@ from dmtui.headless.common import (
     add_selection_arguments,
     add_workspace_arguments,
     fail,
-    margin_specs_from_args,
-    open_data,
-    selection_params_from_args,
+    selection_from_args,
 )
 
 
@@ -36,25 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.export import (
-        annotated_from_workspace,
-        export_selection,
-        rebuild_from_manifest,
-        run_selection,
-    )
-    from core.margin_sources import resolve_margins
+    from core.export import export_selection, rebuild_from_manifest
 
     if args.manifest:
         manifest = rebuild_from_manifest(args.manifest, args.out, force=args.force)
     else:
         if args.data is None:
             fail("export needs DATA (a dataset or workspace), or --manifest to rebuild an export")
-        dataset, workspace, ref, load_config = open_data(args)
-        specs = margin_specs_from_args(args, workspace)
-        resolved = resolve_margins(dataset, specs, workspace)
-        params = selection_params_from_args(args, list(resolved.margins))
-        annotated = annotated_from_workspace(workspace)
-        selection = run_selection(dataset, resolved, params, annotated)
+        dataset, workspace, ref, load_config, resolved, annotated, selection = selection_from_args(args)
         manifest = export_selection(
             dataset, ref, load_config, resolved, selection, annotated, args.out,
             fmt=args.format, include_scores=not args.no_scores, force=args.force,

@@ -20,6 +20,7 @@ from core.errors import DmtuiError
 from dmtui.headless.common import (
     add_dataset_arguments,
     load_config_from_args,
+    rich_progress,
     stderr_console,
 )
 
@@ -160,36 +161,6 @@ def stop_on_interrupt(cancel: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
-def rich_progress() -> Iterator[Callable]:
-    """Core progress as one rich bar per stage on stderr, with pairs/s and ETA."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    bars = Progress(
-        TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>12}"), TextColumn("ETA {task.fields[eta]:>6}"), TimeElapsedColumn(),
-        TextColumn("{task.fields[message]}"), console=stderr_console, transient=False,
-    )
-    tasks: dict[str, int] = {}
-
-    def update(report) -> None:
-        if report.stage not in tasks:
-            tasks[report.stage] = bars.add_task(report.stage, total=report.total, rate="", eta="", message="")
-        rate = f"{report.rate:,.1f} {report.unit}/s" if report.rate else ""
-        eta = f"{report.eta_s:.0f}s" if report.eta_s is not None else "-"
-        bars.update(tasks[report.stage], completed=report.done, total=report.total, rate=rate, eta=eta,
-                    message=report.message)
-
-    with bars:
-        yield update
 
 
 def print_report(report, workspace_root: Path) -> None:

@@ -11,9 +11,7 @@ from dmtui.headless.common import (
     add_dataset_arguments,
     add_selection_arguments,
     add_workspace_arguments,
-    margin_specs_from_args,
-    open_data,
-    selection_params_from_args,
+    selection_from_args,
 )
 
 COMPARED_MODES = ("random", "top", "dm-add", "dm-mul")
@@ -77,20 +75,15 @@ def summarise(dataset, resolved, selection, annotated) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.export import annotated_from_workspace, run_selection
-    from core.margin_sources import resolve_margins
-
-    dataset, workspace, _, _ = open_data(args)
-    specs = margin_specs_from_args(args, workspace)
-    resolved = resolve_margins(dataset, specs, workspace)
-    params = selection_params_from_args(args, list(resolved.margins))
-    annotated = annotated_from_workspace(workspace)
-    selection = run_selection(dataset, resolved, params, annotated)
+    dataset, _, _, _, resolved, annotated, selection = selection_from_args(args)
     summary = summarise(dataset, resolved, selection, annotated)
     if args.json:
         print(json.dumps(summary))
     else:
-        print_summary(summary, [spec.describe() for spec in specs])
+        from core.margin_sources import MarginSpec
+
+        print_summary(summary, [MarginSpec(name, tuple(p.get("columns", ()))).describe()
+                                for name, p in resolved.provenance.items()])
     return 0
 
 
