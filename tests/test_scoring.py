@@ -16,11 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from scipy.stats import spearmanr
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from core.scores import ScoreStore, latest_score_table
 from core.scoring import ScoringCancelled, ScoringConfig, ScoringError, score
+from core.stats import spearman
 from core.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -301,7 +305,7 @@ def test_margins_rank_pairs_like_the_oracle(demo_models, tmp_path):
     oracle = {r["pair_id"]: r["oracle_margin"] for r in map(json.loads, DEMO_ORACLE.read_text().splitlines())}
     ids = dataset.pairs["pair_id"].to_pylist()
     truth = np.array([oracle[pid] for pid in ids])
-    rho = {name: spearmanr(table_of(workspace, name, ids)["margin"], truth).statistic
+    rho = {name: spearman(table_of(workspace, name, ids)["margin"], truth)
            for name in ("external", "implicit")}
     print(f"Spearman with the oracle margin over {len(ids)} pairs: {rho}")
     assert rho["external"] > 0.5 and rho["implicit"] > 0.25
