@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from typing import Sequence
 
 # Subcommand modules under dmtui.headless, in the order `--help` lists them.
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from core.errors import DmtuiError
+
+    # transformers 5 renamed gradient checkpointing and TRL still calls the old names:
+    # a deprecation notice per call is noise to a curator, not something to act on.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
 
     parser = build_parser()
     args = parser.parse_args(argv)
