@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar
 
+from core.logprobs import DEFAULT_BATCH_TOKENS
 from core.progress import Progress
 
 SOURCES = ("external", "implicit", "ifd")
@@ -52,9 +53,15 @@ class ScorePane(Vertical):
         with Horizontal(classes="score-row"):
             yield Label("device", classes="score-name")
             yield Input(self.defaults.get("device", "auto"), id="score-device", compact=True)
+            yield Label("batch tokens", classes="score-name")
+            yield Input(str(DEFAULT_BATCH_TOKENS), id="score-batch-tokens", compact=True)
             yield Label("max length", classes="score-name")
             yield Input("1024", id="score-max-length", compact=True)
-            yield Label("seed lr", classes="score-name")
+        with Horizontal(classes="score-row"):
+            yield Label("seed DPO D0", classes="score-name")
+            yield Label("pairs", classes="score-name")
+            yield Input("2000", id="score-seed-pairs", compact=True)
+            yield Label("lr", classes="score-name")
             yield Input(self.defaults.get("seed_lr", "5e-7"), id="score-seed-lr", compact=True)
             yield Button("Score", id="score-start", compact=True, variant="primary")
         yield Label("", id="score-status")
@@ -75,10 +82,15 @@ class ScorePane(Vertical):
             self.notify("Pick at least one margin source", severity="warning")
             return
         try:
-            max_length = int(self.query_one("#score-max-length", Input).value)
-            seed_lr = float(self.query_one("#score-seed-lr", Input).value)
+            numbers = {
+                "max_length": int(self.query_one("#score-max-length", Input).value),
+                "batch_tokens": int(self.query_one("#score-batch-tokens", Input).value),
+                "seed_pairs": int(self.query_one("#score-seed-pairs", Input).value),
+                "seed_lr": float(self.query_one("#score-seed-lr", Input).value),
+            }
         except ValueError:
-            self.notify("max length must be a whole number and seed lr a number", severity="error")
+            self.notify("batch tokens, max length and seed pairs must be whole numbers, seed lr a number",
+                        severity="error")
             return
         settings = {
             "sources": sources,
@@ -86,8 +98,7 @@ class ScorePane(Vertical):
             "reference_model": self.query_one("#score-reference_model", Input).value.strip() or None,
             "policy_model": self.query_one("#score-policy_model", Input).value.strip() or None,
             "device": self.query_one("#score-device", Input).value.strip() or "auto",
-            "max_length": max_length,
-            "seed_lr": seed_lr,
+            **numbers,
         }
         self.set_running(True)
         self.screen.set_focus(None)  # the tab keys (1-4) keep working while it runs

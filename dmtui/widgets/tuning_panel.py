@@ -74,6 +74,8 @@ class TuningPanel(Vertical):
     @on(Input.Changed)
     def _edited(self, event: Message) -> None:
         event.stop()
+        if not self.is_attached or not self.query("#mode"):
+            return  # a change queued while the panel is being removed (e.g. after rescoring)
         self._source_visibility()
         settings = self.read()
         if settings is not None:
