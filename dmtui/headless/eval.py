@@ -86,7 +86,7 @@ def _progress():
 
     if not is_tty():
         return nullcontext(None)
-    from dmtui.headless.demo import rich_progress
+    from dmtui.headless.common import rich_progress
 
     return rich_progress()
 
@@ -98,7 +98,7 @@ def print_report(report) -> None:
 
     console = Console(highlight=False)
     console.print(f"[bold]{report.policy}[/] vs [bold]{report.reference}[/]")
-    console.print(f"{report.prompts} prompts x {report.samples_per_prompt} samples, temperature "
+    console.print(f"{report.prompts} prompts, {report.samples_per_prompt} response(s) each, temperature "
                   f"{report.temperature:g}, seed {report.seed}, judged by the demo oracle")
     console.print(f"win rate [bold]{100 * report.win_rate:.1f}%[/]  "
                   f"({report.wins} wins, {report.ties} ties, {report.losses} losses)")
