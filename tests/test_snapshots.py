@@ -50,37 +50,31 @@ async def _settle(pilot) -> None:
     await pilot.pause(0.2)
 
 
+def after(*keys: str):
+    """A run_before that waits for the app, presses `keys` one by one, and waits again."""
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await _settle(pilot)
+
+    return run_before
+
+
 def test_dataset_tab(app, snap_compare):
-    assert snap_compare(app, terminal_size=(100, 30), run_before=_settle)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=after())
 
 
 def test_curate_tab(app, snap_compare):
-    async def run_before(pilot):
-        await _settle(pilot)
-        await pilot.press("2")
-        await _settle(pilot)
-
-    assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
+    assert snap_compare(app, terminal_size=(120, 36), run_before=after("2"))
 
 
 def test_pair_detail(app, snap_compare):
-    async def run_before(pilot):
-        await _settle(pilot)
-        await pilot.press("2")
-        await _settle(pilot)
-        await pilot.press("enter", "t")
-        await _settle(pilot)
-
-    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=after("2", "enter", "t"))
 
 
 def test_score_tab(app, snap_compare):
-    async def run_before(pilot):
-        await _settle(pilot)
-        await pilot.press("3")
-        await _settle(pilot)
-
-    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(app, terminal_size=(100, 30), run_before=after("3"))
 
 
 def test_snapshots_exist():
