@@ -325,14 +325,13 @@ class _ExternalScorer:
         flags = _screen(chosen, rejected, runtime.config.skip_truncated)
         run = flags.pop("run")
         sequences = [p + r for side in (chosen, rejected) for p, r in zip(*_ids(_subset(side, run)))]
-        pad_id = _pad_id(model, tokenizer)
-        if self.padding_safe is None and sequences:
-            self.padding_safe = _padding_is_safe(model, sequences, pad_id, runtime.device)
-            if not self.padding_safe:
-                self.notes.append("the reward model's score changed with padding: scored one sequence per "
-                                  "forward pass (slow but exact)")
-        budget = runtime.config.batch_tokens if self.padding_safe is not False else 1
-        rewards = _reward_scores(model, sequences, pad_id, runtime.device, budget, pass_progress(0, 1), cancel)
+        checked_before = self.padding_safe is not None
+        rewards, self.padding_safe = reward_scores(
+            model, tokenizer, sequences, runtime.device, runtime.config.batch_tokens,
+            padding_safe=self.padding_safe, progress=pass_progress(0, 1), cancel=cancel)
+        if not checked_before and self.padding_safe is False:
+            self.notes.append("the reward model's score changed with padding: scored one sequence per "
+                              "forward pass (slow but exact)")
         n_run = int(run.sum())
         reward_chosen, reward_rejected = _spread(rewards[:n_run], run), _spread(rewards[n_run:], run)
         return {"margin": reward_chosen - reward_rejected, "reward_chosen": reward_chosen,
@@ -341,6 +340,21 @@ class _ExternalScorer:
 
 def _ids(encoded: Encoded) -> tuple[list[list[int]], list[list[int]]]:
     return encoded.prompt_ids, encoded.response_ids
+
+
+def reward_scores(model, tokenizer, sequences: list[list[int]], device, batch_tokens: int, *,
+                  padding_safe: bool | None = None, progress: ProgressFn | None = None,
+                  cancel: threading.Event | None = None) -> tuple[np.ndarray, bool | None]:
+    """Reward-model score of each token sequence, and whether padded batches are exact.
+
+    `padding_safe` None checks it once on these sequences (a padded batch against the
+    same sequences unpadded); False scores one sequence per forward pass.
+    """
+    pad_id = _pad_id(model, tokenizer)
+    if padding_safe is None and sequences:
+        padding_safe = _padding_is_safe(model, sequences, pad_id, device)
+    budget = batch_tokens if padding_safe is not False else 1
+    return _reward_scores(model, sequences, pad_id, device, budget, progress, cancel), padding_safe
 
 
 def _pad_id(model, tokenizer) -> int:
