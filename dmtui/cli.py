@@ -14,7 +14,7 @@ import warnings
 from typing import Sequence
 
 # Subcommand modules under dmtui.headless, in the order `--help` lists them.
-COMMAND_MODULES = ("open", "info", "score", "select", "export", "train", "eval", "demo")
+COMMAND_MODULES = ("open", "info", "score", "select", "export", "train", "eval", "iterate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,520 @@
+"""Iterative (online) DPO-DM: generate, score, pair, select by DM-MUL, train; repeat.
+
+Each round r of `iterate(config, out_dir)` (METHOD.md, "Iterative (online) DPO-DM"):
+
+1. generate: draw `prompts_per_round` prompts and sample `responses_per_prompt` responses
+   to each from the CURRENT policy (pi_0 in round 0), with core.evaluation's sampler.
+2. score: every response's reward from the reward model (the text it was trained on:
+   prompt and response through the reward model's chat template, as core.scoring does).
+3. select: per prompt, best-of-N is chosen and worst-of-N rejected (prompts whose
+   responses all earn the same reward are skipped); external margin = the reward
+   difference, implicit margin = (log pi(y_w|x) - log pi_0(y_w|x)) - (log pi(y_l|x) -
+   log pi_0(y_l|x)) of the current policy against pi_0 (core.logprobs); keep the top
+   `keep_fraction` by DM-MUL (core.selection.select). In round 0 the policy is pi_0, so
+   every implicit margin is exactly 0 and carries no signal: that round ranks by the
+   external margin alone (the manifest's ``sources`` says so).
+4. train: one epoch of DPO from the current policy on the kept pairs, pi_0 as reference
+   (core.training.train). Its final/ model is the next round's policy.
+
+``keep_fraction=1.0`` is plain iterative DPO (every pair is kept).
+
+Prompts. Without `prompts_file`, prompts come from the demo world's prompt generator on a
+stream of their own per round and seed (`ITERATE_PROMPT_STREAM`), and the rounds also
+record the demo oracle's mean reward of the generations (is the policy getting better?).
+Real users pass `prompts_file`: a JSONL file with a ``"prompt"`` string per line; round r
+takes the next `prompts_per_round` prompts of it, wrapping around.
+
+Layout of `out_dir`::
+
+    state.json                 config, per-round stages done and policies (atomic, after every stage)
+    round-<r>/generations.jsonl   prompt_index, sample, prompt, response, tokens
+    round-<r>/rewards.jsonl       reward (and oracle_reward in the demo world) per generation
+    round-<r>/pairs.jsonl         per pair: ids, texts, rewards, margins, dm score, selected
+    round-<r>/manifest.json       config, counts, selected pair ids, resolved M2, training outcome
+    round-<r>/run.json, metrics.jsonl, checkpoints/, final/   the round's training run
+
+Resume. `state.json` records the stages done per round; with ``resume=True`` a stage that
+is recorded done and whose output exists is not run again, so a killed run continues at
+the round and stage where it stopped (a training run cut mid-way continues from its last
+checkpoint, or starts over when it has none).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import DmtuiError
+from core.evaluation import generate_responses
+from core.logprobs import DEFAULT_BATCH_TOKENS
+from core.progress import ProgressFn
+
+STAGES = ("generate", "score", "select", "train")
+STATE_JSON = "state.json"
+STATE_VERSION = 1
+ITERATE_PROMPT_STREAM = 7
+"""`ResponseSampler` stream of the online prompts (dataset 0-1, demo models 2-5, eval 6)."""
+GENERATIONS, REWARDS, PAIRS, MANIFEST = "generations.jsonl", "rewards.jsonl", "pairs.jsonl", "manifest.json"
+STAGE_OUTPUT = {"generate": GENERATIONS, "score": REWARDS, "select": MANIFEST, "train": "final"}
+
+
+class IterationError(DmtuiError):
+    """An iterative run that cannot start or continue as asked."""
+
+
+@dataclass
+class IterateConfig:
+    """Everything an iterative DPO-DM run depends on; defaults follow the paper where it says."""
+
+    policy: str | None = None
+    """pi_0: the SFT model every round's implicit margins and DPO are measured against, and round 0's policy."""
+    reward_model: str | None = None
+    """Sequence-classification reward model (num_labels 1) scoring every response."""
+    rounds: int = 3
+    """Rounds of generate -> score -> select -> train (the paper: 3)."""
+    prompts_per_round: int = 256
+    """Prompts drawn per round (the paper: 20,000)."""
+    prompts_file: str | None = None
+    """JSONL with a "prompt" string per line; None draws demo-world prompts."""
+    responses_per_prompt: int = 5
+    """N responses sampled per prompt; best-of-N vs worst-of-N makes the pair (the paper: 5)."""
+    temperature: float = 0.7
+    """Sampling temperature (the paper: 0.7)."""
+    max_new_tokens: int = 64
+    """Longest generated response in tokens."""
+    keep_fraction: float = 0.25
+    """Share of each round's pairs kept by DM-MUL (the paper: 25%); 1.0 is plain iterative DPO."""
+    m1: float = -2.0
+    """DM-MUL lower clip M1 (core.selection's default)."""
+    m2: float | str = "auto"
+    """DM-MUL upper clip M2: a number or 'auto' (core.fusion.auto_m2 per round, per source)."""
+    beta: float = 0.1
+    """DPO beta."""
+    lr: float = 5e-7
+    """DPO peak learning rate (the paper's for 8B models; the tiny demo models want ~1e-4 or more)."""
+    epochs: float = 1.0
+    """DPO passes over each round's kept pairs (the paper: one)."""
+    batch_size: int = 32
+    """DPO global batch in pairs."""
+    per_device_batch_size: int = 4
+    """Most pairs per forward pass in DPO."""
+    max_steps: int | None = None
+    """Stop each round's DPO after this many optimiser steps (overrides epochs; for tests and smoke runs)."""
+    max_length: int | None = 1024
+    """Longest prompt + response in tokens for scoring and DPO."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in DPO's backward pass to save memory."""
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    """Padded tokens per forward pass when scoring."""
+    generation_batch_size: int = 256
+    """Sequences per generate() call (part of the sampling seed's promise)."""
+    seed: int = 0
+    """Seed of prompts, sampling (seed * 1000 + round), DPO and selection tie-breaks."""
+
+    def validate(self) -> None:
+        if not self.policy:
+            raise IterationError("no policy (pi_0) to start from", "pass --policy MODEL, or --demo")
+        if not self.reward_model:
+            raise IterationError("no reward model to score responses", "pass --reward-model MODEL, or --demo")
+        if self.rounds < 1 or self.prompts_per_round < 1 or self.max_new_tokens < 1:
+            raise IterationError("rounds, prompts per round and max_new_tokens must be at least 1")
+        if self.responses_per_prompt < 2:
+            raise IterationError(f"best-of-N against worst-of-N needs N >= 2 responses per prompt, "
+                                 f"not {self.responses_per_prompt}")
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise IterationError(f"keep fraction {self.keep_fraction} is not in (0, 1]",
+                                 "0.25 keeps a quarter of each round's pairs; 1.0 is plain iterative DPO")
+        if not self.temperature > 0:
+            raise IterationError(f"temperature must be above 0, not {self.temperature}")
+        if self.m2 != "auto" and not isinstance(self.m2, (int, float)):
+            raise IterationError(f"M2 must be a number or 'auto', not {self.m2!r}")
+        if self.prompts_file is not None and not Path(self.prompts_file).is_file():
+            raise IterationError(f"prompts file not found: {self.prompts_file}",
+                                 'pass a JSONL file with a "prompt" string per line')
+
+
+@dataclass
+class RoundReport:
+    round: int
+    policy_in: str
+    policy_out: str | None
+    prompts: int
+    generations: int
+    pairs: int
+    tied_prompts: int
+    """Prompts skipped because all their responses earned the same reward."""
+    selected: int
+    sources: list[str]
+    m2: dict[str, float]
+    mean_reward: float
+    mean_chars: float
+    mean_oracle_reward: float | None
+    train_steps: int | None
+    resumed_stages: list[str] = field(default_factory=list)
+    """Stages found done on disk and not run again."""
+
+
+@dataclass
+class IterateReport:
+    out_dir: str
+    final_policy: str
+    rounds: list[RoundReport]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# State ----------------------------------------------------------------------------------
+
+def _write_json(path: Path, data: Any) -> None:
+    from core.workspace import atomic_write_json
+
+    atomic_write_json(path, data)
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    from core.workspace import atomic_write_bytes
+
+    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """Settings that must match to resume (rounds may grow: a finished run can be extended)."""
+    return {k: v for k, v in config.items() if k != "rounds"}
+
+
+def _load_state(out_dir: Path, config: IterateConfig, resume: bool) -> dict[str, Any]:
+    path = out_dir / STATE_JSON
+    if not path.exists():
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise IterationError(f"{out_dir} is not empty and holds no iterative run",
+                                 "choose an empty or new --out folder")
+        return {"version": STATE_VERSION, "config": asdict(config), "rounds": []}
+    if not resume:
+        raise IterationError(f"{out_dir} already holds an iterative run", "continue it with --resume, or choose "
+                                                                         "another --out folder")
+    try:
+        state = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IterationError(f"{path}: cannot read the run state ({error})") from None
+    stored, wanted = _comparable(state.get("config", {})), _comparable(asdict(config))
+    changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    if changed:
+        raise IterationError(f"{out_dir} was started with other settings: {', '.join(changed)}",
+                             "resume with the same settings (only --rounds may change), or use another --out")
+    state["config"] = asdict(config)
+    return state
+
+
+def _round_state(state: dict[str, Any], r: int, policy_in: str) -> dict[str, Any]:
+    while len(state["rounds"]) <= r:
+        state["rounds"].append({"round": len(state["rounds"]), "policy_in": None, "done": [], "policy_out": None})
+    entry = state["rounds"][r]
+    if entry["policy_in"] is None:
+        entry["policy_in"] = policy_in
+    return entry
+
+
+def _is_done(entry: dict[str, Any], stage: str, round_dir: Path) -> bool:
+    return stage in entry["done"] and (round_dir / STAGE_OUTPUT[stage]).exists()
+
+
+# Stages -----------------------------------------------------------------------------------
+
+def round_prompts(config: IterateConfig, r: int) -> list[str]:
+    """Round r's prompts: demo prompts seeded by (seed, round), or the next slice of `prompts_file`."""
+    n = config.prompts_per_round
+    if config.prompts_file is None:
+        from core.demo.world import ResponseSampler, WorldConfig
+
+        sampler = ResponseSampler(WorldConfig().seed, ITERATE_PROMPT_STREAM + 10 * config.seed + 1000 * r)
+        return [sampler.prompt()[1] for _ in range(n)]
+    prompts = []
+    try:
+        for number, line in enumerate(Path(config.prompts_file).read_text("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                raise IterationError(f"{config.prompts_file}:{number}: no \"prompt\" string")
+            prompts.append(record["prompt"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IterationError(f"{config.prompts_file}: cannot read prompts ({error})") from None
+    if not prompts:
+        raise IterationError(f"{config.prompts_file} holds no prompts")
+    start = r * n
+    return [prompts[(start + i) % len(prompts)] for i in range(n)]
+
+
+def _generate_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+    prompts = round_prompts(config, r)
+    out = generate_responses(policy, prompts, samples_per_prompt=config.responses_per_prompt,
+                             temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                             seed=config.seed * 1000 + r, batch_size=config.generation_batch_size,
+                             progress=progress, cancel=cancel)
+    k = config.responses_per_prompt
+    records = [{"prompt_index": i // k, "sample": i % k, "prompt": prompts[i // k], "response": text,
+                "tokens": tokens} for i, (text, tokens) in enumerate(zip(out.texts, out.token_counts))]
+    _write_jsonl(round_dir / GENERATIONS, records)
+
+
+def _chat(prompts: list[str], responses: list[str]) -> tuple[list, list]:
+    return ([[{"role": "user", "content": p}] for p in prompts],
+            [[{"role": "assistant", "content": r}] for r in responses])
+
+
+def score_rewards(reward_model: str, prompts: list[str], responses: list[str], *, max_length: int | None,
+                  batch_tokens: int = DEFAULT_BATCH_TOKENS, progress: ProgressFn | None = None,
+                  cancel: threading.Event | None = None) -> np.ndarray:
+    """Reward of each (prompt, response), read as core.scoring's external source reads it."""
+    import torch
+
+    from core.logprobs import encode
+    from core.models import load_reward_model, load_tokenizer
+    from core.scoring import reward_scores
+
+    tokenizer = load_tokenizer(reward_model)
+    model = load_reward_model(reward_model, device="cpu", dtype=torch.float32)
+    limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if max_length is None or (limit and limit < max_length):
+        max_length = limit
+    chat_prompts, chat_responses = _chat(prompts, responses)
+    encoded = encode(tokenizer, chat_prompts, chat_responses, conversational=True, max_length=max_length)
+    sequences = [p + r for p, r in zip(encoded.prompt_ids, encoded.response_ids)]
+    scores, _ = reward_scores(model, tokenizer, sequences, torch.device("cpu"), batch_tokens,
+                              progress=progress, cancel=cancel)
+    return scores
+
+
+def _score_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+    generations = _read_jsonl(round_dir / GENERATIONS)
+    prompts = [g["prompt"] for g in generations]
+    responses = [g["response"] for g in generations]
+    rewards = score_rewards(config.reward_model, prompts, responses, max_length=config.max_length,
+                            batch_tokens=config.batch_tokens, progress=progress, cancel=cancel)
+    oracle = None
+    if config.prompts_file is None:
+        from core.demo.world import oracle_reward
+
+        oracle = [oracle_reward(p, y) for p, y in zip(prompts, responses)]
+    records = [{"prompt_index": g["prompt_index"], "sample": g["sample"], "reward": float(rewards[i]),
+                **({"oracle_reward": oracle[i]} if oracle is not None else {})}
+               for i, g in enumerate(generations)]
+    _write_jsonl(round_dir / REWARDS, records)
+
+
+def best_worst_pairs(generations: list[dict[str, Any]], rewards: list[float]) -> tuple[list[dict[str, Any]], int]:
+    """Per prompt, best-of-N (chosen) against worst-of-N (rejected); prompts with all rewards tied are skipped.
+
+    >>> gens = [{"prompt_index": 0, "prompt": "p", "response": t} for t in "abc"]
+    >>> pairs, tied = best_worst_pairs(gens, [0.5, 2.0, -1.0])
+    >>> (pairs[0]["chosen"], pairs[0]["rejected"], pairs[0]["reward_margin"], tied)
+    ('b', 'c', 3.0, 0)
+    """
+    by_prompt: dict[int, list[int]] = {}
+    for i, g in enumerate(generations):
+        by_prompt.setdefault(g["prompt_index"], []).append(i)
+    pairs, tied = [], 0
+    for prompt_index, items in sorted(by_prompt.items()):
+        values = [rewards[i] for i in items]
+        best, worst = items[int(np.argmax(values))], items[int(np.argmin(values))]
+        if rewards[best] == rewards[worst]:
+            tied += 1
+            continue
+        pairs.append({"prompt_index": prompt_index, "prompt": generations[best]["prompt"],
+                      "chosen": generations[best]["response"], "rejected": generations[worst]["response"],
+                      "chosen_sample": generations[best].get("sample"),
+                      "rejected_sample": generations[worst].get("sample"),
+                      "reward_chosen": rewards[best], "reward_rejected": rewards[worst],
+                      "reward_margin": rewards[best] - rewards[worst]})
+    return pairs, tied
+
+
+def implicit_margins(policy: str, reference: str, pairs: list[dict[str, Any]], *, max_length: int | None,
+                     batch_tokens: int = DEFAULT_BATCH_TOKENS, progress: ProgressFn | None = None,
+                     cancel: threading.Event | None = None) -> np.ndarray:
+    """(log pi(y_w|x) - log pi_0(y_w|x)) - (log pi(y_l|x) - log pi_0(y_l|x)) per pair, sums over response tokens.
+
+    Exactly 0 without a forward pass when `policy` is `reference` (round 0).
+    """
+    if not pairs:
+        return np.zeros(0)
+    if Path(policy).resolve() == Path(reference).resolve():
+        return np.zeros(len(pairs))
+    import torch
+
+    from core.logprobs import encode, pair_logprobs
+    from core.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(reference)
+    prompts, chosen = _chat([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
+    _, rejected = _chat([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
+    enc_c = encode(tokenizer, prompts, chosen, conversational=True, max_length=max_length)
+    enc_r = encode(tokenizer, prompts, rejected, conversational=True, max_length=max_length)
+    sums = {}
+    for name, path in (("policy", policy), ("reference", reference)):
+        model = load_causal_lm(path, device="cpu", dtype=torch.float32)
+        lp_c, lp_r = pair_logprobs(model, enc_c, enc_r, batch_tokens=batch_tokens, progress=progress, cancel=cancel)
+        sums[name] = (lp_c.logprob_sum, lp_r.logprob_sum)
+        del model
+    return (sums["policy"][0] - sums["reference"][0]) - (sums["policy"][1] - sums["reference"][1])
+
+
+def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+    from core.pairs import pair_id
+    from core.selection import SelectionParams, select, tie_keys_from_pair_ids
+
+    generations = _read_jsonl(round_dir / GENERATIONS)
+    reward_records = _read_jsonl(round_dir / REWARDS)
+    rewards = [rec["reward"] for rec in reward_records]
+    pairs, tied = best_worst_pairs(generations, rewards)
+    implicit = implicit_margins(policy, config.policy, pairs, max_length=config.max_length,
+                                batch_tokens=config.batch_tokens, progress=progress, cancel=cancel)
+    external = np.array([p["reward_margin"] for p in pairs], dtype=np.float64)
+    ids = [pair_id(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
+    notes = []
+    if pairs and np.all(implicit == 0):
+        sources: tuple[str, ...] = ("external",)
+        notes.append("every implicit margin is 0 (the policy is pi_0): ranked by the external margin alone")
+    else:
+        sources = ("external", "implicit")
+    selected_mask = np.zeros(len(pairs), dtype=bool)
+    score = np.full(len(pairs), np.nan)
+    m2: dict[str, float] = {}
+    if pairs:
+        params = SelectionParams(mode="dm-mul", budget=float(config.keep_fraction), sources=sources,
+                                 m1=config.m1, m2=config.m2, seed=config.seed)
+        selection = select({"external": external, "implicit": implicit}, params,
+                           tie_break=tie_keys_from_pair_ids(ids))
+        selected_mask = selection.mask
+        score = selection.score if selection.score is not None else score
+        m2 = {source: bounds.m2 for source, bounds in selection.bounds.items()}
+        notes.extend(selection.notes)
+    records = [{"pair_index": i, "pair_id": ids[i], **pair, "implicit_margin": float(implicit[i]),
+                "dm_score": None if not math.isfinite(score[i]) else float(score[i]),
+                "selected": bool(selected_mask[i])} for i, pair in enumerate(pairs)]
+    _write_jsonl(round_dir / PAIRS, records)
+    oracle = [rec["oracle_reward"] for rec in reward_records if "oracle_reward" in rec]
+    _write_json(round_dir / MANIFEST, {
+        "round": r, "policy_in": policy, "reference": config.policy, "config": asdict(config),
+        "counts": {"prompts": config.prompts_per_round, "generations": len(generations), "pairs": len(pairs),
+                   "tied_prompts": tied, "selected": int(selected_mask.sum())},
+        "selection": {"mode": "dm-mul", "keep_fraction": config.keep_fraction, "sources": list(sources),
+                      "m1": config.m1, "m2_requested": config.m2, "m2": m2, "notes": notes},
+        "selected_pair_ids": [ids[i] for i in np.flatnonzero(selected_mask)],
+        "generation_stats": {"mean_reward": float(np.mean(rewards)) if rewards else math.nan,
+                             "mean_chars": float(np.mean([len(g["response"]) for g in generations]))
+                             if generations else math.nan,
+                             "mean_oracle_reward": float(np.mean(oracle)) if oracle else None},
+        "training": None,
+    })
+
+
+def _train_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+    from core.training import RUN_JSON, TrainConfig, train
+
+    kept = [{"prompt": [{"role": "user", "content": p["prompt"]}],
+             "chosen": [{"role": "assistant", "content": p["chosen"]}],
+             "rejected": [{"role": "assistant", "content": p["rejected"]}]}
+            for p in _read_jsonl(round_dir / PAIRS) if p["selected"]]
+    manifest = json.loads((round_dir / MANIFEST).read_text("utf-8"))
+    if not kept:
+        raise IterationError(f"round {r}: no pair to train on ({manifest['counts']['pairs']} pairs, "
+                             f"{manifest['counts']['tied_prompts']} prompts with all rewards tied)",
+                             "draw more prompts or responses per prompt, or raise --keep")
+    resume_from = None
+    if (round_dir / RUN_JSON).exists():  # a training run cut short: continue it, or start it over
+        if any((round_dir / "checkpoints").glob("checkpoint-*")):
+            resume_from = "latest"
+        else:
+            for leftover in (RUN_JSON, "metrics.jsonl"):
+                (round_dir / leftover).unlink(missing_ok=True)
+            shutil.rmtree(round_dir / "checkpoints", ignore_errors=True)
+    train_config = TrainConfig(model=policy, ref_model=config.policy, loss="dpo", beta=config.beta,
+                               epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+                               per_device_batch_size=config.per_device_batch_size, max_length=config.max_length,
+                               seed=config.seed + r, gradient_checkpointing=config.gradient_checkpointing,
+                               max_steps=config.max_steps, save_total_limit=1, resume_from=resume_from,
+                               logging_steps=1 if config.max_steps and config.max_steps <= 20 else 10)
+    result = train(train_config, kept, round_dir, metrics_sink=lambda record: None, progress=progress, cancel=cancel)
+    manifest["training"] = {"pairs": len(kept), "steps": result.steps, "final": str(result.final),
+                            "summary": result.summary, "metrics": "metrics.jsonl"}
+    _write_json(round_dir / MANIFEST, manifest)
+
+
+_STAGE_FUNCTIONS = {"generate": "_generate_stage", "score": "_score_stage", "select": "_select_stage",
+                    "train": "_train_stage"}
+
+
+# The loop ---------------------------------------------------------------------------------
+
+def _round_progress(progress: ProgressFn | None, r: int) -> ProgressFn | None:
+    if progress is None:
+        return None
+    return lambda report: progress(replace(report, stage=f"r{r} {report.stage}"))
+
+
+def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
+            progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> IterateReport:
+    """Run `config.rounds` rounds of online DPO-DM into `out_dir` (see the module doc).
+
+    A folder that already holds a run is refused unless `resume`; resuming needs the
+    same settings (only `rounds` may change) and skips every stage recorded done.
+    """
+    config.validate()
+    out_dir = Path(out_dir)
+    state = _load_state(out_dir, config, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / STATE_JSON, state)
+    policy = str(config.policy)
+    reports = []
+    for r in range(config.rounds):
+        round_dir = out_dir / f"round-{r}"
+        round_dir.mkdir(exist_ok=True)
+        entry = _round_state(state, r, policy)
+        policy = entry["policy_in"]
+        resumed = []
+        for stage in STAGES:
+            if _is_done(entry, stage, round_dir):
+                resumed.append(stage)
+                continue
+            if stage in entry["done"]:
+                entry["done"] = entry["done"][:entry["done"].index(stage)]  # its output is gone: redo from here
+            globals()[_STAGE_FUNCTIONS[stage]](config, r, policy, round_dir, _round_progress(progress, r), cancel)
+            entry["done"].append(stage)
+            if stage == "train":
+                entry["policy_out"] = str(round_dir / "final")
+            _write_json(out_dir / STATE_JSON, state)
+        reports.append(_round_report(r, entry, round_dir, resumed))
+        policy = entry["policy_out"]
+    state["finished_rounds"] = config.rounds
+    _write_json(out_dir / STATE_JSON, state)
+    return IterateReport(str(out_dir), policy, reports)
+
+
+def _round_report(r: int, entry: dict[str, Any], round_dir: Path, resumed: list[str]) -> RoundReport:
+    manifest = json.loads((round_dir / MANIFEST).read_text("utf-8"))
+    counts, stats, training = manifest["counts"], manifest["generation_stats"], manifest.get("training") or {}
+    return RoundReport(
+        round=r, policy_in=entry["policy_in"], policy_out=entry["policy_out"], prompts=counts["prompts"],
+        generations=counts["generations"], pairs=counts["pairs"], tied_prompts=counts["tied_prompts"],
+        selected=counts["selected"], sources=manifest["selection"]["sources"], m2=manifest["selection"]["m2"],
+        mean_reward=stats["mean_reward"], mean_chars=stats["mean_chars"],
+        mean_oracle_reward=stats["mean_oracle_reward"], train_steps=training.get("steps"), resumed_stages=resumed,
+    )
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(IterateConfig)]

@@ -1,0 +1,145 @@
+"""Iterative DPO-DM (core.iteration, `dmtui iterate`): one tiny round, resume after a kill, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import iteration
+from core.iteration import IterateConfig, IterationError, iterate
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny(demo_models, **overrides) -> IterateConfig:
+    settings = {"policy": str(demo_models.policy), "reward_model": str(demo_models.reward), "rounds": 1,
+                "prompts_per_round": 8, "responses_per_prompt": 3, "max_new_tokens": 24, "keep_fraction": 0.25,
+                "lr": 1e-3, "batch_size": 2, "per_device_batch_size": 2, "max_steps": 3,
+                "gradient_checkpointing": False}
+    return IterateConfig(**{**settings, **overrides})
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def one_round(demo_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("iterate") / "run"
+    stages = []
+    report = iterate(tiny(demo_models), out, progress=lambda p: stages.append(p.stage))
+    return out, report, stages
+
+
+def test_a_round_writes_every_file(one_round):
+    out, report, stages = one_round
+    round_dir = out / "round-0"
+    for name in ("generations.jsonl", "rewards.jsonl", "pairs.jsonl", "manifest.json", "metrics.jsonl", "run.json"):
+        assert (round_dir / name).is_file(), name
+    assert (round_dir / "final" / "model.safetensors").is_file()
+    assert len(read_jsonl(round_dir / "generations.jsonl")) == 8 * 3
+    state = json.loads((out / "state.json").read_text())
+    assert state["rounds"][0]["done"] == ["generate", "score", "select", "train"]
+    assert report.final_policy == str(round_dir / "final") == state["rounds"][0]["policy_out"]
+    assert {"r0 generate", "r0 reward", "r0 train"} <= set(stages)
+
+
+def test_selection_keeps_the_fraction_and_chosen_beats_rejected(one_round):
+    out, report, _ = one_round
+    pairs = read_jsonl(out / "round-0" / "pairs.jsonl")
+    manifest = json.loads((out / "round-0" / "manifest.json").read_text())
+    assert pairs and manifest["counts"]["pairs"] == len(pairs)
+    assert manifest["counts"]["pairs"] + manifest["counts"]["tied_prompts"] == 8
+    kept = [p for p in pairs if p["selected"]]
+    assert len(kept) == int(0.25 * len(pairs) + 0.5) == report.rounds[0].selected
+    assert manifest["selected_pair_ids"] == [p["pair_id"] for p in kept]
+    assert all(p["reward_chosen"] > p["reward_rejected"] for p in pairs)
+    assert all(p["reward_margin"] == pytest.approx(p["reward_chosen"] - p["reward_rejected"]) for p in pairs)
+    # round 0's policy is pi_0: implicit margins are 0 and DM-MUL ranks by the reward margin alone
+    assert all(p["implicit_margin"] == 0 for p in pairs) and manifest["selection"]["sources"] == ["external"]
+    assert min(p["reward_margin"] for p in kept) >= max(p["reward_margin"] for p in pairs if not p["selected"])
+    assert manifest["selection"]["m2"]["external"] > manifest["selection"]["m1"]
+    assert manifest["training"]["pairs"] == len(kept) and manifest["training"]["steps"] == 3
+
+
+def test_the_policy_weights_changed(one_round, demo_models):
+    out, _, _ = one_round
+    before, after = weights(demo_models.policy), weights(out / "round-0" / "final")
+    assert any(not (before[name] == after[name]).all() for name in before)
+
+
+def test_a_finished_folder_is_refused_without_resume(one_round, demo_models):
+    out, _, _ = one_round
+    with pytest.raises(IterationError, match="already holds"):
+        iterate(tiny(demo_models), out)
+    with pytest.raises(IterationError, match="other settings: keep_fraction"):
+        iterate(tiny(demo_models, keep_fraction=0.5), out, resume=True)
+
+
+def test_resume_after_a_kill_does_not_generate_again(demo_models, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed between generate and score")
+
+    monkeypatch.setattr(iteration, "_score_stage", killed)
+    with pytest.raises(KeyboardInterrupt):
+        iterate(tiny(demo_models, max_steps=1), out)
+    generations = out / "round-0" / "generations.jsonl"
+    content, mtime = generations.read_bytes(), generations.stat().st_mtime_ns
+    assert json.loads((out / "state.json").read_text())["rounds"][0]["done"] == ["generate"]
+    assert not (out / "round-0" / "rewards.jsonl").exists()
+
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(iteration, "generate_responses", lambda *a, **k: calls.append(a))
+    report = iterate(tiny(demo_models, max_steps=1), out, resume=True)
+    assert calls == []
+    assert generations.read_bytes() == content and generations.stat().st_mtime_ns == mtime
+    assert report.rounds[0].resumed_stages == ["generate"] and report.rounds[0].train_steps == 1
+    assert json.loads((out / "state.json").read_text())["rounds"][0]["done"] == ["generate", "score", "select",
+                                                                                 "train"]
+
+
+def test_keep_fraction_one_is_plain_iterative_dpo_and_bad_settings_are_refused(demo_models):
+    assert IterateConfig(keep_fraction=1.0).keep_fraction == 1.0
+    for bad, message in (({"keep_fraction": 0.0}, "keep fraction"), ({"responses_per_prompt": 1}, "N >= 2"),
+                         ({"reward_model": None}, "no reward model")):
+        with pytest.raises(IterationError, match=message):
+            tiny(demo_models, **bad).validate()
+
+
+def run_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DMTUI_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "dmtui", "iterate", *args], capture_output=True, text=True,
+                          check=False, env=env, cwd=REPO_ROOT, timeout=120)
+
+
+def test_cli_json_on_the_demo_models(demo_models, demo_cache_dir, tmp_path):
+    process = run_cli(["--demo", "--rounds", "1", "--prompts", "4", "--responses", "2", "--keep", "1.0",
+                       "--max-new-tokens", "16", "--batch-size", "2", "--per-device-batch-size", "2",
+                       "--max-steps", "1", "--out", str(tmp_path / "run"), "--json"], demo_cache_dir)
+    assert process.returncode == 0, process.stderr
+    report = json.loads(process.stdout)
+    (round_0,) = report["rounds"]
+    assert round_0["selected"] == round_0["pairs"] and round_0["train_steps"] == 1
+    assert Path(report["final_policy"]).is_dir()
+
+
+def test_cli_errors_are_one_clear_message(demo_cache_dir, tmp_path):
+    process = run_cli(["--out", str(tmp_path / "run")], demo_cache_dir)
+    assert process.returncode == 1 and "Traceback" not in process.stderr
+    assert "needs a policy" in process.stderr and "--demo" in process.stderr
+    process = run_cli(["--demo", "--keep", "2", "--out", str(tmp_path / "run")], demo_cache_dir)
+    assert process.returncode == 1 and "Traceback" not in process.stderr and "keep fraction" in process.stderr
