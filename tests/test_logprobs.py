@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 import torch
 from tiny_models import (
-    build_llama,
-    build_tokenizer,
     conversational_items,
     naive_logprobs,
     random_text,
+    save_tiny_llama,
     standard_items,
 )
 from transformers import PreTrainedTokenizerFast
@@ -39,10 +38,7 @@ from core.models import load_causal_lm, load_tokenizer
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """(model, tokenizer) saved to disk and loaded back through core.models."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = build_tokenizer()
-    build_llama(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
     model = load_causal_lm(folder, device="cpu", dtype=torch.float32)
     return model, load_tokenizer(folder)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import build_llama, build_tokenizer, standard_items
+from tiny_models import build_llama, save_tiny_llama, standard_items
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 from core import models
@@ -27,11 +27,7 @@ from core.models import (
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("base")
-    tokenizer = build_tokenizer()
-    build_llama(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("base"))
 
 
 def test_cpu_defaults_and_explicit_requests():

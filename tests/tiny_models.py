@@ -84,3 +84,11 @@ def conversational_items(n: int, seed: int = 2):
     prompts = [[{"role": "user", "content": random_text(rng, 1, 30)}] for _ in range(n)]
     responses = [[{"role": "assistant", "content": random_text(rng, 1, 25)}] for _ in range(n)]
     return prompts, responses
+
+
+def save_tiny_llama(folder):
+    """A tiny Llama and its tokenizer saved in `folder` with save_pretrained; returns `folder`."""
+    tokenizer = build_tokenizer()
+    build_llama(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
