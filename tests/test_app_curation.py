@@ -109,7 +109,10 @@ async def test_annotations_are_written_at_once_and_survive_a_restart(workspace):
         table.focus()
         await pilot.press("enter")
         assert isinstance(app.screen, PairDetailScreen)
-        await pilot.press("t", "x")
+        await pilot.press("t")
+        assert "before your changes" not in str(app.screen.query_one("#pair-header").render())
+        await pilot.press("x")
+        assert "before your changes" in str(app.screen.query_one("#pair-header").render())
         # Durable before leaving the screen: a second connection sees it now.
         with AnnotationStore(workspace.annotations_path) as other:
             assert other.get(top_id).flag == "toxic" and other.get(top_id).excluded

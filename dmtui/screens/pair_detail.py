@@ -70,6 +70,8 @@ class PairDetailScreen(Screen):
         self.rows = rows
         self.position = position
         self.walk_title = title
+        # Exclusions and swaps change the selection, which is recomputed on leaving.
+        self.selection_changed = False
         self.pair_ids = dataset.pairs["pair_id"]
 
     def compose(self) -> ComposeResult:
@@ -118,6 +120,8 @@ class PairDetailScreen(Screen):
                 header.append(f"score {self.selection.score[index]:.3f}  ")
             header.append("selected" if self.selection.mask[index] else "not selected",
                           style="green" if self.selection.mask[index] else "dim")
+            if self.selection_changed:
+                header.append(" (before your changes; updated when you go back)", style="dim")
         header.append("\n")
         header.append(f"flag: {annotation.flag or '—'}   excluded: {'yes' if annotation.excluded else 'no'}   "
                       f"swapped: {'yes' if swapped else 'no'}   note: {annotation.note or '—'}",
@@ -127,6 +131,7 @@ class PairDetailScreen(Screen):
     def _apply(self, **changes: object) -> None:
         index = self.index
         annotation = self.store.update(self.pair_ids[index].as_py(), **changes)
+        self.selection_changed |= "excluded" in changes or "swapped" in changes
         self._sync_arrays(annotation)
         self.show_pair()
 
