@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from app_pilot import open_curate, settle
 from textual.widgets import Input, Select
 
 from core.annotations import AnnotationStore
@@ -36,23 +37,6 @@ def workspace(tmp_path) -> Workspace:
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(lines) + "\n")
     return Workspace.open_or_create(str(data), tmp_path / "ws")
-
-
-async def settle(app, pilot) -> None:
-    for _ in range(3):
-        await pilot.pause()
-        await app.screen.workers.wait_for_complete()
-        pane = app.screen.query(CurationPane)
-        if pane:
-            await pane.first().workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def open_curate(app, pilot) -> CurationPane:
-    await settle(app, pilot)
-    await pilot.press("2")
-    await settle(app, pilot)
-    return app.screen.query_one(CurationPane)
 
 
 async def test_curate_tab_tunes_filters_and_searches(workspace):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from test_app_curation import MARGINS, open_curate, settle
+from app_pilot import open_curate, settle, wait_for
+from test_app_curation import MARGINS
 from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
 from textual.widgets import Input, RichLog
 
@@ -17,14 +18,6 @@ from dmtui.widgets.run_pane import RunPane
 
 def log_text(pane: RunPane) -> str:
     return "\n".join(line.text for line in pane.query_one("#run-log", RichLog).lines)
-
-
-async def wait_for(predicate, pilot, seconds: float = 120.0) -> None:
-    for _ in range(int(seconds * 10)):
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError("timed out waiting")
 
 
 async def test_export_from_the_app_matches_the_cli_rebuild(workspace, tmp_path):  # noqa: F811

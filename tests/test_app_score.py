@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from test_app_curation import settle
+from app_pilot import settle, wait_for
 from textual.widgets import Checkbox, Input, TabbedContent
 
 from core.workspace import Workspace
@@ -20,14 +20,6 @@ def small_demo(tmp_path, n: int = 120):
     with open(DEMO) as source:
         path.write_text("".join(itertools.islice(source, n)))
     return path
-
-
-async def wait_for(predicate, pilot, seconds: float = 240.0) -> None:
-    for _ in range(int(seconds * 10)):
-        if predicate():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError("timed out waiting")
 
 
 async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_path, demo_models):
@@ -49,7 +41,7 @@ async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_pa
         assert tabs.active == "dataset"
         await pilot.press("3")
         assert tabs.active == "score"
-        await wait_for(lambda: not any(w.group == "score" and w.is_running for w in app.screen.workers), pilot)
+        await wait_for(lambda: not any(w.group == "score" and w.is_running for w in app.screen.workers), pilot, 240)
         await wait_for(lambda: bool(app.screen.query(CurationPane)), pilot, 30)
         curation = app.screen.query_one(CurationPane)
         assert set(curation.margins) == {"external", "implicit"}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import textual
+from app_pilot import settle
 
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
@@ -42,12 +43,8 @@ def app(tmp_path) -> DmtuiApp:
 
 
 async def _settle(pilot) -> None:
-    for _ in range(4):
-        await pilot.pause()
-        await pilot.app.screen.workers.wait_for_complete()
-        for pane in pilot.app.screen.query("CurationPane"):
-            await pane.workers.wait_for_complete()
-    await pilot.pause(0.2)
+    await settle(pilot.app, pilot)
+    await pilot.pause(0.2)  # let the last frame draw before the screenshot
 
 
 def after(*keys: str):
