@@ -95,6 +95,13 @@ def rich_progress() -> Iterator[Callable]:
         yield update
 
 
+def terminal_progress():
+    """`rich_progress()` when stderr is a terminal; a no-op context (None) when it is piped."""
+    from contextlib import nullcontext
+
+    return rich_progress() if is_tty() else nullcontext(None)
+
+
 def fail(message: str, hint: str | None = None) -> None:
     raise DmtuiError(message, hint)
 

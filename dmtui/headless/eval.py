@@ -15,7 +15,7 @@ import argparse
 import json
 
 from core.errors import DmtuiError
-from dmtui.headless.common import is_tty
+from dmtui.headless.common import terminal_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     # The libraries' notices and loading bars are for us, not for the person evaluating.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|torch)\.")
     transformers_logging.disable_progress_bar()
-    with _progress() as progress:
+    with terminal_progress() as progress:
         reference = args.reference or _demo_reference(progress)
         report = evaluate(
             final_model(args.policy), reference, held_out_prompts(args.prompts, args.prompt_seed),
@@ -78,17 +78,6 @@ def _demo_reference(progress) -> str:
     from core.demo.models import DemoModelsConfig, ensure_demo_models
 
     return str(ensure_demo_models(DemoModelsConfig(), progress=progress).policy)
-
-
-def _progress():
-    """Rich bars on a terminal; nothing when stderr is piped."""
-    from contextlib import nullcontext
-
-    if not is_tty():
-        return nullcontext(None)
-    from dmtui.headless.common import rich_progress
-
-    return rich_progress()
 
 
 def print_report(report) -> None:

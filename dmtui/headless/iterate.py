@@ -17,7 +17,7 @@ import argparse
 import json
 
 from core.errors import DmtuiError
-from dmtui.headless.common import is_tty
+from dmtui.headless.common import terminal_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                          "pass --policy MODEL --reward-model MODEL, or --demo for the demo world's models")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|torch)\.")
     transformers_logging.disable_progress_bar()
-    with _progress() as progress:
+    with terminal_progress() as progress:
         policy, reward_model = args.policy, args.reward_model
         if args.demo and not (policy and reward_model):
             from core.demo.models import DemoModelsConfig, ensure_demo_models
@@ -106,17 +106,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_report(report)
     return 0
-
-
-def _progress():
-    """Rich bars, one per stage, on a terminal; nothing when stderr is piped."""
-    from contextlib import nullcontext
-
-    if not is_tty():
-        return nullcontext(None)
-    from dmtui.headless.common import rich_progress
-
-    return rich_progress()
 
 
 def print_report(report) -> None:
