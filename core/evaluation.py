@@ -56,6 +56,8 @@ class Generations:
     texts: list[str]
     token_counts: list[int]
     """Generated tokens of each response, the end-of-sequence token not counted."""
+    backend: str = "transformers"
+    """The generation backend that sampled them (core.generation_backends)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class EvalReport:
     reference_stats: ResponseStats
     examples: list[dict[str, Any]]
     """The first few comparisons: prompt, both responses and their oracle rewards."""
+    generation_backend: str = "transformers"
+    """The backend that sampled both models' responses (core.generation_backends)."""
 
     @property
     def comparisons(self) -> int:
@@ -119,28 +123,51 @@ def generate_responses(
     max_new_tokens: int,
     seed: int,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    backend: str = "auto",
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> Generations:
     """Sample responses from the causal LM at `model_path` to each prompt, in fixed batches.
 
-    The seed is set once before the first batch, so the same call gives the same texts;
-    the batch size is part of that promise (sampling draws for a whole batch at once).
+    `backend` is auto, transformers or vllm (core.generation_backends.resolve_backend).
+    With transformers the seed is set once before the first batch, so the same call gives
+    the same texts; the batch size is part of that promise (sampling draws for a whole
+    batch at once).
     """
+    from core.generation_backends import generate_with_vllm, resolve_backend
+
+    sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
+                "max_new_tokens": max_new_tokens, "seed": seed}
+    if resolve_backend(backend) == "vllm":
+        return generate_with_vllm(model_path, prompts, progress=progress, cancel=cancel, **sampling)
+    return _generate_with_transformers(model_path, prompts, batch_size=batch_size, progress=progress,
+                                       cancel=cancel, **sampling)
+
+
+def chat_prompt_texts(tokenizer, prompts: list[str], model_path: str | os.PathLike) -> list[str]:
+    """Each prompt as a user turn through the tokenizer's chat template, ready for the assistant's answer.
+
+    Every generation backend samples from exactly these strings.
+    """
+    if not tokenizer.chat_template:
+        raise EvaluationError(f"{model_path}'s tokenizer has no chat template",
+                              "evaluate a chat model (the demo models have one)")
+    return [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                          add_generation_prompt=True)
+            for prompt in prompts]
+
+
+def _generate_with_transformers(model_path, prompts, *, samples_per_prompt, temperature, max_new_tokens, seed,
+                                batch_size, progress, cancel) -> Generations:
     import torch
 
     from core.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_path, padding_side="left")
-    if not tokenizer.chat_template:
-        raise EvaluationError(f"{model_path}'s tokenizer has no chat template",
-                              "evaluate a chat model (the demo models have one)")
+    texts = [text for text in chat_prompt_texts(tokenizer, prompts, model_path) for _ in range(samples_per_prompt)]
     model = load_causal_lm(model_path, device="cpu", dtype=torch.float32)
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-             for prompt in prompts for _ in range(samples_per_prompt)]
     reporter = Reporter("generate", len(texts), progress, cancel, unit="responses")
-    stop_ids = _stop_token_ids(model, tokenizer)
+    stop_ids = stop_token_ids(model.generation_config, tokenizer)
     responses: list[str] = []
     token_counts: list[int] = []
     torch.manual_seed(seed)
@@ -153,16 +180,17 @@ def generate_responses(
                                     max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                     eos_token_id=sorted(stop_ids))
         for row in output[:, batch["input_ids"].shape[1]:].tolist():
-            generated = _until_stop(row, stop_ids)
+            generated = until_stop(row, stop_ids)
             token_counts.append(len(generated))
             responses.append(tokenizer.decode(generated, skip_special_tokens=True).strip())
         reporter.advance(len(output))
     reporter.finish()
-    return Generations(responses, token_counts)
+    return Generations(responses, token_counts, backend="transformers")
 
 
-def _stop_token_ids(model, tokenizer) -> set[int]:
-    configured = model.generation_config.eos_token_id
+def stop_token_ids(generation_config, tokenizer) -> set[int]:
+    """The ids that end a response: the generation config's end-of-sequence ids and the tokenizer's."""
+    configured = generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [configured]) - {None}
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
@@ -171,10 +199,10 @@ def _stop_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def _until_stop(token_ids: list[int], stop_ids: set[int]) -> list[int]:
+def until_stop(token_ids: list[int], stop_ids: set[int]) -> list[int]:
     """The generated ids before the first stop token (padding follows it).
 
-    >>> _until_stop([5, 6, 2, 0, 0], {2})
+    >>> until_stop([5, 6, 2, 0, 0], {2})
     [5, 6]
     """
     for position, token in enumerate(token_ids):
@@ -206,6 +234,7 @@ def evaluate(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    backend: str = "auto",
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> EvalReport:
@@ -222,7 +251,8 @@ def evaluate(
     if not temperature > 0:
         raise EvaluationError(f"temperature must be above 0, not {temperature}", "sampling at 0 is greedy decoding")
     sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
-                "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "cancel": cancel}
+                "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "backend": backend,
+                "cancel": cancel}
     policy_out = generate_responses(policy, prompts, progress=_staged(progress, "policy"), **sampling)
     reference_out = generate_responses(reference_policy, prompts, progress=_staged(progress, "reference"), **sampling)
     judged_prompts = [prompt for prompt in prompts for _ in range(samples_per_prompt)]
@@ -243,7 +273,7 @@ def evaluate(
         seed=seed, wins=wins, ties=ties, losses=losses, win_rate=(wins + ties / 2) / n,
         policy_stats=response_stats(judged_prompts, policy_out),
         reference_stats=response_stats(judged_prompts, reference_out),
-        examples=examples,
+        examples=examples, generation_backend=policy_out.backend,
     )
 
 

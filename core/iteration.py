@@ -3,7 +3,9 @@
 Each round r of `iterate(config, out_dir)` (METHOD.md, "Iterative (online) DPO-DM"):
 
 1. generate: draw `prompts_per_round` prompts and sample `responses_per_prompt` responses
-   to each from the CURRENT policy (pi_0 in round 0), with core.evaluation's sampler.
+   to each from the CURRENT policy (pi_0 in round 0), with core.evaluation's sampler on
+   the `generation_backend` (core.generation_backends: vLLM when installed and a GPU is
+   present, else transformers, unless one is named).
 2. score: every response's reward from the reward model (the text it was trained on:
    prompt and response through the reward model's chat template, as core.scoring does).
 3. select: per prompt, best-of-N is chosen and worst-of-N rejected (prompts whose
@@ -27,6 +29,7 @@ takes the next `prompts_per_round` prompts of it, wrapping around.
 Layout of `out_dir`::
 
     state.json                 config, per-round stages done and policies (atomic, after every stage)
+    round-<r>/generation.json     the backend that sampled, its library versions, seed
     round-<r>/generations.jsonl   prompt_index, sample, prompt, response, tokens
     round-<r>/rewards.jsonl       reward (and oracle_reward in the demo world) per generation
     round-<r>/pairs.jsonl         per pair: ids, texts, rewards, margins, dm score, selected
@@ -37,6 +40,15 @@ Resume. `state.json` records the stages done per round; with ``resume=True`` a s
 is recorded done and whose output exists is not run again, so a killed run continues at
 the round and stage where it stopped (a training run cut mid-way continues from its last
 checkpoint, or starts over when it has none).
+
+Moving a run. Every path inside the run folder is written relative to it (state.json's
+``policy_in``/``policy_out``, the manifests' ``policy_in`` and ``training.final``, e.g.
+``round-0/final``), and the loop finds round r's policy at ``<out_dir>/round-<r-1>/final``
+of the folder it is given, so a run folder can be moved or copied to another machine and
+resumed there. Paths outside it (pi_0, the reward model, the prompts file) are kept as
+given and must name the same models where the run resumes. A state.json written before
+this (version 1, absolute paths) is rewritten in that form on resume; the absolute
+paths in it are not read.
 """
 
 from __future__ import annotations
@@ -53,16 +65,19 @@ import numpy as np
 
 from core.errors import DmtuiError
 from core.evaluation import generate_responses
-from core.logprobs import DEFAULT_BATCH_TOKENS
+from core.generation_backends import GENERATION_BACKENDS, resolve_backend
+from core.defaults import DEFAULT_BATCH_TOKENS
 from core.progress import ProgressFn
 
 STAGES = ("generate", "score", "select", "train")
 STATE_JSON = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: paths inside the run folder are relative to it (1 stored them as given)."""
 ITERATE_PROMPT_STREAM = 7
 """`ResponseSampler` stream of the online prompts (dataset 0-1, demo models 2-5, eval 6)."""
 GENERATIONS, REWARDS, PAIRS, MANIFEST = "generations.jsonl", "rewards.jsonl", "pairs.jsonl", "manifest.json"
-STAGE_OUTPUT = {"generate": GENERATIONS, "score": REWARDS, "select": MANIFEST, "train": "final"}
+GENERATION_JSON, FINAL = "generation.json", "final"
+STAGE_OUTPUT = {"generate": GENERATIONS, "score": REWARDS, "select": MANIFEST, "train": FINAL}
 
 
 class IterationError(DmtuiError):
@@ -114,7 +129,9 @@ class IterateConfig:
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     """Padded tokens per forward pass when scoring."""
     generation_batch_size: int = 256
-    """Sequences per generate() call (part of the sampling seed's promise)."""
+    """Sequences per generate() call with transformers (part of the sampling seed's promise)."""
+    generation_backend: str = "auto"
+    """auto, transformers or vllm (core.generation_backends); auto is vLLM when installed and a GPU is present."""
     seed: int = 0
     """Seed of prompts, sampling (seed * 1000 + round), DPO and selection tie-breaks."""
 
@@ -133,6 +150,9 @@ class IterateConfig:
                                  "0.25 keeps a quarter of each round's pairs; 1.0 is plain iterative DPO")
         if not self.temperature > 0:
             raise IterationError(f"temperature must be above 0, not {self.temperature}")
+        if self.generation_backend not in GENERATION_BACKENDS:
+            raise IterationError(f"unknown generation backend {self.generation_backend!r}",
+                                 f"choose one of {', '.join(GENERATION_BACKENDS)}")
         if self.m2 != "auto" and not isinstance(self.m2, (int, float)):
             raise IterationError(f"M2 must be a number or 'auto', not {self.m2!r}")
         if self.prompts_file is not None and not Path(self.prompts_file).is_file():
@@ -157,6 +177,8 @@ class RoundReport:
     mean_chars: float
     mean_oracle_reward: float | None
     train_steps: int | None
+    generation_backend: str
+    """The backend that sampled the round's responses: transformers or vllm."""
     resumed_stages: list[str] = field(default_factory=list)
     """Stages found done on disk and not run again."""
 
@@ -190,9 +212,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+RESUME_MAY_CHANGE = ("rounds", "generation_backend")
+"""Settings a resumed run may change: rounds (a finished run can be extended) and the backend
+(a run moved to a GPU machine may sample on vLLM; each round records which one it used)."""
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """Settings that must match to resume (rounds may grow: a finished run can be extended)."""
-    return {k: v for k, v in config.items() if k != "rounds"}
+    """Settings that must match to resume."""
+    return {k: v for k, v in config.items() if k not in RESUME_MAY_CHANGE}
 
 
 def _load_state(out_dir: Path, config: IterateConfig, resume: bool) -> dict[str, Any]:
@@ -213,18 +240,35 @@ def _load_state(out_dir: Path, config: IterateConfig, resume: bool) -> dict[str,
     changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
     if changed:
         raise IterationError(f"{out_dir} was started with other settings: {', '.join(changed)}",
-                             "resume with the same settings (only --rounds may change), or use another --out")
+                             "resume with the same settings (only --rounds and --generation-backend may change), "
+                             "or use another --out")
     state["config"] = asdict(config)
+    state["version"] = STATE_VERSION
+    for entry in state["rounds"]:  # version 1 held these as absolute paths of wherever the run was
+        entry["policy_in"] = _policy_in(config, entry["round"])
+        entry["policy_out"] = _policy_out(entry["round"]) if "train" in entry["done"] else None
     return state
 
 
-def _round_state(state: dict[str, Any], r: int, policy_in: str) -> dict[str, Any]:
+def _policy_in(config: IterateConfig, r: int) -> str:
+    """Round r's policy as state.json and the manifest write it: pi_0 as given, else relative to the run folder."""
+    return str(config.policy) if r == 0 else _policy_out(r - 1)
+
+
+def _policy_out(r: int) -> str:
+    return f"round-{r}/{FINAL}"
+
+
+def _policy_path(out_dir: Path, config: IterateConfig, r: int) -> str:
+    """Round r's policy, resolved against the run folder as it is now."""
+    return str(config.policy) if r == 0 else str(out_dir / _policy_out(r - 1))
+
+
+def _round_state(state: dict[str, Any], config: IterateConfig, r: int) -> dict[str, Any]:
     while len(state["rounds"]) <= r:
-        state["rounds"].append({"round": len(state["rounds"]), "policy_in": None, "done": [], "policy_out": None})
-    entry = state["rounds"][r]
-    if entry["policy_in"] is None:
-        entry["policy_in"] = policy_in
-    return entry
+        state["rounds"].append({"round": len(state["rounds"]), "policy_in": _policy_in(config, len(state["rounds"])),
+                                "done": [], "policy_out": None})
+    return state["rounds"][r]
 
 
 def _is_done(entry: dict[str, Any], stage: str, round_dir: Path) -> bool:
@@ -259,11 +303,18 @@ def round_prompts(config: IterateConfig, r: int) -> list[str]:
 
 
 def _generate_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+    from core.versions import library_versions
+
     prompts = round_prompts(config, r)
+    seed = config.seed * 1000 + r
     out = generate_responses(policy, prompts, samples_per_prompt=config.responses_per_prompt,
-                             temperature=config.temperature, max_new_tokens=config.max_new_tokens,
-                             seed=config.seed * 1000 + r, batch_size=config.generation_batch_size,
+                             temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=seed,
+                             batch_size=config.generation_batch_size, backend=config.generation_backend,
                              progress=progress, cancel=cancel)
+    _write_json(round_dir / GENERATION_JSON, {
+        "backend": out.backend, "requested_backend": config.generation_backend, "seed": seed,
+        "library_versions": library_versions(["torch", "transformers", *(["vllm"] if out.backend == "vllm" else [])]),
+    })
     k = config.responses_per_prompt
     records = [{"prompt_index": i // k, "sample": i % k, "prompt": prompts[i // k], "response": text,
                 "tokens": tokens} for i, (text, tokens) in enumerate(zip(out.texts, out.token_counts))]
@@ -407,8 +458,12 @@ def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, p
                 "selected": bool(selected_mask[i])} for i, pair in enumerate(pairs)]
     _write_jsonl(round_dir / PAIRS, records)
     oracle = [rec["oracle_reward"] for rec in reward_records if "oracle_reward" in rec]
+    generation_record = round_dir / GENERATION_JSON
+    generation = (json.loads(generation_record.read_text("utf-8")) if generation_record.exists()
+                  else {"backend": "transformers"})  # generated before backends were recorded: transformers
     _write_json(round_dir / MANIFEST, {
-        "round": r, "policy_in": policy, "reference": config.policy, "config": asdict(config),
+        "round": r, "policy_in": _policy_in(config, r), "reference": config.policy, "config": asdict(config),
+        "generation": generation,
         "counts": {"prompts": config.prompts_per_round, "generations": len(generations), "pairs": len(pairs),
                    "tied_prompts": tied, "selected": int(selected_mask.sum())},
         "selection": {"mode": "dm-mul", "keep_fraction": config.keep_fraction, "sources": list(sources),
@@ -449,13 +504,13 @@ def _train_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, pr
                                max_steps=config.max_steps, save_total_limit=1, resume_from=resume_from,
                                logging_steps=1 if config.max_steps and config.max_steps <= 20 else 10)
     result = train(train_config, kept, round_dir, metrics_sink=lambda record: None, progress=progress, cancel=cancel)
-    manifest["training"] = {"pairs": len(kept), "steps": result.steps, "final": str(result.final),
+    manifest["training"] = {"pairs": len(kept), "steps": result.steps, "final": _policy_out(r),
                             "summary": result.summary, "metrics": "metrics.jsonl"}
     _write_json(round_dir / MANIFEST, manifest)
 
 
-_STAGE_FUNCTIONS = {"generate": "_generate_stage", "score": "_score_stage", "select": "_select_stage",
-                    "train": "_train_stage"}
+_STAGE_FUNCTIONS = {"generate": _generate_stage, "score": _score_stage, "select": _select_stage,
+                    "train": _train_stage}
 
 
 # The loop ---------------------------------------------------------------------------------
@@ -471,20 +526,21 @@ def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
     """Run `config.rounds` rounds of online DPO-DM into `out_dir` (see the module doc).
 
     A folder that already holds a run is refused unless `resume`; resuming needs the
-    same settings (only `rounds` may change) and skips every stage recorded done.
+    same settings (only `rounds` and `generation_backend` may change) and skips every
+    stage recorded done. The folder may have moved since the run started.
     """
     config.validate()
+    resolve_backend(config.generation_backend)  # asked for vLLM where it cannot run: say so before writing anything
     out_dir = Path(out_dir)
     state = _load_state(out_dir, config, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / STATE_JSON, state)
-    policy = str(config.policy)
     reports = []
     for r in range(config.rounds):
         round_dir = out_dir / f"round-{r}"
         round_dir.mkdir(exist_ok=True)
-        entry = _round_state(state, r, policy)
-        policy = entry["policy_in"]
+        entry = _round_state(state, config, r)
+        policy = _policy_path(out_dir, config, r)
         resumed = []
         for stage in STAGES:
             if _is_done(entry, stage, round_dir):
@@ -492,27 +548,27 @@ def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
                 continue
             if stage in entry["done"]:
                 entry["done"] = entry["done"][:entry["done"].index(stage)]  # its output is gone: redo from here
-            globals()[_STAGE_FUNCTIONS[stage]](config, r, policy, round_dir, _round_progress(progress, r), cancel)
+            _STAGE_FUNCTIONS[stage](config, r, policy, round_dir, _round_progress(progress, r), cancel)
             entry["done"].append(stage)
             if stage == "train":
-                entry["policy_out"] = str(round_dir / "final")
+                entry["policy_out"] = _policy_out(r)
             _write_json(out_dir / STATE_JSON, state)
-        reports.append(_round_report(r, entry, round_dir, resumed))
-        policy = entry["policy_out"]
+        reports.append(_round_report(r, policy, round_dir, resumed))
     state["finished_rounds"] = config.rounds
     _write_json(out_dir / STATE_JSON, state)
-    return IterateReport(str(out_dir), policy, reports)
+    return IterateReport(str(out_dir), _policy_path(out_dir, config, config.rounds), reports)
 
 
-def _round_report(r: int, entry: dict[str, Any], round_dir: Path, resumed: list[str]) -> RoundReport:
+def _round_report(r: int, policy: str, round_dir: Path, resumed: list[str]) -> RoundReport:
     manifest = json.loads((round_dir / MANIFEST).read_text("utf-8"))
     counts, stats, training = manifest["counts"], manifest["generation_stats"], manifest.get("training") or {}
     return RoundReport(
-        round=r, policy_in=entry["policy_in"], policy_out=entry["policy_out"], prompts=counts["prompts"],
+        round=r, policy_in=policy, policy_out=str(round_dir / FINAL), prompts=counts["prompts"],
         generations=counts["generations"], pairs=counts["pairs"], tied_prompts=counts["tied_prompts"],
         selected=counts["selected"], sources=manifest["selection"]["sources"], m2=manifest["selection"]["m2"],
         mean_reward=stats["mean_reward"], mean_chars=stats["mean_chars"],
-        mean_oracle_reward=stats["mean_oracle_reward"], train_steps=training.get("steps"), resumed_stages=resumed,
+        mean_oracle_reward=stats["mean_oracle_reward"], train_steps=training.get("steps"),
+        generation_backend=manifest.get("generation", {}).get("backend", "transformers"), resumed_stages=resumed,
     )
 
 

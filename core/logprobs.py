@@ -68,11 +68,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from core.defaults import DEFAULT_BATCH_TOKENS
 from core.errors import DmtuiError
 from core.pairs import Field
 from core.progress import ProgressFn, Reporter
 
-DEFAULT_BATCH_TOKENS = 8192
 EMPTY_CONTEXT_PROBE = [{"role": "user", "content": ""}]
 """Chat templates cannot render an empty conversation; for an empty conversational
 context the response text is cut out after this probe prompt, so it is the same text a

@@ -52,3 +52,13 @@ def test_discovery_is_automatic():
     import pkgutil
 
     assert len(list(pkgutil.walk_packages(core.__path__, "core."))) >= 5
+
+
+def test_the_app_and_the_cli_parser_do_not_import_torch():
+    """torch (and transformers) take over a second to import: the app and `dmtui select` /
+    `export` / `info` load them only for scoring or training, so they start at once."""
+    script = ("import sys, dmtui.app, dmtui.cli; dmtui.cli.build_parser(); "
+              "print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

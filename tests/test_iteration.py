@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core import iteration
+from core.generation_backends import resolve_backend
 from core.iteration import IterateConfig, IterationError, iterate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +22,7 @@ def tiny(demo_models, **overrides) -> IterateConfig:
     settings = {"policy": str(demo_models.policy), "reward_model": str(demo_models.reward), "rounds": 1,
                 "prompts_per_round": 8, "responses_per_prompt": 3, "max_new_tokens": 24, "keep_fraction": 0.25,
                 "lr": 1e-3, "batch_size": 2, "per_device_batch_size": 2, "max_steps": 3,
-                "gradient_checkpointing": False}
+                "gradient_checkpointing": False, "generation_backend": "transformers"}
     return IterateConfig(**{**settings, **overrides})
 
 
@@ -45,13 +47,17 @@ def one_round(demo_models, tmp_path_factory):
 def test_a_round_writes_every_file(one_round):
     out, report, stages = one_round
     round_dir = out / "round-0"
-    for name in ("generations.jsonl", "rewards.jsonl", "pairs.jsonl", "manifest.json", "metrics.jsonl", "run.json"):
+    for name in ("generation.json", "generations.jsonl", "rewards.jsonl", "pairs.jsonl", "manifest.json",
+                 "metrics.jsonl", "run.json"):
         assert (round_dir / name).is_file(), name
     assert (round_dir / "final" / "model.safetensors").is_file()
     assert len(read_jsonl(round_dir / "generations.jsonl")) == 8 * 3
     state = json.loads((out / "state.json").read_text())
     assert state["rounds"][0]["done"] == ["generate", "score", "select", "train"]
-    assert report.final_policy == str(round_dir / "final") == state["rounds"][0]["policy_out"]
+    assert report.final_policy == str(round_dir / "final") and state["rounds"][0]["policy_out"] == "round-0/final"
+    manifest = json.loads((round_dir / "manifest.json").read_text())
+    assert manifest["generation"]["backend"] == report.rounds[0].generation_backend == "transformers"
+    assert manifest["training"]["final"] == "round-0/final"
     assert {"r0 generate", "r0 reward", "r0 train"} <= set(stages)
 
 
@@ -90,10 +96,7 @@ def test_a_finished_folder_is_refused_without_resume(one_round, demo_models):
 def test_resume_after_a_kill_does_not_generate_again(demo_models, tmp_path, monkeypatch):
     out = tmp_path / "run"
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed between generate and score")
-
-    monkeypatch.setattr(iteration, "_score_stage", killed)
+    kill_at(monkeypatch, "score")
     with pytest.raises(KeyboardInterrupt):
         iterate(tiny(demo_models, max_steps=1), out)
     generations = out / "round-0" / "generations.jsonl"
@@ -112,10 +115,73 @@ def test_resume_after_a_kill_does_not_generate_again(demo_models, tmp_path, monk
                                                                                  "train"]
 
 
+def kill_at(monkeypatch, stage: str) -> None:
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt(f"killed before {stage}")
+
+    monkeypatch.setitem(iteration._STAGE_FUNCTIONS, stage, killed)
+
+
+def test_a_run_moved_between_stages_resumes_in_its_new_folder(one_round, demo_models, tmp_path, monkeypatch):
+    """Round 1 stops before select, the folder moves, and the resumed run matches one never stopped or moved.
+
+    Round 1's select and train read round 0's policy, which only the new folder holds.
+    """
+    reference = tmp_path / "reference"
+    shutil.copytree(one_round[0], reference)
+    iterate(tiny(demo_models, rounds=2), reference, resume=True)
+
+    before = tmp_path / "before"
+    shutil.copytree(one_round[0], before)
+    kill_at(monkeypatch, "select")
+    with pytest.raises(KeyboardInterrupt):
+        iterate(tiny(demo_models, rounds=2), before, resume=True)
+    monkeypatch.undo()
+    assert json.loads((before / "state.json").read_text())["rounds"][1]["done"] == ["generate", "score"]
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.move(before, moved)
+    assert not before.exists()
+
+    report = iterate(tiny(demo_models, rounds=2), moved, resume=True)
+    assert [r.resumed_stages for r in report.rounds] == [["generate", "score", "select", "train"],
+                                                         ["generate", "score"]]
+    assert report.rounds[1].policy_in == str(moved / "round-0" / "final")
+    assert report.final_policy == str(moved / "round-1" / "final")
+    state = json.loads((moved / "state.json").read_text())
+    assert [(r["policy_in"], r["policy_out"]) for r in state["rounds"]] == [
+        (str(demo_models.policy), "round-0/final"), ("round-0/final", "round-1/final")]
+    for name in ("generations.jsonl", "rewards.jsonl", "pairs.jsonl"):
+        assert (moved / "round-1" / name).read_bytes() == (reference / "round-1" / name).read_bytes(), name
+    assert any(p["implicit_margin"] != 0 for p in read_jsonl(moved / "round-1" / "pairs.jsonl"))
+    manifest, expected = (json.loads((run / "round-1" / "manifest.json").read_text()) for run in (moved, reference))
+    assert manifest["selected_pair_ids"] == expected["selected_pair_ids"] and manifest["policy_in"] == "round-0/final"
+    trained, expected_weights = weights(moved / "round-1" / "final"), weights(reference / "round-1" / "final")
+    assert all((trained[name] == expected_weights[name]).all() for name in expected_weights)
+
+
+def test_a_version_1_state_with_absolute_paths_resumes_where_the_folder_is_now(one_round, demo_models, tmp_path):
+    out = tmp_path / "copied"
+    shutil.copytree(one_round[0], out)
+    state = json.loads((out / "state.json").read_text())
+    state["version"] = 1
+    state["config"].pop("generation_backend")  # version 1 had no backend setting
+    gone = "/machine/that/is/gone/run/round-0/final"
+    state["rounds"][0]["policy_out"] = gone
+    (out / "state.json").write_text(json.dumps(state))
+
+    report = iterate(tiny(demo_models, generation_backend="auto"), out, resume=True)  # the backend may change
+    assert report.final_policy == str(out / "round-0" / "final")
+    assert report.rounds[0].resumed_stages == ["generate", "score", "select", "train"]
+    state = json.loads((out / "state.json").read_text())
+    assert state["version"] == 2 and state["rounds"][0]["policy_out"] == "round-0/final"
+    assert state["config"]["generation_backend"] == "auto"
+
+
 def test_keep_fraction_one_is_plain_iterative_dpo_and_bad_settings_are_refused(demo_models):
     assert IterateConfig(keep_fraction=1.0).keep_fraction == 1.0
     for bad, message in (({"keep_fraction": 0.0}, "keep fraction"), ({"responses_per_prompt": 1}, "N >= 2"),
-                         ({"reward_model": None}, "no reward model")):
+                         ({"reward_model": None}, "no reward model"),
+                         ({"generation_backend": "tgi"}, "unknown generation backend")):
         with pytest.raises(IterationError, match=message):
             tiny(demo_models, **bad).validate()
 
@@ -134,7 +200,24 @@ def test_cli_json_on_the_demo_models(demo_models, demo_cache_dir, tmp_path):
     report = json.loads(process.stdout)
     (round_0,) = report["rounds"]
     assert round_0["selected"] == round_0["pairs"] and round_0["train_steps"] == 1
+    assert round_0["generation_backend"] == resolve_backend("auto")
     assert Path(report["final_policy"]).is_dir()
+
+
+@pytest.mark.slow
+def test_cli_resume_continues_a_run_folder_that_was_moved(demo_models, demo_cache_dir, tmp_path):
+    settings = ["--demo", "--prompts", "4", "--responses", "2", "--keep", "1.0", "--max-new-tokens", "16",
+                "--batch-size", "2", "--per-device-batch-size", "2", "--max-steps", "1", "--json"]
+    first = run_cli([*settings, "--rounds", "1", "--out", str(tmp_path / "run")], demo_cache_dir)
+    assert first.returncode == 0, first.stderr
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "run", moved)
+    process = run_cli([*settings, "--rounds", "2", "--out", str(moved), "--resume"], demo_cache_dir)
+    assert process.returncode == 0, process.stderr
+    report = json.loads(process.stdout)
+    assert [r["resumed_stages"] for r in report["rounds"]] == [["generate", "score", "select", "train"], []]
+    assert report["rounds"][1]["policy_in"] == str(moved / "round-0" / "final")
+    assert report["final_policy"] == str(moved / "round-1" / "final") and Path(report["final_policy"]).is_dir()
 
 
 def test_cli_errors_are_one_clear_message(demo_cache_dir, tmp_path):

@@ -3,7 +3,7 @@
 With ``--json`` stdout carries one object, `core.evaluation.EvalReport.to_json`::
 
     {"policy": "RUN/final", "reference": "...", "prompts": 256, "samples_per_prompt": 1,
-     "temperature": 0.7, "max_new_tokens": 64, "seed": 0, "prompt_seed": 0,
+     "temperature": 0.7, "max_new_tokens": 64, "seed": 0, "prompt_seed": 0, "generation_backend": "transformers",
      "wins": 120, "ties": 80, "losses": 56, "comparisons": 256, "win_rate": 0.625,
      "policy_stats": {"mean_reward": 1.5, "mean_chars": 90.1, "mean_tokens": 21.0, "toxic_share": 0.01},
      "reference_stats": {...}, "examples": [...]}
@@ -20,6 +20,7 @@ from dmtui.headless.common import terminal_progress
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from core.evaluation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS
+    from core.generation_backends import GENERATION_BACKENDS
 
     parser = subparsers.add_parser(
         "eval",
@@ -40,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N",
                         help=f"longest response in tokens (default: {DEFAULT_MAX_NEW_TOKENS})")
+    parser.add_argument("--generation-backend", choices=GENERATION_BACKENDS, default="auto",
+                        help="what samples the responses: vllm, transformers, or auto = vLLM when it is installed "
+                        "and a GPU is present, else transformers (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.set_defaults(handler=run)
 
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate(
             final_model(args.policy), reference, held_out_prompts(args.prompts, args.prompt_seed),
             samples_per_prompt=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-            seed=args.seed, progress=progress,
+            seed=args.seed, backend=args.generation_backend, progress=progress,
         )
     if args.json:
         print(json.dumps({**report.to_json(), "prompt_seed": args.prompt_seed}, ensure_ascii=False))
@@ -88,7 +92,8 @@ def print_report(report) -> None:
     console = Console(highlight=False)
     console.print(f"[bold]{report.policy}[/] vs [bold]{report.reference}[/]")
     console.print(f"{report.prompts} prompts, {report.samples_per_prompt} response(s) each, temperature "
-                  f"{report.temperature:g}, seed {report.seed}, judged by the demo oracle")
+                  f"{report.temperature:g}, seed {report.seed}, sampled with {report.generation_backend}, "
+                  "judged by the demo oracle")
     console.print(f"win rate [bold]{100 * report.win_rate:.1f}%[/]  "
                   f"({report.wins} wins, {report.ties} ties, {report.losses} losses)")
     table = Table(box=None, header_style="bold", pad_edge=False)

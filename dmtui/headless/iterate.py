@@ -8,7 +8,9 @@ object, `core.iteration.IterateReport.to_json`::
                  "generations": 1280, "pairs": 250, "tied_prompts": 6, "selected": 63,
                  "sources": ["external"], "m2": {"external": 3.0}, "mean_reward": 0.3,
                  "mean_chars": 80.1, "mean_oracle_reward": 1.2, "train_steps": 2,
-                 "resumed_stages": []}, ...]}
+                 "generation_backend": "transformers", "resumed_stages": []}, ...]}
+
+The run folder can be moved (or copied to another machine) and resumed there with --resume.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dmtui.headless.common import terminal_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from core.generation_backends import GENERATION_BACKENDS
     from core.iteration import IterateConfig
 
     defaults = IterateConfig()
@@ -30,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Each round samples responses from the current policy, scores them with the reward model, "
         "pairs best-of-N with worst-of-N, keeps the top --keep share by DM-MUL (external reward margin x "
         "implicit margin against pi_0) and trains one epoch of DPO from the current policy. --keep 1.0 is "
-        "plain iterative DPO. Interrupted runs continue with --resume.",
+        "plain iterative DPO. Interrupted runs continue with --resume, also after the run folder was moved.",
     )
     parser.add_argument("--policy", metavar="MODEL", help="pi_0, the starting policy and DPO reference")
     parser.add_argument("--reward-model", metavar="MODEL", help="sequence-classification reward model")
@@ -48,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"{defaults.keep_fraction})")
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, metavar="N")
+    parser.add_argument("--generation-backend", choices=GENERATION_BACKENDS, default=defaults.generation_backend,
+                        help="what samples the responses: vllm, transformers, or auto = vLLM when it is installed "
+                        f"and a GPU is present, else transformers (default: {defaults.generation_backend})")
     parser.add_argument("--m1", type=float, default=defaults.m1, help="DM-MUL lower clip (default: -2)")
     parser.add_argument("--m2", default="auto", help="DM-MUL upper clip, a number or auto (default: auto)")
     parser.add_argument("--beta", type=float, default=defaults.beta)
@@ -95,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
         config = IterateConfig(
             policy=policy, reward_model=reward_model, rounds=args.rounds, prompts_per_round=args.prompts,
             prompts_file=args.prompts_file, responses_per_prompt=args.responses, temperature=args.temperature,
-            max_new_tokens=args.max_new_tokens, keep_fraction=args.keep, m1=args.m1, m2=_m2(args.m2),
-            beta=args.beta, lr=args.lr if args.lr is not None else (1e-4 if tiny else 5e-7),
+            max_new_tokens=args.max_new_tokens, generation_backend=args.generation_backend, keep_fraction=args.keep,
+            m1=args.m1, m2=_m2(args.m2), beta=args.beta,
+            lr=args.lr if args.lr is not None else (1e-4 if tiny else 5e-7),
             batch_size=args.batch_size or (8 if tiny else 32), per_device_batch_size=args.per_device_batch_size,
             max_steps=args.max_steps, gradient_checkpointing=not tiny, seed=args.seed,
         )
@@ -114,12 +121,13 @@ def print_report(report) -> None:
 
     console = Console(highlight=False)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("round", "pairs", "tied", "kept", "sources", "reward", "oracle", "chars", "steps", "resumed"):
-        table.add_column(column, justify="left" if column in ("sources", "resumed") else "right")
+    for column in ("round", "pairs", "tied", "kept", "sources", "reward", "oracle", "chars", "steps", "backend",
+                   "resumed"):
+        table.add_column(column, justify="left" if column in ("sources", "backend", "resumed") else "right")
     for r in report.rounds:
         oracle = "-" if r.mean_oracle_reward is None else f"{r.mean_oracle_reward:.2f}"
         table.add_row(str(r.round), str(r.pairs), str(r.tied_prompts), str(r.selected), "+".join(r.sources),
                       f"{r.mean_reward:.2f}", oracle, f"{r.mean_chars:.0f}", str(r.train_steps or "-"),
-                      ",".join(r.resumed_stages) or "-")
+                      r.generation_backend, ",".join(r.resumed_stages) or "-")
     console.print(table)
     console.print(f"final policy: [bold]{report.final_policy}[/]")

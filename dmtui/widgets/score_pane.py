@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar
 
-from core.logprobs import DEFAULT_BATCH_TOKENS
+from core.defaults import DEFAULT_BATCH_TOKENS
 from core.progress import Progress
 
 SOURCES = ("external", "implicit", "ifd")
