@@ -14,7 +14,7 @@ appends one part per checkpoint, so a crash loses at most one checkpoint interva
 rerun scores only the pair_ids not already stored: rows appended to the dataset get
 scored, the rest are reused. Parts carry the writing rank in their name so that sharded
 runs never collide. Reading concatenates parts; a pair_id stored twice keeps its latest
-value. `compact` folds the parts into one.
+value. `compact` folds the parts into one (how a sharded run merges: core.distributed).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from core.workspace import atomic_write_json, atomic_write_parquet
 
 PART_PATTERN = re.compile(r"^part-r(\d{4})-(\d{6})\.parquet$")
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+READ_ATTEMPTS = 5
+"""Listings of the parts a reader tries while other processes compact them away."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,16 @@ class ScoreStore:
 
     def read(self) -> pa.Table | None:
         """All stored scores, one row per pair_id (latest wins), or None if there are none."""
-        parts = self.parts()
-        if not parts:
-            return None
-        tables = [pq.read_table(part) for part in parts]
+        for attempt in range(READ_ATTEMPTS):
+            parts = self.parts()
+            if not parts:
+                return None
+            try:
+                tables = [pq.read_table(part) for part in parts]
+                break
+            except FileNotFoundError:  # another process compacted meanwhile: list the parts again
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
         table = pa.concat_tables(tables, promote_options="default")
         if len(parts) == 1:
             return table
@@ -120,7 +128,7 @@ class ScoreStore:
         merged = self.append(table, rank=0)
         for part in parts:
             if part != merged:
-                part.unlink()
+                part.unlink(missing_ok=True)  # a rank compacting at the same time may have removed it
 
     def margins_for(self, pair_ids: pa.Array | list[str]) -> np.ndarray:
         """Margins aligned with `pair_ids`; NaN where a pair has no score."""

@@ -498,6 +498,32 @@ def _seed_settings(config: ScoringConfig) -> dict[str, Any]:
         "seed_batch_size", "seed", "max_length", "trust_remote_code", "allow_pickle")}
 
 
+def seed_policy_dir(workspace: Workspace, config: ScoringConfig, reference_fingerprint: str) -> Path:
+    """Where pi_1 of these seed settings lives once made: named by pi_0 and the settings."""
+    name = f"seed-pi1-{_digest({'reference': reference_fingerprint, **_seed_settings(config)})}"
+    return workspace.root / "models" / name
+
+
+def prepare_seed_policy(
+    dataset: LoadedDataset,
+    workspace: Workspace,
+    config: ScoringConfig,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any] | None:
+    """pi_1 trained (or found) ahead of `score` when implicit margins need a seed policy, else None.
+
+    A sharded run's rank 0 calls this before the other ranks start scoring (core.distributed).
+    """
+    if "implicit" not in config.sources or config.policy_model is not None:
+        return None
+    config.validate()
+    _, info = ensure_seed_policy(dataset, workspace, config, model_fingerprint(config.reference_model),
+                                 progress=progress, cancel=cancel)
+    return info
+
+
 def ensure_seed_policy(
     dataset: LoadedDataset,
     workspace: Workspace,
@@ -515,9 +541,8 @@ def ensure_seed_policy(
     """
     from core.training import TrainConfig, train_seed_policy
 
-    name = f"seed-pi1-{_digest({'reference': reference_fingerprint, **_seed_settings(config)})}"
-    models_dir = workspace.root / "models"
-    target = models_dir / name
+    target = seed_policy_dir(workspace, config, reference_fingerprint)
+    models_dir, name = target.parent, target.name
     if (target / "seed.json").is_file():
         info = json.loads((target / "seed.json").read_text("utf-8"))
         return target, {"path": str(target), "trained_now": False, "seed_pairs": len(info["pair_ids"])}
@@ -555,7 +580,7 @@ class _Plan:
     scorer: _ExternalScorer | _ImplicitScorer | _IfdScorer
 
 
-def _plans(dataset, workspace, config, runtime, report, progress, cancel, world_size) -> list[_Plan]:
+def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) -> list[_Plan]:
     settings = _settings(config, runtime.dtype)
     fingerprints = {}
     if config.reward_model and "external" in config.sources:
@@ -565,10 +590,12 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, world_
     policy = config.policy_model
     if "implicit" in config.sources:
         if policy is None:
-            if world_size > 1 and not _seed_policy_exists(workspace):
+            seed_dir = seed_policy_dir(workspace, config, fingerprints["reference"])
+            if rank != 0 and not (seed_dir / "seed.json").is_file():
                 raise ScoringError(
-                    "a sharded run cannot train the seed policy pi_1 (every rank would train its own)",
-                    "make it first with a single-process `dmtui score --sources implicit`, or pass --policy-model",
+                    f"the seed policy pi_1 is not made yet ({seed_dir}); in a sharded run only rank 0 trains it",
+                    "run rank 0 first (under torchrun or accelerate launch the other ranks wait for it), "
+                    "or pass --policy-model",
                 )
             path, report.seed_policy = ensure_seed_policy(
                 dataset, workspace, config, fingerprints["reference"], progress=progress, cancel=cancel)
@@ -594,10 +621,6 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, world_
     return plans
 
 
-def _seed_policy_exists(workspace: Workspace) -> bool:
-    return any((workspace.root / "models").glob("seed-pi1-*/seed.json"))
-
-
 # The run ----------------------------------------------------------------------------
 
 def score(
@@ -613,7 +636,8 @@ def score(
     """Score the pairs of `dataset` not yet in the workspace's tables, for every source in `config`.
 
     This process takes the pairs whose index i has ``i % world_size == rank`` (its parts
-    carry its rank), so the same call runs alone or as one rank of many. A set `cancel`
+    carry its rank), so the same call runs alone or as one rank of many; only rank 0
+    trains a seed policy, the others need it made (`prepare_seed_policy`). A set `cancel`
     stops at the next batch: checkpoints written stay, the unfinished one is redone on
     the next run, and `ScoringCancelled` carries the report so far.
     """
@@ -625,7 +649,7 @@ def score(
     report = ScoringReport(device=str(device), dtype=str(runtime.dtype).removeprefix("torch."),
                            rank=rank, world_size=world_size)
     try:
-        plans = _plans(dataset, workspace, config, runtime, report, progress, cancel, world_size)
+        plans = _plans(dataset, workspace, config, runtime, report, progress, cancel, rank)
         mine = np.arange(rank, dataset.pairs.num_rows, world_size)
         for plan in plans:
             _score_source(plan, dataset, workspace, config, mine, report, progress, cancel, rank)

@@ -4,6 +4,11 @@ Resumable: pairs already scored with the same models and settings are reused, so
 rerun after a crash, a Ctrl-C or appended rows scores only what is missing. Ctrl-C
 stops at the next batch (every checkpoint written is kept; a second Ctrl-C quits at
 once); exit code 130.
+
+Sharded (core.distributed): under torchrun or `accelerate launch` every rank scores its
+share, rank 0 merges the tables and alone prints the report and draws progress; the
+other ranks print only their errors, prefixed with their rank. `--rank R --world-size W`
+runs one rank alone (to redo a rank that died); it merges when its work completes the tables.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import json
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import DmtuiError
 from dmtui.headless.common import (
@@ -23,6 +30,9 @@ from dmtui.headless.common import (
     rich_progress,
     stderr_console,
 )
+
+if TYPE_CHECKING:
+    from core.distributed import Shard
 
 SOURCE_NAMES = ("external", "implicit", "ifd")
 DEMO_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "pairs.jsonl"
@@ -71,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="skip over-long pairs (margin NaN) instead of truncating them")
     run_group.add_argument("--checkpoint-every", type=int, metavar="N",
                            help="pairs per saved checkpoint (default 1000)")
+    shards = parser.add_argument_group(
+        "sharding", "under torchrun or accelerate launch each rank scores its share of the pairs on its own "
+        "device and rank 0 merges; these options run one rank alone, e.g. to redo a rank that died")
+    shards.add_argument("--rank", type=int, metavar="R", help="score only the pairs i with i %% W == R")
+    shards.add_argument("--world-size", type=int, metavar="W", help="how many ranks share the pairs")
     parser.add_argument("--json", action="store_true", help="print the scoring report as one JSON object on stdout")
     parser.set_defaults(handler=run)
 
@@ -112,39 +127,103 @@ def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.distributed import detect_shard
+
+    shard = detect_shard(args.rank, args.world_size)
+    try:
+        return run_shard(args, shard)
+    except DmtuiError as error:
+        if shard.sharded:
+            error.message = f"rank {shard.rank} of {shard.world_size}: {error.message}"
+        raise
+
+
+def run_shard(args: argparse.Namespace, shard: Shard) -> int:
+    """Score this process's shard (the whole dataset when it runs alone), then merge."""
     from transformers.utils import logging as transformers_logging
 
+    from core.distributed import (
+        barrier,
+        combine_reports,
+        gather_on_main,
+        merge_shards,
+        process_group,
+    )
     from core.scoring import ScoringCancelled, score
-    from core.workspace import Workspace, is_workspace
 
     transformers_logging.disable_progress_bar()  # its tqdm bars would tear the rich display
     cancel = threading.Event()
-    with stop_on_interrupt(cancel), rich_progress() as progress:
-        if args.demo:
-            fill_demo_models(args, progress)
-        if args.data is None:
-            raise DmtuiError("no dataset to score", "pass DATA (a dataset file or a workspace folder), or --demo")
-        config = config_from_args(args)
-        config.validate()
-        if is_workspace(args.data):
-            workspace = Workspace.open(args.data, accept_changes=args.accept_changes)
-        else:
-            workspace = Workspace.open_or_create(args.data, args.workspace, load_config_from_args(args),
-                                                 accept_changes=args.accept_changes)
-        dataset = workspace.load(progress=progress, cancel=cancel)
-        try:
-            report = score(dataset, workspace, config, progress=progress, cancel=cancel)
-        except ScoringCancelled as stopped:
-            report, cancelled = stopped.report, stopped
-        else:
-            cancelled = None
+    cancelled = None
+    with stop_on_interrupt(cancel), (rich_progress() if shard.speaks else nullcontext(None)) as progress:
+        if shard.main:  # before the group forms: the other ranks wait there until this is ready
+            prepared = prepare(args, shard, progress, cancel)
+        with process_group(shard):
+            if not shard.main:
+                prepared = prepare(args, shard, progress, cancel)
+            workspace, dataset, config, seed_policy = prepared
+            try:
+                report = score(dataset, workspace, config, progress=shard_progress(progress, shard),
+                               cancel=cancel, rank=shard.rank, world_size=shard.world_size)
+            except ScoringCancelled as stopped:
+                cancelled, reports = stopped, [stopped.report]
+            else:
+                barrier()  # every rank has written all its parts
+                reports = gather_on_main(report, shard)
+    if not shard.speaks:
+        if cancelled is not None:
+            raise cancelled
+        return 0
+    report = combine_reports(reports)
+    merge = merge_shards(dataset, workspace, report) if shard.sharded and cancelled is None else None
+    if seed_policy is not None and seed_policy["trained_now"]:
+        report.seed_policy = seed_policy
     if args.json:
-        print(json.dumps({**report.to_json(), "workspace": str(workspace.root), "cancelled": cancelled is not None}))
+        print(json.dumps({**report.to_json(), "workspace": str(workspace.root), "cancelled": cancelled is not None,
+                          **({"merge": merge.to_json()} if merge is not None else {})}))
     else:
         print_report(report, workspace.root)
+        if merge is not None:
+            print_merge(merge, shard.world_size)
     if cancelled is not None:
         raise cancelled
     return 0
+
+
+def prepare(args: argparse.Namespace, shard: Shard, progress: Callable | None, cancel: threading.Event):
+    """(workspace, dataset, config, seed policy info or None): what scoring needs.
+
+    Rank 0 of a sharded run trains the seed policy pi_1 here, before the others score.
+    """
+    from core.distributed import launcher_hidden, shard_device
+    from core.scoring import prepare_seed_policy
+    from core.workspace import Workspace, is_workspace
+
+    if args.demo:
+        fill_demo_models(args, progress)
+    if args.data is None:
+        raise DmtuiError("no dataset to score", "pass DATA (a dataset file or a workspace folder), or --demo")
+    config = config_from_args(args)
+    config = replace(config, device=shard_device(config.device, shard))
+    config.validate()
+    if is_workspace(args.data):
+        workspace = Workspace.open(args.data, accept_changes=args.accept_changes)
+    else:
+        workspace = Workspace.open_or_create(args.data, args.workspace, load_config_from_args(args),
+                                             accept_changes=args.accept_changes)
+    dataset = workspace.load(progress=progress, cancel=cancel)
+    seed_policy = None
+    if shard.sharded and shard.main:  # alone, `score` makes pi_1 itself
+        with launcher_hidden():  # an ordinary one-process training, not data-parallel over the ranks
+            seed_policy = prepare_seed_policy(dataset, workspace, config, progress=progress, cancel=cancel)
+    return workspace, dataset, config, seed_policy
+
+
+def shard_progress(progress: Callable | None, shard: Shard) -> Callable | None:
+    """The bars of a sharded run say that they count this rank's share of the pairs."""
+    if progress is None or not shard.sharded:
+        return progress
+    share = f"rank {shard.rank}'s share (1/{shard.world_size})"
+    return lambda report: progress(replace(report, message=report.message or share))
 
 
 @contextmanager
@@ -190,3 +269,15 @@ def print_report(report, workspace_root: Path) -> None:
         console.print(f"pi_1: {seed['path']} ({'trained now on' if seed['trained_now'] else 'reused, trained on'} "
                       f"{seed['seed_pairs']:,} seed pairs)")
     console.print(f"scores in {workspace_root / 'scores'}  (device {report.device}, {report.dtype})")
+
+
+def print_merge(merge, world_size: int) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if merge.merged:
+        console.print(f"merged the {world_size} ranks' parts of {', '.join(merge.merged)} into one table each")
+    for name, missing in merge.missing.items():
+        ranks = ", ".join(str(rank) for rank in missing["ranks"])
+        console.print(f"{name}: {missing['pairs']:,} pairs are not scored yet, from rank(s) {ranks} of "
+                      f"{world_size}: run them (--rank R --world-size {world_size}); the last one merges")
