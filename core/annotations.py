@@ -14,11 +14,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.errors import WorkspaceError
+from core.workspace import disk_failure
 
 FLAGS = ("toxic", "mislabeled", "other")
 
@@ -67,10 +73,12 @@ class AnnotationStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.connection = sqlite3.connect(self.path, isolation_level=None)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=FULL")
-        self.connection.executescript(_SCHEMA)
+        self.connection: sqlite3.Connection | None = None
+        with self._writing():
+            self.connection = sqlite3.connect(self.path, isolation_level=None)
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA synchronous=FULL")
+            self.connection.executescript(_SCHEMA)
 
     def close(self) -> None:
         self.connection.close()
@@ -99,7 +107,7 @@ class AnnotationStore:
         after = replace(before, **changes)
         if after == before:
             return before
-        with self.connection:
+        with self._writing(), self.connection:
             self.connection.execute("BEGIN IMMEDIATE")
             self.connection.execute(
                 "INSERT INTO history (pair_id, before, at) VALUES (?, ?, ?)",
@@ -114,25 +122,42 @@ class AnnotationStore:
         if row is None:
             return None
         restored = Annotation(**json.loads(row[1]))
-        with self.connection:
+        with self._writing(), self.connection:
             self.connection.execute("BEGIN IMMEDIATE")
             self.connection.execute("DELETE FROM history WHERE id = ?", (row[0],))
             self._write(restored)
         return restored
 
-    def masks(self, pair_ids: Iterable[str]) -> AnnotationMasks:
-        ids = list(pair_ids)
-        position = {pair_id: index for index, pair_id in enumerate(ids)}
+    def masks(self, pair_ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> AnnotationMasks:
+        """Boolean arrays aligned with `pair_ids`; an Arrow array is matched without Python strings."""
+        ids = pair_ids if isinstance(pair_ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(pair_ids), pa.string())
         excluded = np.zeros(len(ids), dtype=bool)
         swapped = np.zeros(len(ids), dtype=bool)
         flagged = np.zeros(len(ids), dtype=bool)
-        for annotation in self.all().values():
-            index = position.get(annotation.pair_id)
-            if index is not None:
-                excluded[index] = annotation.excluded
-                swapped[index] = annotation.swapped
-                flagged[index] = annotation.flag is not None
+        annotations = list(self.all().values())
+        if annotations and len(ids):
+            annotated_ids = pa.array([annotation.pair_id for annotation in annotations], pa.string())
+            positions = pc.index_in(ids, value_set=annotated_ids).to_numpy(zero_copy_only=False)
+            found = ~np.isnan(positions) if positions.dtype.kind == "f" else np.ones(len(ids), bool)
+            which = positions[found].astype(np.int64)
+            excluded[found] = np.array([a.excluded for a in annotations], bool)[which]
+            swapped[found] = np.array([a.swapped for a in annotations], bool)[which]
+            flagged[found] = np.array([a.flag is not None for a in annotations], bool)[which]
         return AnnotationMasks(excluded, swapped, flagged)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write SQLite refuses (disk full, read-only workspace) as a WorkspaceError; nothing of
+        it is kept (SQLite rolls the transaction back)."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as error:
+            if self.connection is not None and self.connection.in_transaction:
+                self.connection.rollback()
+            raise disk_failure(self.path, error) or WorkspaceError(
+                f"cannot write {self.path}: {error}",
+                "check that the disk has space and the workspace folder is writable; the change was not saved",
+            ) from error
 
     def _write(self, annotation: Annotation) -> None:
         if annotation.is_blank:

@@ -45,8 +45,20 @@ from core.loading import LoadConfig, LoadedDataset
 from core.margin_sources import MarginSpec, ResolvedMargins, resolve_margins
 from core.progress import ProgressFn, Reporter
 from core.selection import Selection, SelectionParams, select, tie_keys_from_pair_ids
+from core.tables import take_rows
 from core.versions import library_versions
-from core.workspace import DatasetRef, Workspace, atomic_write_json, dataset_ref
+from core.workspace import (
+    FOLDER_MODE,
+    DatasetRef,
+    Workspace,
+    abandoned_temps,
+    atomic_write_json,
+    dataset_ref,
+    disk_failure,
+    fsync_folder,
+    owner_tag,
+    writing,
+)
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -67,11 +79,12 @@ class Annotated:
     excluded: tuple[str, ...] = ()
     swapped: tuple[str, ...] = ()
 
-    def masks(self, pair_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        excluded = set(self.excluded)
-        swapped = set(self.swapped)
-        return (np.fromiter((p in excluded for p in pair_ids), bool, len(pair_ids)),
-                np.fromiter((p in swapped for p in pair_ids), bool, len(pair_ids)))
+    def masks(self, pair_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        def member(chosen: tuple[str, ...]) -> np.ndarray:
+            found = pc.is_in(pair_ids, value_set=pa.array(chosen, pa.string()))
+            return found.to_numpy(zero_copy_only=False).astype(bool)
+
+        return member(self.excluded), member(self.swapped)
 
 
 def output_format_for(source_kind: str) -> str:
@@ -126,10 +139,10 @@ def _column_names(dataset: LoadedDataset, margins: Mapping[str, np.ndarray], inc
 def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
                  added: dict[str, list], reporter: Reporter) -> None:
     chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
-    raw = dataset.records["_json"]
+    texts = take_rows(dataset.records["_json"], indices).to_pylist()
     with path.open("w", encoding="utf-8", newline="\n") as out:
-        for position, index in enumerate(indices.tolist()):
-            record = json.loads(raw[index].as_py())
+        for position, (index, text) in enumerate(zip(indices.tolist(), texts)):
+            record = json.loads(text)
             if swapped[index]:
                 record[chosen_col], record[rejected_col] = record[rejected_col], record[chosen_col]
             for name, values in added.items():
@@ -141,7 +154,7 @@ def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swappe
 
 def _arrow_subset(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
                   added: dict[str, list]) -> pa.Table:
-    table = dataset.records.take(pa.array(indices))
+    table = take_rows(dataset.records, indices)
     if swapped[indices].any():
         chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
         flip = pa.array(swapped[indices])
@@ -186,8 +199,9 @@ def _json_subset_as_arrow(dataset: LoadedDataset, indices: np.ndarray, swapped: 
                           added: dict[str, list]) -> pa.Table:
     chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
     rows = []
-    for position, index in enumerate(indices.tolist()):
-        record = json.loads(dataset.records["_json"][index].as_py())
+    texts = take_rows(dataset.records["_json"], indices).to_pylist()
+    for position, (index, text) in enumerate(zip(indices.tolist(), texts)):
+        record = json.loads(text)
         if swapped[index]:
             record[chosen_col], record[rejected_col] = record[rejected_col], record[chosen_col]
         rows.append({**record, **{name: values[position] for name, values in added.items()}})
@@ -207,12 +221,35 @@ def _replace_folder(temp: Path, out: Path, force: bool) -> None:
     if out.exists():
         if not force:
             raise ExportError(f"{out} already exists", "choose another --out, or pass --force to replace it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{owner_tag()}")
         os.replace(out, old)
         os.replace(temp, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(temp, out)
+    fsync_folder(out.parent)
+
+
+def _recover_interrupted(out: Path) -> None:
+    """Clear up after an export to `out` that was killed: its temp folder goes, and an export
+    it had moved aside to replace (killed between the two renames) is put back."""
+    for temp in abandoned_temps(out.parent, f".{out.name}.tmp-"):
+        shutil.rmtree(temp, ignore_errors=True)
+    for old in abandoned_temps(out.parent, f".{out.name}.old-"):
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, out)
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file under `folder` to disk before the rename that publishes it."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir():
+            fsync_folder(path)
+        else:
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def export_selection(
@@ -237,16 +274,18 @@ def export_selection(
     With `expect_sha256` (a rebuild), data whose checksum differs is never put in place.
     """
     out = Path(out)
+    with writing(out):
+        _recover_interrupted(out)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists", "choose another --out, or pass --force to replace it")
     fmt = output_format_for(dataset.report.source_kind) if fmt == "auto" else fmt
     if fmt not in OUTPUT_FORMATS:
         raise ExportError(f"unknown output format {fmt!r}", f"one of: auto, {', '.join(OUTPUT_FORMATS)}")
     indices = selection.indices
-    pair_ids = dataset.pairs["pair_id"].to_pylist()
-    excluded_mask, swapped = annotated.masks(pair_ids)
+    pair_ids = dataset.pairs["pair_id"]
+    _, swapped = annotated.masks(pair_ids)
     added_names = _column_names(dataset, resolved.margins, include_scores)
-    added: dict[str, list] = {"pair_id": [pair_ids[i] for i in indices.tolist()]}
+    added: dict[str, list] = {"pair_id": take_rows(pair_ids, indices).to_pylist()}
     if include_scores:
         for name, margin in resolved.margins.items():
             effective = np.where(swapped, -margin, margin)
@@ -257,10 +296,12 @@ def export_selection(
     selected_ids = added["pair_id"]
     fingerprint = hashlib.sha256("\n".join(selected_ids).encode()).hexdigest()[:16]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-{owner_tag()}-"))
     reporter = Reporter("export", len(indices), progress, cancel, unit="pairs")
     try:
+        os.chmod(temp, FOLDER_MODE)  # mkdtemp made it private; an export is shared like any folder
         data_name = _write_output(temp, fmt, dataset, indices, swapped, added, fingerprint, reporter)
         reporter.done = len(indices)
         reporter.finish()
@@ -295,10 +336,11 @@ def export_selection(
                 f"library versions then and now may differ; now: {library_versions(_LIBRARIES)}",
             )
         atomic_write_json(temp / MANIFEST_NAME, manifest)
+        _sync_tree(temp)
         _replace_folder(temp, out, force)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temp, ignore_errors=True)
-        raise
+        raise disk_failure(out, error) or error
     return manifest
 
 
@@ -318,7 +360,7 @@ def annotated_from_workspace(workspace: Workspace | None) -> Annotated:
 def run_selection(dataset: LoadedDataset, resolved: ResolvedMargins, params: SelectionParams,
                   annotated: Annotated) -> Selection:
     """`select` with the curator's annotations and pair_id tie-breaking, as exports do."""
-    pair_ids = dataset.pairs["pair_id"].to_pylist()
+    pair_ids = dataset.pairs["pair_id"]
     excluded, swapped = annotated.masks(pair_ids)
     return select(resolved.margins, params, excluded=excluded, swapped=swapped,
                   tie_break=tie_keys_from_pair_ids(pair_ids))
@@ -351,7 +393,64 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
                           "point --manifest at the manifest.json of an export")
     if manifest.get("manifest_version") != MANIFEST_VERSION:
         raise ExportError(f"{path}: manifest version {manifest.get('manifest_version')} is not {MANIFEST_VERSION}")
+    problem = _manifest_problem(manifest, path.parent)
+    if problem:
+        raise ExportError(f"{path}: {problem}", "the manifest was edited or damaged; use the one the export wrote")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any], folder: Path) -> str | None:
+    """What is wrong with the values a rebuild or a training run would act on, if anything.
+
+    A manifest is a file anyone can edit: its data name must stay inside the export
+    folder, its source and fingerprint names must be plain names (they become paths in
+    the workspace), and each value must have the type the code that reads it expects.
+    """
+    from core.paths import inside, is_plain_name
+    from core.scores import SOURCE_NAME
+
+    def strings(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+    recorded, output = manifest["input"], manifest["output"]
+    data = output.get("data")
+    if data is not None and not (is_plain_name(data) and inside(folder, folder / data)):
+        return f"output.data {data!r} is not a name inside the export folder"
+    if output["format"] not in OUTPUT_FORMATS:
+        return f"output.format {output['format']!r} is not one of {', '.join(OUTPUT_FORMATS)}"
+    if not isinstance(output.get("include_scores", True), bool):
+        return "output.include_scores is not true or false"
+    if not (isinstance(recorded["source"], str) and recorded["source"] and isinstance(recorded["checksum"], str)):
+        return "input.source and input.checksum must be strings"
+    config, defaults = recorded["load_config"], asdict(LoadConfig())
+    if not isinstance(config, dict) or set(config) - set(defaults):
+        return f"input.load_config is not a set of load options ({', '.join(defaults)})"
+    for name, value in config.items():
+        default = defaults[name]
+        if default is None:  # a column name or split
+            fits = value is None or isinstance(value, str)
+        else:  # strict (bool) or max_field_chars (int); bool is an int to Python
+            fits = type(value) is type(default)
+        if not fits:
+            return f"input.load_config.{name} = {value!r} does not fit that option"
+    sources = manifest["margins"]["sources"]
+    if not isinstance(sources, dict):
+        return "margins.sources is not a mapping of source names"
+    for name, provenance in sources.items():
+        if not SOURCE_NAME.match(name) or not isinstance(provenance, dict):
+            return f"margins.sources has an invalid source {name!r}"
+        fingerprint = provenance.get("fingerprint")
+        if fingerprint is not None and not (isinstance(fingerprint, str) and SOURCE_NAME.match(fingerprint)):
+            return f"margins.sources.{name}.fingerprint {fingerprint!r} is not a score table name"
+        if not strings(provenance.get("columns", [])) or len(provenance.get("columns", [])) > 2:
+            return f"margins.sources.{name}.columns is not a list of up to two column names"
+    annotations = manifest["annotations"]
+    if not (strings(annotations["excluded"]) and strings(annotations.get("swapped", []))
+            and strings(manifest["selected_pair_ids"])):
+        return "annotations and selected_pair_ids must be lists of pair ids"
+    if not isinstance(manifest.get("workspace") or "", str) or not isinstance(manifest["selection"]["params"], dict):
+        return "workspace must be a path and selection.params a mapping"
+    return None
 
 
 def rebuild_from_manifest(
@@ -376,8 +475,13 @@ def rebuild_from_manifest(
             "rebuild needs the exact input; restore it, or make a new export from the current data",
         )
     load_config = LoadConfig(**recorded["load_config"])
+    try:
+        params = params_from_json(manifest["selection"]["params"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportError(f"{manifest_path}: selection.params cannot be read ({error!r})",
+                          "the manifest was edited or damaged; use the one the export wrote") from None
+    workspace = _manifest_workspace(manifest.get("workspace"), current, load_config)
     dataset = load_dataset(source, load_config, progress=progress, cancel=cancel)
-    workspace = Workspace.open(manifest["workspace"]) if manifest.get("workspace") else None
     specs = []
     for name, provenance in manifest["margins"]["sources"].items():
         columns = tuple(provenance.get("columns", ()))
@@ -388,8 +492,8 @@ def rebuild_from_manifest(
             "the margins differ from the ones the export used (a score table was changed or extended)",
             "rebuild needs the same scores; make a new export from the current ones",
         )
-    annotated = Annotated(tuple(manifest["annotations"]["excluded"]), tuple(manifest["annotations"]["swapped"]))
-    params = params_from_json(manifest["selection"]["params"])
+    annotated = Annotated(tuple(manifest["annotations"]["excluded"]),
+                          tuple(manifest["annotations"].get("swapped", [])))
     selection = run_selection(dataset, resolved, params, annotated)
     selected_ids = [dataset.pairs["pair_id"][i].as_py() for i in selection.indices.tolist()]
     if selected_ids != manifest["selected_pair_ids"]:
@@ -398,8 +502,25 @@ def rebuild_from_manifest(
     output = manifest["output"]
     rebuilt = export_selection(
         dataset, current, load_config, resolved, selection, annotated, out,
-        fmt=output["format"], include_scores=output["include_scores"], force=force,
+        fmt=output["format"], include_scores=output.get("include_scores", True), force=force,
         workspace_root=Path(manifest["workspace"]) if manifest.get("workspace") else None,
         expect_sha256=output["sha256"], progress=progress, cancel=cancel,
     )
     return rebuilt
+
+
+def _manifest_workspace(root: str | None, dataset: DatasetRef, load_config: LoadConfig) -> Workspace | None:
+    """The workspace whose score tables the export read, for reading only.
+
+    It is not opened (opening may rewrite its workspace.json): a rebuild writes nothing
+    but its output folder, whatever folder the manifest names. The input's checksum is
+    checked by the rebuild itself.
+    """
+    if not root:
+        return None
+    from core.workspace import is_workspace
+
+    if not is_workspace(root):
+        raise ExportError(f"the manifest's workspace {root} is not a dmtui workspace",
+                          "the export read scores from it; restore it where it was")
+    return Workspace(Path(root), dataset, load_config)

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -265,38 +267,44 @@ def train(
     `on_checkpoint`. A set `cancel` stops the run at the end of the current optimiser
     step, saves a checkpoint and raises `TrainingCancelled`.
     """
+    from core.workspace import writing
+
     config.validate()
     out_dir = Path(out_dir)
     checkpoints = out_dir / CHECKPOINTS
     resume_checkpoint = _resume_checkpoint(config.resume_from, checkpoints)
-    if resume_checkpoint is None and (out_dir / RUN_JSON).exists():
+    if config.resume_from is None and (out_dir / RUN_JSON).exists():
         raise TrainError(f"{out_dir} already holds a training run", "resume it, or choose another folder")
     pairs, data_info = preference_pairs(data)
     with _library_progress_bars_off():
         trainer = _build_trainer(config, pairs, checkpoints)  # before any file: a bad model leaves no run behind
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run_record = {"config": asdict(config), "data": data_info, "library_versions": library_versions(_LIBRARIES),
-                      "started_at": _now(), "resumed_from": str(resume_checkpoint) if resume_checkpoint else None}
-        _write_json(out_dir / RUN_JSON, run_record)
-        history = _metrics_until(out_dir / METRICS_JSONL, _checkpoint_step(resume_checkpoint))
-        trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the files the others append to
-        reporter = Reporter("train", None, progress, None, unit="steps")
-        trainer.add_callback(progress_callback(metrics_sink, out_dir / METRICS_JSONL, history, reporter, cancel,
-                                               on_checkpoint, config.collapse_ratio, config.collapse_window))
-        output = trainer.train(resume_from_checkpoint=str(resume_checkpoint) if resume_checkpoint else None)
-        step = trainer.state.global_step
-        if cancel is not None and cancel.is_set() and step < trainer.state.max_steps:
-            checkpoint = checkpoints / f"checkpoint-{step}"
-            run_record["outcome"] = {"status": "cancelled", "step": step, "checkpoint": str(checkpoint)}
+        with writing(out_dir):  # lack of space or permission: a WorkspaceError naming the file
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if config.resume_from is not None and _is_main_process():
+                _remove_unfinished_checkpoints(checkpoints)
+            run_record = {"config": asdict(config), "data": data_info, "library_versions": library_versions(_LIBRARIES),
+                          "started_at": _now(), "resumed_from": str(resume_checkpoint) if resume_checkpoint else None}
             _write_json(out_dir / RUN_JSON, run_record)
-            raise TrainingCancelled(step, checkpoint if checkpoint.is_dir() else None)
-        final = out_dir / FINAL
-        trainer.save_model(str(final))  # save_pretrained, gathering DeepSpeed / FSDP shards first
-        if _is_main_process():
-            trainer.processing_class.save_pretrained(str(final))
-            (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json holds the config
+            history = _metrics_until(out_dir / METRICS_JSONL, _checkpoint_step(resume_checkpoint))
+            trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the files the others append to
+            reporter = Reporter("train", None, progress, None, unit="steps")
+            trainer.add_callback(progress_callback(metrics_sink, out_dir / METRICS_JSONL, history, reporter, cancel,
+                                                   on_checkpoint, config.collapse_ratio, config.collapse_window))
+            trainer.add_callback(_stop_at_max_steps())
+            try:
+                output = trainer.train(resume_from_checkpoint=str(resume_checkpoint) if resume_checkpoint else None)
+                metrics = output.metrics
+            except _NothingLeftToTrain:  # resumed at the last step: its weights are loaded, nothing to train
+                metrics = {}
+            step = trainer.state.global_step
+            if cancel is not None and cancel.is_set() and step < trainer.state.max_steps:
+                checkpoint = checkpoints / f"checkpoint-{step}"
+                run_record["outcome"] = {"status": "cancelled", "step": step, "checkpoint": str(checkpoint)}
+                _write_json(out_dir / RUN_JSON, run_record)
+                raise TrainingCancelled(step, checkpoint if checkpoint.is_dir() else None)
+            final = _save_final(trainer, out_dir)
     reporter.finish()
-    summary = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
+    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     run_record["outcome"] = {"status": "done", "step": step, "final": str(final), "summary": summary,
                              "finished_at": _now()}
     _write_json(out_dir / RUN_JSON, run_record)
@@ -404,28 +412,84 @@ def _precision(requested: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+class _NothingLeftToTrain(Exception):
+    pass
+
+
+def _stop_at_max_steps():
+    """A callback that stops a run before a step past its last. Resumed from the checkpoint of
+    its last step (killed before ``final/`` was saved), transformers would train one step more
+    whenever the steps do not divide into whole epochs: it checks for the end only after a step."""
+    from transformers import TrainerCallback
+
+    class StopAtMaxSteps(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if 0 < state.max_steps <= state.global_step:
+                raise _NothingLeftToTrain
+
+    return StopAtMaxSteps()
+
+
+def _save_final(trainer, out_dir: Path) -> Path:
+    """Save the trained model as ``final/``, which appears whole or not at all (it is written
+    under another name, then renamed), so a kill mid-save never leaves a model that loads wrong."""
+    final, partial = out_dir / FINAL, out_dir / f".{FINAL}-partial"
+    if _is_main_process():
+        shutil.rmtree(partial, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(partial))  # save_pretrained, gathering DeepSpeed / FSDP shards first
+    trainer.accelerator.wait_for_everyone()
+    if _is_main_process():
+        trainer.processing_class.save_pretrained(str(partial))
+        (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json holds the config
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+    return final
+
+
 def _resume_checkpoint(resume_from: str | None, checkpoints: Path) -> Path | None:
+    """The checkpoint to continue from: None for a fresh run, and for 'latest' when no
+    checkpoint was finished yet (a run killed before its first one starts over)."""
     if resume_from is None:
         return None
     if resume_from != "latest":
         path = Path(resume_from)
-        if not (path / "trainer_state.json").is_file():
-            raise TrainError(f"{path} is not a training checkpoint (no trainer_state.json)",
+        if _saved_step(path) is None:
+            raise TrainError(f"{path} is not a whole training checkpoint (no readable trainer_state.json)",
                              "pass a checkpoint-<step> folder, or 'latest'")
         return path
-    from transformers.trainer_utils import get_last_checkpoint
+    finished = [(step, path) for path in _checkpoint_folders(checkpoints)
+                if (step := _saved_step(path)) is not None]
+    return max(finished)[1] if finished else None
 
-    latest = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    if latest is None:
-        raise TrainError(f"no checkpoint to resume from in {checkpoints}", "start over instead (--force)")
-    return Path(latest)
+
+def _checkpoint_folders(checkpoints: Path) -> list[Path]:
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not checkpoints.is_dir():
+        return []
+    return [p for p in checkpoints.iterdir() if p.is_dir() and re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", p.name)]
+
+
+def _saved_step(checkpoint: Path) -> int | None:
+    """A checkpoint's step, or None when its save did not finish: transformers writes
+    trainer_state.json last, so a killed save leaves it missing or cut short."""
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text("utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remove_unfinished_checkpoints(checkpoints: Path) -> None:
+    """Checkpoints whose save was killed part-way: never resumed from, and in the way of
+    transformers, which would count them as the newest and rotate finished ones away."""
+    for path in _checkpoint_folders(checkpoints):
+        if _saved_step(path) is None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
-    if checkpoint is None:
-        return None
-    state = json.loads((checkpoint / "trainer_state.json").read_text("utf-8"))
-    return int(state["global_step"])
+    return None if checkpoint is None else _saved_step(checkpoint)
 
 
 def _metrics_until(path: Path, step: int | None) -> list[dict[str, Any]]:
@@ -434,11 +498,19 @@ def _metrics_until(path: Path, step: int | None) -> list[dict[str, Any]]:
     A fresh run starts an empty file; a resume drops records logged after the checkpoint
     (the steps it will redo), so metrics.jsonl never holds a step twice.
     """
+    from core.workspace import atomic_write_bytes
+
     kept = []
     if step is not None and path.exists():
-        kept = [r for r in map(json.loads, path.read_text("utf-8").splitlines()) if r["step"] <= step]
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a run killed while appending it
+                continue
+            if record["step"] <= step:
+                kept.append(record)
     if _is_main_process():
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
     return kept
 
 

@@ -4,8 +4,10 @@ Layout::
 
     WORKSPACE/
       workspace.json        dataset reference (source, kind, checksum, size), load options
-      cache/                the normalised load (pairs.parquet, records.parquet, report.json),
-                            reused while the dataset's checksum and the load options match
+      cache/<key>/          the normalised load: pairs.arrow, records.arrow and, for JSON
+                            sources, numbers.arrow (Arrow IPC files that are memory-mapped,
+                            not read), report.json; reused while the dataset's checksum and
+                            the load options match
       scores/               score tables per source and model (Parquet, keyed by pair_id)
       annotations.sqlite    flags, label swaps, exclusions, notes (core.annotations)
       exports/              exported subsets with their manifests
@@ -23,20 +25,27 @@ All files are written atomically (temp file, then rename).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
+import sqlite3
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 
-from core.errors import WorkspaceError
+from core.errors import DmtuiError, WorkspaceError
 from core.loading import LoadConfig, LoadedDataset, LoadReport, load_dataset
 from core.progress import ProgressFn
 from core.sources import resolve_source
@@ -44,39 +53,206 @@ from core.sources import resolve_source
 WORKSPACE_FILE = "workspace.json"
 WORKSPACE_VERSION = 1
 # Bump when loading would produce different pairs from the same bytes: invalidates caches.
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 WORKSPACE_SUFFIX = ".dmtui"
+
+
+# A write that fails for want of space or permission, in words: (what happened, what to do).
+_NOT_YOURS = "make the folder writable for you, or point --workspace / --out elsewhere"
+_DISK_PROBLEMS = {
+    errno.ENOSPC: ("the disk is full", "free some space, then run the same command again"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space or raise the quota, then run the command again"),
+    errno.EFBIG: ("the file size limit was reached", "raise the limit (ulimit -f) or free space, then run it again"),
+    errno.EROFS: ("the file system is read-only",
+                  "copy the workspace somewhere writable, or point --workspace / --out at a writable folder"),
+    errno.EACCES: ("permission denied", _NOT_YOURS),
+    errno.EPERM: ("operation not permitted", _NOT_YOURS),
+}
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def disk_failure(path: Path, error: BaseException) -> WorkspaceError | None:
+    """`error` as a WorkspaceError naming the file and what to do, when a write under `path`
+    failed for want of space or permission; None for any other failure."""
+    if isinstance(error, DmtuiError):
+        return None
+    code, failed = _disk_errno(error, path)
+    if code is None:
+        return None
+    what, todo = _DISK_PROBLEMS[code]
+    return WorkspaceError(f"cannot write {failed}: {what}", todo)
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Writes under `path` that fail for want of space or permission raise `WorkspaceError`."""
+    try:
+        yield
+    except Exception as error:
+        translated = disk_failure(path, error)
+        if translated is None:
+            raise
+        raise translated from error
+
+
+def _disk_errno(error: BaseException, path: Path) -> tuple[int | None, Path]:
+    """(errno, the file it concerns) of a failed write, looked up in this order: an OSError's
+    errno in the exception chain (one about a file outside `path` and its temps is no failed
+    write); an errno quoted in a library's message; the file system under `path` (read-only,
+    or under 1 MiB free) for I/O failures that carry neither."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in _DISK_PROBLEMS:
+            if not isinstance(link.filename, str):
+                return link.errno, path
+            file, target = Path(os.path.abspath(link.filename)), Path(os.path.abspath(path))
+            if file.is_relative_to(target):
+                return link.errno, file
+            its_temp = file.parent == target.parent and file.name.startswith(f".{target.name}")
+            if its_temp or target.is_relative_to(file):  # its temp, or a folder on its way
+                return link.errno, path
+            return None, path  # another file (a model that cannot be read): not a failed write
+        code = _errno_in_message(str(link))
+        if code in _DISK_PROBLEMS:
+            return code, path
+        link = link.__cause__ or link.__context__
+    if not isinstance(error, (OSError, RuntimeError, sqlite3.Error)):
+        return None, path
+    folder = next((p for p in (path, *path.parents) if p.exists()), None)
+    if folder is None:
+        return None, path
+    state = os.statvfs(folder)
+    if state.f_flag & os.ST_RDONLY:
+        return errno.EROFS, path
+    if state.f_bavail * state.f_frsize < _NEARLY_FULL_BYTES:
+        return errno.ENOSPC, path
+    return None, path
+
+
+def _errno_in_message(text: str) -> int | None:
+    """The errno that Rust's I/O errors (safetensors: "... (os error 28)") and torch's file
+    writer ("... strerror: Read-only file system") quote."""
+    if match := re.search(r"\(os error (\d+)\)", text):
+        return int(match.group(1))
+    if match := re.search(r"strerror: ([^\n]+)", text):
+        return next((code for code in _DISK_PROBLEMS if os.strerror(code) == match.group(1).strip()), None)
+    return None
+
+
+# Temporary names carry their writer, `<host>-<pid>`, so that one left by a killed writer is
+# known as abandoned (see `abandoned_temps`) while a live writer's is left alone.
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_OWNER = re.compile(r"([0-9a-f]{8})-(\d+)(?:-|$)")
+
+
+def owner_tag() -> str:
+    return f"{_HOST_TAG}-{os.getpid()}"
+
+
+def abandoned_temps(folder: Path, prefix: str) -> list[Path]:
+    """Entries of `folder` named ``prefix + owner_tag() + ...`` whose writer, a process on this
+    host, has ended without cleaning up (killed mid-write)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        owner = _OWNER.match(entry.name, len(prefix)) if entry.name.startswith(prefix) else None
+        if owner and owner.group(1) == _HOST_TAG and not _running(int(owner.group(2))):
+            found.append(entry)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _umask() -> int:
+    """The process's umask, read once at import: reading it means setting it for a moment."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+FILE_MODE, FOLDER_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+"""What `open` and `mkdir` give: mkstemp's and mkdtemp's private 0600 / 0700 is not what data wants."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    _atomic_write_with(path, lambda temp: Path(temp).write_bytes(data))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+def _atomic_write_with(path: Path, write: Callable[[str], None]) -> None:
+    """Let `write` fill a temp file beside `path`, sync it, then rename it over `path`.
+
+    The temp, ``.NAME.<owner>-XXXX.tmp``, is hidden and matches no reader's pattern; a failed
+    write removes it, and one a killed writer left is removed by the next write of `path`.
+    Lack of space or permission raises `WorkspaceError`; the old `path` is then untouched.
+    """
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{path.name}."
+        for abandoned in abandoned_temps(path.parent, prefix):
+            abandoned.unlink(missing_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{owner_tag()}-", suffix=".tmp")
+        os.close(handle)
+        try:
+            os.chmod(temp_name, FILE_MODE)
+            write(temp_name)
+            with open(temp_name, "rb+") as temp:
+                os.fsync(temp.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make renames in `folder` durable; best effort (Windows cannot open a folder, and some
+    file systems refuse to sync one)."""
     try:
-        pq.write_table(table, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    _atomic_write_with(path, lambda temp: pq.write_table(table, temp))
+
+
+def atomic_write_arrow(path: Path, table: pa.Table) -> None:
+    """An uncompressed Arrow IPC file: `read_arrow_mapped` opens it without copying."""
+
+    def write(temp: str) -> None:
+        with pa.OSFile(temp, "wb") as sink, pa_ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=65_536)
+
+    _atomic_write_with(path, write)
+
+
+def read_arrow_mapped(path: Path) -> pa.Table:
+    """An Arrow IPC file as a table backed by the memory-mapped file: pages load on demand."""
+    return pa_ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 
 @dataclass(frozen=True)
@@ -136,8 +312,9 @@ def default_workspace_path(source: str) -> Path:
     writable, else in the current folder; hub ids go to ``./org__name.dmtui``."""
     path = Path(source).expanduser()
     if path.exists():
-        name = path.name.split(".")[0] if path.is_file() else path.name
-        parent = path.resolve().parent
+        resolved = path.resolve()  # "." or "data/.." name the folder they resolve to
+        name = (resolved.name.split(".")[0] if path.is_file() else "") or resolved.name
+        parent = resolved.parent
         if os.access(parent, os.W_OK):
             return parent / f"{name}{WORKSPACE_SUFFIX}"
         return Path.cwd() / f"{name}{WORKSPACE_SUFFIX}"
@@ -187,17 +364,22 @@ class Workspace:
         root = Path(root)
         if is_workspace(root):
             raise WorkspaceError(f"{root} is already a workspace", "open it instead, or choose another folder")
-        if root.exists() and any(root.iterdir()):
+        left_by_a_killed_create = abandoned_temps(root, f".{WORKSPACE_FILE}.")
+        if root.exists() and any(p not in left_by_a_killed_create for p in root.iterdir()):
             raise WorkspaceError(f"{root} exists and is not empty", "choose a new folder for the workspace")
+        # A workspace keeps every rejected row in its report, so it never loads strictly.
+        workspace = cls(root, dataset_ref(source), replace(load_config, strict=False))
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise WorkspaceError(f"cannot create workspace {root}: {error.strerror}") from error
-        # A workspace keeps every rejected row in its report, so it never loads strictly.
-        workspace = cls(root, dataset_ref(source), replace(load_config, strict=False))
-        for folder in (workspace.scores_dir, workspace.exports_dir, workspace.runs_dir):
-            folder.mkdir(exist_ok=True)
+            raise (disk_failure(root, error)
+                   or WorkspaceError(f"cannot create workspace {root}: {error.strerror}")) from error
+        # workspace.json first: a run killed after it leaves a workspace that opens, not a
+        # non-empty folder that `create` refuses.
         workspace._save()
+        with writing(root):
+            for folder in (workspace.scores_dir, workspace.exports_dir, workspace.runs_dir):
+                folder.mkdir(exist_ok=True)
         return workspace
 
     @classmethod
@@ -294,6 +476,12 @@ class Workspace:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    @staticmethod
+    def _mapped(cache: Path, report: LoadReport) -> LoadedDataset:
+        numbers = cache / "numbers.arrow"
+        return LoadedDataset(read_arrow_mapped(cache / "pairs.arrow"), read_arrow_mapped(cache / "records.arrow"),
+                             report, read_arrow_mapped(numbers) if report.source_kind in ("jsonl", "json") else None)
+
     def load(
         self,
         progress: ProgressFn | None = None,
@@ -304,29 +492,31 @@ class Workspace:
         cache = self.cache_dir / key
         if (cache / "report.json").is_file():
             try:
-                report = LoadReport.from_json(json.loads((cache / "report.json").read_text("utf-8")))
-                pairs = pq.read_table(cache / "pairs.parquet", memory_map=True)
-                records = pq.read_table(cache / "records.parquet", memory_map=True)
-                return LoadedDataset(pairs, records, report)
+                return self._mapped(cache, LoadReport.from_json(json.loads((cache / "report.json").read_text("utf-8"))))
             except (OSError, ValueError, KeyError, pa.ArrowException):
                 pass  # a damaged cache is rebuilt from the dataset below
         loaded = load_dataset(self.dataset.source, self.load_config, progress, cancel)
-        atomic_write_parquet(cache / "pairs.parquet", loaded.pairs)
-        atomic_write_parquet(cache / "records.parquet", loaded.records)
+        atomic_write_arrow(cache / "pairs.arrow", loaded.pairs)
+        atomic_write_arrow(cache / "records.arrow", loaded.records)
+        if loaded.numbers is not None:
+            atomic_write_arrow(cache / "numbers.arrow", loaded.numbers)
+        # report.json last: it marks the cache complete
         atomic_write_json(cache / "report.json", loaded.report.to_json(include_all=True))
+        # The mapped copy, so the loaded text is paged from the cache rather than held twice.
+        loaded = self._mapped(cache, loaded.report)
         for stale in self.cache_dir.iterdir():
             if stale.is_dir() and stale.name != key:
-                for file in stale.iterdir():
-                    file.unlink()
-                stale.rmdir()
+                shutil.rmtree(stale, ignore_errors=True)
         return loaded
 
     # Settings --------------------------------------------------------------------
     def read_settings(self) -> dict[str, Any]:
+        """The app's remembered settings; a missing, damaged or hand-broken file means none."""
         try:
-            return json.loads(self.settings_path.read_text("utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            settings = json.loads(self.settings_path.read_text("utf-8"))
+        except (FileNotFoundError, ValueError):  # ValueError: bad JSON or bad UTF-8
             return {}
+        return settings if isinstance(settings, dict) else {}
 
     def write_settings(self, settings: dict[str, Any]) -> None:
         atomic_write_json(self.settings_path, settings)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from core.errors import DmtuiError
 from core.training import TrainConfig, TrainError
-from dmtui.headless.common import fail
+from dmtui.headless.common import fail, path_argument
 
 # Fields the command sets itself: --resume picks the run folder's latest checkpoint.
 NOT_OPTIONS = ("resume_from",)
@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train with TRL on an export folder written by `dmtui export`. Defaults follow the paper "
         "(beta 0.1, 2 epochs, lr 5e-7, cosine, warm-up 0.1, global batch 32).",
     )
-    parser.add_argument("export", metavar="EXPORT", nargs="?",
+    parser.add_argument("export", metavar="EXPORT", nargs="?", type=path_argument,
                         help="export folder (or its manifest.json); with --resume, default: the one the run used")
-    parser.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    parser.add_argument("--out", required=True, metavar="RUN", type=path_argument, help="run folder to create")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN from its latest checkpoint")
     parser.add_argument("--force", action="store_true", help="delete the run in RUN and start over")
     parser.add_argument("--jsonl", action="store_true", help="print progress as JSON lines on stdout")
@@ -237,6 +237,9 @@ def _library_failure(error: Exception, out: Path) -> TrainError:
     if os.environ.get("DMTUI_DEBUG"):
         raise error
     if out.is_dir():
-        (out / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-        hint = f"the full traceback is in {out / 'error.log'}"
+        try:
+            (out / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            hint = f"the full traceback is in {out / 'error.log'}"
+        except OSError:  # the disk that made training fail may not take the log either
+            pass
     return TrainError(f"training failed: {type(error).__name__}: {error}", hint)

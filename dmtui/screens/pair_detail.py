@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from core.annotations import AnnotationStore
+from core.errors import DmtuiError
 from core.loading import LoadedDataset
 from core.pairs import as_text
 from core.selection import Selection
@@ -130,7 +131,11 @@ class PairDetailScreen(Screen):
 
     def _apply(self, **changes: object) -> None:
         index = self.index
-        annotation = self.store.update(self.pair_ids[index].as_py(), **changes)
+        try:
+            annotation = self.store.update(self.pair_ids[index].as_py(), **changes)
+        except DmtuiError as error:  # a full disk or a read-only workspace: nothing was saved
+            self._not_saved(error)
+            return
         self.selection_changed |= "excluded" in changes or "swapped" in changes
         self._sync_arrays(annotation)
         self.show_pair()
@@ -169,8 +174,16 @@ class PairDetailScreen(Screen):
         event.input.display = False
         self._apply(note=event.value)
 
+    def _not_saved(self, error: DmtuiError) -> None:
+        self.notify(f"{error.message}\n{error.hint or ''}", title="Annotation not saved", severity="error",
+                    timeout=15, markup=False)
+
     def action_undo(self) -> None:
-        restored = self.store.undo()
+        try:
+            restored = self.store.undo()
+        except DmtuiError as error:
+            self._not_saved(error)
+            return
         if restored is None:
             self.notify("Nothing to undo")
             return
