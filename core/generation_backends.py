@@ -79,7 +79,7 @@ def _generation_config(model_path: str | os.PathLike):
     try:
         return GenerationConfig.from_pretrained(model_path)
     except OSError:  # no generation_config.json: transformers derives one from config.json
-        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path))
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path, trust_remote_code=False))
 
 
 def generate_with_vllm(
@@ -109,7 +109,8 @@ def generate_with_vllm(
     reporter.check()
     gc.collect()
     torch.cuda.empty_cache()  # what an earlier round's training left cached would count against vLLM's share
-    llm = LLM(model=str(model_path), dtype="auto", seed=seed, trust_remote_code=False)
+    # Weights from safetensors only, and no model code: the same rules as core.models.
+    llm = LLM(model=str(model_path), dtype="auto", seed=seed, trust_remote_code=False, load_format="safetensors")
     responses: list[str] = []
     token_counts: list[int] = []
     try:

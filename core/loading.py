@@ -41,6 +41,7 @@ from core.sources import (
     ARROW_KINDS,
     RawRecord,
     SourceSpec,
+    guard_reading,
     iter_arrow_records,
     read_arrow_table,
     read_delimited,
@@ -48,6 +49,7 @@ from core.sources import (
     read_json_lines,
     resolve_source,
 )
+from core.tables import take_rows
 
 PromptStyle = Literal["explicit", "implicit"]
 COLUMN_SNIFF_RECORDS = 100
@@ -203,6 +205,10 @@ class LoadedDataset:
     """The source's rows for the loaded pairs: the original columns for Arrow-backed and
     CSV sources; one ``_json`` column with each record's JSON text for JSON sources."""
     report: LoadReport
+    numbers: pa.Table | None = None
+    """JSON sources: every top-level field that held only numbers (or null), as float64
+    columns aligned with `pairs`, so margin columns need no second parse of the JSON text.
+    None for other sources, whose `records` are typed already."""
 
     @property
     def format(self) -> Format:
@@ -281,6 +287,8 @@ class _Normaliser:
         if shared == 0:
             raise _RowRejected("no_shared_prompt", self.columns["chosen"], "no common beginning to use as the prompt")
         prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        if not _has_text(prompt):  # shared messages that are all blank, as an explicit prompt may not be
+            raise _RowRejected("empty_field", self.columns["chosen"], "the shared prompt messages are all empty")
         for role, value in (("chosen", chosen), ("rejected", rejected)):
             if not _has_text(value):
                 raise _RowRejected("empty_field", self.columns[role], "nothing left after the shared prompt")
@@ -375,9 +383,7 @@ def load_dataset(
         total = None
 
     reporter = Reporter("load", total, progress, cancel, unit="rows")
-    columns: dict[str, list] = {name: [] for name in ("pair_id", "row_index", "prompt", "chosen", "rejected")}
-    raw_json: list[str | None] = []
-    delimited_rows: list[dict] = []
+    chunks = _ChunkBuilder(spec.kind, arrow_table, pair_schema_for=lambda: pair_schema(report.format or "standard"))
     first_seen: dict[str, str] = {}
 
     for record in records:
@@ -402,37 +408,140 @@ def load_dataset(
                 ) from None
         else:
             first_seen[identifier] = record.location
-            for name, value in zip(columns, (identifier, record.row_index, prompt, chosen, rejected)):
-                columns[name].append(value)
-            if spec.kind in ("jsonl", "json"):
-                raw_json.append(record.raw_json)
-            elif arrow_table is None:
-                delimited_rows.append(record.value)
+            chunks.add(record, identifier, prompt, chosen, rejected)
         if report.read % 1024 == 0:
             reporter.advance(1024)
     reporter.done = report.read
     reporter.finish()
 
-    report.loaded = len(columns["pair_id"])
+    report.loaded = len(first_seen)
     mapped = set(normaliser.columns.values()) if normaliser.columns else set()
     report.extra_columns = [key for key in normaliser.seen_keys if key not in mapped]
-    fmt: Format = report.format or "standard"
-    pairs = pa.table(columns, schema=pair_schema(fmt))
-    if arrow_table is not None:
-        records_table = arrow_table.take(pa.array(columns["row_index"], pa.int64()))
-    elif spec.kind in ("jsonl", "json"):
-        records_table = pa.table({"_json": pa.array(raw_json, pa.string())})
-    else:
-        # every column seen, not only the first row's: a short row must not drop a column for all
-        schema = pa.schema([(key, pa.string()) for key in normaliser.seen_keys])
-        records_table = pa.Table.from_pylist(delimited_rows, schema=schema) if delimited_rows else pa.table({})
+    pairs, records_table, numbers = chunks.tables(normaliser.seen_keys)
     assert report.read == report.loaded + report.rejected_total
-    return LoadedDataset(pairs, records_table, report)
+    return LoadedDataset(pairs, records_table, report, numbers)
+
+
+class _ChunkBuilder:
+    """Loaded rows, turned into Arrow every `CHUNK_ROWS` rows.
+
+    Only one chunk's rows live as Python objects at a time; the rest is Arrow memory,
+    so a million pairs cost about their text size, not several times it.
+    """
+
+    CHUNK_ROWS = 65_536
+    NAMES = ("pair_id", "row_index", "prompt", "chosen", "rejected")
+
+    def __init__(self, kind: str, arrow_table: pa.Table | None, pair_schema_for) -> None:
+        self.kind = kind
+        self.arrow_table = arrow_table
+        self.pair_schema_for = pair_schema_for
+        self.columns: dict[str, list] = {name: [] for name in self.NAMES}
+        self.raw: list = []
+        self.pair_chunks: list[pa.Table] = []
+        self.record_chunks: list = []
+        self.numbers = _NumericFields() if kind in ("jsonl", "json") else None
+
+    def add(self, record: RawRecord, identifier: str, prompt: Any, chosen: Any, rejected: Any) -> None:
+        for name, value in zip(self.NAMES, (identifier, record.row_index, prompt, chosen, rejected)):
+            self.columns[name].append(value)
+        if self.numbers is not None:
+            self.raw.append(record.raw_json)
+            self.numbers.add(record.value)
+        elif self.arrow_table is None:
+            self.raw.append(record.value)
+        if len(self.columns["pair_id"]) >= self.CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.columns["pair_id"]:
+            return
+        self.pair_chunks.append(pa.table(self.columns, schema=self.pair_schema_for()))
+        if self.arrow_table is not None:
+            self.record_chunks.append(take_rows(self.arrow_table, self.columns["row_index"]))
+        elif self.numbers is not None:
+            self.record_chunks.append(pa.table({"_json": pa.array(self.raw, pa.string())}))
+            self.numbers.flush()
+        else:
+            keys = dict.fromkeys(key for row in self.raw for key in row)
+            self.record_chunks.append(pa.Table.from_pylist(self.raw, pa.schema([(k, pa.string()) for k in keys])))
+        self.columns = {name: [] for name in self.NAMES}
+        self.raw = []
+
+    def tables(self, seen_keys: Iterable[str]) -> tuple[pa.Table, pa.Table, pa.Table | None]:
+        """The pairs, the source's records and (JSON sources) their numeric fields, row for row."""
+        self._flush()
+        schema = self.pair_schema_for()
+        pairs = pa.concat_tables(self.pair_chunks) if self.pair_chunks else schema.empty_table()
+        if self.arrow_table is not None:
+            empty = self.arrow_table.schema.empty_table()
+            records = pa.concat_tables(self.record_chunks) if self.record_chunks else empty
+        elif self.kind in ("jsonl", "json"):
+            empty = pa.table({"_json": pa.array([], pa.string())})
+            records = pa.concat_tables(self.record_chunks) if self.record_chunks else empty
+        elif self.record_chunks:
+            # every column seen, not only the first row's: a short row must not drop a column for all
+            merged = pa.concat_tables(self.record_chunks, promote_options="default")
+            records = pa.table({key: merged[key].cast(pa.string()) if key in merged.column_names
+                                else pa.nulls(merged.num_rows, pa.string()) for key in seen_keys})
+        else:
+            records = pa.table({})
+        numbers = self.numbers.table(pairs.num_rows) if self.numbers is not None else None
+        return pairs, records, numbers
+
+
+class _NumericFields:
+    """The top-level fields of JSON records that hold numbers, gathered as the rows load.
+
+    A field that ever holds anything else (text, a bool, a list, a number beyond float64)
+    is dropped: it is not a margin column, and `core.margin_sources` says so by name.
+    """
+
+    def __init__(self) -> None:
+        self.chunk: dict[str, list[float | None]] = {}
+        self.chunk_rows = 0
+        self.done: list[pa.Table] = []
+        self.not_numeric: set[str] = set()
+
+    def add(self, value: dict[str, Any]) -> None:
+        for key, item in value.items():
+            if item is None or key in self.not_numeric:
+                continue
+            try:
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    raise TypeError
+                number = float(item)
+            except (TypeError, OverflowError):
+                self.not_numeric.add(key)
+                self.chunk.pop(key, None)
+                continue
+            column = self.chunk.get(key)
+            if column is None:
+                column = self.chunk[key] = [None] * self.chunk_rows
+            column.append(number)
+        self.chunk_rows += 1
+        for column in self.chunk.values():
+            if len(column) < self.chunk_rows:
+                column.append(None)
+
+    def flush(self) -> None:
+        if self.chunk_rows:
+            self.done.append(pa.table({key: pa.array(column, pa.float64()) for key, column in self.chunk.items()}
+                                      or {"": pa.nulls(self.chunk_rows, pa.float64())}))
+        self.chunk, self.chunk_rows = {}, 0
+
+    def table(self, rows: int) -> pa.Table:
+        self.flush()
+        merged = pa.concat_tables(self.done, promote_options="default") if self.done else pa.table({})
+        keep = [name for name in merged.column_names if name and name not in self.not_numeric]
+        table = pa.table({name: merged[name].cast(pa.float64()) for name in keep}) if keep else pa.table({})
+        assert not keep or table.num_rows == rows
+        return table
 
 
 def _read_text_source(spec: SourceSpec) -> Iterator[RawRecord]:
     if spec.kind == "jsonl":
-        return read_json_lines(spec)
+        return guard_reading(spec, read_json_lines(spec))
     if spec.kind == "json":
-        return read_json_document(spec)
-    return read_delimited(spec)
+        return guard_reading(spec, read_json_document(spec))
+    return guard_reading(spec, read_delimited(spec))

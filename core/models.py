@@ -1,9 +1,12 @@
 """Loading models and tokenizers safely, picking a device, fingerprinting a model.
 
 Safety defaults: weights load only from safetensors (pickle files can run code when
-unpickled) unless ``allow_pickle=True``; ``trust_remote_code`` is off unless passed;
-a checkpoint whose weights do not cover the model (a randomly initialised head or
-layer) is refused instead of scored. A folder holding ``adapter_config.json`` is a
+unpickled) unless ``allow_pickle=True`` (``--allow-pickle``); ``trust_remote_code`` is
+off unless passed (``--trust-remote-code``), and a model whose config or tokenizer
+config asks for its own Python classes (``auto_map``) is then refused, not quietly
+loaded with a built-in class in place of the code its author wrote; a checkpoint whose
+weights do not cover the model (a randomly initialised head or layer) is refused
+instead of scored. A folder holding ``adapter_config.json`` is a
 LoRA adapter: the base it names is loaded, the adapter applied and merged
 (``merge_and_unload``), because an unmerged adapter is the classic cause of implicit
 rewards that disagree with the ones logged during DPO (METHOD.md).
@@ -27,6 +30,12 @@ from core.errors import DmtuiError
 ADAPTER_CONFIG = "adapter_config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, ".gguf")
+REMOTE_CODE_HINT = ("pass --trust-remote-code (trust_remote_code=True) only if you trust its source "
+                    "and have read that code")
+PICKLE_HINT = ("convert the checkpoint to safetensors, or pass --allow-pickle (allow_pickle=True) "
+               "if you trust its source")
+CONFIG_FILES = ("config.json", "tokenizer_config.json")
+"""Where a checkpoint names Python classes of its own (``auto_map``)."""
 FULL_HASH_LIMIT = 256 * 1024**2
 """Weight files up to this size are hashed in full (sha256 runs at roughly 0.5-1 GB/s)."""
 EDGE_BYTES = 1024**2
@@ -86,6 +95,7 @@ def load_tokenizer(
     if adapter is not None and not _has_tokenizer_files(Path(source)):
         source = adapter["base_model_name_or_path"]
         revision = None
+    _refuse_remote_code(source, trust_remote_code, revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             source, revision=revision, trust_remote_code=trust_remote_code
@@ -93,7 +103,8 @@ def load_tokenizer(
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load a tokenizer from {source}: {exc}",
-            hint="pass a folder with tokenizer.json / tokenizer_config.json, or a model id in the local cache",
+            hint=REMOTE_CODE_HINT if "trust_remote_code" in str(exc)
+            else "pass a folder with tokenizer.json / tokenizer_config.json, or a model id in the local cache",
         ) from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -178,6 +189,7 @@ def model_fingerprint(name_or_path: str | os.PathLike, revision: str | None = No
 
 def _load(auto_cls, name_or_path, *, device, dtype, revision, trust_remote_code, allow_pickle):
     source = _resolve(name_or_path)
+    _refuse_remote_code(source, trust_remote_code, revision)
     adapter = _adapter_config(source)
     if adapter is not None:
         return _load_merged_adapter(
@@ -194,7 +206,8 @@ def _load(auto_cls, name_or_path, *, device, dtype, revision, trust_remote_code,
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load {source}: {exc}",
-            hint="pass a local folder with config.json and *.safetensors weights, "
+            hint=REMOTE_CODE_HINT if "trust_remote_code" in str(exc)
+            else "pass a local folder with config.json and *.safetensors weights, "
             "or a Hugging Face model id that is in the local cache",
         ) from exc
     if info.get("missing_keys"):
@@ -217,7 +230,7 @@ def _load_merged_adapter(auto_cls, source, adapter, *, device, dtype, trust_remo
         raise ModelLoadError(
             f"refusing to load the adapter in {folder}: no adapter_model.safetensors "
             "(pickle files can run arbitrary code when loaded)",
-            hint="convert the adapter to safetensors, or pass allow_pickle=True if you trust its source",
+            hint=PICKLE_HINT,
         )
     base = _load(
         auto_cls, adapter["base_model_name_or_path"], device=device, dtype=dtype, revision=None,
@@ -270,8 +283,52 @@ def _refuse_pickle_only(folder: Path, allow_pickle: bool) -> None:
         raise ModelLoadError(
             f"refusing to load pickle weights ({', '.join(pickled)}) from {folder}: "
             "unpickling can run arbitrary code",
-            hint="convert the checkpoint to safetensors, or pass allow_pickle=True if you trust its source",
+            hint=PICKLE_HINT,
         )
+
+
+def _refuse_remote_code(source: str, trust_remote_code: bool, revision: str | None) -> None:
+    """Refuse, unless trusted, a checkpoint whose configs name Python classes of its own.
+
+    Left to transformers, such a model either fails with a message about an argument
+    the user never sees, or (when its model type is built in) loads with the built-in
+    class instead of the author's code: a quiet difference in the scores. A local
+    folder and a hub id in the local cache are checked; anything else transformers
+    itself refuses without ``trust_remote_code``.
+    """
+    if trust_remote_code:
+        return
+    for name in CONFIG_FILES:
+        path = _config_file(source, name, revision)
+        try:
+            config = json.loads(path.read_text("utf-8")) if path is not None else None
+        except (OSError, ValueError):
+            continue  # a missing or damaged config is for transformers to report
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if auto_map:
+            # {"AutoModelForCausalLM": "modeling_x.XForCausalLM", "AutoTokenizer": ["repo--tok.T", null]}
+            refs = [ref for value in (auto_map.values() if isinstance(auto_map, dict) else [])
+                    for ref in (value if isinstance(value, list) else [value]) if isinstance(ref, str)]
+            modules = sorted({ref.split("--")[-1].rsplit(".", 1)[0] + ".py" for ref in refs})
+            raise ModelLoadError(
+                f"refusing to load {source}: its {name} asks for Python code it ships "
+                f"({', '.join(modules) or 'auto_map'}), and remote code is not allowed",
+                hint=f"{REMOTE_CODE_HINT}; or, where transformers has the architecture built in, delete "
+                f"auto_map from a copy of {name} to load it with transformers' own code",
+            )
+
+
+def _config_file(source: str, name: str, revision: str | None) -> Path | None:
+    """`name` in a local model folder, or in the local cache of a hub id; None if neither has it."""
+    if os.path.isdir(source):
+        return Path(source) / name
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(source, name, revision=revision)
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def _has_tokenizer_files(folder: Path) -> bool:

@@ -257,7 +257,8 @@ class _Runtime:
     def model(self, kind: str, path: str, fingerprint: str):
         load = load_reward_model if kind == "reward" else load_causal_lm
         return _cached(
-            (kind, fingerprint, str(self.device), str(self.dtype), self.config.trust_remote_code),
+            (kind, fingerprint, str(self.device), str(self.dtype), self.config.trust_remote_code,
+             self.config.allow_pickle),
             lambda: load(path, device=self.device, dtype=self.dtype,
                          trust_remote_code=self.config.trust_remote_code, allow_pickle=self.config.allow_pickle),
         )

@@ -41,6 +41,9 @@ EXTENSION_KINDS: dict[str, SourceKind] = {
 ARROW_KINDS = ("parquet", "save_to_disk", "hub")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 SNIFF_BYTES = 64 * 1024
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate; only when one occurs can a decoded value hold a lone one."""
+LONE_SURROGATE = ("invalid_utf8", "a \\u escape that is half of a UTF-16 pair (a lone surrogate), not a character")
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,8 @@ def _sniff(head: bytes, expected: SourceKind | None) -> SourceKind | None:
         first_line, _, rest = text.partition("\n")
         try:
             first = json.loads(first_line.strip())
-        except json.JSONDecodeError:
-            # A pretty-printed document, or a broken first line of a JSON lines file.
+        except (ValueError, RecursionError):
+            # A pretty-printed document, or a broken (or unreadable) first line of JSON lines.
             return "jsonl" if expected == "jsonl" or "\n{" in text else "json"
         if expected == "json" and not rest.strip() and isinstance(first, dict) and (
             sum(isinstance(value, list) for value in first.values()) == 1
@@ -175,9 +178,32 @@ def read_json_lines(spec: SourceSpec) -> Iterator[RawRecord]:
                 value = json.loads(text)
             except json.JSONDecodeError as error:
                 yield RawRecord(row_index, location, error=("malformed_json", f"column {error.colno}: {error.msg}"))
+            except (ValueError, RecursionError) as error:  # valid JSON that Python will not hold
+                yield RawRecord(row_index, location, error=("malformed_json", _unparsable(error)))
             else:
-                yield RawRecord(row_index, location, value=value, raw_json=text)
+                if SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(value):
+                    yield RawRecord(row_index, location, error=LONE_SURROGATE)
+                else:
+                    yield RawRecord(row_index, location, value=value, raw_json=text)
             row_index += 1
+
+
+def _unparsable(error: ValueError | RecursionError) -> str:
+    """Why json.loads refused text that is valid JSON: a huge integer, or deep nesting."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply to read"
+    return f"a number too long to read ({str(error).split(':')[0]})"
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """True if any string (key or value) in a decoded JSON value is not valid Unicode."""
+    if isinstance(value, str):
+        return _has_surrogates(value)
+    if isinstance(value, dict):
+        return any(_has_surrogates(key) or _holds_lone_surrogate(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(item) for item in value)
+    return False
 
 
 def read_json_document(spec: SourceSpec) -> Iterator[RawRecord]:
@@ -199,6 +225,11 @@ def read_json_document(spec: SourceSpec) -> Iterator[RawRecord]:
             f"{spec.source}: malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}",
             "fix the file, or save it as JSON lines so one bad record does not spoil the rest",
         ) from error
+    except (ValueError, RecursionError) as error:
+        raise LoadError(
+            f"{spec.source}: JSON that cannot be read: {_unparsable(error)}",
+            "save it as JSON lines so one bad record does not spoil the rest",
+        ) from None
     if isinstance(document, dict):
         lists = [key for key, value in document.items() if isinstance(value, list)]
         if len(lists) != 1:
@@ -209,7 +240,11 @@ def read_json_document(spec: SourceSpec) -> Iterator[RawRecord]:
         document = document[lists[0]]
     if not isinstance(document, list):
         raise LoadError(f"{spec.source}: JSON but not an array of records", "give a JSON array or JSON lines")
+    check_surrogates = SURROGATE_ESCAPE.search(text) is not None
     for index, value in enumerate(document):
+        if check_surrogates and _holds_lone_surrogate(value):
+            yield RawRecord(index, f"item {index}", error=LONE_SURROGATE)
+            continue
         raw = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else None
         yield RawRecord(index, f"item {index}", value=value, raw_json=raw)
 
@@ -227,6 +262,8 @@ def read_delimited(spec: SourceSpec) -> Iterator[RawRecord]:
             return
         except csv.Error as error:
             raise LoadError(f"{spec.source}: unreadable CSV header ({error})") from error
+        if any(_has_surrogates(name) for name in header):
+            raise LoadError(f"{spec.source}: the header row is not valid UTF-8", "re-encode the file as UTF-8")
         width = len(header)
         row_index = 0
         while True:
@@ -299,8 +336,40 @@ def read_arrow_table(spec: SourceSpec, split: str | None) -> pa.Table:
 
 
 def iter_arrow_records(table: pa.Table, chunk_rows: int = 8192) -> Iterator[RawRecord]:
-    """Records of an Arrow table, converted to Python a chunk at a time."""
+    """Records of an Arrow table, converted to Python a chunk at a time.
+
+    Arrow does not check that string cells are UTF-8 when it reads them; a chunk that
+    will not convert is redone row by row, and each row that fails is an error record.
+    """
     for start in range(0, table.num_rows, chunk_rows):
-        for offset, value in enumerate(table.slice(start, chunk_rows).to_pylist()):
+        chunk = table.slice(start, chunk_rows)
+        try:
+            values = chunk.to_pylist()
+        except UnicodeDecodeError:
+            values = None
+        for offset in range(chunk.num_rows):
             index = start + offset
-            yield RawRecord(index, f"row {index}", value=value)
+            if values is not None:
+                yield RawRecord(index, f"row {index}", value=values[offset])
+                continue
+            try:
+                value = chunk.slice(offset, 1).to_pylist()[0]
+            except UnicodeDecodeError as error:
+                yield RawRecord(index, f"row {index}", error=("invalid_utf8", f"a string cell: {error.reason}"))
+            else:
+                yield RawRecord(index, f"row {index}", value=value)
+
+
+def guard_reading(spec: SourceSpec, records: Iterator[RawRecord]) -> Iterator[RawRecord]:
+    """`records`, with a failure to read further (a truncated or corrupt gzip stream, a
+    disk error) turned into a `LoadError` that names the file and the last row read."""
+    last = "the start"
+    try:
+        for record in records:
+            last = record.location
+            yield record
+    except (OSError, EOFError) as error:
+        raise LoadError(
+            f"{spec.source}: cannot be read after {last} ({error})",
+            "the file is truncated or damaged; fetch or decompress it again",
+        ) from None

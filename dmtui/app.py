@@ -8,6 +8,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from core.loading import LoadedDataset
+from core.model_trust import ModelTrust
 from core.workspace import Workspace
 from dmtui.commands import DmtuiCommands
 from dmtui.screens.dataset import DatasetScreen
@@ -25,16 +26,18 @@ class DmtuiApp(App):
     COMMANDS = App.COMMANDS | {DmtuiCommands}
 
     def __init__(self, workspace: Workspace, build_demo_models: bool = False,
-                 margin_specs: list[str] | None = None) -> None:
+                 margin_specs: list[str] | None = None, model_trust: ModelTrust = ModelTrust()) -> None:
         super().__init__()
         self.workspace = workspace
         self.build_demo_models = build_demo_models
         self.margin_specs = margin_specs
+        self.model_trust = model_trust
         self.dataset: LoadedDataset | None = None
         self.sub_title = workspace.root.name
 
     def on_mount(self) -> None:
-        self.main_screen = DatasetScreen(self.workspace, self.build_demo_models, self.margin_specs)
+        self.main_screen = DatasetScreen(self.workspace, self.build_demo_models, self.margin_specs,
+                                         self.model_trust)
         self.push_screen(self.main_screen)
 
     def action_help(self) -> None:

@@ -39,9 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for argument in argv:
+        if not _is_utf8(argument):
+            # Bytes that are not UTF-8 (Python holds them as surrogates) cannot be stored in
+            # the workspace's JSON or printed; refuse them here rather than fail half-way.
+            parser.error(f"argument {ascii(argument)} is not valid UTF-8")
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["open", *(argv or sys.argv[1:])])
+        args = parser.parse_args(["open", *argv])
     try:
         return int(args.handler(args) or 0)
     except DmtuiError as error:
@@ -56,3 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`dmtui info ... | head`): stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as error:
+        # A path the command had to read or write (a file where a folder is needed, no
+        # permission, a full disk): the path and the reason are what the user can act on.
+        from dmtui.headless.common import print_error
+
+        where = f"{error.filename}: " if error.filename else ""
+        print_error(DmtuiError(f"{where}{error.strerror or error}", "check the path and its permissions"))
+        return 1
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -177,3 +177,20 @@ async def test_every_palette_command_runs_and_help_opens(workspace):
         await pilot.press("enter")
         await settle(app, pilot)
         assert isinstance(app.screen, PairDetailScreen) and "spot-check" in app.screen.walk_title
+
+
+@pytest.mark.parametrize("stored", [
+    "not an object",
+    {"mode": "nonsense", "source": 3, "budget": ["5%"], "m1": "x", "m2": {"external": {"nested": 1}}},
+    {"mode": "top", "source": "implicit", "budget": "25", "m1": {"external": True}},
+])
+async def test_hand_edited_settings_of_the_wrong_shape_fall_back_to_defaults(workspace, stored):
+    workspace.write_settings({"curation": stored})
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        if isinstance(stored, dict) and stored["mode"] == "top":  # the well-formed values are kept
+            assert (pane.selection.params.mode, pane.selection.params.source, pane.selection.selected) == (
+                "top", "implicit", 25)
+        else:
+            assert pane.selection.params.mode == "dm-mul" and pane.selection.selected == N // 10

@@ -148,6 +148,7 @@ def test_vllm_samples_each_prompt_n_times_with_its_own_seeds_and_frees_the_gpu(f
     assert out.backend == "vllm"
     (kwargs,) = fake_vllm.llm_kwargs
     assert kwargs["model"] == str(demo_models.policy) and kwargs["seed"] == 5 and kwargs["trust_remote_code"] is False
+    assert kwargs["load_format"] == "safetensors"  # no pickle weights, as everywhere else
     (call,) = fake_vllm.calls
     params = call[1]
     assert [(p.n, p.temperature, p.top_p, p.max_tokens) for p in params] == [(2, 0.7, 1.0, 12)] * 3

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 from core.errors import DmtuiError
 
@@ -15,10 +16,21 @@ stderr_console = Console(stderr=True, highlight=False)
 
 
 def print_error(error: DmtuiError) -> None:
-    """One readable error on stderr: the message, then what to do."""
-    stderr_console.print(f"[bold red]error:[/] {error.message}", markup=True, soft_wrap=True)
+    """One readable error on stderr: the message, then what to do.
+
+    Messages quote paths, column names and data, which may hold "[...]": escaped, so
+    Rich prints them as they are instead of reading them as markup.
+    """
+    stderr_console.print(f"[bold red]error:[/] {escape(error.message)}", markup=True, soft_wrap=True)
     if error.hint:
-        stderr_console.print(f"[yellow]hint:[/] {error.hint}", markup=True, soft_wrap=True)
+        stderr_console.print(f"[yellow]hint:[/] {escape(error.hint)}", markup=True, soft_wrap=True)
+
+
+def path_argument(text: str) -> str:
+    """argparse type of a path option: an empty one would quietly mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -26,6 +38,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True
     parser.add_argument(
         "data",
         metavar="DATA",
+        type=path_argument,
         nargs=None if required else "?",
         help="a .jsonl/.json/.parquet/.csv file, a datasets.save_to_disk folder, or a hub id",
     )
@@ -114,6 +127,7 @@ def add_workspace_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workspace",
         metavar="DIR",
+        type=path_argument,
         help="workspace to read scores and annotations from (default: DATA itself if it is one, "
         "else the one next to the dataset when it exists)",
     )

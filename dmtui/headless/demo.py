@@ -6,7 +6,7 @@ import argparse
 import json
 
 from core.errors import DmtuiError
-from dmtui.headless.common import rich_progress
+from dmtui.headless.common import path_argument, rich_progress
 
 DEFAULT_OUT = "sample_data/demo"
 
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
 
     generate = actions.add_parser("generate", help="write pairs.jsonl, oracle.jsonl and world.json")
-    generate.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    generate.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", type=path_argument, help=f"output folder (default: {DEFAULT_OUT})")
     generate.add_argument("--pairs", type=int, default=4000, metavar="N", help="good pairs (default: 4000)")
     generate.add_argument("--noise", type=float, default=1.0, metavar="S", help="logistic label-noise scale (default: 1.0)")
     generate.add_argument(

@@ -10,6 +10,7 @@ from dmtui.headless.common import (
     add_selection_arguments,
     add_workspace_arguments,
     fail,
+    path_argument,
     selection_from_args,
 )
 
@@ -24,11 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataset_arguments(parser, required=False)  # not needed with --manifest
     add_workspace_arguments(parser)
     add_selection_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="export folder to create")
+    parser.add_argument("--out", required=True, metavar="DIR", type=path_argument, help="export folder to create")
     parser.add_argument("--format", default="auto", help="auto (the input's) | jsonl | parquet | save_to_disk | csv")
     parser.add_argument("--no-scores", action="store_true", help="leave out the margin and score columns")
     parser.add_argument("--force", action="store_true", help="replace an existing export folder")
-    parser.add_argument("--manifest", metavar="FILE", help="rebuild the export this manifest describes")
+    parser.add_argument("--manifest", metavar="FILE", type=path_argument, help="rebuild the export this manifest describes")
     parser.add_argument("--json", action="store_true", help="print a JSON summary of what was written")
     parser.set_defaults(handler=run)
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from rich.markup import escape
+
 from dmtui.headless.common import (
     add_dataset_arguments,
     load_config_from_args,
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print_report(report, show_all=args.all)
     if report.loaded == 0:
         if not args.json:
-            stderr_console.print(f"[bold red]error:[/] no usable pairs in {report.source}; {report.nothing_usable_hint()}")
+            stderr_console.print(f"[bold red]error:[/] no usable pairs in {escape(report.source)}; "
+                                 f"{escape(report.nothing_usable_hint())}")
         return 1
     return 0
 
@@ -69,9 +72,10 @@ def print_report(report, show_all: bool = False) -> None:
 
     console = Console(highlight=False)
     style = "implicit prompt" if report.prompt_style == "implicit" else "explicit prompt"
-    console.print(f"[bold]{report.source}[/]  ({report.source_kind}, {report.format or 'unknown format'}, {style})")
+    console.print(f"[bold]{escape(report.source)}[/]  ({report.source_kind}, {report.format or 'unknown format'}, {style})")
     mapping = " ".join(f"{role}={column}" for role, column in report.columns.items())
-    console.print(f"columns: {mapping}" + (f"; kept: {', '.join(report.extra_columns)}" if report.extra_columns else ""))
+    kept = f"; kept: {', '.join(report.extra_columns)}" if report.extra_columns else ""
+    console.print(f"columns: {mapping}{kept}", markup=False)
     console.print(
         f"read [bold]{report.read:,}[/]   loaded [bold green]{report.loaded:,}[/]   "
         f"rejected [bold {'red' if report.rejected_total else 'green'}]{report.rejected_total:,}[/]"
@@ -89,4 +93,4 @@ def print_report(report, show_all: bool = False) -> None:
         for rejection in report.rejections:
             console.print(rejection.describe(report.source), markup=False)
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")

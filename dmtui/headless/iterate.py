@@ -19,7 +19,7 @@ import argparse
 import json
 
 from core.errors import DmtuiError
-from dmtui.headless.common import terminal_progress
+from dmtui.headless.common import path_argument, terminal_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reward-model", metavar="MODEL", help="sequence-classification reward model")
     parser.add_argument("--demo", action="store_true",
                         help="use the demo world's pi_0 and reward model (built on first use) for what is not given")
-    parser.add_argument("--prompts-file", metavar="JSONL",
+    parser.add_argument("--prompts-file", metavar="JSONL", type=path_argument,
                         help='prompts, one JSON object with a "prompt" string per line (default: demo prompts)')
     parser.add_argument("--rounds", type=int, default=defaults.rounds, help=f"rounds (default: {defaults.rounds})")
     parser.add_argument("--prompts", type=int, default=defaults.prompts_per_round, metavar="N",
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-device-batch-size", type=int, default=defaults.per_device_batch_size)
     parser.add_argument("--max-steps", type=int, default=None, help="cap each round's DPO steps")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--out", metavar="DIR", default="iterate-run", help="run folder (default: ./iterate-run)")
+    parser.add_argument("--out", metavar="DIR", default="iterate-run", type=path_argument, help="run folder (default: ./iterate-run)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.set_defaults(handler=run)
@@ -130,4 +130,4 @@ def print_report(report) -> None:
                       f"{r.mean_reward:.2f}", oracle, f"{r.mean_chars:.0f}", str(r.train_steps or "-"),
                       r.generation_backend, ",".join(r.resumed_stages) or "-")
     console.print(table)
-    console.print(f"final policy: [bold]{report.final_policy}[/]")
+    console.print(f"final policy: {report.final_policy}", markup=False)

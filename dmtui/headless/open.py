@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from dmtui.headless.common import add_dataset_arguments, load_config_from_args
+from dmtui.headless.common import (
+    add_dataset_arguments,
+    load_config_from_args,
+    path_argument,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(DATA.dmtui) unless --workspace names one.",
     )
     add_dataset_arguments(parser)
-    parser.add_argument("--workspace", metavar="DIR", help="workspace folder (default: next to the dataset)")
+    parser.add_argument("--workspace", metavar="DIR", type=path_argument,
+                        help="workspace folder (default: next to the dataset)")
     parser.add_argument(
         "--accept-changes",
         action="store_true",
@@ -34,26 +39,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use a margin the data already has (a margin column, or chosen/rejected score columns); "
         "remembered by the workspace. Score tables in the workspace are used as well",
     )
+    models = parser.add_argument_group("models the app scores and trains with (the app shows when these are on)")
+    models.add_argument("--trust-remote-code", action="store_true", help="allow models that ship Python code")
+    models.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files (can run code)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.margin_sources import MarginSpec
+    from core.model_trust import ModelTrust
     from core.workspace import Workspace, is_workspace
 
+    for text in args.margin:
+        MarginSpec.parse(text)  # a bad spec fails here, before a workspace is made or the app starts
     if is_workspace(args.data):
         workspace = Workspace.open(args.data, accept_changes=args.accept_changes)
     else:
         workspace = Workspace.open_or_create(
             args.data, args.workspace, load_config_from_args(args), accept_changes=args.accept_changes
         )
-    from core.margin_sources import MarginSpec
     from dmtui.app import DmtuiApp
 
-    for text in args.margin:
-        MarginSpec.parse(text)  # a bad spec fails here, before the app starts
     settings = workspace.read_settings()
     margin_specs = args.margin or settings.get("margins", [])
     if args.margin:
         workspace.write_settings({**settings, "margins": args.margin})
-    DmtuiApp(workspace, build_demo_models=args.demo_models, margin_specs=margin_specs).run()
+    trust = ModelTrust(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    DmtuiApp(workspace, build_demo_models=args.demo_models, margin_specs=margin_specs, model_trust=trust).run()
     return 0

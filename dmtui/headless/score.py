@@ -27,6 +27,7 @@ from core.errors import DmtuiError
 from dmtui.headless.common import (
     add_dataset_arguments,
     load_config_from_args,
+    path_argument,
     rich_progress,
     stderr_console,
 )
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workspace names one). Already scored pairs are reused, so reruns resume.",
     )
     add_dataset_arguments(parser, required=False)
-    parser.add_argument("--workspace", metavar="DIR", help="workspace folder (default: DATA.dmtui next to DATA)")
+    parser.add_argument("--workspace", metavar="DIR", type=path_argument, help="workspace folder (default: DATA.dmtui next to DATA)")
     parser.add_argument("--accept-changes", action="store_true",
                         help="the dataset changed since the workspace saw it: score the new version")
     models = parser.add_argument_group("models")
@@ -263,12 +264,12 @@ def print_report(report, workspace_root: Path) -> None:
             console.print(f"{name}: {len(source.token_identical_ids)} pairs are token-identical as scored "
                           f"(margin NaN): {shown}")
         for note in source.notes:
-            console.print(f"{name}: {note}")
+            console.print(f"{name}: {note}", markup=False)
     if report.seed_policy:
         seed = report.seed_policy
         console.print(f"pi_1: {seed['path']} ({'trained now on' if seed['trained_now'] else 'reused, trained on'} "
-                      f"{seed['seed_pairs']:,} seed pairs)")
-    console.print(f"scores in {workspace_root / 'scores'}  (device {report.device}, {report.dtype})")
+                      f"{seed['seed_pairs']:,} seed pairs)", markup=False)
+    console.print(f"scores in {workspace_root / 'scores'}  (device {report.device}, {report.dtype})", markup=False)
 
 
 def print_merge(merge, world_size: int) -> None:

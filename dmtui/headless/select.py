@@ -6,6 +6,7 @@ import argparse
 import json
 
 import numpy as np
+from rich.markup import escape
 
 from dmtui.headless.common import (
     add_dataset_arguments,
@@ -45,7 +46,7 @@ def summarise(dataset, resolved, selection, annotated) -> dict:
     from core.export import params_to_json, run_selection
     from core.selection import overlap
 
-    swapped = annotated.masks(dataset.pairs["pair_id"].to_pylist())[1]
+    swapped = annotated.masks(dataset.pairs["pair_id"])[1]
     margins = {}
     for name, margin in resolved.margins.items():
         effective = np.where(swapped, -margin, margin)
@@ -97,7 +98,7 @@ def print_summary(summary: dict, sources: list[str]) -> None:
     console.print(f"[bold]{what}[/], budget {params['budget']} -> [bold green]{counts['selected']:,}[/] of "
                   f"{counts['total']:,} pairs  (eligible {counts['eligible']:,}, excluded {counts['excluded']:,}, "
                   f"unscored {counts['unscored']:,})")
-    console.print("sources: " + "; ".join(sources))
+    console.print("sources: " + "; ".join(sources), markup=False)  # column names are the data's
     for name, bound in summary["bounds"].items():
         console.print(f"  {name}: M1 = {bound['m1']:g}, M2 = {bound['m2']:g}{' (auto)' if bound['m2_auto'] else ''}")
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -112,4 +113,4 @@ def print_summary(summary: dict, sources: list[str]) -> None:
         console.print("overlap with: " + ", ".join(
             f"{label} {o['count']:,} (J={o['jaccard']:.2f})" for label, o in summary["overlap"].items()))
     for note in summary["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -22,6 +23,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
+from core.model_trust import ModelTrust
 from core.workspace import Workspace
 from dmtui.messages import DatasetLoaded, DemoModelsReady, MarginsResolved, WorkProgress
 from dmtui.screens.rejections import RejectionsScreen
@@ -47,15 +49,19 @@ class DatasetScreen(Screen):
     ]
 
     def __init__(self, workspace: Workspace, build_demo_models: bool = False,
-                 margin_specs: list[str] | None = None) -> None:
+                 margin_specs: list[str] | None = None, model_trust: ModelTrust = ModelTrust()) -> None:
         super().__init__()
         self.workspace = workspace
         self.build_demo_models = build_demo_models
         self.margin_specs = margin_specs or []
+        self.model_trust = model_trust
         self.work = WorkControl(self)
 
     def compose(self) -> ComposeResult:
         yield Header()
+        warning = self.model_trust.warning()
+        if warning:  # on every tab: the runs this app starts may execute a model's own code
+            yield Label(warning, id="trust-warning", markup=False)
         with Vertical(id="loading"):
             yield Label("Loading the dataset…", id="loading-label")
             yield ProgressBar(id="loading-bar", show_eta=False)
@@ -70,7 +76,7 @@ class DatasetScreen(Screen):
             with TabPane("Score", id="score"):
                 yield ScorePane(self._score_defaults(), id="score-pane")
             with TabPane("Run", id="run"):
-                yield RunPane(self.workspace.root, self._default_policy(), id="run-pane")
+                yield RunPane(self.workspace.root, self._default_policy(), self.model_trust.flags(), id="run-pane")
         yield Label("", id="models-status")
         yield Footer()
 
@@ -105,7 +111,7 @@ class DatasetScreen(Screen):
     @on(DemoModelsReady)
     def _demo_models_ready(self, event: DemoModelsReady) -> None:
         self.query_one("#models-status").display = False
-        self.notify(f"Demo models ready in {event.root}", title="Demo models")
+        self.notify(f"Demo models ready in {event.root}", title="Demo models", markup=False)
 
     @on(WorkProgress)
     def _progress(self, event: WorkProgress) -> None:
@@ -193,7 +199,9 @@ class DatasetScreen(Screen):
         from core.scoring import ScoringConfig, score
 
         progress, cancel = self.work.start("score")
-        report = score(dataset, self.workspace, ScoringConfig(**settings), progress=progress, cancel=cancel)
+        trust = self.model_trust
+        config = ScoringConfig(**settings, trust_remote_code=trust.trust_remote_code, allow_pickle=trust.allow_pickle)
+        report = score(dataset, self.workspace, config, progress=progress, cancel=cancel)
         parts = [f"{name}: {r.scored:,} scored, {r.reused:,} reused"
                  + (f", {len(r.token_identical_ids):,} token-identical" if r.token_identical_ids else "")
                  for name, r in report.sources.items()]
@@ -265,15 +273,15 @@ class DatasetScreen(Screen):
             return
         message, hint, cancelled = describe_failure(event.worker.error)
         if event.worker.group == "load":
-            self.query_one("#loading-label", Label).update(
-                f"[b]Could not load the dataset[/b]\n{message}" + (f"\n[i]{hint}[/i]" if hint else "")
-            )
+            self.query_one("#loading-label", Label).update(Text.assemble(
+                ("Could not load the dataset", "bold"), "\n", message, ("\n" + hint, "italic") if hint else ""))
             self.query_one("#loading-bar").display = False
         if event.worker.group == "demo-models":
             self.query_one("#models-status").display = False
         if event.worker.group == "score":
             self.query_one(ScorePane).finished(("cancelled: " if cancelled else "failed: ") + message)
-        self.notify(message + (f"\n{hint}" if hint else ""), severity="warning" if cancelled else "error", timeout=15)
+        self.notify(message + (f"\n{hint}" if hint else ""), severity="warning" if cancelled else "error", timeout=15,
+                    markup=False)
 
     def action_cancel(self) -> None:
         if self.work.cancel_all():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -24,7 +25,7 @@ class RejectionsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         what = f"{self.reason}: {REASONS.get(self.reason, '')}" if self.reason else "all reasons"
-        yield Static(f"Rejected rows of [b]{self.report.source}[/b] — {what}", id="title")
+        yield Static(Text.assemble("Rejected rows of ", (self.report.source, "bold"), f" — {what}"), id="title")
         yield DataTable(id="rows", cursor_type="row")
         yield Footer()
 
@@ -33,5 +34,7 @@ class RejectionsScreen(Screen):
         table.add_columns("where", "column", "reason", "detail")
         for rejection in self.report.rejections:
             if self.reason is None or rejection.reason == self.reason:
-                table.add_row(rejection.location, rejection.column or "", rejection.reason, rejection.detail)
+                # Column names and details come from the data: Text, so "[...]" is shown, not read as markup.
+                table.add_row(rejection.location, Text(rejection.column or ""), rejection.reason,
+                              Text(rejection.detail))
         table.focus()

@@ -17,15 +17,18 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.message import Message
 from textual.widgets import Input, Select, Static
 
 from core.annotations import AnnotationStore
+from core.errors import DmtuiError
 from core.export import Annotated
 from core.loading import LoadedDataset
 from core.margin_sources import ResolvedMargins
 from core.pairs import as_text
 from core.selection import (
+    MODES,
     Selection,
     SelectionParams,
     parse_budget,
@@ -55,6 +58,28 @@ class SelectionReady(Message):
     rows: np.ndarray
     keep_index: int | None
     generation: int
+
+
+def stored_settings(stored: Any, sources: list[str]) -> dict[str, Any]:
+    """The remembered settings with anything of the wrong shape dropped (its default applies).
+
+    settings.json is a file a person may edit: a bad value must not stop the pane opening.
+    """
+    if not isinstance(stored, dict):
+        return {}
+    clean: dict[str, Any] = {}
+    if stored.get("mode") in MODES:
+        clean["mode"] = stored["mode"]
+    if stored.get("source") in sources:
+        clean["source"] = stored["source"]
+    if isinstance(stored.get("budget"), (str, int, float)) and not isinstance(stored.get("budget"), bool):
+        clean["budget"] = stored["budget"]
+    for bound in ("m1", "m2"):
+        values = stored.get(bound)
+        if isinstance(values, dict):
+            clean[bound] = {name: value for name, value in values.items()
+                            if name in sources and isinstance(value, (str, int, float)) and not isinstance(value, bool)}
+    return clean
 
 
 def params_from_settings(settings: dict[str, Any], sources: list[str]) -> SelectionParams:
@@ -89,11 +114,11 @@ class CurationPane(Vertical):
         self.margins = resolved.margins
         self.sources = list(self.margins)
         self.pair_ids = dataset.pairs["pair_id"].combine_chunks()
-        self.tie_keys = tie_keys_from_pair_ids(self.pair_ids.to_pylist())
+        self.tie_keys = tie_keys_from_pair_ids(self.pair_ids)
         self.store = AnnotationStore(workspace.annotations_path)
-        masks = self.store.masks(self.pair_ids.to_pylist())
+        masks = self.store.masks(self.pair_ids)
         self.annotations = AnnotationArrays(masks.flagged, masks.excluded, masks.swapped)
-        self.settings: dict[str, Any] = workspace.read_settings().get(SETTINGS_KEY, {})
+        self.settings = stored_settings(workspace.read_settings().get(SETTINGS_KEY), self.sources)
         self.selection: Selection | None = None
         self.row_filter = "all"
         self.query_text = ""
@@ -132,7 +157,11 @@ class CurationPane(Vertical):
     @on(TuningPanel.Changed)
     def _tuned(self, event: TuningPanel.Changed) -> None:
         self.settings = event.settings
-        self.workspace.write_settings({**self.workspace.read_settings(), SETTINGS_KEY: self.settings})
+        try:
+            self.workspace.write_settings({**self.workspace.read_settings(), SETTINGS_KEY: self.settings})
+        except DmtuiError as error:  # the selection still follows; only remembering it failed
+            self.notify(f"{error.message}\n{error.hint or ''}", title="Settings not saved", severity="warning",
+                        markup=False)
         self.reselect()
 
     def reselect(self, keep_index: int | None = None) -> None:
@@ -185,7 +214,7 @@ class CurationPane(Vertical):
         table.show(self._columns(), event.rows, keep_index=event.keep_index)
         order = self.sort_names[self.sort_index]
         table.border_title = (f"Examples: {len(event.rows):,} shown ({self.row_filter}"
-                              + (f", '{self.query_text}'" if self.query_text else "")
+                              + (f", '{escape(self.query_text)}'" if self.query_text else "")  # typed: not markup
                               + f"), sorted by {order} {'↓' if self.descending else '↑'}")
 
     @staticmethod
@@ -194,7 +223,7 @@ class CurationPane(Vertical):
                  f"eligible {selection.eligible:,} · excluded {selection.excluded:,} · unscored {selection.unscored:,}"]
         for name, bounds in selection.bounds.items():
             lines.append(f"{name}: M1 {bounds.m1:g} · M2 {bounds.m2:g}{' (auto)' if bounds.m2_auto else ''}")
-        lines.extend(f"[yellow]{note}[/]" for note in selection.notes)
+        lines.extend(f"[yellow]{escape(note)}[/]" for note in selection.notes)
         return "\n".join(lines)
 
     def _columns(self) -> list[TableColumn]:

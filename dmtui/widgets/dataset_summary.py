@@ -38,16 +38,17 @@ class DatasetSummary(Static):
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(overflow="fold")
         style = "implicit prompt (split off)" if report.prompt_style == "implicit" else "explicit prompt"
-        grid.add_row("dataset", Path(report.source).name or report.source)
+        # Names from the user's files are Text: a Rich table would read "[...]" in a str as markup.
+        grid.add_row("dataset", Text(Path(report.source).name or report.source))
         grid.add_row("format", f"{report.source_kind} · {report.format or '?'} · {style}")
-        grid.add_row("columns", "  ".join(f"{role}={column}" for role, column in report.columns.items()))
+        grid.add_row("columns", Text("  ".join(f"{role}={column}" for role, column in report.columns.items())))
         if report.extra_columns:
-            grid.add_row("kept", ", ".join(report.extra_columns))
+            grid.add_row("kept", Text(", ".join(report.extra_columns)))
         counts = Text()
         counts.append(f"{report.loaded:,}", style="bold green")
         counts.append(f" of {report.read:,} loaded")
         grid.add_row("rows", counts)
-        grid.add_row("workspace", workspace.root.name)
+        grid.add_row("workspace", Text(workspace.root.name))
         if not self.scores:
             grid.add_row("scores", "none yet")
         for name, (scored, total) in self.scores.items():
@@ -56,5 +57,5 @@ class DatasetSummary(Static):
                 line.append(f"  {total - scored:,} without a score", style="yellow")
             grid.add_row("scores" if name == next(iter(self.scores)) else "", line)
         for warning in report.warnings:
-            grid.add_row(Text("warning", style="yellow"), warning)
+            grid.add_row(Text("warning", style="yellow"), Text(warning))
         self.update(grid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+from rich.text import Text
 from textual.widgets import DataTable
 
 from core.pairs import as_text
@@ -10,9 +11,10 @@ from core.pairs import as_text
 PREVIEW_ROWS = 1000
 
 
-def one_line(value, width: int = 60) -> str:
+def one_line(value, width: int = 60) -> Text:
+    """The field on one line, cut at `width`; a Text, since DataTable reads a str cell as markup."""
     text = " ".join(as_text(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return Text(text if len(text) <= width else text[: width - 1] + "…")
 
 
 class PairsPreview(DataTable):

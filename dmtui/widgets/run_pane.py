@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -35,10 +36,13 @@ class ExportRequested(Message):
 
 
 class RunPane(Vertical):
-    def __init__(self, workspace_root: Path, default_model: str = "", *, id: str | None = None) -> None:
+    def __init__(self, workspace_root: Path, default_model: str = "", model_flags: list[str] | None = None, *,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.workspace_root = workspace_root
         self.default_model = default_model
+        self.model_flags = list(model_flags or [])
+        """--trust-remote-code / --allow-pickle when `dmtui open` was given them."""
         self.process: asyncio.subprocess.Process | None = None
         self.history: dict[str, list[float]] = {key: [] for key, _ in CURVES}
         self.last_export: str | None = None
@@ -77,7 +81,7 @@ class RunPane(Vertical):
     def export_finished(self, out: str, manifest: dict) -> None:
         self.last_export = out
         counts = manifest["counts"]
-        self.log_line(f"[green]exported[/] {counts['selected']:,} of {counts['total']:,} pairs to {out} "
+        self.log_line(f"[green]exported[/] {counts['selected']:,} of {counts['total']:,} pairs to {escape(out)} "
                       f"(sha256 {manifest['output']['sha256'][:12]})")
         self.query_one("#export-out", Input).value = str(Path(out).with_name(f"selection-{time.strftime('%Y%m%d-%H%M%S')}"))
 
@@ -94,7 +98,7 @@ class RunPane(Vertical):
         run = self.workspace_root / "runs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
         extra = self.query_one("#train-args", Input).value.split()
         command = [sys.executable, "-m", "dmtui", "train", self.last_export, "--out", str(run),
-                   "--model", model, "--jsonl", *extra]
+                   "--model", model, "--jsonl", *self.model_flags, *extra]
         self.run_training(command)
 
     @work(exclusive=True, group="train", exit_on_error=False)
@@ -102,7 +106,7 @@ class RunPane(Vertical):
         for key in self.history:
             self.history[key].clear()
         self._set_running(True)
-        self.log_line(f"[b]$[/b] {' '.join(command[2:])}")
+        self.log_line(f"[b]$[/b] {escape(' '.join(command[2:]))}")
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -112,7 +116,7 @@ class RunPane(Vertical):
             code = await self.process.wait()
             stderr = (await stderr_task).decode("utf-8", errors="replace").strip()
             if code not in (0, 130) and stderr:
-                self.log_line(f"[red]{stderr.splitlines()[-1]}[/]")
+                self.log_line(f"[red]{escape(stderr.splitlines()[-1])}[/]")
             self.log_line(f"training exited with code {code}")
         finally:
             self.process = None
@@ -125,7 +129,7 @@ class RunPane(Vertical):
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
-            self.log_line(line)
+            self.log_line(escape(line))
             return
         kind = event.get("event")
         if kind == "log":
@@ -137,13 +141,14 @@ class RunPane(Vertical):
                     self.query_one(f"#title-{key}", Label).update(f"{title} {value:.3f}")
             step = f"step {event.get('step')}/{event.get('total_steps')}"
             self.log_line(f"{step} loss {event.get('loss')} margin {event.get('reward_margin')}"
-                          + (f" [yellow]{event['warning']}[/]" if event.get("warning") else ""))
+                          + (f" [yellow]{escape(str(event['warning']))}[/]" if event.get("warning") else ""))
         elif kind == "error":
-            self.log_line(f"[red]error:[/] {event.get('message')}" + (f"\n  hint: {event['hint']}" if event.get("hint") else ""))
+            self.log_line(f"[red]error:[/] {escape(str(event.get('message')))}"
+                          + (f"\n  hint: {escape(str(event['hint']))}" if event.get("hint") else ""))
         elif kind == "done":
-            self.log_line(f"[green]done[/]: final model in {event.get('final')}")
+            self.log_line(f"[green]done[/]: final model in {escape(str(event.get('final')))}")
         else:
-            self.log_line(json.dumps(event))
+            self.log_line(escape(json.dumps(event)))
 
     def action_stop_training(self) -> None:
         if self.process is not None and self.process.returncode is None:

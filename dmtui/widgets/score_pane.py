@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -122,8 +123,8 @@ class ScorePane(Vertical):
                 + (f"  ETA {time.strftime('%M:%S', time.gmtime(eta))}" if eta is not None else ""))
         else:
             detail = f" {progress.done:,}/{progress.total:,} {progress.unit}" if progress.total else ""
-            self.query_one("#score-status", Label).update(f"{progress.stage}{detail} {progress.message}".strip())
+            self.query_one("#score-status", Label).update(Text(f"{progress.stage}{detail} {progress.message}".strip()))
 
     def finished(self, summary: str) -> None:
         self.set_running(False)
-        self.query_one("#score-status", Label).update(summary)
+        self.query_one("#score-status", Label).update(Text(summary))  # may quote paths: not markup
