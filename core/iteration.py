@@ -63,10 +63,10 @@ from typing import Any
 
 import numpy as np
 
+from core.defaults import DEFAULT_BATCH_TOKENS
 from core.errors import DmtuiError
 from core.evaluation import generate_responses
 from core.generation_backends import GENERATION_BACKENDS, resolve_backend
-from core.defaults import DEFAULT_BATCH_TOKENS
 from core.progress import ProgressFn
 
 STAGES = ("generate", "score", "select", "train")

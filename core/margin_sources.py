@@ -13,7 +13,6 @@ without a score (null cell, or not scored yet).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,13 +69,18 @@ class ResolvedMargins:
 
 
 def record_columns(dataset: LoadedDataset, names: list[str]) -> dict[str, np.ndarray]:
-    """Numeric columns of the source rows as float64 (null -> NaN), aligned with pairs."""
-    records = dataset.records
-    if "_json" in records.column_names:
-        records = _json_records(records["_json"], names)
+    """Numeric columns of the source rows as float64 (null -> NaN), aligned with pairs.
+
+    JSON records are kept as text; their numeric fields were gathered while loading
+    (`LoadedDataset.numbers`), so nothing is parsed again here.
+    """
+    records = dataset.records if dataset.numbers is None else dataset.numbers
     out: dict[str, np.ndarray] = {}
     for name in names:
         if name not in records.column_names:
+            if dataset.numbers is not None and name in dataset.report.extra_columns:
+                raise DmtuiError(f"{dataset.report.source}: column {name!r} holds no numbers, or not only numbers",
+                                 "a margin column must hold numbers (or null for a missing score)")
             raise DmtuiError(
                 f"{dataset.report.source}: no column {name!r} for a margin",
                 f"columns kept from the data: {', '.join(dataset.report.extra_columns) or 'none'}",
@@ -91,28 +95,6 @@ def record_columns(dataset: LoadedDataset, names: list[str]) -> dict[str, np.nda
             ) from error
         out[name] = values.to_numpy(zero_copy_only=False).astype(np.float64)
     return out
-
-
-def _json_records(raw: pa.ChunkedArray, names: list[str]) -> pa.Table:
-    """Just the `names` fields of JSON-text records, parsed as float64 (absent -> null).
-
-    A field that no record has is left out, so the caller reports it as missing.
-    """
-    import pyarrow.json as pa_json
-
-    options = pa_json.ParseOptions(
-        explicit_schema=pa.schema([(name, pa.float64()) for name in names]),
-        unexpected_field_behavior="ignore",
-    )
-    text = "\n".join(raw.to_pylist()).encode("utf-8")
-    try:
-        table = pa_json.read_json(io.BytesIO(text), parse_options=options)
-    except pa.ArrowInvalid as error:
-        raise DmtuiError(
-            f"a margin column holds something other than numbers ({error})",
-            "a margin column must hold numbers (or null for a missing score)",
-        ) from error
-    return table.select([name for name in names if table[name].null_count < table.num_rows])
 
 
 def resolve_margins(

@@ -94,7 +94,6 @@ def ordered_rows(mask: np.ndarray, sort_key: np.ndarray | None, descending: bool
     if sort_key is None:
         return rows[::-1] if descending else rows
     keys = np.asarray(sort_key, dtype=np.float64)[rows]
-    missing = ~np.isfinite(keys)
-    keys = np.where(missing, 0.0, -keys if descending else keys)
-    order = np.lexsort((rows, keys, missing))
-    return rows[order]
+    # NaN and infinities sort last; a stable sort keeps equal keys in row order.
+    keys = np.where(np.isfinite(keys), -keys if descending else keys, np.inf)
+    return rows[np.argsort(keys, kind="stable")]

@@ -124,7 +124,7 @@ def test_damaged_cache_is_rebuilt(tmp_path, data, load_calls):
     ws = Workspace.create(tmp_path / "ws", str(data))
     ws.load()
     (cache,) = [p for p in ws.cache_dir.iterdir() if p.is_dir()]
-    (cache / "pairs.parquet").write_bytes(b"garbage")
+    (cache / "pairs.arrow").write_bytes(b"garbage")
     assert ws.load().report.loaded == 2
     assert len(load_calls) == 2
 
@@ -287,3 +287,21 @@ def test_settings_missing_or_damaged_are_empty(tmp_path, data):
     assert ws.read_settings() == {}
     ws.settings_path.write_text("{broken")
     assert ws.read_settings() == {}
+
+
+def test_loaded_text_is_memory_mapped_from_the_cache_not_held_in_memory(tmp_path):
+    """At a million pairs the text must not live in process memory: the tables a workspace
+    hands out, after the first load and after a reopen, are backed by the cache files."""
+    import pyarrow as pa
+
+    long_rows = [{"prompt": f"question {i} " + "x" * 400, "chosen": f"yes {i}", "rejected": f"no {i}"}
+                 for i in range(2_000)]
+    data = write_jsonl(tmp_path / "big.jsonl", long_rows)
+    for workspace in (Workspace.create(tmp_path / "ws", str(data)), Workspace.open(tmp_path / "ws")):
+        before = pa.total_allocated_bytes()
+        dataset = workspace.load()
+        text_bytes = dataset.pairs["prompt"].nbytes + dataset.records.nbytes
+        assert text_bytes > 1_500_000
+        assert pa.total_allocated_bytes() - before < text_bytes / 10
+        assert dataset.pairs.num_rows == 2_000
+        assert dataset.pairs["prompt"][1999].as_py().startswith("question 1999 ")
