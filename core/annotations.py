@@ -154,9 +154,11 @@ class AnnotationStore:
         except (sqlite3.Error, OSError) as error:
             if self.connection is not None and self.connection.in_transaction:
                 self.connection.rollback()
+            locked = isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
             raise disk_failure(self.path, error) or WorkspaceError(
                 f"cannot write {self.path}: {error}",
-                "check that the disk has space and the workspace folder is writable; the change was not saved",
+                "another dmtui is writing this workspace's annotations; try again in a moment"
+                if locked else "the change was not saved; check the workspace folder and the disk",
             ) from error
 
     def _write(self, annotation: Annotation) -> None:

@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -61,6 +61,8 @@ from core.workspace import (
 )
 
 MANIFEST_VERSION = 1
+EXPORT_BATCH_ROWS = 65_536
+"""Selected rows read from the cache at a time."""
 MANIFEST_NAME = "manifest.json"
 OUTPUT_FORMATS = ("jsonl", "parquet", "save_to_disk", "csv")
 _FORMAT_FOR_KIND = {"jsonl": "jsonl", "json": "jsonl", "parquet": "parquet", "csv": "csv", "tsv": "csv",
@@ -136,17 +138,27 @@ def _column_names(dataset: LoadedDataset, margins: Mapping[str, np.ndarray], inc
     return added
 
 
-def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
-                 added: dict[str, list], reporter: Reporter) -> None:
+def _json_records(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+                  added: dict[str, list]) -> Iterator[dict[str, Any]]:
+    """The selected JSON records in order, swaps applied and the added columns set, read
+    from the mapped cache a batch at a time (only one batch of text exists as Python objects)."""
     chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
-    texts = take_rows(dataset.records["_json"], indices).to_pylist()
-    with path.open("w", encoding="utf-8", newline="\n") as out:
-        for position, (index, text) in enumerate(zip(indices.tolist(), texts)):
+    for start in range(0, len(indices), EXPORT_BATCH_ROWS):
+        batch = indices[start:start + EXPORT_BATCH_ROWS]
+        texts = take_rows(dataset.records["_json"], batch).to_pylist()
+        for position, (index, text) in enumerate(zip(batch.tolist(), texts), start=start):
             record = json.loads(text)
             if swapped[index]:
                 record[chosen_col], record[rejected_col] = record[rejected_col], record[chosen_col]
             for name, values in added.items():
                 record[name] = values[position]
+            yield record
+
+
+def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+                 added: dict[str, list], reporter: Reporter) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for position, record in enumerate(_json_records(dataset, indices, swapped, added)):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             if position % 4096 == 4095:
                 reporter.advance(4096)
@@ -197,15 +209,7 @@ def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.nd
 
 def _json_subset_as_arrow(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
                           added: dict[str, list]) -> pa.Table:
-    chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
-    rows = []
-    texts = take_rows(dataset.records["_json"], indices).to_pylist()
-    for position, (index, text) in enumerate(zip(indices.tolist(), texts)):
-        record = json.loads(text)
-        if swapped[index]:
-            record[chosen_col], record[rejected_col] = record[rejected_col], record[chosen_col]
-        rows.append({**record, **{name: values[position] for name, values in added.items()}})
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist(list(_json_records(dataset, indices, swapped, added)))
 
 
 def _tree_checksum(path: Path) -> str:
@@ -340,7 +344,10 @@ def export_selection(
         _replace_folder(temp, out, force)
     except BaseException as error:
         shutil.rmtree(temp, ignore_errors=True)
-        raise disk_failure(out, error) or error
+        translated = disk_failure(out, error)
+        if translated is None:
+            raise
+        raise translated from error
     return manifest
 
 

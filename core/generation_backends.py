@@ -12,10 +12,11 @@ the transformers path encodes them (no special tokens added): handed the strings
 would tokenize them with special tokens and could put a second BOS in front of the
 chat template's.
 
-Seeds. vLLM seeds every request on its own: prompt i draws with
-``seed * 2**32 + i * N`` and vLLM gives its N samples that seed plus 0..N-1, so no two
-responses of one call share a seed, even for prompts with the same text, and the same
-call gives the same responses without depending on how vLLM batches them. The two
+Seeds. Every request carries its own seed: prompt i draws with ``seed * 2**32 + i * N``,
+so prompts with the same text still get different responses, and the same call gives
+the same responses however vLLM batches them. How vLLM spreads one request's seed over
+its N samples (the tests' stand-in assumes seed plus 0..N-1) is vLLM's business and
+has not been checked against a real vLLM: no GPU machine ran this module yet. The two
 backends draw differently, so a seed does not give the same texts on both.
 """
 
@@ -64,7 +65,7 @@ def resolve_backend(requested: str) -> str:
 
 
 def request_seed(seed: int, prompt_index: int, samples_per_prompt: int) -> int:
-    """vLLM's seed of prompt `prompt_index`; its samples draw with this seed plus 0..N-1 (see the module doc).
+    """vLLM's seed of the request for prompt `prompt_index` (see the module doc).
 
     >>> [request_seed(1, i, 5) for i in range(3)]
     [4294967296, 4294967301, 4294967306]

@@ -500,7 +500,7 @@ class _NumericFields:
     def __init__(self) -> None:
         self.chunk: dict[str, list[float | None]] = {}
         self.chunk_rows = 0
-        self.done: list[pa.Table] = []
+        self.done: list[tuple[dict[str, pa.Array], int]] = []
         self.not_numeric: set[str] = set()
 
     def add(self, value: dict[str, Any]) -> None:
@@ -526,16 +526,20 @@ class _NumericFields:
 
     def flush(self) -> None:
         if self.chunk_rows:
-            self.done.append(pa.table({key: pa.array(column, pa.float64()) for key, column in self.chunk.items()}
-                                      or {"": pa.nulls(self.chunk_rows, pa.float64())}))
+            self.done.append(({key: pa.array(column, pa.float64()) for key, column in self.chunk.items()},
+                              self.chunk_rows))
         self.chunk, self.chunk_rows = {}, 0
 
     def table(self, rows: int) -> pa.Table:
+        """One float64 column per numeric field; null where a chunk never had the field."""
         self.flush()
-        merged = pa.concat_tables(self.done, promote_options="default") if self.done else pa.table({})
-        keep = [name for name in merged.column_names if name and name not in self.not_numeric]
-        table = pa.table({name: merged[name].cast(pa.float64()) for name in keep}) if keep else pa.table({})
-        assert not keep or table.num_rows == rows
+        names = [name for name in dict.fromkeys(n for chunk, _ in self.done for n in chunk)
+                 if name not in self.not_numeric]
+        columns = {name: pa.chunked_array([chunk.get(name, pa.nulls(count, pa.float64()))
+                                           for chunk, count in self.done], pa.float64())
+                   for name in names}
+        table = pa.table(columns) if columns else pa.table({})
+        assert not columns or table.num_rows == rows
         return table
 
 

@@ -69,7 +69,13 @@ from core.models import (
 )
 from core.progress import Progress, ProgressFn, Reporter
 from core.scores import ScoreStore, values_for
-from core.workspace import Workspace, atomic_write_json
+from core.workspace import (
+    Workspace,
+    abandoned_temps,
+    atomic_write_json,
+    owner_tag,
+    writing,
+)
 
 SOURCES = ("external", "implicit", "ifd")
 SCORER_VERSION = 1
@@ -556,17 +562,22 @@ def ensure_seed_policy(
         save_steps=10**9, save_total_limit=1, trust_remote_code=config.trust_remote_code,
         allow_pickle=config.allow_pickle,
     )
-    models_dir.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=models_dir))
+    prefix = f".{name}.building-"
+    with writing(models_dir):
+        models_dir.mkdir(parents=True, exist_ok=True)
+        for abandoned in abandoned_temps(models_dir, prefix):  # a training killed earlier
+            shutil.rmtree(abandoned, ignore_errors=True)
+        building = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=models_dir))
     started = time.monotonic()
     try:
         final = train_seed_policy(config.reference_model, seed_rows, building / "run", train_config,
                                   progress=progress, cancel=cancel)
-        atomic_write_json(final / "seed.json", {
-            "reference_model": config.reference_model, "reference_fingerprint": reference_fingerprint,
-            "settings": _seed_settings(config), "pair_ids": seed_rows["pair_id"].to_pylist(),
-            "train_seconds": round(time.monotonic() - started, 2)})
-        final.rename(target)
+        with writing(models_dir):
+            atomic_write_json(final / "seed.json", {
+                "reference_model": config.reference_model, "reference_fingerprint": reference_fingerprint,
+                "settings": _seed_settings(config), "pair_ids": seed_rows["pair_id"].to_pylist(),
+                "train_seconds": round(time.monotonic() - started, 2)})
+            final.rename(target)
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return target, {"path": str(target), "trained_now": True, "seed_pairs": size,

@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -96,7 +97,7 @@ def resolve_source(source: str | Path) -> SourceSpec:
         try:
             with gzip.open(path, "rb") as handle:
                 head = handle.read(SNIFF_BYTES)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:
             raise LoadError(f"{text}: looks gzip-compressed but cannot be decompressed ({error})") from error
 
     suffixes = [s.lower() for s in path.suffixes]
@@ -368,7 +369,7 @@ def guard_reading(spec: SourceSpec, records: Iterator[RawRecord]) -> Iterator[Ra
         for record in records:
             last = record.location
             yield record
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise LoadError(
             f"{spec.source}: cannot be read after {last} ({error})",
             "the file is truncated or damaged; fetch or decompress it again",

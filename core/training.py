@@ -433,17 +433,22 @@ def _stop_at_max_steps():
 def _save_final(trainer, out_dir: Path) -> Path:
     """Save the trained model as ``final/``, which appears whole or not at all (it is written
     under another name, then renamed), so a kill mid-save never leaves a model that loads wrong."""
-    final, partial = out_dir / FINAL, out_dir / f".{FINAL}-partial"
+    final, partial, old = out_dir / FINAL, out_dir / f".{FINAL}-partial", out_dir / f".{FINAL}-old"
     if _is_main_process():
         shutil.rmtree(partial, ignore_errors=True)
+        if old.exists() and not final.exists():  # killed between the two renames below
+            os.replace(old, final)
+        shutil.rmtree(old, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(partial))  # save_pretrained, gathering DeepSpeed / FSDP shards first
     trainer.accelerator.wait_for_everyone()
     if _is_main_process():
         trainer.processing_class.save_pretrained(str(partial))
         (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json holds the config
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)  # set aside, not deleted, until the new one is in place
         os.replace(partial, final)
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 

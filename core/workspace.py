@@ -118,7 +118,9 @@ def _disk_errno(error: BaseException, path: Path) -> tuple[int | None, Path]:
         if code in _DISK_PROBLEMS:
             return code, path
         link = link.__cause__ or link.__context__
-    if not isinstance(error, (OSError, RuntimeError, sqlite3.Error)):
+    # Without an errno, a full or read-only file system is the likely cause only of I/O-ish
+    # failures; an out-of-memory error on a nearly full disk keeps its own message.
+    if not isinstance(error, (OSError, RuntimeError, sqlite3.Error)) or "out of memory" in str(error).lower():
         return None, path
     folder = next((p for p in (path, *path.parents) if p.exists()), None)
     if folder is None:
@@ -479,8 +481,13 @@ class Workspace:
     @staticmethod
     def _mapped(cache: Path, report: LoadReport) -> LoadedDataset:
         numbers = cache / "numbers.arrow"
-        return LoadedDataset(read_arrow_mapped(cache / "pairs.arrow"), read_arrow_mapped(cache / "records.arrow"),
-                             report, read_arrow_mapped(numbers) if report.source_kind in ("jsonl", "json") else None)
+        dataset = LoadedDataset(read_arrow_mapped(cache / "pairs.arrow"), read_arrow_mapped(cache / "records.arrow"),
+                                report, read_arrow_mapped(numbers) if report.source_kind in ("jsonl", "json") else None)
+        tables = [dataset.pairs, dataset.records] + ([dataset.numbers] if dataset.numbers is not None else [])
+        # A records table with no columns (CSV without rows) has no rows to count.
+        if any(t.num_rows != report.loaded and t.num_columns for t in tables):
+            raise ValueError("the cached tables do not line up with the report")  # rebuilt by load()
+        return dataset
 
     def load(
         self,

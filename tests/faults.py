@@ -274,9 +274,12 @@ class Scenario:
         return self.span_s
 
 
-def run_trial(scenario: Scenario, seed: int, kills: int, folder: Path | None = None) -> Trial:
+def run_trial(scenario: Scenario, seed: int, kills: int, folder: Path | None = None, window: float = 1.0) -> Trial:
     """Kill `scenario`'s command up to `kills` times at seeded random moments, rerun it after
-    each kill, let the last run finish, and check everything. `scenario.measure()` first."""
+    each kill, let the last run finish, and check everything. `scenario.measure()` first.
+
+    Kills fall within the first `window` of the measured run time: below 1 a kill lands
+    even when a run goes faster than the one measured."""
     assert scenario.span_s is not None, "measure the scenario first"
     # An integer seed: string seeds that differ only at the end gave correlated first draws.
     rng = random.Random(int.from_bytes(hashlib.sha256(f"{scenario.kind}-{seed}".encode()).digest()[:8], "big"))
@@ -286,7 +289,7 @@ def run_trial(scenario: Scenario, seed: int, kills: int, folder: Path | None = N
     scenario.prepare(folder)
     trial = Trial(scenario.kind, seed)
     for attempt in range(2 * kills + 2):
-        delay = rng.uniform(0, scenario.span_s) if trial.kills < kills else None
+        delay = rng.uniform(0, window * scenario.span_s) if trial.kills < kills else None
         before = tree_state(scenario.watched(folder))
         began = time.monotonic()
         process = start(scenario.argv(folder, attempt), folder, attempt)

@@ -297,3 +297,24 @@ def test_each_launched_rank_takes_the_gpu_of_its_local_rank(monkeypatch, request
     monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
     assert shard_device(requested, shard, environ) == expected
     assert made_current == current
+
+
+def test_when_another_rank_stopped_rank_0_reports_it_and_merges_nothing(demo_models, tmp_path, capsys, monkeypatch):
+    """Every rank meets at the barrier stopped or not; rank 0 learns who stopped and skips the merge."""
+    import core.distributed
+
+    def gathered_with_rank_1_stopped(value, shard):
+        report, stopped = value
+        return [(report, stopped), (report, True)]
+
+    monkeypatch.setattr(core.distributed, "gather_on_main", gathered_with_rank_1_stopped)
+    merges = []
+    monkeypatch.setattr(core.distributed, "merge_shards", lambda *args: merges.append(args))
+    data = demo_slice(tmp_path / "pairs.jsonl", 4)
+    code = main(["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "external",
+                 *model_args(demo_models), "--rank", "0", "--world-size", "2", "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0 and report["cancelled"] is True and "merge" not in report
+    assert merges == []
+    assert "nothing was merged" in captured.err

@@ -107,6 +107,20 @@ def test_a_gzip_stream_cut_after_the_sniffed_head_is_refused_by_name(tmp_path):
             load_dataset(str(path))
 
 
+@FUZZ
+@given(flips=st.lists(st.tuples(st.floats(0.05, 0.95), st.integers(1, 255)), min_size=1, max_size=4),
+       sniffed=st.booleans())
+def test_bytes_flipped_inside_a_gzip_stream_are_refused_by_name(tmp_path, flips, sniffed):
+    """Corrupt deflate data raises zlib.error, which is not an OSError: it must not escape."""
+    lines = 40 if sniffed else 4000  # all within the sniffed head, or mostly past it
+    data = bytearray(gzip.compress(b"".join(GOOD_LINE.replace(b"4", str(i).encode()) for i in range(lines))))
+    for where, mask in flips:
+        data[10 + int(where * (len(data) - 18))] ^= mask  # inside the stream: header and trailer spared
+    path = tmp_path / "flipped.jsonl.gz"
+    path.write_bytes(bytes(data))
+    load_or_refuse(path, strict=False)
+
+
 # ---------------------------------------------------------------------------------
 # Random JSON values: nested, wrong types, huge numbers, NaN, unicode, surrogates
 # ---------------------------------------------------------------------------------

@@ -53,11 +53,12 @@ def test_numeric_fields_are_typed_while_loading(tmp_path, small_chunks):
             "huge": 10**400 if i == 5 else 1,                   # beyond float64
             "big_int": 2**62 + i,                               # ints beyond 2^53 still load, rounded
             "nested": {"score": i},
+            "": 7,                                              # an empty name is a name too
         }
 
     dataset = load_dataset(str(write_rows(tmp_path / "d.jsonl", 100, extra)))
     numbers = dataset.numbers
-    assert set(numbers.column_names) == {"sc", "sr", "im", "late", "big_int"}
+    assert set(numbers.column_names) == {"sc", "sr", "im", "late", "big_int", ""}
     assert numbers.num_rows == dataset.pairs.num_rows == 100
     late = numbers["late"].to_pylist()
     assert late[:40] == [None] * 40 and late[40:] == [2.5] * 60

@@ -311,3 +311,27 @@ def test_margins_rank_pairs_like_the_oracle(demo_models, tmp_path):
     assert rho["external"] > 0.5 and rho["implicit"] > 0.25
     again = score(dataset, workspace, config)
     assert not again.seed_policy["trained_now"] and again.sources["implicit"].reused == len(ids)
+
+
+def test_a_seed_training_killed_earlier_is_cleared_away_and_a_running_one_is_left(demo_models, tmp_path):
+    import subprocess
+    import sys
+
+    from core.models import model_fingerprint
+    from core.scoring import ensure_seed_policy, seed_policy_dir
+    from core.workspace import owner_tag
+
+    workspace, dataset = open_workspace(tmp_path, demo_rows(64))
+    config = config_for(demo_models, sources=("implicit",), seed_steps=1, seed_batch_size=8)
+    fingerprint = model_fingerprint(config.reference_model)
+    target = seed_policy_dir(workspace, config, fingerprint)
+    target.parent.mkdir(parents=True)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = owner_tag().rsplit("-", 1)[0]
+    killed = target.parent / f".{target.name}.building-{host}-{finished.stdout.strip()}-x1y2z3"
+    running = target.parent / f".{target.name}.building-{owner_tag()}-a1b2c3"  # this process: still at work
+    for folder in (killed, running):
+        (folder / "run").mkdir(parents=True)
+    path, info = ensure_seed_policy(dataset, workspace, config, fingerprint)
+    assert info["trained_now"] and (path / "seed.json").is_file()
+    assert not killed.exists() and running.exists()

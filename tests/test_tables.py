@@ -49,3 +49,14 @@ def test_out_of_range_is_an_error_not_a_wrong_row():
         take_rows(data, [2])
     with pytest.raises(IndexError):
         take_rows(data, [-1])
+
+
+def test_many_requested_rows_come_back_in_batches_in_order(monkeypatch):
+    import core.tables
+
+    monkeypatch.setattr(core.tables, "BATCH_ROWS", 7)
+    data = pa.chunked_array([pa.array(range(start, start + 10)) for start in range(0, 50, 10)])
+    indices = np.random.default_rng(0).integers(0, 50, 40)
+    taken = take_rows(data, indices)
+    assert taken.num_chunks == 6
+    assert taken.to_pylist() == indices.tolist()

@@ -305,3 +305,15 @@ def test_loaded_text_is_memory_mapped_from_the_cache_not_held_in_memory(tmp_path
         assert pa.total_allocated_bytes() - before < text_bytes / 10
         assert dataset.pairs.num_rows == 2_000
         assert dataset.pairs["prompt"][1999].as_py().startswith("question 1999 ")
+
+
+def test_a_cache_whose_tables_do_not_line_up_is_rebuilt(tmp_path, data, load_calls):
+    """A mapped cache is trusted only when every table has the report's row count."""
+    from core.workspace import atomic_write_arrow, read_arrow_mapped
+
+    ws = Workspace.create(tmp_path / "ws", str(data))
+    ws.load()
+    (pairs,) = ws.cache_dir.glob("*/pairs.arrow")
+    atomic_write_arrow(pairs, read_arrow_mapped(pairs).slice(0, 1))
+    assert ws.load().pairs.num_rows == 2
+    assert len(load_calls) == 2

@@ -90,7 +90,7 @@ def print_report(report) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"[bold]{report.policy}[/] vs [bold]{report.reference}[/]")
+    console.print(f"[bold]{escape(str(report.policy))}[/] vs [bold]{escape(str(report.reference))}[/]")
     console.print(f"{report.prompts} prompts, {report.samples_per_prompt} response(s) each, temperature "
                   f"{report.temperature:g}, seed {report.seed}, sampled with {report.generation_backend}, "
                   "judged by the demo oracle")

@@ -166,25 +166,31 @@ def run_shard(args: argparse.Namespace, shard: Shard) -> int:
                 report = score(dataset, workspace, config, progress=shard_progress(progress, shard),
                                cancel=cancel, rank=shard.rank, world_size=shard.world_size)
             except ScoringCancelled as stopped:
-                cancelled, reports = stopped, [stopped.report]
-            else:
-                barrier()  # every rank has written all its parts
-                reports = gather_on_main(report, shard)
+                cancelled, report = stopped, stopped.report
+            # Stopped or not, every rank meets here, so no rank waits on one that left; rank 0
+            # merges only when no rank stopped short.
+            barrier()
+            gathered = gather_on_main((report, cancelled is not None), shard)
     if not shard.speaks:
         if cancelled is not None:
             raise cancelled
         return 0
-    report = combine_reports(reports)
-    merge = merge_shards(dataset, workspace, report) if shard.sharded and cancelled is None else None
+    assert gathered is not None
+    report = combine_reports([rank_report for rank_report, _ in gathered])
+    some_rank_stopped = any(stopped for _, stopped in gathered)
+    merge = merge_shards(dataset, workspace, report) if shard.sharded and not some_rank_stopped else None
     if seed_policy is not None and seed_policy["trained_now"]:
         report.seed_policy = seed_policy
     if args.json:
-        print(json.dumps({**report.to_json(), "workspace": str(workspace.root), "cancelled": cancelled is not None,
+        print(json.dumps({**report.to_json(), "workspace": str(workspace.root), "cancelled": some_rank_stopped,
                           **({"merge": merge.to_json()} if merge is not None else {})}))
     else:
         print_report(report, workspace.root)
         if merge is not None:
             print_merge(merge, shard.world_size)
+    if some_rank_stopped and cancelled is None:
+        stderr_console.print("another rank stopped before its shard was done: nothing was merged; "
+                               "run the same command again to finish", markup=False)
     if cancelled is not None:
         raise cancelled
     return 0
