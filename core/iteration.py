@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -489,14 +488,9 @@ def _train_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, pr
         raise IterationError(f"round {r}: no pair to train on ({manifest['counts']['pairs']} pairs, "
                              f"{manifest['counts']['tied_prompts']} prompts with all rewards tied)",
                              "draw more prompts or responses per prompt, or raise --keep")
-    resume_from = None
-    if (round_dir / RUN_JSON).exists():  # a training run cut short: continue it, or start it over
-        if any((round_dir / "checkpoints").glob("checkpoint-*")):
-            resume_from = "latest"
-        else:
-            for leftover in (RUN_JSON, "metrics.jsonl"):
-                (round_dir / leftover).unlink(missing_ok=True)
-            shutil.rmtree(round_dir / "checkpoints", ignore_errors=True)
+    # A training run cut short continues from its latest finished checkpoint, or starts over
+    # when it had none (core.training decides).
+    resume_from = "latest" if (round_dir / RUN_JSON).exists() else None
     train_config = TrainConfig(model=policy, ref_model=config.policy, loss="dpo", beta=config.beta,
                                epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
                                per_device_batch_size=config.per_device_batch_size, max_length=config.max_length,

@@ -293,8 +293,7 @@ def _refuse_remote_code(source: str, trust_remote_code: bool, revision: str | No
     Left to transformers, such a model either fails with a message about an argument
     the user never sees, or (when its model type is built in) loads with the built-in
     class instead of the author's code: a quiet difference in the scores. A local
-    folder and a hub id in the local cache are checked; anything else transformers
-    itself refuses without ``trust_remote_code``.
+    folder and a hub id are checked (a hub id's configs fetched first when not cached).
     """
     if trust_remote_code:
         return
@@ -319,16 +318,23 @@ def _refuse_remote_code(source: str, trust_remote_code: bool, revision: str | No
 
 
 def _config_file(source: str, name: str, revision: str | None) -> Path | None:
-    """`name` in a local model folder, or in the local cache of a hub id; None if neither has it."""
+    """`name` of a local model folder or of a hub id (fetched into the cache first if it is
+    not there: the small JSON file transformers would fetch anyway); None if there is none."""
     if os.path.isdir(source):
         return Path(source) / name
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError
 
     try:
         cached = try_to_load_from_cache(source, name, revision=revision)
-    except ValueError:  # not a valid repo id
+        if isinstance(cached, str):
+            return Path(cached)
+        if cached is not None:  # the cache knows the repo has no such file
+            return None
+        return Path(hf_hub_download(source, name, revision=revision))
+    except (ValueError, OSError, EntryNotFoundError):
+        # not a repo id, no such file, offline or unreachable: transformers reports what matters
         return None
-    return Path(cached) if isinstance(cached, str) else None
 
 
 def _has_tokenizer_files(folder: Path) -> bool:

@@ -105,6 +105,24 @@ def custom_code_model(plain: Path, folder: Path, marker: Path, config_name: str 
     return folder
 
 
+def test_a_hub_model_not_yet_cached_has_its_configs_checked_before_loading(tiny_model, tmp_path, monkeypatch):
+    """Its configs are fetched (as transformers would) and read before anything loads it."""
+    import huggingface_hub
+
+    folder = custom_code_model(tiny_model, tmp_path / "hub-copy", tmp_path / "EXECUTED")
+    fetched = []
+
+    def fetch(repo_id, filename, revision=None, **kwargs):
+        fetched.append((repo_id, filename))
+        return str(folder / filename)
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fetch)
+    with pytest.raises(ModelLoadError, match="someorg/custom-model: its config.json asks for Python code"):
+        load_causal_lm("someorg/custom-model", device="cpu", dtype=torch.float32)
+    assert ("someorg/custom-model", "config.json") in fetched
+
+
 def pickle_only_model(plain: Path, folder: Path) -> Path:
     """`plain` with its weights as pytorch_model.bin (a pickle) and no safetensors."""
     folder.mkdir()
