@@ -15,7 +15,8 @@ A run under a launcher, as `dmtui score` drives it:
    needs it made already (core.scoring says so).
 2. Every rank scores the pairs i with i % W == R into its own checkpointed parts
    (core.scoring, core.scores): a crash loses at most one checkpoint per rank.
-3. After a barrier, rank 0 gathers the ranks' reports and merges (`merge_shards`): every
+3. Every rank, stopped early or not, sends its report to rank 0 (the gather is where they
+   meet); when none stopped, rank 0 merges (`merge_shards`): every
    source table holding every pair of the dataset is compacted into one part. A lone rank
    merges the same way when its work completes the tables, and otherwise reports which
    ranks still have pairs to score. Merging is idempotent, and a crash mid-merge leaves a
@@ -174,14 +175,6 @@ def in_process_group() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
-
-
-def barrier() -> None:
-    """Wait for every rank of the group; without a group there is no one to wait for."""
-    if in_process_group():
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def gather_on_main(value: Any, shard: Shard) -> list[Any] | None:

@@ -433,14 +433,13 @@ class _ChunkBuilder:
     NAMES = ("pair_id", "row_index", "prompt", "chosen", "rejected")
 
     def __init__(self, kind: str, arrow_table: pa.Table | None, pair_schema_for) -> None:
-        self.kind = kind
         self.arrow_table = arrow_table
         self.pair_schema_for = pair_schema_for
         self.columns: dict[str, list] = {name: [] for name in self.NAMES}
         self.raw: list = []
         self.pair_chunks: list[pa.Table] = []
         self.record_chunks: list = []
-        self.numbers = _NumericFields() if kind in ("jsonl", "json") else None
+        self.numbers = _NumericFields() if kind in ("jsonl", "json") else None  # None: not JSON records
 
     def add(self, record: RawRecord, identifier: str, prompt: Any, chosen: Any, rejected: Any) -> None:
         for name, value in zip(self.NAMES, (identifier, record.row_index, prompt, chosen, rejected)):
@@ -476,7 +475,7 @@ class _ChunkBuilder:
         if self.arrow_table is not None:
             empty = self.arrow_table.schema.empty_table()
             records = pa.concat_tables(self.record_chunks) if self.record_chunks else empty
-        elif self.kind in ("jsonl", "json"):
+        elif self.numbers is not None:
             empty = pa.table({"_json": pa.array([], pa.string())})
             records = pa.concat_tables(self.record_chunks) if self.record_chunks else empty
         elif self.record_chunks:

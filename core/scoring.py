@@ -327,10 +327,7 @@ class _ExternalScorer:
     def __call__(self, chunk: _Chunk, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         runtime = self.runtime
         model = runtime.model("reward", *self.model_ref)
-        tokenizer = runtime.tokenizer(*self.model_ref)
-        chosen, rejected = _encode_pairs(tokenizer, chunk, runtime.max_length(model))
-        flags = _screen(chosen, rejected, runtime.config.skip_truncated)
-        run = flags.pop("run")
+        tokenizer, chosen, rejected, flags, run = _screened_pairs(runtime, chunk, self.model_ref, model)
         sequences = [p + r for side in (chosen, rejected) for p, r in zip(*_ids(_subset(side, run)))]
         checked_before = self.padding_safe is not None
         rewards, self.padding_safe = reward_scores(
@@ -413,10 +410,16 @@ def _reward_scores(model, sequences, pad_id, device, batch_tokens, progress, can
     return scores
 
 
-def _encode_pairs(tokenizer, chunk: _Chunk, max_length: int | None) -> list[Encoded]:
-    return [encode(tokenizer, chunk.prompts, responses, conversational=chunk.conversational,
-                   max_length=max_length)
-            for responses in (chunk.chosen, chunk.rejected)]
+def _screened_pairs(runtime: _Runtime, chunk: _Chunk, tokenizer_ref: tuple[str, str], *models):
+    """What every scorer starts with: (tokenizer, chosen, rejected, flags, run), the chunk
+    encoded within the models' length limit and screened (`run`: the pairs to score)."""
+    tokenizer = runtime.tokenizer(*tokenizer_ref)
+    max_length = runtime.max_length(*models)
+    chosen, rejected = (encode(tokenizer, chunk.prompts, responses, conversational=chunk.conversational,
+                               max_length=max_length)
+                        for responses in (chunk.chosen, chunk.rejected))
+    flags = _screen(chosen, rejected, runtime.config.skip_truncated)
+    return tokenizer, chosen, rejected, flags, flags.pop("run")
 
 
 class _ImplicitScorer:
@@ -429,10 +432,7 @@ class _ImplicitScorer:
     def __call__(self, chunk: _Chunk, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         runtime = self.runtime
         pi0, pi1 = runtime.model("causal", *self.reference), runtime.model("causal", *self.policy)
-        tokenizer = runtime.tokenizer(*self.reference)
-        chosen, rejected = _encode_pairs(tokenizer, chunk, runtime.max_length(pi0, pi1))
-        flags = _screen(chosen, rejected, runtime.config.skip_truncated)
-        run = flags.pop("run")
+        _, chosen, rejected, flags, run = _screened_pairs(runtime, chunk, self.reference, pi0, pi1)
         chosen, rejected = _subset(chosen, run), _subset(rejected, run)
         columns = {}
         for index, (name, model) in enumerate((("policy", pi1), ("reference", pi0))):
@@ -457,10 +457,7 @@ class _IfdScorer:
     def __call__(self, chunk: _Chunk, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         runtime = self.runtime
         pi0 = runtime.model("causal", *self.reference)
-        tokenizer = runtime.tokenizer(*self.reference)
-        chosen, rejected = _encode_pairs(tokenizer, chunk, runtime.max_length(pi0))
-        flags = _screen(chosen, rejected, runtime.config.skip_truncated)
-        run = flags.pop("run")
+        tokenizer, chosen, rejected, flags, run = _screened_pairs(runtime, chunk, self.reference, pi0)
         chosen, rejected = _subset(chosen, run), _subset(rejected, run)
         conditional = pair_logprobs(pi0, chosen, rejected, batch_tokens=runtime.config.batch_tokens,
                                     progress=pass_progress(0, 2), cancel=cancel)

@@ -238,33 +238,22 @@ def resolve_budget(budget: int | float, eligible: int) -> int:
 
 
 def tie_keys_from_pair_ids(pair_ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> NDArray[np.uint64]:
-    """Pair ids (16 hex digits, core.pairs.pair_id) as uint64 tie-break keys, vectorised.
-
-    An Arrow string array is read from its buffer: no Python string per pair.
-    """
-    if isinstance(pair_ids, (pa.Array, pa.ChunkedArray)):
-        hex_text = _arrow_hex_text(pair_ids)
-    else:
-        if any(len(pair_id) != 16 for pair_id in pair_ids):
-            raise SelectionError("pair ids must be 16 hex digits")
-        hex_text = "".join(pair_ids)
+    """Pair ids (16 hex digits, core.pairs.pair_id) as uint64 tie-break keys, vectorised:
+    read from the ids' Arrow buffer, with no Python string per pair."""
+    array = pair_ids if isinstance(pair_ids, (pa.Array, pa.ChunkedArray)) else pa.array(pair_ids, pa.string())
+    array = (array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).cast(pa.string())
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    lengths = pc.utf8_length(array)
+    if array.null_count or pc.min(lengths).as_py() != 16 or pc.max(lengths).as_py() != 16:
+        raise SelectionError("pair ids must be 16 hex digits")
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    hex_text = array.buffers()[2][offsets[0]:offsets[-1]].to_pybytes().decode("ascii", errors="replace")
     try:
         raw = bytes.fromhex(hex_text)
     except ValueError as error:
         raise SelectionError(f"pair ids must be hex digits: {error}") from None
     return np.frombuffer(raw, dtype=">u8").astype(np.uint64)
-
-
-def _arrow_hex_text(pair_ids: pa.Array | pa.ChunkedArray) -> str:
-    array = pair_ids.combine_chunks() if isinstance(pair_ids, pa.ChunkedArray) else pair_ids
-    array = array.cast(pa.string())
-    if len(array) == 0:
-        return ""
-    lengths = pc.utf8_length(array)
-    if array.null_count or pc.min(lengths).as_py() != 16 or pc.max(lengths).as_py() != 16:
-        raise SelectionError("pair ids must be 16 hex digits")
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
-    return array.buffers()[2][offsets[0]:offsets[-1]].to_pybytes().decode("ascii", errors="replace")
 
 
 def select(

@@ -300,7 +300,7 @@ def test_each_launched_rank_takes_the_gpu_of_its_local_rank(monkeypatch, request
 
 
 def test_when_another_rank_stopped_rank_0_reports_it_and_merges_nothing(demo_models, tmp_path, capsys, monkeypatch):
-    """Every rank meets at the barrier stopped or not; rank 0 learns who stopped and skips the merge."""
+    """Every rank meets in the gather stopped or not; rank 0 learns who stopped and skips the merge."""
     import core.distributed
 
     def gathered_with_rank_1_stopped(value, shard):

@@ -144,7 +144,6 @@ def run_shard(args: argparse.Namespace, shard: Shard) -> int:
     from transformers.utils import logging as transformers_logging
 
     from core.distributed import (
-        barrier,
         combine_reports,
         gather_on_main,
         merge_shards,
@@ -167,9 +166,8 @@ def run_shard(args: argparse.Namespace, shard: Shard) -> int:
                                cancel=cancel, rank=shard.rank, world_size=shard.world_size)
             except ScoringCancelled as stopped:
                 cancelled, report = stopped, stopped.report
-            # Stopped or not, every rank meets here, so no rank waits on one that left; rank 0
-            # merges only when no rank stopped short.
-            barrier()
+            # Stopped or not, every rank meets in this gather (so no rank waits on one that left,
+            # and every part is written once it returns); rank 0 merges only if none stopped short.
             gathered = gather_on_main((report, cancelled is not None), shard)
     if not shard.speaks:
         if cancelled is not None:
