@@ -9,7 +9,7 @@
   per forward when they disagree (`SourceReport.notes` says so).
 - implicit: m_im = (log pi_1(y_w|x) - log pi_0(y_w|x)) - (log pi_1(y_l|x) - log pi_0(y_l|x)),
   sums over response tokens (core.logprobs), tokens from pi_0's tokenizer and template.
-  Without a policy model, pi_1 is pi_0 after DPO on a seed set D0 (`seed_set_size`),
+  Without a policy model, pi_1 is pi_0 after DPO on a seed set D0 (core.seed_policy),
   trained once per workspace and settings into ``WORKSPACE/models/seed-pi1-<fp>/``.
 - ifd: under pi_0, IFD(y|x) = PPL(y|x) / PPL(y), PPL = exp(-sum / n); margin IFD_w - IFD_l.
   PPL(y) scores the very response tokens PPL(y|x) scored, after the empty context
@@ -33,15 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,13 +65,7 @@ from core.models import (
 )
 from core.progress import Progress, ProgressFn, Reporter
 from core.scores import ScoreStore, values_for
-from core.workspace import (
-    Workspace,
-    abandoned_temps,
-    atomic_write_json,
-    owner_tag,
-    writing,
-)
+from core.workspace import Workspace
 
 SOURCES = ("external", "implicit", "ifd")
 SCORER_VERSION = 1
@@ -160,16 +150,6 @@ class ScoringConfig:
             raise ScoringError(f"max_length must be at least 2 tokens, not {self.max_length}")
         if not 0 < self.seed_fraction <= 1:
             raise ScoringError(f"seed_fraction must be in (0, 1], not {self.seed_fraction}")
-
-
-def seed_set_size(n_pairs: int, config: ScoringConfig) -> int:
-    """|D0|: `seed_pairs`, or on a small dataset `seed_fraction` of it, at least `seed_min_pairs`.
-
-    >>> [seed_set_size(n, ScoringConfig()) for n in (50, 200, 4000, 60000)]
-    [50, 64, 400, 2000]
-    """
-    share = max(config.seed_min_pairs, math.ceil(config.seed_fraction * n_pairs))
-    return min(config.seed_pairs, share, n_pairs)
 
 
 @dataclass
@@ -484,7 +464,7 @@ class _IfdScorer:
         return {"margin": columns["ifd_chosen"] - columns["ifd_rejected"], **columns, **flags}
 
 
-# Fingerprints and the seed policy ---------------------------------------------------------
+# Fingerprints ---------------------------------------------------------------------------
 
 def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
@@ -496,91 +476,6 @@ def _settings(config: ScoringConfig, dtype: torch.dtype) -> dict[str, Any]:
             "dtype": str(dtype).removeprefix("torch."), "scorer_version": SCORER_VERSION}
 
 
-def _seed_settings(config: ScoringConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in (
-        "seed_pairs", "seed_fraction", "seed_min_pairs", "seed_epochs", "seed_steps", "seed_lr", "seed_beta",
-        "seed_batch_size", "seed", "max_length", "trust_remote_code", "allow_pickle")}
-
-
-def seed_policy_dir(workspace: Workspace, config: ScoringConfig, reference_fingerprint: str) -> Path:
-    """Where pi_1 of these seed settings lives once made: named by pi_0 and the settings."""
-    name = f"seed-pi1-{_digest({'reference': reference_fingerprint, **_seed_settings(config)})}"
-    return workspace.root / "models" / name
-
-
-def prepare_seed_policy(
-    dataset: LoadedDataset,
-    workspace: Workspace,
-    config: ScoringConfig,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-) -> dict[str, Any] | None:
-    """pi_1 trained (or found) ahead of `score` when implicit margins need a seed policy, else None.
-
-    A sharded run's rank 0 calls this before the other ranks start scoring (core.distributed).
-    """
-    if "implicit" not in config.sources or config.policy_model is not None:
-        return None
-    config.validate()
-    _, info = ensure_seed_policy(dataset, workspace, config, model_fingerprint(config.reference_model),
-                                 progress=progress, cancel=cancel)
-    return info
-
-
-def ensure_seed_policy(
-    dataset: LoadedDataset,
-    workspace: Workspace,
-    config: ScoringConfig,
-    reference_fingerprint: str,
-    *,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """pi_1 for implicit margins: reused from ``WORKSPACE/models/seed-pi1-<fp>/`` or trained now.
-
-    The folder is named by pi_0's fingerprint and the seed settings, not by the data, so
-    once made it serves later runs on the same workspace, rows appended included (their
-    implicit margins stay comparable with the rest). ``seed.json`` in it records D0.
-    """
-    from core.training import TrainConfig, train_seed_policy
-
-    target = seed_policy_dir(workspace, config, reference_fingerprint)
-    models_dir, name = target.parent, target.name
-    if (target / "seed.json").is_file():
-        info = json.loads((target / "seed.json").read_text("utf-8"))
-        return target, {"path": str(target), "trained_now": False, "seed_pairs": len(info["pair_ids"])}
-    size = seed_set_size(dataset.pairs.num_rows, config)
-    picked = np.sort(np.random.default_rng(config.seed).choice(dataset.pairs.num_rows, size, replace=False))
-    seed_rows = dataset.pairs.take(pa.array(picked))
-    train_config = TrainConfig(
-        lr=config.seed_lr, epochs=config.seed_epochs, max_steps=config.seed_steps, beta=config.seed_beta,
-        batch_size=config.seed_batch_size, max_length=config.max_length, seed=config.seed,
-        save_steps=10**9, save_total_limit=1, trust_remote_code=config.trust_remote_code,
-        allow_pickle=config.allow_pickle,
-    )
-    prefix = f".{name}.building-"
-    with writing(models_dir):
-        models_dir.mkdir(parents=True, exist_ok=True)
-        for abandoned in abandoned_temps(models_dir, prefix):  # a training killed earlier
-            shutil.rmtree(abandoned, ignore_errors=True)
-        building = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=models_dir))
-    started = time.monotonic()
-    try:
-        final = train_seed_policy(config.reference_model, seed_rows, building / "run", train_config,
-                                  progress=progress, cancel=cancel)
-        with writing(models_dir):
-            atomic_write_json(final / "seed.json", {
-                "reference_model": config.reference_model, "reference_fingerprint": reference_fingerprint,
-                "settings": _seed_settings(config), "pair_ids": seed_rows["pair_id"].to_pylist(),
-                "train_seconds": round(time.monotonic() - started, 2)})
-            final.rename(target)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return target, {"path": str(target), "trained_now": True, "seed_pairs": size,
-                    "train_seconds": round(time.monotonic() - started, 2)}
-
-
 @dataclass
 class _Plan:
     source: str
@@ -590,6 +485,8 @@ class _Plan:
 
 
 def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) -> list[_Plan]:
+    from core.seed_policy import ensure_seed_policy, seed_policy_dir
+
     settings = _settings(config, runtime.dtype)
     fingerprints = {}
     if config.reward_model and "external" in config.sources:

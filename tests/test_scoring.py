@@ -318,7 +318,7 @@ def test_a_seed_training_killed_earlier_is_cleared_away_and_a_running_one_is_lef
     import sys
 
     from core.models import model_fingerprint
-    from core.scoring import ensure_seed_policy, seed_policy_dir
+    from core.seed_policy import ensure_seed_policy, seed_policy_dir
     from core.workspace import owner_tag
 
     workspace, dataset = open_workspace(tmp_path, demo_rows(64))

@@ -200,7 +200,7 @@ def prepare(args: argparse.Namespace, shard: Shard, progress: Callable | None, c
     Rank 0 of a sharded run trains the seed policy pi_1 here, before the others score.
     """
     from core.distributed import launcher_hidden, shard_device
-    from core.scoring import prepare_seed_policy
+    from core.seed_policy import prepare_seed_policy
     from core.workspace import Workspace, is_workspace
 
     if args.demo:
