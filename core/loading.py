@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from core.chat_templates import TEMPLATE_FAMILIES, count_rendered_templates
 from core.errors import LoadError
 from core.pairs import (
     Format,
@@ -132,10 +134,25 @@ class LoadReport:
     rejected: Counter = field(default_factory=Counter)
     rejections: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    rendered_templates: dict[str, int] = field(default_factory=dict)
+    """Chat-template family -> loaded pairs whose prompt already carries its markup
+    (core.chat_templates); empty for plain text and ordinary conversations."""
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+    @property
+    def rendered_template(self) -> str | None:
+        """The chat-template family every loaded prompt already carries, else None.
+
+        Scoring takes such text as it is (no second template, no second BOS). When
+        `rendered_templates` is not empty but this is None, only some prompts carry one:
+        decide per text with `core.chat_templates.rendered_template`.
+        """
+        if len(self.rendered_templates) == 1 and sum(self.rendered_templates.values()) == self.loaded > 0:
+            return next(iter(self.rendered_templates))
+        return None
 
     def first_locations(self, per_reason: int = 3) -> dict[str, list[str]]:
         """The first few locations of each rejection reason, for a short summary."""
@@ -175,6 +192,7 @@ class LoadReport:
             "first_locations": self.first_locations(),
             ("rejections" if include_all else "examples"): [asdict(r) for r in listed],
             "warnings": self.warnings,
+            "rendered_templates": self.rendered_templates,
         }
 
     @classmethod
@@ -190,6 +208,7 @@ class LoadReport:
             loaded=data["loaded"],
             rejected=Counter(data.get("rejected", {})),
             warnings=list(data.get("warnings", [])),
+            rendered_templates=dict(data.get("rendered_templates", {})),
         )
         report.rejections = [Rejection(**r) for r in data.get("rejections", data.get("examples", []))]
         return report
@@ -418,8 +437,27 @@ def load_dataset(
     mapped = set(normaliser.columns.values()) if normaliser.columns else set()
     report.extra_columns = [key for key in normaliser.seen_keys if key not in mapped]
     pairs, records_table, numbers = chunks.tables(normaliser.seen_keys)
+    _report_rendered_templates(report, pairs)
     assert report.read == report.loaded + report.rejected_total
     return LoadedDataset(pairs, records_table, report, numbers)
+
+
+def _report_rendered_templates(report: LoadReport, pairs: pa.Table) -> None:
+    """Count the prompts that carry a rendered chat template (conversations: the first message)."""
+    prompts = pairs["prompt"]
+    if report.format == "conversational":
+        prompts = pc.struct_field(pc.list_element(prompts, 0), "content") if len(prompts) else pa.array([], pa.string())
+    report.rendered_templates = count_rendered_templates(prompts)
+    if not report.rendered_templates:
+        return
+    found = ", ".join(f"{family} ({TEMPLATE_FAMILIES[family][0]}) in {count:,}"
+                      for family, count in report.rendered_templates.items())
+    if report.rendered_template is not None:
+        report.warnings.append(f"the prompts already carry a rendered chat template: {found}; such text is "
+                               "scored as written, never templated a second time")
+    else:
+        report.warnings.append(f"{sum(report.rendered_templates.values()):,} of {report.loaded:,} prompts already "
+                               f"carry a rendered chat template ({found}); the others do not")
 
 
 class _ChunkBuilder:

@@ -53,7 +53,7 @@ from core.sources import resolve_source
 WORKSPACE_FILE = "workspace.json"
 WORKSPACE_VERSION = 1
 # Bump when loading would produce different pairs from the same bytes: invalidates caches.
-LOADER_VERSION = 2
+LOADER_VERSION = 3
 WORKSPACE_SUFFIX = ".dmtui"
 
 
