@@ -481,7 +481,7 @@ def rebuild_from_manifest(
             f"the manifest records {recorded['checksum'][:12]}",
             "rebuild needs the exact input; restore it, or make a new export from the current data",
         )
-    load_config = LoadConfig(**recorded["load_config"])
+    load_config = LoadConfig.from_recorded(recorded["load_config"])
     try:
         params = params_from_json(manifest["selection"]["params"])
     except (KeyError, TypeError, ValueError) as error:

@@ -18,7 +18,9 @@ import hashlib
 import json
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 Format = Literal["standard", "conversational"]
 Message = dict[str, str]
@@ -51,6 +53,72 @@ def pair_id(prompt: Field, chosen: Field, rejected: Field) -> str:
     """
     canonical = json.dumps([prompt, chosen, rejected], ensure_ascii=False, separators=(",", ":"))
     return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def pair_ids(prompt: pa.Array, chosen: pa.Array, rejected: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """`pair_id` of every row of three aligned columns (strings, or MESSAGE_TYPE lists):
+    the ids as a string array, and the same 64 bits as uint64 keys (for finding duplicates).
+
+    The canonical JSON text is built by Arrow kernels; only the hash runs once per row.
+    Columns hold no nulls (they are loaded pairs).
+    """
+    canonical = pc.binary_join_element_wise("[", canonical_json(prompt), ",", canonical_json(chosen), ",",
+                                            canonical_json(rejected), "]", "")
+    if isinstance(canonical, pa.ChunkedArray):
+        canonical = canonical.combine_chunks()
+    digests = _blake2b_64(canonical)
+    count = len(canonical)
+    ids = pa.StringArray.from_buffers(count, pa.py_buffer(np.arange(0, 16 * count + 1, 16, dtype=np.int32)),
+                                      pa.py_buffer(digests.hex().encode("ascii")))
+    return ids, np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+
+
+def _blake2b_64(texts: pa.Array) -> bytes:
+    """The 8-byte BLAKE2b digest of each string of `texts`, concatenated."""
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1].tolist()
+    data = memoryview(texts.buffers()[2] or b"")
+    blake2b = hashlib.blake2b
+    return b"".join([blake2b(data[start:end], digest_size=8).digest() for start, end in zip(offsets, offsets[1:])])
+
+
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+_RARE_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"
+_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\x08", "\\b"),
+            ("\x0c", "\\f"))
+
+
+def _json_string_bodies(texts: pa.Array) -> pa.Array:
+    """Each string as `json.dumps(text, ensure_ascii=False)` writes it, without the quotes."""
+    needs = pc.fill_null(pc.match_substring_regex(texts, _NEEDS_ESCAPE), False)
+    if not pc.any(needs).as_py():
+        return texts
+    original = texts.filter(needs)
+    subset = original
+    for raw, escaped in _ESCAPES:
+        subset = pc.replace_substring(subset, raw, escaped)
+    rare = np.flatnonzero(pc.match_substring_regex(original, _RARE_CONTROL).to_numpy(zero_copy_only=False))
+    if rare.size:  # other control characters become \u00XX: few texts hold one
+        values = subset.to_pylist()
+        for position in rare.tolist():
+            values[position] = json.dumps(original[int(position)].as_py(), ensure_ascii=False)[1:-1]
+        subset = pa.array(values, texts.type)
+    return pc.replace_with_mask(texts, needs, subset)
+
+
+def canonical_json(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Each field as compact JSON, as `pair_id` writes it inside its list."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return pc.binary_join_element_wise('"', _json_string_bodies(column.cast(pa.string())), '"', "")
+    messages = pc.list_flatten(column)
+    objects = pc.binary_join_element_wise('{"role":"', _json_string_bodies(pc.struct_field(messages, "role")),
+                                          '","content":"', _json_string_bodies(pc.struct_field(messages, "content")),
+                                          '"}', "")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, objects), ",")
+    return pc.binary_join_element_wise("[", joined, "]", "")
 
 
 def is_conversation(value: Any) -> bool:

@@ -22,9 +22,11 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.errors import LoadError
 
@@ -160,33 +162,155 @@ def _open_binary(spec: SourceSpec) -> io.BufferedIOBase:
 
 def read_json_lines(spec: SourceSpec) -> Iterator[RawRecord]:
     """One record per non-blank line; decoding problems become record errors."""
-    row_index = 0
     with _open_binary(spec) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            location = f"line {line_number}"
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                yield RawRecord(row_index, location, error=("invalid_utf8", f"byte {error.start}: not UTF-8"))
-                row_index += 1
-                continue
-            text = text.rstrip("\r\n")
-            if row_index == 0:
-                text = text.lstrip("\ufeff")
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as error:
-                yield RawRecord(row_index, location, error=("malformed_json", f"column {error.colno}: {error.msg}"))
-            except (ValueError, RecursionError) as error:  # valid JSON that Python will not hold
-                yield RawRecord(row_index, location, error=("malformed_json", _unparsable(error)))
-            else:
-                if SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(value):
-                    yield RawRecord(row_index, location, error=LONE_SURROGATE)
-                else:
-                    yield RawRecord(row_index, location, value=value, raw_json=text)
+        yield from json_line_records(handle, first_line=1, first_row=0)
+
+
+def json_line_records(lines: Iterable[bytes], first_line: int, first_row: int) -> Iterator[RawRecord]:
+    """The records of `lines` (each with its newline), numbered from the given line and row."""
+    row_index = first_row
+    for line_number, line in enumerate(lines, start=first_line):
+        if not line.strip():
+            continue
+        location = f"line {line_number}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield RawRecord(row_index, location, error=("invalid_utf8", f"byte {error.start}: not UTF-8"))
             row_index += 1
+            continue
+        text = text.rstrip("\r\n")
+        if row_index == 0:
+            text = text.lstrip("\ufeff")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            yield RawRecord(row_index, location, error=("malformed_json", f"column {error.colno}: {error.msg}"))
+        except (ValueError, RecursionError) as error:  # valid JSON that Python will not hold
+            yield RawRecord(row_index, location, error=("malformed_json", _unparsable(error)))
+        else:
+            if SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(value):
+                yield RawRecord(row_index, location, error=LONE_SURROGATE)
+            else:
+                yield RawRecord(row_index, location, value=value, raw_json=text)
+        row_index += 1
+
+
+@dataclass(frozen=True)
+class LineBlock:
+    """Whole lines of a JSON lines file, read in one piece."""
+
+    data: bytes
+    first_line: int
+    """Physical line number (1-based) of the block's first line."""
+
+
+@dataclass(frozen=True)
+class ParsedLines:
+    """A block of JSON lines as Arrow read it, checked to be what the per-row reader reads."""
+
+    table: pa.Table
+    lines: np.ndarray
+    """Physical line number of each row."""
+    texts: pa.Array
+    """Each row's text, as `RawRecord.raw_json` holds it."""
+
+
+JSON_BLOCK_BYTES = 16 << 20
+READ_BYTES = 1 << 20
+MAX_ARROW_DEPTH = 64
+"""Python's JSON reader refuses deeper nesting than about a thousand levels; Arrow does not:
+blocks with deeply nested columns are left to the per-row reader, which reports them."""
+_NOT_BLANK = "[^ \t\n\r\x0b\x0c]"
+"""A byte that `bytes.strip()` keeps: a line without one is skipped by both readers."""
+
+
+def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
+    """The file in blocks of whole lines (the last one may lack its newline).
+
+    A read that fails part-way (a truncated or corrupt gzip stream, a disk error) first
+    yields the whole lines read before it, then raises `LoadError` naming the last one,
+    as `guard_reading` does for the per-row reader.
+    """
+    line, data = 1, b""
+    with _open_binary(spec) as handle:
+        while True:
+            try:
+                chunk = handle.read1(READ_BYTES)
+            except (OSError, EOFError, zlib.error) as error:
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    yield LineBlock(data[:cut], line)
+                    line += data.count(b"\n", 0, cut)
+                raise LoadError(
+                    f"{spec.source}: cannot be read after {f'line {line - 1}' if line > 1 else 'the start'} ({error})",
+                    "the file is truncated or damaged; fetch or decompress it again",
+                ) from None
+            data += chunk
+            if chunk and len(data) < JSON_BLOCK_BYTES:
+                continue
+            if not chunk:
+                if data:
+                    yield LineBlock(data, line)
+                return
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield LineBlock(data[:cut], line)
+                line += data.count(b"\n", 0, cut)
+                data = data[cut:]
+
+
+def _line_array(data: bytes) -> pa.Array:
+    """Every line of `data` (its newline included) as one binary array, without a copy."""
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    if not ends.size or ends[-1] != len(data):
+        ends = np.append(ends, len(data))
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines | None:
+    """`block` read by Arrow's multithreaded JSON reader, or None when that would not read
+    it as the per-row reader does (bad JSON or UTF-8, a line holding two objects, huge
+    integers, deep nesting, a role column of another type than `schema` says ...)."""
+    data = block.data
+    if block.first_line == 1 and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # the per-row reader strips the first record's byte-order mark too
+        if not data.split(b"\n", 1)[0].strip():
+            return None  # ... but reads a line holding only the mark as a (malformed) record
+    import pyarrow.json as pa_json
+
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+    try:
+        lines = _line_array(data).cast(pa.string())  # the cast checks that every byte is UTF-8
+        table = pa_json.read_json(pa.BufferReader(data), parse_options=options)
+    except (pa.ArrowException, ValueError, OverflowError):
+        return None
+    if any(_depth(column.type) > MAX_ARROW_DEPTH or _beyond_int64(table[column.name]) for column in table.schema):
+        return None
+    keep = pc.match_substring_regex(lines, _NOT_BLANK)
+    rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+    if rows.size != table.num_rows:
+        return None
+    if rows.size != len(lines):
+        lines = lines.filter(keep)
+    return ParsedLines(table, rows + block.first_line, pc.utf8_rtrim(lines, "\r\n"))
+
+
+def _beyond_int64(column: pa.ChunkedArray) -> bool:
+    """A float column holding a value past int64: perhaps an integer token that Arrow
+    rounded differently from Python (which reads it exactly, then rounds once)."""
+    if not pa.types.is_floating(column.type) or column.null_count == len(column):
+        return False
+    return (pc.max(pc.abs(column)).as_py() or 0) >= 2.0**63
+
+
+def _depth(data_type: pa.DataType) -> int:
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return 1 + _depth(data_type.value_type)
+    if pa.types.is_struct(data_type):
+        return 1 + max((_depth(data_type.field(i).type) for i in range(data_type.num_fields)), default=0)
+    return 0
 
 
 def _unparsable(error: ValueError | RecursionError) -> str:
@@ -336,20 +460,24 @@ def read_arrow_table(spec: SourceSpec, split: str | None) -> pa.Table:
     return loaded.with_format("arrow")[:]
 
 
-def iter_arrow_records(table: pa.Table, chunk_rows: int = 8192) -> Iterator[RawRecord]:
-    """Records of an Arrow table, converted to Python a chunk at a time.
+def iter_arrow_records(table: pa.Table, first_row: int = 0, rows: np.ndarray | None = None,
+                       chunk_rows: int = 8192) -> Iterator[RawRecord]:
+    """Records of an Arrow table (or of its `rows`), converted to Python a chunk at a time;
+    row k of `table` is source row ``first_row + k``.
 
     Arrow does not check that string cells are UTF-8 when it reads them; a chunk that
     will not convert is redone row by row, and each row that fails is an error record.
     """
-    for start in range(0, table.num_rows, chunk_rows):
-        chunk = table.slice(start, chunk_rows)
+    positions = np.arange(table.num_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+    for start in range(0, len(positions), chunk_rows):
+        batch = positions[start:start + chunk_rows]
+        chunk = table.take(pa.array(batch)) if rows is not None else table.slice(start, chunk_rows)
         try:
             values = chunk.to_pylist()
         except UnicodeDecodeError:
             values = None
-        for offset in range(chunk.num_rows):
-            index = start + offset
+        for offset, position in enumerate(batch.tolist()):
+            index = first_row + position
             if values is not None:
                 yield RawRecord(index, f"row {index}", value=values[offset])
                 continue
@@ -359,6 +487,32 @@ def iter_arrow_records(table: pa.Table, chunk_rows: int = 8192) -> Iterator[RawR
                 yield RawRecord(index, f"row {index}", error=("invalid_utf8", f"a string cell: {error.reason}"))
             else:
                 yield RawRecord(index, f"row {index}", value=value)
+
+
+def read_delimited_arrow(spec: SourceSpec) -> pa.Table | None:
+    """A CSV/TSV file as one table of strings, read by Arrow's multithreaded reader, or
+    None when Arrow would not read it as `read_delimited` does (a row of another width,
+    bytes that are not UTF-8, a header that names a column twice ...)."""
+    import pyarrow.csv as pa_csv
+
+    with _open_binary(spec) as binary:
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        try:
+            header = next(csv.reader(text, delimiter="\t" if spec.kind == "tsv" else ","), None)
+        except csv.Error:
+            return None
+    if not header or len(set(header)) != len(header) or any(_has_surrogates(name) for name in header):
+        return None
+    try:
+        table = pa_csv.read_csv(
+            pa.input_stream(str(spec.path), compression="gzip" if spec.compressed else None),
+            parse_options=pa_csv.ParseOptions(delimiter="\t" if spec.kind == "tsv" else ",", newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(column_types={name: pa.string() for name in header},
+                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowException, OSError, EOFError, zlib.error, ValueError):
+        return None
+    return table if table.column_names == header else None
 
 
 def guard_reading(spec: SourceSpec, records: Iterator[RawRecord]) -> Iterator[RawRecord]:

@@ -199,7 +199,9 @@ def _export_pairs(path: Path) -> tuple[list[Pair], dict[str, Any]]:
                          "the export is incomplete; write it again with `dmtui export`")
     loaded = load_dataset(str(data_path), LoadConfig(prompt_col=columns.get("prompt"),
                                                      chosen_col=columns.get("chosen"),
-                                                     rejected_col=columns.get("rejected")))
+                                                     rejected_col=columns.get("rejected"),
+                                                     system_col=columns.get("system"),
+                                                     keep_role_text=manifest["input"].get("format") == "standard"))
     expected = manifest.get("counts", {}).get("selected")
     if loaded.report.rejected_total or (expected is not None and loaded.report.loaded != expected):
         reasons = ", ".join(f"{n} {reason}" for reason, n in loaded.report.rejected.items()) or "none rejected"

@@ -53,7 +53,7 @@ from core.sources import resolve_source
 WORKSPACE_FILE = "workspace.json"
 WORKSPACE_VERSION = 1
 # Bump when loading would produce different pairs from the same bytes: invalidates caches.
-LOADER_VERSION = 3
+LOADER_VERSION = 4
 WORKSPACE_SUFFIX = ".dmtui"
 
 
@@ -399,7 +399,7 @@ class Workspace:
                     "use the dmtui release that made it, or start a new workspace",
                 )
             recorded = DatasetRef(**data["dataset"])
-            load_config = LoadConfig(**data["load_config"])
+            load_config = LoadConfig.from_recorded(data["load_config"])
         except FileNotFoundError as error:
             raise WorkspaceError(f"{root} is not a dmtui workspace (no {WORKSPACE_FILE})") from error
         except (ValueError, KeyError, TypeError) as error:  # ValueError: bad JSON or bad UTF-8

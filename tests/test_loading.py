@@ -262,7 +262,9 @@ def test_implicit_prompt_text(tmp_path):
     rows = [
         {"chosen": "Human: hi\n\nAssistant: good day", "rejected": "Human: hi\n\nAssistant: go away", "id": 7},
     ]
-    loaded = load(write_jsonl(tmp_path / "i.jsonl", rows))
+    # Role-marked text becomes a conversation by default (issue 13); kept, it is the same
+    # split as text, the prompt ending at the last assistant marker.
+    loaded = load(write_jsonl(tmp_path / "i.jsonl", rows), keep_role_text=True)
     assert loaded.report.prompt_style == "implicit"
     assert loaded.report.columns == {"chosen": "chosen", "rejected": "rejected"}
     pair = loaded.pairs.to_pylist()[0]
@@ -272,6 +274,9 @@ def test_implicit_prompt_text(tmp_path):
     assert pair["prompt"] + pair["chosen"] == rows[0]["chosen"]
     assert pair["prompt"] + pair["rejected"] == rows[0]["rejected"]
     assert loaded.report.extra_columns == ["id"]
+    conversation = load(write_jsonl(tmp_path / "i.jsonl", rows)).pairs.to_pylist()[0]
+    assert (conversation["prompt"], conversation["chosen"], conversation["rejected"]) == (
+        [u("hi")], [a("good day")], [a("go away")])
 
 
 def test_implicit_prompt_conversation(tmp_path):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from core.errors import DmtuiError
-from core.loading import LoadConfig, _ChunkBuilder, load_dataset
+import core.pair_builder
+import core.sources
+from core.loading import LoadConfig, load_dataset
 from core.margin_sources import MarginSpec, resolve_margins
 from core.workspace import Workspace
 
@@ -32,7 +34,8 @@ def expected(count):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(_ChunkBuilder, "CHUNK_ROWS", 16)  # 100 rows load as 7 chunks
+    monkeypatch.setattr(core.pair_builder, "CHUNK_ROWS", 16)  # 100 rows load as 7 chunks
+    monkeypatch.setattr(core.sources, "JSON_BLOCK_BYTES", 2048)  # and as blocks of about 16 lines
 
 
 def test_margins_from_json_columns_across_chunks_and_a_reopened_cache(tmp_path, small_chunks):

@@ -12,7 +12,16 @@ from rich.markup import escape
 
 from core.errors import DmtuiError
 
-stderr_console = Console(stderr=True, highlight=False)
+stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def report_console() -> Console:
+    """A console for reports on stdout: wrapped to a terminal's width, never hard-wrapped
+    when piped (a pipe has no width; lines stay whole for grep and for files)."""
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 10_000  # tables at their natural width, not squeezed into 80 columns
+    return console
 
 
 def print_error(error: DmtuiError) -> None:
@@ -46,6 +55,11 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True
     group.add_argument("--prompt-col", metavar="COL", help="column holding the prompt")
     group.add_argument("--chosen-col", metavar="COL", help="column holding the chosen response")
     group.add_argument("--rejected-col", metavar="COL", help="column holding the rejected response")
+    group.add_argument("--system-col", metavar="COL",
+                       help="column holding a system message put before the prompt (default: system, when present)")
+    group.add_argument("--keep-role-text", action="store_true",
+                       help="keep role-marked text (HH-RLHF Human:/Assistant: ...) as text, split at its last "
+                       "assistant turn, instead of turning it into conversations")
     group.add_argument("--split", default=None, help="split of a hub or save_to_disk dataset (default: train)")
     group.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
     group.add_argument(
@@ -65,6 +79,8 @@ def load_config_from_args(args: argparse.Namespace):
         prompt_col=args.prompt_col,
         chosen_col=args.chosen_col,
         rejected_col=args.rejected_col,
+        system_col=args.system_col,
+        keep_role_text=args.keep_role_text,
         split=args.split,
         strict=args.strict,
         max_field_chars=args.max_field_chars or defaults.max_field_chars,

@@ -11,6 +11,7 @@ from rich.markup import escape
 from dmtui.headless.common import (
     add_dataset_arguments,
     load_config_from_args,
+    report_console,
     stderr_console,
 )
 
@@ -19,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
         help="print the load report of a dataset or workspace",
-        description="Load a dataset (or a workspace's dataset) and report the format, the counts and every "
-        "rejected row's reason. Exits 1 when no usable pair is left.",
+        description="Load a dataset (or a workspace's dataset) and report its shape, how each prompt was found, "
+        "the counts and every rejected row's reason. Exits 1 when no usable pair is left.",
     )
     add_dataset_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.errors import DmtuiError
     from core.loading import load_dataset
+    from core.shapes import MissingColumnsError
     from core.workspace import Workspace, is_workspace
 
     try:
@@ -40,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
             loaded = load_dataset(args.data, load_config_from_args(args), progress=_progress_printer())
     except DmtuiError as error:  # LoadError, or WorkspaceError for a workspace whose dataset changed
         if args.json:
-            print(json.dumps({"source": args.data, "read": 0, "loaded": 0, "rejected": {}, "error": str(error)}))
+            facts = {"required_columns": error.required, "file_columns": error.found,
+                     "suggested_mapping": error.suggestion} if isinstance(error, MissingColumnsError) else {}
+            print(json.dumps({"source": args.data, "read": 0, "loaded": 0, "rejected": {}, "error": str(error),
+                              **facts}))
         raise
     report = loaded.report
     if args.json:
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print_report(report, show_all=args.all)
     if report.loaded == 0:
         if not args.json:
+            sys.stdout.flush()  # the report, then the error on a line of its own
             stderr_console.print(f"[bold red]error:[/] no usable pairs in {escape(report.source)}; "
                                  f"{escape(report.nothing_usable_hint())}")
         return 1
@@ -67,15 +73,42 @@ def _progress_printer():
 
 
 def print_report(report, show_all: bool = False) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from core.chat_templates import TEMPLATE_FAMILIES
+    from core.load_report import SHAPES
+    from core.roles import BY_NAME
+    from core.shapes import PROMPT_RULES
+
+    console = report_console()
     style = "implicit prompt" if report.prompt_style == "implicit" else "explicit prompt"
     console.print(f"[bold]{escape(report.source)}[/]  ({report.source_kind}, {report.format or 'unknown format'}, {style})")
-    mapping = " ".join(f"{role}={column}" for role, column in report.columns.items())
+    if report.shape:
+        console.print(f"shape: {SHAPES.get(report.shape, report.shape)}", markup=False)
+    guessed = set(report.guessed_columns)
+    mapping = " ".join(f"{role}={column}{' (by its name)' if role in guessed else ''}"
+                       for role, column in report.columns.items())
     kept = f"; kept: {', '.join(report.extra_columns)}" if report.extra_columns else ""
     console.print(f"columns: {mapping}{kept}", markup=False)
+    if report.role_markers:
+        label = BY_NAME[report.role_markers].label if report.role_markers in BY_NAME else report.role_markers
+        console.print(f"role markers: {label} -> {report.role_text}: {report.role_text_reason}", markup=False)
+    if report.rendered_templates:
+        found = ", ".join(f"{TEMPLATE_FAMILIES[family][0]} in {count:,}"
+                          for family, count in report.rendered_templates.items())
+        console.print(f"rendered chat template: {found} (scored as written)", markup=False)
+    if set(report.prompt_rules) - {"prompt_column"}:
+        console.print("prompts found by:")
+        for rule, count in report.prompt_rules.items():
+            console.print(f"  {count:>9,}  {PROMPT_RULES.get(rule, rule)}", markup=False)
+            for example in report.prompt_examples.get(rule, []):
+                console.print(f"             {example['location']}: prompt ends {_quoted(example['prompt_end'], -1)}"
+                              f" | chosen {_quoted(example['chosen_start'])}"
+                              f" | rejected {_quoted(example['rejected_start'])}", markup=False)
+    if report.score_columns:
+        chosen_col, rejected_col = report.score_columns[0]
+        console.print(f"scores: {chosen_col} / {rejected_col} (use --margin external={chosen_col},{rejected_col})",
+                      markup=False)
     console.print(
         f"read [bold]{report.read:,}[/]   loaded [bold green]{report.loaded:,}[/]   "
         f"rejected [bold {'red' if report.rejected_total else 'green'}]{report.rejected_total:,}[/]"
@@ -94,3 +127,9 @@ def print_report(report, show_all: bool = False) -> None:
             console.print(rejection.describe(report.source), markup=False)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def _quoted(text: str, keep: int = 1, width: int = 40) -> str:
+    """Text as a short JSON string (newlines visible), cut to `width` from the end that matters."""
+    cut = text if len(text) <= width else ("…" + text[-width:] if keep < 0 else text[:width] + "…")
+    return json.dumps(cut, ensure_ascii=False)

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from core.distributed import Shard
 
 SOURCE_NAMES = ("external", "implicit", "ifd")
-DEMO_DATA = Path(__file__).resolve().parents[2] / "sample_data" / "demo" / "pairs.jsonl"
 DEMO_SEED_LR = 1e-4
 """Seed DPO learning rate for the tiny demo models (the paper's 5e-7 barely moves them)."""
 
@@ -117,9 +116,9 @@ def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
     from core.demo.models import DemoModelsConfig, ensure_demo_models
 
     if args.data is None:
-        if not DEMO_DATA.is_file():
-            raise DmtuiError(f"the demo dataset is not at {DEMO_DATA}", "pass DATA, or run `dmtui demo generate`")
-        args.data = str(DEMO_DATA)
+        from core.sample_data import demo_dataset
+
+        args.data = str(demo_dataset())
     models = ensure_demo_models(DemoModelsConfig(), progress=progress)
     args.reward_model = args.reward_model or str(models.reward)
     args.reference_model = args.reference_model or str(models.policy)

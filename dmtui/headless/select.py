@@ -89,10 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict, sources: list[str]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from dmtui.headless.common import report_console
+
+    console = report_console()
     params, counts = summary["params"], summary["counts"]
     what = params["mode"] + (f" of {params['source']}" if params["mode"] in ("top", "mid", "bot") else "")
     console.print(f"[bold]{what}[/], budget {params['budget']} -> [bold green]{counts['selected']:,}[/] of "

@@ -1,0 +1,234 @@
+"""The fast import (Arrow's readers, vectorised checks and hashing) loads exactly what the
+per-row path loads: the same pairs and pair_ids, records, numbers and report, rejections
+with the same reasons and locations, whatever the file holds."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import core.loading
+import core.shapes
+import core.pair_builder
+import core.sources
+from core.errors import LoadError
+from core.loading import LoadConfig, load_dataset
+from core.pairs import pair_id
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "sample_data" / "demo" / "pairs.jsonl"
+DEMO_IDS_SHA256 = "24da6bdf6ad7764a050a51701f83162ab4a96d92680141dce929c91021d194bb"
+"""SHA-256 of the demo dataset's pair_ids, one a line, as the loader before the fast
+import produced them (main 3c092de): scores and annotations of existing workspaces stay."""
+# A longer hunt: DMTUI_FUZZ_EXAMPLES=2000 pytest tests/test_fast_import.py
+FUZZ = settings(max_examples=int(os.environ.get("DMTUI_FUZZ_EXAMPLES", "120")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def both_paths(path: Path, monkeypatch, **config):
+    """(per-row result, fast result), each a LoadedDataset or the LoadError message."""
+    results = []
+    for fast in (False, True):
+        monkeypatch.setattr(core.loading, "FAST_IMPORT", fast)
+        try:
+            results.append(load_dataset(str(path), LoadConfig(**config)))
+        except LoadError as error:
+            results.append(str(error))
+    return results
+
+
+def comparable(loaded) -> object:
+    if isinstance(loaded, str):
+        return loaded
+    numbers = None
+    if loaded.numbers is not None:
+        numbers = {name: [None if v is None else ("nan" if math.isnan(v) else v)
+                          for v in loaded.numbers[name].to_pylist()] for name in loaded.numbers.column_names}
+    return {"pairs": loaded.pairs.to_pylist(), "records": loaded.records.to_pylist(),
+            "record_columns": loaded.records.column_names, "numbers": numbers,
+            "report": loaded.report.to_json(include_all=True)}
+
+
+def assert_same(path: Path, monkeypatch, **config) -> None:
+    slow, fast = both_paths(path, monkeypatch, **config)
+    assert comparable(fast) == comparable(slow)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of a few lines and chunks of a few rows, so that a small file spans many."""
+    monkeypatch.setattr(core.sources, "JSON_BLOCK_BYTES", 512)
+    monkeypatch.setattr(core.loading, "RETRY_BLOCK_BYTES", 128)
+    monkeypatch.setattr(core.pair_builder, "CHUNK_ROWS", 4)
+
+
+def test_the_demo_data_keeps_its_pair_ids(monkeypatch):
+    slow, fast = both_paths(DEMO, monkeypatch)
+    assert comparable(fast) == comparable(slow)
+    ids = fast.pairs["pair_id"].to_pylist()
+    assert hashlib.sha256("\n".join(ids).encode()).hexdigest() == DEMO_IDS_SHA256
+    assert ids[:50] == [pair_id(p["prompt"], p["chosen"], p["rejected"]) for p in fast.pairs.slice(0, 50).to_pylist()]
+
+
+def u(text):
+    return {"role": "user", "content": text}
+
+
+def a(text):
+    return {"role": "assistant", "content": text}
+
+
+texts = st.text(max_size=6) | st.sampled_from(["", " ", "\u3000", "\x1c", "a\nb", 'q"uote\\', "\x01", "日本",
+                                                "2020-01-01", "Human: hi", "### Response:"])
+numbers = st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.booleans()
+fields = (texts | st.none() | st.lists(st.builds(lambda r, c: {"role": r, "content": c}, texts, texts), max_size=2)
+          | numbers)
+records = st.fixed_dictionaries({}, optional={"prompt": fields, "chosen": fields, "rejected": fields,
+                                              "score": numbers | st.none() | texts, "id": st.integers(0, 5)})
+good = st.builds(lambda p, c, r, s: {"prompt": p, "chosen": c, "rejected": r, "score": s},
+                 st.sampled_from(["2+2?", "hi", "Say hi"]), st.sampled_from(["4", "hello", "x y"]),
+                 st.sampled_from(["5", "go", "z"]), st.integers(-3, 3) | st.floats(-2, 2))
+lines = st.one_of(good.map(json.dumps), good.map(json.dumps), records.map(json.dumps),
+                  st.sampled_from(["", "   ", "{bad", "[1, 2]", '"text"', '{"prompt": "p", "chosen": NaN}',
+                                   '{"prompt":"p","chosen":"a","rejected":"b","prompt":"q"}',
+                                   '{"prompt": "p", "chosen": "a", "rejected": "b"} {"x": 1}',
+                                   '{"prompt": "p", "chosen": "a\\ud800", "rejected": "b"}',
+                                   '{"prompt": "p", "chosen": "a", "rejected": "b", "big": 123456789012345678901}',
+                                   '{"prompt": "2020-01-02", "chosen": "a", "rejected": "b"}']),
+                  st.binary(max_size=8).map(lambda b: b.replace(b"\n", b"").decode("latin-1")))
+
+
+@FUZZ
+@given(body=st.lists(lines, min_size=1, max_size=14), crlf=st.booleans(), bom=st.booleans(), strict=st.booleans())
+def test_json_lines_load_alike_on_both_paths(tmp_path, monkeypatch, small_blocks, body, crlf, bom, strict):
+    text = ("\r\n" if crlf else "\n").join(body) + "\n"
+    path = tmp_path / "d.jsonl"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "surrogatepass"))
+    assert_same(path, monkeypatch, strict=strict)
+
+
+conversation_rows = st.lists(
+    st.builds(lambda p, c, r: {"prompt": [u(p)], "chosen": [a(c)], "rejected": [a(r)]},
+              st.sampled_from(["hi", "2+2?", " "]), texts, texts)
+    | st.builds(lambda p, c, r: {"prompt": p, "chosen": [u(p), a(c)], "rejected": [u(p), a(r)]},
+                st.sampled_from(["hi", "2+2?"]), texts, texts)
+    | records, min_size=1, max_size=10)
+
+
+@FUZZ
+@given(rows=conversation_rows)
+def test_conversations_load_alike_on_both_paths(tmp_path, monkeypatch, small_blocks, rows):
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert_same(path, monkeypatch)
+
+
+csv_cells = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5) \
+    | st.sampled_from(["", " ", "a,b", 'say "hi"', "two\nlines", "2+2?"])
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(csv_cells, csv_cells, csv_cells, csv_cells), min_size=1, max_size=10),
+       tsv=st.booleans())
+def test_csv_loads_alike_on_both_paths(tmp_path, monkeypatch, small_blocks, rows, tsv):
+    path = tmp_path / ("d.tsv" if tsv else "d.csv")
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t" if tsv else ",")
+        writer.writerow(["prompt", "chosen", "rejected", "note"])
+        writer.writerows(rows)
+    assert_same(path, monkeypatch)
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(texts | st.none(), texts | st.none(), texts | st.none()), min_size=1, max_size=10))
+def test_parquet_loads_alike_on_both_paths(tmp_path, monkeypatch, small_blocks, rows):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"prompt": [r[0] for r in rows], "chosen": [r[1] for r in rows],
+                             "rejected": [r[2] for r in rows], "n": list(range(len(rows)))}), path)
+    assert_same(path, monkeypatch)
+
+
+def test_a_bad_line_sends_only_its_neighbourhood_down_the_per_row_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(core.sources, "JSON_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(core.loading, "RETRY_BLOCK_BYTES", 256)
+    rows = [json.dumps({"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"}) for i in range(300)]
+    rows[150] = "{broken"
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    per_row = []
+    original = core.pair_builder.PairBuilder.add_record
+    monkeypatch.setattr(core.pair_builder.PairBuilder, "add_record",
+                        lambda self, record: (per_row.append(record.row_index), original(self, record))[1])
+    loaded = load_dataset(str(path))
+    assert (loaded.report.loaded, dict(loaded.report.rejected)) == (299, {"malformed_json": 1})
+    assert loaded.report.rejections[0].location == "line 151"
+    assert 150 in per_row and len(per_row) < 20  # the rest went through Arrow
+
+
+def test_gzip_json_lines_use_the_fast_path_and_agree(tmp_path, monkeypatch, small_blocks):
+    rows = [{"prompt": f"q{i % 7}", "chosen": f"a{i % 5}", "rejected": f"b{i}", "s": i / 3} for i in range(60)]
+    path = tmp_path / "d.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    assert_same(path, monkeypatch)
+
+
+def test_strict_stops_at_the_same_row_on_both_paths(tmp_path, monkeypatch, small_blocks):
+    rows = [json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"}) for i in range(20)]
+    rows[12] = rows[3]  # a duplicate before the bad row
+    rows[15] = '{"prompt": "q", "chosen": null, "rejected": "b"}'
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    slow, fast = both_paths(path, monkeypatch, strict=True)
+    assert fast == slow and "line 13" in fast and "duplicate_pair" in fast
+
+
+def test_big_and_tied_numbers_are_read_as_python_reads_them(tmp_path, monkeypatch):
+    rows = ['{"prompt": "p%d", "chosen": "a", "rejected": "b", "m": %s}' % (i, value)
+            for i, value in enumerate(["123456789012345678901", "0.1", "1e300", "-0.0", "9007199254740993"])]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    slow, fast = both_paths(path, monkeypatch)
+    assert fast.numbers["m"].to_pylist() == slow.numbers["m"].to_pylist() == [
+        float(123456789012345678901), 0.1, 1e300, -0.0, float(9007199254740993)]
+
+
+def test_reading_a_json_line_block_in_pieces_keeps_line_numbers(tmp_path):
+    spec = core.sources.resolve_source(str(_write(tmp_path / "d.jsonl", "\n\n".join(['{"a": 1}'] * 5) + "\n")))
+    blocks = list(core.sources.read_line_blocks(spec))
+    parsed = core.sources.parse_json_block(blocks[0], None)
+    assert parsed.lines.tolist() == [1, 3, 5, 7, 9]
+    assert parsed.texts.to_pylist() == ['{"a": 1}'] * 5
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_fast_import_needs_no_python_object_per_clean_row(tmp_path, monkeypatch):
+    """Clean rows never reach the per-row normaliser."""
+    rows = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(2000)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+    original = core.shapes.RowNormaliser.normalise
+    monkeypatch.setattr(core.shapes.RowNormaliser, "normalise",
+                        lambda self, value, location: (calls.append(location), original(self, value, location))[1])
+    loaded = load_dataset(str(path))
+    assert loaded.report.loaded == 2000 and calls == []
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    (tmp_path / "d.parquet").write_bytes(buffer.getvalue())
+    assert load_dataset(str(tmp_path / "d.parquet")).report.loaded == 2000 and calls == []
