@@ -193,3 +193,101 @@ def test_save_to_disk_split_option(tmp_path):
     assert (data["source_kind"], data["loaded"]) == ("save_to_disk", 1)
     missing = dmtui("info", folder, "--split", "dev")
     assert missing.returncode == 1 and "no split named 'dev'" in missing.stderr
+
+
+def test_wrong_column_names_are_named_with_what_the_file_has(tmp_path):
+    rows = [{"question": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in ROWS]
+    path = write_lines(tmp_path / "qa.jsonl", [json.dumps(r) for r in rows])
+    result = dmtui("info", path)
+    assert result.returncode == 1
+    assert ("needs prompt/chosen/rejected; the file has: question, good, bad; "
+            "pass --prompt-col question --chosen-col good --rejected-col bad") in result.stderr
+    data = json.loads(dmtui("info", path, "--json").stdout)
+    assert data["file_columns"] == ["question", "good", "bad"]
+    assert data["suggested_mapping"] == {"prompt": "question", "chosen": "good", "rejected": "bad"}
+
+
+def test_the_report_then_the_error_each_on_its_own_line(tmp_path):
+    path = write_lines(tmp_path / "bad.jsonl", ['{"a": 1}', '{"b": 2}', "{broken"])
+    env = dict(os.environ, COLUMNS="80", NO_COLOR="1", TERM="dumb")
+    result = subprocess.run([sys.executable, "-m", "dmtui", "info", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=120, env=env)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1
+    assert lines[-2].startswith("malformed_json") and lines[-1].startswith("error: no usable pairs")
+
+
+def test_piped_reports_are_not_hard_wrapped_at_80_columns(tmp_path):
+    long_name = "a_rather_long_column_name_" * 4
+    rows = [dict(r, **{long_name: 1}) for r in ROWS] + [{"prompt": "p" * 200, "chosen": None, "rejected": "r"}]
+    path = write_lines(tmp_path / ("d" * 60 + ".jsonl"), [json.dumps(r) for r in rows])
+    env = dict(os.environ, NO_COLOR="1", TERM="dumb")
+    env.pop("COLUMNS", None)
+    result = subprocess.run([sys.executable, "-m", "dmtui", "info", str(path), "--all"], capture_output=True,
+                            text=True, timeout=120, env=env)
+    out = result.stdout
+    assert any(line.startswith("columns:") and line.endswith(f"kept: meta, {long_name}")
+               for line in out.splitlines())  # on one line, though far past 80 columns
+    assert any(line.endswith("column 'chosen': null_field: null") and len(line) > 80 for line in out.splitlines())
+
+
+def test_all_lists_every_rejected_row(tmp_path):
+    lines = [json.dumps(ROWS[0])] + [f'{{"prompt": "p{i}", "chosen": null, "rejected": "r"}}' for i in range(40)]
+    path = write_lines(tmp_path / "many.jsonl", lines)
+    listed = [line for line in dmtui("info", path, "--all").stdout.splitlines() if ": null_field: " in line]
+    assert len(listed) == 40 and listed[-1].startswith(f"{path}:line 41")
+    assert len(json.loads(dmtui("info", path, "--all", "--json").stdout)["rejections"]) == 40
+
+
+def test_info_on_a_workspace_summarises_scores_annotations_exports_and_runs(tmp_path):
+    import pyarrow as pa
+
+    from core.annotations import AnnotationStore
+    from core.scores import ScoreStore
+    from core.workspace import Workspace
+
+    rows = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}", "m": i} for i in range(6)]
+    data = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])
+    root = tmp_path / "d.dmtui"
+    workspace = Workspace.create(root, str(data))
+    ids = workspace.load().pairs["pair_id"].to_pylist()
+    store = ScoreStore(workspace.scores_dir, "external", "fp0001")
+    store.write_meta({"models": {"reward": "/models/rm"}, "updated_at": 1.0})
+    store.append(pa.table({"pair_id": ids[:4], "margin": [1.0, 2.0, 3.0, 4.0]}))
+    with AnnotationStore(workspace.annotations_path) as notes:
+        notes.update(ids[0], flag="toxic", note="rude")
+        notes.update(ids[1], excluded=True)
+        notes.update("0123456789abcdef", swapped=True)
+    exported = dmtui("export", data, "--margin", "ext=m", "--budget", "2", "--out", root / "exports" / "first")
+    assert exported.returncode == 0, exported.stderr
+    (root / "runs" / "r1").mkdir(parents=True)
+    (root / "runs" / "r1" / "run.json").write_text(json.dumps({"outcome": {"status": "done", "step": 12,
+                                                                         "summary": {"train_loss": 0.5}}}))
+    (root / "runs" / "broken").mkdir()
+
+    summary = json.loads(dmtui("info", root, "--json").stdout)["workspace"]
+    assert [(t["source"], t["scored"], t["pairs"], t["models"]) for t in summary["scores"]] == [
+        ("external", 4, 6, {"reward": "/models/rm"})]
+    assert summary["annotations"] == {"annotated": 3, "flags": {"toxic": 1}, "excluded": 1, "swapped": 1, "notes": 1,
+                                      "not_in_data": 1}
+    assert [(e["name"], e["mode"], e["selected"], e["of"]) for e in summary["exports"]] == [("first", "dm-mul", 2, 6)]
+    assert summary["runs"][0] == {"name": "broken", "unreadable": summary["runs"][0]["unreadable"]}
+    assert summary["runs"][1] == {"name": "r1", "status": "done", "step": 12, "train_loss": 0.5}
+    human = dmtui("info", root).stdout
+    assert "scores external (fp0001): 4 of 6 pairs; reward /models/rm" in human
+    assert "annotations: 3 pairs (1 toxic; 1 excluded, 1 swapped, 1 with a note; 1 for pairs no longer in the data)" \
+        in human
+    assert "export first: created" in human and "mode dm-mul" in human and "run r1: status done, step 12" in human
+
+
+def test_select_output_is_not_hard_wrapped_either(tmp_path):
+    """`select` prints through the same report console as `info`."""
+    column = "margin_from_a_reward_model_with_a_long_descriptive_name_" * 2
+    rows = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}", column: i} for i in range(10)]
+    data = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])
+    env = dict(os.environ, NO_COLOR="1", TERM="dumb")
+    env.pop("COLUMNS", None)
+    result = subprocess.run([sys.executable, "-m", "dmtui", "select", str(data), "--margin", f"ext={column}",
+                             "--budget", "3"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert any(column in line and len(line) > 80 for line in result.stdout.splitlines()), result.stdout

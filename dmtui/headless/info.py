@@ -35,9 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from core.shapes import MissingColumnsError
     from core.workspace import Workspace, is_workspace
 
+    workspace = None
     try:
         if is_workspace(args.data):
-            loaded = Workspace.open(args.data).load()
+            workspace = Workspace.open(args.data)
+            loaded = workspace.load()
         else:
             loaded = load_dataset(args.data, load_config_from_args(args), progress=_progress_printer())
     except DmtuiError as error:  # LoadError, or WorkspaceError for a workspace whose dataset changed
@@ -48,10 +50,18 @@ def run(args: argparse.Namespace) -> int:
                               **facts}))
         raise
     report = loaded.report
+    summary = None
+    if workspace is not None:
+        from core.workspace_summary import summarise
+
+        summary = summarise(workspace, loaded.pairs["pair_id"])
     if args.json:
-        print(json.dumps(report.to_json(include_all=args.all), ensure_ascii=False))
+        print(json.dumps({**report.to_json(include_all=args.all), **({"workspace": summary} if summary else {})},
+                         ensure_ascii=False))
     else:
         print_report(report, show_all=args.all)
+        if summary is not None:
+            print_workspace(summary)
     if report.loaded == 0:
         if not args.json:
             sys.stdout.flush()  # the report, then the error on a line of its own
@@ -127,6 +137,34 @@ def print_report(report, show_all: bool = False) -> None:
             console.print(rejection.describe(report.source), markup=False)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def print_workspace(summary: dict) -> None:
+    """Scores, annotations, exports and runs of a workspace, a line each."""
+    console = report_console()
+    console.print(f"[bold]workspace[/] {escape(summary['workspace'])}")
+    for table in summary["scores"] or [None]:
+        if table is None:
+            console.print("  scores: none yet (dmtui score)")
+            continue
+        models = ", ".join(f"{role} {path}" for role, path in table["models"].items())
+        console.print(f"  scores {table['source']} ({table['fingerprint']}): {table['scored']:,} of "
+                      f"{table['pairs']:,} pairs; {models or 'no models recorded'}; updated {table['updated']}",
+                      markup=False)
+    notes = summary["annotations"]
+    if notes["annotated"]:
+        flags = ", ".join(f"{count:,} {flag}" for flag, count in notes["flags"].items()) or "no flags"
+        gone = f"; {notes['not_in_data']:,} for pairs no longer in the data" if notes["not_in_data"] else ""
+        console.print(f"  annotations: {notes['annotated']:,} pairs ({flags}; {notes['excluded']:,} excluded, "
+                      f"{notes['swapped']:,} swapped, {notes['notes']:,} with a note{gone})", markup=False)
+    else:
+        console.print("  annotations: none")
+    for kind, entries in (("export", summary["exports"]), ("run", summary["runs"])):
+        if not entries:
+            console.print(f"  {kind}s: none")
+        for entry in entries:
+            details = ", ".join(f"{key} {value}" for key, value in entry.items() if key != "name" and value is not None)
+            console.print(f"  {kind} {entry['name']}: {details}", markup=False)
 
 
 def _quoted(text: str, keep: int = 1, width: int = 40) -> str:
