@@ -34,7 +34,7 @@ class CleanRows:
     prompt: pa.Array
     chosen: pa.Array
     rejected: pa.Array
-    """The three columns at the clean rows, in the pair table's types."""
+    """The three columns at the clean rows, in the pair table's types (perhaps chunked)."""
 
 
 def table_format(table: pa.Table, roles: dict[str, str]) -> Format | None:
@@ -66,17 +66,15 @@ def clean_rows(table: pa.Table, roles: dict[str, str], fmt: Format, max_chars: i
     """The rows whose three fields are valid, within `max_chars`, with differing responses
     and (standard) a prompt without role markers (those are parsed per row)."""
     columns = [table[roles["prompt"]], table[roles["chosen"]], table[roles["rejected"]]]
-    columns = [column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column for column in columns]
     if fmt == "standard":
         columns = [column.cast(pa.string()) for column in columns]
-        ok = np.ones(table.num_rows, dtype=bool)
-        for column in columns:
-            ok &= _true(pc.is_valid(column)) & _true(pc.match_substring_regex(column, _HAS_TEXT))
-            ok &= _true(pc.less_equal(pc.utf8_length(column), max_chars))
-        ok &= ~_true(pc.equal(columns[1], columns[2]))
-        ok &= ~_true(pc.match_substring_regex(columns[0], ANY_MARKER))
-        picked = [column.filter(pa.array(ok)) for column in columns]
-        return CleanRows(ok, fmt, *picked)
+        checks = [pc.not_equal(columns[1], columns[2]), pc.invert(pc.match_substring_regex(columns[0], ANY_MARKER))]
+        for column in columns:  # a null field makes every check on it null, which counts as failed
+            checks += [pc.match_substring_regex(column, _HAS_TEXT), pc.less_equal(pc.utf8_length(column), max_chars)]
+        keep = pc.fill_null(_all(checks), False)
+        ok = _true(keep)
+        return CleanRows(ok, fmt, *(column.filter(keep) for column in columns))
+    columns = [column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column for column in columns]
     ok = np.ones(table.num_rows, dtype=bool)
     for column in columns:
         ok &= _valid_messages(column, max_chars)
@@ -116,6 +114,13 @@ def _messages(column: pa.Array) -> pa.Array:
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, items, type=MESSAGE_TYPE)
+
+
+def _all(checks: list) -> pa.Array | pa.ChunkedArray:
+    combined = checks[0]
+    for check in checks[1:]:
+        combined = pc.and_(combined, check)
+    return combined
 
 
 def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:

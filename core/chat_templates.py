@@ -37,6 +37,8 @@ starts with a BOS token (still not to be added twice)."""
 _PATTERN = "^" + _WS + "(?:" + "|".join(f"(?P<{name.replace('-', '_')}>{regex})"
                                          for name, (_, regex) in TEMPLATE_FAMILIES.items()) + ")"
 _COMPILED = re.compile(_PATTERN)
+_START = "^" + _WS + "[<\\[]"
+"""Every family's markup starts with "<" or "[" (checked by a test)."""
 _GROUPS = {name.replace("-", "_"): name for name in TEMPLATE_FAMILIES}
 
 
@@ -61,7 +63,10 @@ def count_rendered_templates(texts: pa.Array | pa.ChunkedArray) -> dict[str, int
     """
     if len(texts) == 0:
         return {}
-    found = pc.extract_regex(texts, _PATTERN)
+    maybe = pc.fill_null(pc.match_substring_regex(texts, _START), False)  # a cheap look at the first character
+    if not pc.any(maybe).as_py():
+        return {}
+    found = pc.extract_regex(texts.filter(maybe), _PATTERN)
     counts: dict[str, int] = {}
     for group, family in _GROUPS.items():
         hits = pc.sum(pc.greater(pc.utf8_length(pc.struct_field(found, group)), 0)).as_py() or 0

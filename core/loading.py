@@ -36,7 +36,6 @@ from typing import Iterator, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from core.errors import LoadError
 from core.load_report import REASONS, SHAPES, LoadConfig, LoadReport, PromptStyle, Rejection
 from core.pair_builder import CHUNK_ROWS, PairBuilder
 from core.pairs import MESSAGE_TYPE, Format, is_conversation
@@ -153,6 +152,7 @@ def _load_arrow(spec: SourceSpec, config: LoadConfig, report: LoadReport, progre
         else:
             for record in iter_arrow_records(block, start):
                 builder.add_record(record)
+    reporter.done = report.read
     reporter.finish()
     pairs, records, numbers = builder.finish(records_of_arrow=lambda rows: take_rows(table, rows))
     return LoadedDataset(pairs, records, report, numbers)
@@ -181,6 +181,7 @@ def _load_csv_table(spec: SourceSpec, table: pa.Table, config: LoadConfig, repor
                 yield RawRecord(record.row_index, f"line {locations()[record.row_index]}", record.value)
 
         builder.add_table(block, start, None, block, values)
+    reporter.done = report.read
     reporter.finish()
     pairs, records, numbers = builder.finish()
     return LoadedDataset(pairs, records, report, numbers)
@@ -204,7 +205,7 @@ def _read_json_blocks(spec: SourceSpec, builder: PairBuilder, schema: pa.Schema 
                 line = (text + "\n").encode("utf-8")
                 yield from json_line_records([line], int(parsed.lines[position]), first + position)
 
-        builder.add_table(parsed.table, row, parsed.lines, parsed.texts, values)
+        builder.add_table(parsed.table, row, parsed.lines, parsed.texts, values, parsed.plain)
         row += parsed.table.num_rows
 
 

@@ -13,8 +13,7 @@ and ``strict`` stop at the same row whichever path read it.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -27,7 +26,7 @@ from core.errors import LoadError
 from core.load_report import SCORE_COLUMN_PAIRS, LoadConfig, LoadReport, Rejection
 from core.pairs import MESSAGE_TYPE, as_text, pair_ids, pair_schema
 from core.progress import Reporter
-from core.roles import BY_NAME, FAMILIES
+from core.roles import FAMILIES
 from core.shapes import PROMPT_RULES, MissingColumnsError, Normalised, RowNormaliser, RowRejected, choose_columns
 from core.sources import RawRecord
 
@@ -62,13 +61,6 @@ class _Piece:
         return len(self.row_index)
 
 
-@dataclass
-class _Pending:
-    """Rows of the per-row path not yet turned into a piece."""
-
-    rows: list[tuple[RawRecord, Normalised]] = field(default_factory=list)
-
-
 class PairBuilder:
     """Collects loaded rows and rejections; `finish` returns pairs, records and numbers."""
 
@@ -82,7 +74,9 @@ class PairBuilder:
         self.normaliser = RowNormaliser(config.max_field_chars)
         self.location_kind = {"jsonl": "line", "csv": "line", "tsv": "line", "json": "item"}.get(kind, "row")
         self.pieces: list[_Piece] = []
-        self.pending = _Pending()
+        self.pending: list[tuple[RawRecord, Normalised]] = []
+        """Rows of the per-row path not yet turned into a piece."""
+        self._unreported = 0
         self.numbers = _NumericFields() if kind in ("jsonl", "json") else None
         self.guessed: tuple[str, ...] = ()
         self._role_seen = False
@@ -110,7 +104,7 @@ class PairBuilder:
             raise MissingColumnsError(self.report.source, missing, required, list(keys))
         self.normaliser.columns = dict(choice.roles)
         self.guessed = choice.guessed
-        self.report.columns = {role: column for role, column in choice.roles.items()}
+        self.report.columns = dict(choice.roles)
         self.report.prompt_style = "explicit" if "prompt" in choice.roles else "implicit"
         self.normaliser.seen_keys.update(dict.fromkeys(keys))
 
@@ -123,11 +117,13 @@ class PairBuilder:
         self.report.read += 1
         pair = self._normalise(record)
         if pair is not None:
-            self.pending.rows.append((record, pair))
-            if len(self.pending.rows) >= CHUNK_ROWS:
+            self.pending.append((record, pair))
+            if len(self.pending) >= CHUNK_ROWS:
                 self._flush()
-        if self.report.read % 1024 == 0:
-            self.reporter.advance(1024)
+        self._unreported += 1
+        if self._unreported == 1024:
+            self.reporter.advance(self._unreported)
+            self._unreported = 0
 
     def _normalise(self, record: RawRecord) -> Normalised | None:
         try:
@@ -150,7 +146,7 @@ class PairBuilder:
             self._stop_at_first()
 
     def _flush(self) -> None:
-        rows, self.pending.rows = self.pending.rows, []
+        rows, self.pending = self.pending, []
         if rows:
             self._add_piece(self._piece_of_rows(rows))
 
@@ -186,12 +182,13 @@ class PairBuilder:
 
     # The fast path ---------------------------------------------------------------------
     def add_table(self, table: pa.Table, first_row: int, where: np.ndarray | None, records: Any,
-                  values: Callable[[np.ndarray], list[RawRecord]]) -> None:
+                  values: Callable[[np.ndarray], list[RawRecord]], plain: bool = False) -> None:
         """A block of rows read by Arrow: row k has row_index ``first_row + k``.
 
         `where` holds each row's location number (None: not known until needed); `records`
         what the loaded rows keep (JSON texts, CSV cells, or None for Arrow sources);
-        `values(rows)` gives the per-row path's records for the rows the checks leave to it.
+        `values(rows)` gives the per-row path's records for the rows the checks leave to it;
+        `plain` says that no text holds a character JSON escapes (core.pairs.pair_ids).
         """
         self._flush()
         count = table.num_rows
@@ -222,7 +219,7 @@ class PairBuilder:
         loaded[[record.row_index - first_row for record, _ in slow]] = True
         if self.numbers is not None:
             self.numbers.add_columns(*numeric_columns(table, loaded), int(loaded.sum()))
-        self._add_piece(self._piece_of_block(first_row, where, records, clean, slow, loaded))
+        self._add_piece(self._piece_of_block(first_row, where, records, clean, slow, loaded), plain)
         self.reporter.advance(count)
         if self.config.strict and not self._role_seen and len(self.report.rejections) > rejected_before:
             self._stop_at_first()
@@ -230,6 +227,12 @@ class PairBuilder:
     def _piece_of_block(self, first_row: int, where: np.ndarray | None, records: Any, clean, slow,
                         loaded: np.ndarray) -> _Piece:
         positions = np.flatnonzero(loaded)
+        kept_records = records.filter(pa.array(loaded)) if records is not None else None
+        located = where[positions] if where is not None else np.full(len(positions), -1, dtype=np.int64)
+        if clean is not None and not slow:  # every loaded row is clean: nothing to interleave
+            count = len(positions)
+            return _Piece(positions + first_row, located, clean.prompt, clean.chosen, clean.rejected,
+                          np.zeros(count, dtype=np.int8), np.full(count, -1, dtype=np.int8), None, kept_records)
         slow_piece = self._piece_of_rows(slow, with_records=False) if slow else None
         if clean is None or not clean.mask.any():
             parts = [slow_piece] if slow_piece else []
@@ -252,18 +255,15 @@ class PairBuilder:
             messages = ([None] * clean_count + slow_piece.messages)
             messages = [messages[i] for i in order.tolist()]
         field_type = self._field_type()
-        piece = _Piece(
-            row_index=row_index[order],
-            where=(where[positions] if where is not None else np.full(len(positions), -1, dtype=np.int64)),
-            prompt=pa.concat_arrays([part.prompt.cast(field_type) for part in parts]).take(take),
-            chosen=pa.concat_arrays([part.chosen.cast(field_type) for part in parts]).take(take),
-            rejected=pa.concat_arrays([part.rejected.cast(field_type) for part in parts]).take(take),
-            rule=np.concatenate([part.rule for part in parts])[order],
-            family=np.concatenate([part.family for part in parts])[order],
-            messages=messages,
-            records=(records.filter(pa.array(loaded)) if records is not None else None),
-        )
-        return piece
+
+        def merged(name: str) -> pa.Array:
+            return pa.concat_arrays([chunk.cast(field_type) for part in parts
+                                     for chunk in _chunks(getattr(part, name))]).take(take)
+
+        return _Piece(row_index=row_index[order], where=located, prompt=merged("prompt"), chosen=merged("chosen"),
+                      rejected=merged("rejected"), rule=np.concatenate([part.rule for part in parts])[order],
+                      family=np.concatenate([part.family for part in parts])[order], messages=messages,
+                      records=kept_records)
 
     def _empty_piece(self) -> _Piece:
         field_type = self._field_type()
@@ -271,9 +271,9 @@ class PairBuilder:
         return _Piece(nothing, nothing, pa.array([], field_type), pa.array([], field_type), pa.array([], field_type),
                       np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int8), None, None)
 
-    def _add_piece(self, piece: _Piece) -> None:
+    def _add_piece(self, piece: _Piece, plain: bool = False) -> None:
         if len(piece):
-            piece.ids, piece.keys = _ids(piece.prompt, piece.chosen, piece.rejected)
+            piece.ids, piece.keys = _ids(piece.prompt, piece.chosen, piece.rejected, plain)
             self.pieces.append(piece)
 
     # Strict ----------------------------------------------------------------------------
@@ -316,7 +316,8 @@ class PairBuilder:
             pairs = pa.Table.from_arrays(
                 [pa.chunked_array([p.ids for p in pieces], pa.string()),
                  pa.chunked_array([pa.array(p.row_index) for p in pieces], pa.int64()),
-                 *(pa.chunked_array([getattr(p, name) for p in pieces], schema.field(name).type)
+                 *(pa.chunked_array([chunk.cast(schema.field(name).type) for p in pieces
+                                     for chunk in _chunks(getattr(p, name))], schema.field(name).type)
                    for name in ("prompt", "chosen", "rejected"))], schema=schema)
         else:
             pairs = schema.empty_table()
@@ -327,7 +328,7 @@ class PairBuilder:
 
     def _records_table(self, pieces: list[_Piece], records_of_arrow, pairs: pa.Table) -> pa.Table:
         if self.numbers is not None:
-            texts = [piece.records for piece in pieces]
+            texts = [chunk for piece in pieces for chunk in _chunks(piece.records)]
             return pa.table({"_json": pa.chunked_array(texts, pa.string()) if texts else pa.array([], pa.string())})
         if self.kind in ("csv", "tsv"):
             chunks = [piece.records for piece in pieces]
@@ -507,14 +508,18 @@ class PairBuilder:
                 "preference (their margin from these columns is 0)")
 
 
-def _ids(prompt: pa.Array, chosen: pa.Array, rejected: pa.Array) -> tuple[pa.Array, np.ndarray]:
+def _chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+
+
+def _ids(prompt, chosen, rejected, plain: bool = False) -> tuple[pa.Array, np.ndarray]:
     """pair_ids in slices, so that no canonical text grows past Arrow's 2 GiB string limit."""
     if len(prompt) <= CHUNK_ROWS:
-        return pair_ids(prompt, chosen, rejected)
+        return pair_ids(prompt, chosen, rejected, plain)
     ids, keys = [], []
     for start in range(0, len(prompt), CHUNK_ROWS):
         part = pair_ids(prompt.slice(start, CHUNK_ROWS), chosen.slice(start, CHUNK_ROWS),
-                        rejected.slice(start, CHUNK_ROWS))
+                        rejected.slice(start, CHUNK_ROWS), plain)
         ids.append(part[0])
         keys.append(part[1])
     return pa.concat_arrays(ids), np.concatenate(keys)

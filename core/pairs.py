@@ -55,26 +55,39 @@ def pair_id(prompt: Field, chosen: Field, rejected: Field) -> str:
     return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def pair_ids(prompt: pa.Array, chosen: pa.Array, rejected: pa.Array) -> tuple[pa.Array, np.ndarray]:
+def pair_ids(prompt: pa.Array | pa.ChunkedArray, chosen: pa.Array | pa.ChunkedArray,
+             rejected: pa.Array | pa.ChunkedArray, plain: bool = False) -> tuple[pa.Array, np.ndarray]:
     """`pair_id` of every row of three aligned columns (strings, or MESSAGE_TYPE lists):
     the ids as a string array, and the same 64 bits as uint64 keys (for finding duplicates).
 
     The canonical JSON text is built by Arrow kernels; only the hash runs once per row.
-    Columns hold no nulls (they are loaded pairs).
+    Columns hold no nulls (they are loaded pairs). `plain` says that no text holds a
+    character JSON escapes (a quote, a backslash, a control character), which a reader of
+    JSON knows when the raw lines hold no backslash: the check for them is skipped.
     """
-    canonical = pc.binary_join_element_wise("[", canonical_json(prompt), ",", canonical_json(chosen), ",",
-                                            canonical_json(rejected), "]", "")
-    if isinstance(canonical, pa.ChunkedArray):
-        canonical = canonical.combine_chunks()
-    digests = _blake2b_64(canonical)
+    if all(_is_text(column.type) for column in (prompt, chosen, rejected)):
+        columns = [column.cast(pa.string()) for column in (prompt, chosen, rejected)]
+        bodies = columns if plain else [_json_string_bodies(column) for column in columns]
+        canonical = pc.binary_join_element_wise('["', bodies[0], '","', bodies[1], '","', bodies[2], '"]', "")
+    else:
+        canonical = pc.binary_join_element_wise("[", canonical_json(prompt), ",", canonical_json(chosen), ",",
+                                                canonical_json(rejected), "]", "")
+    chunks = canonical.chunks if isinstance(canonical, pa.ChunkedArray) else [canonical]
+    digests = b"".join(_blake2b_64(chunk.cast(pa.string())) for chunk in chunks)
     count = len(canonical)
     ids = pa.StringArray.from_buffers(count, pa.py_buffer(np.arange(0, 16 * count + 1, 16, dtype=np.int32)),
                                       pa.py_buffer(digests.hex().encode("ascii")))
     return ids, np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
+def _is_text(data_type: pa.DataType) -> bool:
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
+
 def _blake2b_64(texts: pa.Array) -> bytes:
     """The 8-byte BLAKE2b digest of each string of `texts`, concatenated."""
+    if not len(texts):
+        return b""
     offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1].tolist()
     data = memoryview(texts.buffers()[2] or b"")
     blake2b = hashlib.blake2b
@@ -92,6 +105,8 @@ def _json_string_bodies(texts: pa.Array) -> pa.Array:
     needs = pc.fill_null(pc.match_substring_regex(texts, _NEEDS_ESCAPE), False)
     if not pc.any(needs).as_py():
         return texts
+    if isinstance(texts, pa.ChunkedArray):
+        texts, needs = texts.combine_chunks(), needs.combine_chunks()
     original = texts.filter(needs)
     subset = original
     for raw, escaped in _ESCAPES:
@@ -109,7 +124,7 @@ def canonical_json(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Each field as compact JSON, as `pair_id` writes it inside its list."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    if _is_text(column.type):
         return pc.binary_join_element_wise('"', _json_string_bodies(column.cast(pa.string())), '"', "")
     messages = pc.list_flatten(column)
     objects = pc.binary_join_element_wise('{"role":"', _json_string_bodies(pc.struct_field(messages, "role")),

@@ -21,7 +21,7 @@ import (core.arrow_rows) hand it every row they cannot vouch for.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from core.errors import LoadError

@@ -214,6 +214,8 @@ class ParsedLines:
     """Physical line number of each row."""
     texts: pa.Array
     """Each row's text, as `RawRecord.raw_json` holds it."""
+    plain: bool
+    """No line holds a backslash, so no text holds a character that JSON escapes."""
 
 
 JSON_BLOCK_BYTES = 16 << 20
@@ -232,12 +234,13 @@ def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
     yields the whole lines read before it, then raises `LoadError` naming the last one,
     as `guard_reading` does for the per-row reader.
     """
-    line, data = 1, b""
+    line, parts, size = 1, [], 0
     with _open_binary(spec) as handle:
         while True:
             try:
                 chunk = handle.read1(READ_BYTES)
             except (OSError, EOFError, zlib.error) as error:
+                data = b"".join(parts)
                 cut = data.rfind(b"\n") + 1
                 if cut:
                     yield LineBlock(data[:cut], line)
@@ -246,9 +249,12 @@ def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
                     f"{spec.source}: cannot be read after {f'line {line - 1}' if line > 1 else 'the start'} ({error})",
                     "the file is truncated or damaged; fetch or decompress it again",
                 ) from None
-            data += chunk
-            if chunk and len(data) < JSON_BLOCK_BYTES:
-                continue
+            if chunk:
+                parts.append(chunk)
+                size += len(chunk)
+                if size < JSON_BLOCK_BYTES:
+                    continue
+            data = b"".join(parts)
             if not chunk:
                 if data:
                     yield LineBlock(data, line)
@@ -258,15 +264,19 @@ def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
                 yield LineBlock(data[:cut], line)
                 line += data.count(b"\n", 0, cut)
                 data = data[cut:]
+            parts, size = [data], len(data)
 
 
-def _line_array(data: bytes) -> pa.Array:
-    """Every line of `data` (its newline included) as one binary array, without a copy."""
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+def _line_array(data: bytes) -> tuple[pa.Array, np.ndarray]:
+    """Every line of `data` (its newline included) as one binary array, without a copy,
+    and the first byte of each line."""
+    content = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(content == 10) + 1
     if not ends.size or ends[-1] != len(data):
         ends = np.append(ends, len(data))
     offsets = np.concatenate([[0], ends]).astype(np.int32)
-    return pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return lines, content[offsets[:-1]] if len(data) else np.zeros(0, np.uint8)
 
 
 def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines | None:
@@ -282,19 +292,22 @@ def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines 
 
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
     try:
-        lines = _line_array(data).cast(pa.string())  # the cast checks that every byte is UTF-8
+        lines, starts = _line_array(data)
+        lines = lines.cast(pa.string())  # the cast checks that every byte is UTF-8
         table = pa_json.read_json(pa.BufferReader(data), parse_options=options)
     except (pa.ArrowException, ValueError, OverflowError):
         return None
     if any(_depth(column.type) > MAX_ARROW_DEPTH or _beyond_int64(table[column.name]) for column in table.schema):
         return None
-    keep = pc.match_substring_regex(lines, _NOT_BLANK)
-    rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+    if (starts == ord("{")).all():  # no line is blank: each is one record (Arrow's count checks "one")
+        rows = np.arange(len(lines))
+    else:
+        keep = pc.match_substring_regex(lines, _NOT_BLANK)
+        rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        lines = lines.filter(keep)
     if rows.size != table.num_rows:
         return None
-    if rows.size != len(lines):
-        lines = lines.filter(keep)
-    return ParsedLines(table, rows + block.first_line, pc.utf8_rtrim(lines, "\r\n"))
+    return ParsedLines(table, rows + block.first_line, pc.utf8_rtrim(lines, "\r\n"), data.find(b"\\") < 0)
 
 
 def _beyond_int64(column: pa.ChunkedArray) -> bool:

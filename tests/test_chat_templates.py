@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 from hypothesis import given, settings
@@ -100,3 +101,10 @@ def test_doctests():
     import core.chat_templates
 
     assert doctest.testmod(core.chat_templates).failed == 0
+
+
+def test_every_family_starts_with_a_bracket_for_the_quick_look():
+    from core.chat_templates import _START
+
+    for text in RENDERED.values():
+        assert re.match(_START, text), text

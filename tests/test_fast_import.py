@@ -232,3 +232,27 @@ def test_fast_import_needs_no_python_object_per_clean_row(tmp_path, monkeypatch)
     pq.write_table(pa.Table.from_pylist(rows), buffer)
     (tmp_path / "d.parquet").write_bytes(buffer.getvalue())
     assert load_dataset(str(tmp_path / "d.parquet")).report.loaded == 2000 and calls == []
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.csv", "d.parquet"])
+def test_progress_ends_at_the_rows_read_and_cancel_stops_the_load(tmp_path, monkeypatch, small_blocks, name):
+    import threading
+
+    from core.errors import Cancelled
+
+    rows = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(50)]
+    path = tmp_path / name
+    if name.endswith("jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif name.endswith("csv"):
+        path.write_text("prompt,chosen,rejected\n" + "".join(f"{r['prompt']},{r['chosen']},{r['rejected']}\n"
+                                                              for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    seen = []
+    loaded = load_dataset(str(path), progress=seen.append)
+    assert loaded.report.loaded == 50 and seen[-1].done == 50
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        load_dataset(str(path), cancel=cancel)
