@@ -4,19 +4,33 @@ An export is a folder::
 
     OUT/
       data.jsonl | data.parquet | data.csv | data/    the subset (save_to_disk for datasets input)
+      annotations.jsonl                               the flags and notes of the exported pairs
       manifest.json                                   everything needed to rebuild it
 
 The subset keeps every original column and row as the source had them (rows in source
 order), with chosen and rejected exchanged for pairs a curator swapped, plus ``pair_id``
 and, unless ``include_scores=False``, one ``margin_<source>`` column per margin source
-(as selection saw it: negated for swapped pairs) and ``selection_score``.
+(as selection saw it: negated for swapped pairs) and ``selection_score``. CSV cannot
+hold lists or records (conversations): such cells are written as JSON text, and the
+manifest names those columns (``output.json_columns``).
+
+Flagged pairs. ``drop_flagged`` names flags (toxic, mislabeled, other) whose pairs are
+left out of the written data after the selection is made: the export then holds fewer
+pairs than the selection, and the manifest lists the dropped pairs with their flags.
+``annotations.jsonl`` holds one line per exported pair that carries a flag or a note
+(``{"pair_id", "flags", "note"}``, in the data's row order).
 
 The manifest records the input checksum and load options, where each margin came from
 (columns, or a score table's fingerprint and models) with a checksum of the margin
 values, every selection parameter with the M1/M2 actually used per source, the seed,
-the curator's exclusions and swaps, library versions, counts, the selected pair_ids and
-the output's checksum. `rebuild_from_manifest` redoes the export from it byte for byte,
-and refuses, saying why, when the input or the margins differ from what it records.
+the curator's exclusions and swaps, the flags and notes of the selected pairs and which
+were dropped, library versions, counts, the exported pair_ids and the output's checksum.
+`rebuild_from_manifest` redoes the export from it byte for byte (from the flags and
+notes it records, not the workspace's current ones), and refuses, saying why, when the
+input or the margins differ from what it records.
+
+Manifest versions: 2 added the flags, notes, dropped pairs, annotations.jsonl and
+json_columns; a version-1 manifest (none of these) still rebuilds its data byte for byte.
 
 Writes are atomic: the folder is built under a temporary name and renamed into place;
 an existing export is replaced only with ``force=True``; the input is only read.
@@ -32,14 +46,15 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.annotations import FLAGS
 from core.errors import DmtuiError
 from core.loading import LoadConfig, LoadedDataset
 from core.margin_sources import MarginSpec, ResolvedMargins, resolve_margins
@@ -60,7 +75,9 @@ from core.workspace import (
     writing,
 )
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_MANIFEST_VERSIONS = (1, 2)
+ANNOTATIONS_NAME = "annotations.jsonl"
 EXPORT_BATCH_ROWS = 65_536
 """Selected rows read from the cache at a time."""
 MANIFEST_NAME = "manifest.json"
@@ -76,17 +93,30 @@ class ExportError(DmtuiError):
 
 @dataclass(frozen=True)
 class Annotated:
-    """The curator's exclusions and swaps that a selection honoured, as pair_id lists."""
+    """The curator's annotations an export honours and records, by pair_id.
+
+    Exclusions and swaps decide the selection; flags decide which selected pairs
+    `drop_flagged` leaves out; flags and notes are written beside the data."""
 
     excluded: tuple[str, ...] = ()
     swapped: tuple[str, ...] = ()
+    flags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """pair_id -> its flags (pairs without flags are absent)."""
+    notes: Mapping[str, str] = field(default_factory=dict)
+    """pair_id -> its note (pairs without a note are absent)."""
 
     def masks(self, pair_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-        def member(chosen: tuple[str, ...]) -> np.ndarray:
-            found = pc.is_in(pair_ids, value_set=pa.array(chosen, pa.string()))
-            return found.to_numpy(zero_copy_only=False).astype(bool)
+        return _member(pair_ids, self.excluded), _member(pair_ids, self.swapped)
 
-        return member(self.excluded), member(self.swapped)
+    def carrying(self, pair_ids: pa.Array | pa.ChunkedArray, flags: Sequence[str]) -> np.ndarray:
+        """True for the pairs that carry any of `flags`."""
+        wanted = set(flags)
+        return _member(pair_ids, tuple(pid for pid, has in self.flags.items() if wanted & set(has)))
+
+
+def _member(pair_ids: pa.Array | pa.ChunkedArray, chosen: Sequence[str]) -> np.ndarray:
+    found = pc.is_in(pair_ids, value_set=pa.array(chosen, pa.string()))
+    return found.to_numpy(zero_copy_only=False).astype(bool)
 
 
 def output_format_for(source_kind: str) -> str:
@@ -182,34 +212,81 @@ def _arrow_subset(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarr
 
 def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.ndarray,
                   swapped: np.ndarray, added: dict[str, list], fingerprint: str,
-                  reporter: Reporter) -> str:
-    """Write the subset into `folder`; returns the data's name inside it."""
+                  reporter: Reporter) -> tuple[str, list[str]]:
+    """Write the subset into `folder`; returns the data's name inside it and the columns
+    written as JSON text (CSV cells that hold lists or records)."""
+    from_json = "_json" in dataset.records.column_names
     if fmt == "jsonl":
-        if "_json" not in dataset.records.column_names:
-            raise ExportError("JSON lines output needs a JSON input", "choose --format parquet")
-        _write_jsonl(folder / "data.jsonl", dataset, indices, swapped, added, reporter)
-        return "data.jsonl"
-    table = _arrow_subset(dataset, indices, swapped, added) if "_json" not in dataset.records.column_names \
-        else _json_subset_as_arrow(dataset, indices, swapped, added)
+        if from_json:
+            _write_jsonl(folder / "data.jsonl", dataset, indices, swapped, added, reporter)
+        else:
+            _write_arrow_as_jsonl(folder / "data.jsonl", _arrow_subset(dataset, indices, swapped, added))
+        return "data.jsonl", []
+    table = _json_subset_as_arrow(dataset, indices, swapped, added) if from_json \
+        else _arrow_subset(dataset, indices, swapped, added)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         pq.write_table(table, folder / "data.parquet")
-        return "data.parquet"
+        return "data.parquet", []
     if fmt == "csv":
         import pyarrow.csv as pa_csv
 
+        table, encoded = _nested_as_json_text(table)
         pa_csv.write_csv(table, folder / "data.csv")
-        return "data.csv"
+        return "data.csv", encoded
     import datasets
 
     datasets.Dataset(table, fingerprint=fingerprint).save_to_disk(str(folder / "data"))
-    return "data"
+    return "data", []
 
 
 def _json_subset_as_arrow(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
                           added: dict[str, list]) -> pa.Table:
-    return pa.Table.from_pylist(list(_json_records(dataset, indices, swapped, added)))
+    records = list(_json_records(dataset, indices, swapped, added))
+    try:
+        return pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ExportError(
+            f"the selected rows of {dataset.report.source} cannot form a table: {error}",
+            "a column holds values of different types in different rows; export with --format jsonl",
+        ) from None
+
+
+def _nested_as_json_text(table: pa.Table) -> tuple[pa.Table, list[str]]:
+    """Columns of lists, records or maps as JSON text (what a CSV cell can hold)."""
+    encoded = []
+    for position, column in enumerate(table.schema):
+        if pa.types.is_nested(column.type):
+            text = [None if value is None else json.dumps(value, ensure_ascii=False, default=_json_default)
+                    for value in table.column(position).to_pylist()]
+            table = table.set_column(position, column.name, pa.array(text, pa.string()))
+            encoded.append(column.name)
+    return table, encoded
+
+
+def _write_arrow_as_jsonl(path: Path, table: pa.Table) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for batch in table.to_batches(max_chunksize=EXPORT_BATCH_ROWS):
+            for record in batch.to_pylist():
+                out.write(json.dumps(record, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    """Values Arrow holds that JSON has no type for: dates as ISO text, bytes as base64."""
+    import base64
+    import datetime
+    import decimal
+
+    if isinstance(value, (datetime.date, datetime.time, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"a value of type {type(value).__name__} has no JSON form")
 
 
 def _tree_checksum(path: Path) -> str:
@@ -267,6 +344,7 @@ def export_selection(
     *,
     fmt: str = "auto",
     include_scores: bool = True,
+    drop_flagged: Sequence[str] = (),
     force: bool = False,
     workspace_root: Path | None = None,
     expect_sha256: str | None = None,
@@ -275,7 +353,9 @@ def export_selection(
 ) -> dict[str, Any]:
     """Write `selection` of `dataset` to the folder `out`; returns the manifest written.
 
-    With `expect_sha256` (a rebuild), data whose checksum differs is never put in place.
+    Selected pairs that carry any flag in `drop_flagged` are left out of the data (and
+    listed in the manifest). With `expect_sha256` (a rebuild), data whose checksum
+    differs is never put in place.
     """
     out = Path(out)
     with writing(out):
@@ -285,9 +365,15 @@ def export_selection(
     fmt = output_format_for(dataset.report.source_kind) if fmt == "auto" else fmt
     if fmt not in OUTPUT_FORMATS:
         raise ExportError(f"unknown output format {fmt!r}", f"one of: auto, {', '.join(OUTPUT_FORMATS)}")
-    indices = selection.indices
+    unknown = [flag for flag in drop_flagged if flag not in FLAGS]
+    if unknown:
+        raise ExportError(f"unknown flag(s) to drop: {', '.join(unknown)}", f"flags: {', '.join(FLAGS)}")
+    drop_flagged = [flag for flag in FLAGS if flag in drop_flagged]
     pair_ids = dataset.pairs["pair_id"]
     _, swapped = annotated.masks(pair_ids)
+    dropping = annotated.carrying(pair_ids, drop_flagged) if drop_flagged else np.zeros(selection.total, bool)
+    indices = selection.indices[~dropping[selection.indices]]
+    dropped_ids = take_rows(pair_ids, selection.indices[dropping[selection.indices]]).to_pylist()
     added_names = _column_names(dataset, resolved.margins, include_scores)
     added: dict[str, list] = {"pair_id": take_rows(pair_ids, indices).to_pylist()}
     if include_scores:
@@ -299,6 +385,9 @@ def export_selection(
     assert list(added) == added_names
     selected_ids = added["pair_id"]
     fingerprint = hashlib.sha256("\n".join(selected_ids).encode()).hexdigest()[:16]
+    recorded = set(selected_ids) | set(dropped_ids)
+    flags = {pid: list(annotated.flags[pid]) for pid in sorted(recorded & set(annotated.flags))}
+    notes = {pid: annotated.notes[pid] for pid in sorted(recorded & set(annotated.notes))}
 
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -306,9 +395,11 @@ def export_selection(
     reporter = Reporter("export", len(indices), progress, cancel, unit="pairs")
     try:
         os.chmod(temp, FOLDER_MODE)  # mkdtemp made it private; an export is shared like any folder
-        data_name = _write_output(temp, fmt, dataset, indices, swapped, added, fingerprint, reporter)
+        data_name, json_columns = _write_output(temp, fmt, dataset, indices, swapped, added, fingerprint, reporter)
+        _write_annotations(temp / ANNOTATIONS_NAME, selected_ids, flags, notes)
         reporter.done = len(indices)
         reporter.finish()
+        flagged_written = {flag: sum(flag in flags.get(pid, ()) for pid in selected_ids) for flag in FLAGS}
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -324,13 +415,18 @@ def export_selection(
                 "tie_break": "pair_id",
                 "notes": list(selection.notes),
             },
-            "annotations": {"excluded": list(annotated.excluded), "swapped": list(annotated.swapped)},
+            "annotations": {"excluded": list(annotated.excluded), "swapped": list(annotated.swapped),
+                            "flags": flags, "notes": notes},
+            "export": {"drop_flagged": drop_flagged, "dropped_pair_ids": dropped_ids},
             "counts": {"total": selection.total, "excluded": selection.excluded, "unscored": selection.unscored,
                        "eligible": selection.eligible, "candidates": selection.candidates,
-                       "requested": selection.requested, "selected": selection.selected,
-                       "swapped_selected": int(swapped[indices].sum())},
+                       "requested": selection.requested, "selected": len(selected_ids),
+                       "dropped_flagged": len(dropped_ids), "swapped_selected": int(swapped[indices].sum()),
+                       "flagged_selected": flagged_written},
             "output": {"format": fmt, "data": data_name, "include_scores": include_scores,
-                       "sha256": _tree_checksum(temp / data_name)},
+                       "sha256": _tree_checksum(temp / data_name), "json_columns": json_columns,
+                       "annotations": ANNOTATIONS_NAME,
+                       "annotations_sha256": _tree_checksum(temp / ANNOTATIONS_NAME)},
             "library_versions": library_versions(_LIBRARIES),
             "selected_pair_ids": selected_ids,
         }
@@ -351,16 +447,33 @@ def export_selection(
     return manifest
 
 
-def annotated_from_workspace(workspace: Workspace | None) -> Annotated:
+def _write_annotations(path: Path, exported_ids: list[str], flags: Mapping[str, list[str]],
+                       notes: Mapping[str, str]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for pid in exported_ids:
+            if pid in flags or pid in notes:
+                record = {"pair_id": pid, "flags": flags.get(pid, []), "note": notes.get(pid, "")}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_annotations(workspace: Workspace | None) -> dict[str, Any]:
+    """Every annotation in the workspace's store, by pair_id (none without a workspace)."""
     if workspace is None or not workspace.annotations_path.exists():
-        return Annotated()
+        return {}
     from core.annotations import AnnotationStore
 
     with AnnotationStore(workspace.annotations_path) as store:
-        annotations = store.all().values()
+        return store.all()
+
+
+def annotated_from_workspace(workspace: Workspace | None) -> Annotated:
+    """Every exclusion, swap, flag and note the workspace's store holds."""
+    annotations = read_annotations(workspace).values()
     return Annotated(
         excluded=tuple(sorted(a.pair_id for a in annotations if a.excluded)),
         swapped=tuple(sorted(a.pair_id for a in annotations if a.swapped)),
+        flags={a.pair_id: a.flags for a in annotations if a.flags},
+        notes={a.pair_id: a.note for a in annotations if a.note},
     )
 
 
@@ -398,8 +511,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ExportError(f"{path}: not a complete dmtui export manifest (missing {', '.join(missing)})",
                           "point --manifest at the manifest.json of an export")
-    if manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ExportError(f"{path}: manifest version {manifest.get('manifest_version')} is not {MANIFEST_VERSION}")
+    if manifest.get("manifest_version") not in READABLE_MANIFEST_VERSIONS:
+        raise ExportError(f"{path}: manifest version {manifest.get('manifest_version')!r} is not one this dmtui "
+                          f"reads ({', '.join(map(str, READABLE_MANIFEST_VERSIONS))})",
+                          "a newer dmtui wrote it: rebuild it with that release")
     problem = _manifest_problem(manifest, path.parent)
     if problem:
         raise ExportError(f"{path}: {problem}", "the manifest was edited or damaged; use the one the export wrote")
@@ -455,6 +570,15 @@ def _manifest_problem(manifest: dict[str, Any], folder: Path) -> str | None:
     if not (strings(annotations["excluded"]) and strings(annotations.get("swapped", []))
             and strings(manifest["selected_pair_ids"])):
         return "annotations and selected_pair_ids must be lists of pair ids"
+    flags, notes = annotations.get("flags", {}), annotations.get("notes", {})
+    if not (isinstance(flags, dict) and all(strings(f) and set(f) <= set(FLAGS) for f in flags.values())):
+        return f"annotations.flags must map pair ids to lists of flags ({', '.join(FLAGS)})"
+    if not (isinstance(notes, dict) and all(isinstance(n, str) for n in notes.values())):
+        return "annotations.notes must map pair ids to text"
+    export = manifest.get("export", {})
+    if not (isinstance(export, dict) and strings(export.get("drop_flagged", []))
+            and set(export.get("drop_flagged", [])) <= set(FLAGS) and strings(export.get("dropped_pair_ids", []))):
+        return "export.drop_flagged and export.dropped_pair_ids must be lists of flags and of pair ids"
     if not isinstance(manifest.get("workspace") or "", str) or not isinstance(manifest["selection"]["params"], dict):
         return "workspace must be a path and selection.params a mapping"
     return None
@@ -499,17 +623,22 @@ def rebuild_from_manifest(
             "the margins differ from the ones the export used (a score table was changed or extended)",
             "rebuild needs the same scores; make a new export from the current ones",
         )
-    annotated = Annotated(tuple(manifest["annotations"]["excluded"]),
-                          tuple(manifest["annotations"].get("swapped", [])))
+    recorded_annotations, export = manifest["annotations"], manifest.get("export", {})
+    annotated = Annotated(tuple(recorded_annotations["excluded"]), tuple(recorded_annotations.get("swapped", [])),
+                          {pid: tuple(flags) for pid, flags in recorded_annotations.get("flags", {}).items()},
+                          dict(recorded_annotations.get("notes", {})))
     selection = run_selection(dataset, resolved, params, annotated)
-    selected_ids = [dataset.pairs["pair_id"][i].as_py() for i in selection.indices.tolist()]
+    drop_flagged = export.get("drop_flagged", [])
+    dropping = annotated.carrying(dataset.pairs["pair_id"], drop_flagged)[selection.indices]
+    selected_ids = take_rows(dataset.pairs["pair_id"], selection.indices[~dropping]).to_pylist()
     if selected_ids != manifest["selected_pair_ids"]:
         raise ExportError("the rebuilt selection differs from the manifest's pair_ids",
                           "the selection code changed between versions; see library_versions in the manifest")
     output = manifest["output"]
     rebuilt = export_selection(
         dataset, current, load_config, resolved, selection, annotated, out,
-        fmt=output["format"], include_scores=output.get("include_scores", True), force=force,
+        fmt=output["format"], include_scores=output.get("include_scores", True), drop_flagged=drop_flagged,
+        force=force,
         workspace_root=Path(manifest["workspace"]) if manifest.get("workspace") else None,
         expect_sha256=output["sha256"], progress=progress, cancel=cancel,
     )

@@ -11,13 +11,20 @@ candidates are the eligible pairs.
 
 Annotations. Excluded pairs are never selected. Swapped pairs (label flipped by a
 person) enter with every margin negated, before anything else, including the automatic
-M2. Flags do not matter here.
+M2. Flags do not matter here (an export may drop flagged pairs: core.export).
 
 Determinism. Ties in the score go to the smaller `tie_break` key (e.g. pair ids as
 uint64, see `tie_keys_from_pair_ids`), then to the lower index. Random and MID draw
 their sample from a 64-bit hash of (tie-break key or index, seed), so the same seed
 keeps the same pairs whatever the row order and however the candidate set changes
 around them (a pair stays picked unless a pair with a smaller hash enters).
+
+Saturated DM-MUL ties. Pairs at or above M2 in every source all get the same fused
+score, so with a small budget the pair_id decides among many equally "certain" pairs.
+`saturated_ties="margin-sum"` (off by default; the default is the paper's formula)
+ranks DM-MUL by the fused log-odds, which keep their order where the sigmoid rounds
+to 1.0, and breaks the ties that remain by the sum over the fused sources of each
+pair's standardised margin ((m - mean) / std over the eligible pairs), then pair_id.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import pyarrow.compute as pc
 from numpy.typing import ArrayLike, NDArray
 
 from core.errors import DmtuiError
-from core.fusion import FloatArray, auto_m2, dm_add, dm_mul, margin_probability
+from core.fusion import FloatArray, auto_m2, dm_add, dm_mul_log_odds, margin_probability, sigmoid
 
 Mode = Literal["dm-mul", "dm-add", "top", "mid", "bot", "random", "low-gap"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -43,6 +50,19 @@ SINGLE_SOURCE_MODES = ("top", "mid", "bot")
 EXTERNAL = "external"
 IMPLICIT = "implicit"
 IFD = "ifd"
+MARGIN_SOURCES = (EXTERNAL, IMPLICIT, IFD)
+"""The paper's margin sources, which `dmtui score` computes; data may bring others."""
+DEFAULT_FUSED_SOURCES = (EXTERNAL, IMPLICIT)
+"""What DM-MUL and DM-ADD fuse unless told otherwise (those of them that exist). IFD is
+a baseline of the paper, fused only when asked."""
+
+DEFAULT_M1 = -2.0
+"""The paper's M1 for every source."""
+DEFAULT_TRIM = 0.01
+"""TOP / MID / BOT drop this share of the eligible margins at each end first."""
+
+SaturatedTies = Literal["pair-id", "margin-sum"]
+SATURATED_TIES: tuple[str, ...] = get_args(SaturatedTies)
 
 AUTO_M2_START_DIVISOR = {IMPLICIT: 2.0, EXTERNAL: 1.5}
 """The reference search starts M2 at int(max / divisor); any other source uses 2.0."""
@@ -73,13 +93,13 @@ class SelectionParams:
     """How many pairs to keep: an int is a count, a float in (0, 1] a fraction of the
     eligible pairs, rounded half up (0.1 of 6,005 eligible -> 601). See `parse_budget`."""
 
-    sources: tuple[str, ...] = (EXTERNAL, IMPLICIT)
+    sources: tuple[str, ...] = DEFAULT_FUSED_SOURCES
     """Margin sources fused by dm-mul and dm-add, in this order (the paper: external, implicit)."""
 
     source: str | None = None
     """The margin source ranked by top, mid and bot."""
 
-    m1: float | Mapping[str, float] = -2.0
+    m1: float | Mapping[str, float] = DEFAULT_M1
     """Lower clip M1 of P(m) for dm-mul: one value for every source, or a value per source
     (sources not named get -2.0)."""
 
@@ -91,7 +111,7 @@ class SelectionParams:
     tau: float | None = None
     """MID window |m| <= tau; None means 0.1 for 'ifd' and 1.0 for any other source."""
 
-    trim: float = 0.01
+    trim: float = DEFAULT_TRIM
     """Outlier trim before top / mid / bot: drop the eligible margins below the trim-quantile
     and above the (1 - trim)-quantile (floor(trim * eligible) ranks from each end; margins
     equal to a cut-off value are kept). 0 disables it. Must be in [0, 0.5)."""
@@ -102,6 +122,10 @@ class SelectionParams:
 
     seed: int = 0
     """Seed of the random and MID samples."""
+
+    saturated_ties: SaturatedTies = "pair-id"
+    """dm-mul only: 'pair-id' (the paper's formula; equal scores go to the smaller pair_id)
+    or 'margin-sum' (rank by fused log-odds, then by the sum of standardised margins)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -117,9 +141,12 @@ class SelectionParams:
             raise SelectionError(f"tau must be >= 0, got {self.tau}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SelectionError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.saturated_ties not in SATURATED_TIES:
+            raise SelectionError(f"unknown saturated-tie rule {self.saturated_ties!r}",
+                                 hint=f"one of: {', '.join(SATURATED_TIES)}")
 
     def m1_for(self, source: str) -> float:
-        return float(self.m1.get(source, -2.0) if isinstance(self.m1, Mapping) else self.m1)
+        return float(self.m1.get(source, DEFAULT_M1) if isinstance(self.m1, Mapping) else self.m1)
 
     def m2_for(self, source: str) -> float | Literal["auto"]:
         value = self.m2.get(source, "auto") if isinstance(self.m2, Mapping) else self.m2
@@ -156,10 +183,15 @@ class Selection:
     """The ranked score per pair: fused for dm-*, the (swap-negated) margin for
     top / mid / bot / low-gap (then possibly the caller's own array: do not write to it),
     None for random. NaN for unscored pairs."""
+    log_odds: FloatArray | None
+    """dm-mul only: the fused log-odds, sum_k w_k * logit(p_k), of which `score` is the
+    sigmoid; unlike the score it does not round to 1.0 for nearly certain pairs."""
     bounds: Mapping[str, SourceBounds]
     """dm-mul only: M1 and M2 per source."""
     trim_range: tuple[float, float] | None
     """top / mid / bot / low-gap: the margin range [low, high] kept by the outlier trim."""
+    trimmed: NDArray[np.bool_] | None
+    """top / mid / bot / low-gap: True for eligible pairs the outlier trim dropped."""
     total: int
     excluded: int
     unscored: int
@@ -269,7 +301,7 @@ def select(
     `excluded` and `swapped` are boolean masks of manual annotations; `tie_break` holds
     one integer key per pair (smaller wins a tie). All arrays have one entry per pair.
     """
-    used = _used_sources(params)
+    used = used_sources(params)
     missing = [s for s in used if s not in margins]
     if missing:
         raise SelectionError(
@@ -300,6 +332,9 @@ def select(
 
     bounds: dict[str, SourceBounds] = {}
     trim_range: tuple[float, float] | None = None
+    trimmed: NDArray[np.bool_] | None = None
+    log_odds: FloatArray | None = None
+    tie_score: FloatArray | None = None
     candidates = eligible_mask
     score: FloatArray | None
     if params.mode in ("dm-mul", "dm-add"):
@@ -320,7 +355,13 @@ def select(
                         out=margin if swapped_at.size else None,  # overwrite only our copies
                     )
                 )
-            score = dm_mul(probabilities, weights, overwrite=True)
+            log_odds = dm_mul_log_odds(probabilities, weights, overwrite=True)
+            score = sigmoid(log_odds)
+            if not all_scored:
+                log_odds[~scored] = np.nan
+            if params.saturated_ties == "margin-sum":
+                tie_score = _standardised_sum([np.asarray(margins[s], dtype=np.float64) for s in used],
+                                              swapped_at, eligible_mask)
         if not all_scored:  # +-inf margins fuse to finite scores, but count as unscored
             score[~scored] = np.nan
     elif params.mode == "random":
@@ -331,6 +372,7 @@ def select(
         if not all_scored:
             score = np.where(scored, score, np.nan)
         candidates, trim_range = _trim(score, eligible_mask, eligible, params.trim)
+        trimmed = eligible_mask & ~candidates
         if params.mode in ("mid", "low-gap"):
             candidates &= np.abs(score) <= params.tau_for(source)
 
@@ -345,8 +387,9 @@ def select(
     if params.mode in ("random", "mid", "low-gap"):
         indices = _sample(candidates, k, params.seed, keys)
     else:
-        assert score is not None
-        indices = _top_k(score, candidates, candidate_count, k, params.mode != "bot", keys)
+        ranked = log_odds if tie_score is not None else score
+        assert ranked is not None
+        indices = _top_k(ranked, candidates, candidate_count, k, params.mode != "bot", keys, tie_score)
     mask = np.zeros(total, dtype=bool)
     mask[indices] = True
     return Selection(
@@ -354,8 +397,10 @@ def select(
         indices=indices.astype(np.int64, copy=False),
         mask=mask,
         score=score,
+        log_odds=log_odds,
         bounds=bounds,
         trim_range=trim_range,
+        trimmed=trimmed,
         total=total,
         excluded=excluded_count,
         unscored=unscored,
@@ -379,7 +424,8 @@ def _check_budget(budget: int | float) -> None:
         )
 
 
-def _used_sources(params: SelectionParams) -> tuple[str, ...]:
+def used_sources(params: SelectionParams) -> tuple[str, ...]:
+    """The margin sources a selection with `params` reads (none for random)."""
     if params.mode in ("dm-mul", "dm-add"):
         return params.sources
     if params.mode == "low-gap":
@@ -396,8 +442,11 @@ def _pair_count(
     *masks: NDArray | None,
 ) -> int:
     lengths = {name: len(margins[name]) for name in (used or tuple(margins))}
-    if not lengths:
-        raise SelectionError("no margins given: nothing to select from")
+    if not lengths:  # random needs no margin: the annotation or tie-break arrays count the pairs
+        sized = [mask for mask in masks if mask is not None]
+        if not sized:
+            raise SelectionError("no margins given: nothing to select from")
+        lengths = {"pairs": len(sized[0])}
     if len(set(lengths.values())) > 1:
         raise SelectionError(f"margin sources differ in length: {lengths}")
     total = next(iter(lengths.values()))
@@ -453,8 +502,10 @@ def _top_k(
     k: int,
     largest: bool,
     keys: NDArray[np.integer] | None,
+    tie_score: FloatArray | None = None,
 ) -> NDArray[np.intp]:
-    """Indices of the k best candidates; ties to the smaller key, then the lower index."""
+    """Indices of the k best candidates; ties to the larger `tie_score` (if given), then the
+    smaller key, then the lower index."""
     if k >= candidate_count:
         return np.flatnonzero(candidates)
     if k == 0:
@@ -473,8 +524,31 @@ def _top_k(
         at_kth &= candidates
     tied = np.flatnonzero(at_kth)
     needed = k - int(np.count_nonzero(chosen))
-    chosen[_first_by_key(tied, needed, None if keys is None else keys[tied])] = True
+    if tie_score is not None and needed < tied.size:
+        by_key = np.zeros(tied.size, dtype=np.uint64) if keys is None else keys[tied].astype(np.uint64)
+        # NaN tie scores (a source without spread) rank last among the tied.
+        order = np.lexsort((tied, by_key, np.nan_to_num(-tie_score[tied], nan=np.inf)))
+        chosen[tied[order[:needed]]] = True
+    else:
+        chosen[_first_by_key(tied, needed, None if keys is None else keys[tied])] = True
     return np.flatnonzero(chosen)
+
+
+def _standardised_sum(
+    margins: list[FloatArray], swapped_at: NDArray[np.intp], eligible: NDArray[np.bool_]
+) -> FloatArray:
+    """Per pair, the sum over sources of (m - mean) / std, both taken over the eligible
+    pairs (swaps applied); a source whose eligible margins do not vary adds 0."""
+    total = np.zeros(eligible.size, dtype=np.float64)
+    for margin in margins:
+        if swapped_at.size:
+            margin = margin.copy()
+            margin[swapped_at] *= -1.0
+        pool = margin[eligible]
+        spread = float(pool.std()) if pool.size else 0.0
+        if spread > 0 and np.isfinite(spread):
+            total += (margin - float(pool.mean())) / spread
+    return total
 
 
 def _kth_smallest(values: FloatArray, rank: int) -> float:

@@ -334,6 +334,9 @@ class Workspace:
         self.root = root
         self.dataset = dataset
         self.load_config = load_config
+        self.created_now = False
+        """True for a workspace this process made (`create`); see `load_or_discard`."""
+        self._made_root = False
 
     # Paths -----------------------------------------------------------------------
     @property
@@ -371,6 +374,7 @@ class Workspace:
             raise WorkspaceError(f"{root} exists and is not empty", "choose a new folder for the workspace")
         # A workspace keeps every rejected row in its report, so it never loads strictly.
         workspace = cls(root, dataset_ref(source), replace(load_config, strict=False))
+        made_root = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -382,6 +386,8 @@ class Workspace:
         with writing(root):
             for folder in (workspace.scores_dir, workspace.exports_dir, workspace.runs_dir):
                 folder.mkdir(exist_ok=True)
+        workspace.created_now = True
+        workspace._made_root = made_root
         return workspace
 
     @classmethod
@@ -516,6 +522,33 @@ class Workspace:
                 shutil.rmtree(stale, ignore_errors=True)
         return loaded
 
+    def load_or_discard(
+        self,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LoadedDataset:
+        """`load`; but a workspace made by this process for this dataset is removed again when
+        the dataset loads no pair or cannot be loaded (a file that loads nothing makes no
+        workspace), and the load report still comes back."""
+        try:
+            dataset = self.load(progress, cancel)
+        except BaseException:
+            self._discard_new()
+            raise
+        if dataset.report.loaded == 0:
+            self._discard_new()
+        return dataset
+
+    def _discard_new(self) -> None:
+        if not self.created_now:
+            return
+        self.created_now = False
+        if self._made_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        for entry in self.root.iterdir():  # an empty folder the user gave stays, empty
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
     # Settings --------------------------------------------------------------------
     def read_settings(self) -> dict[str, Any]:
         """The app's remembered settings; a missing, damaged or hand-broken file means none."""
@@ -526,4 +559,25 @@ class Workspace:
         return settings if isinstance(settings, dict) else {}
 
     def write_settings(self, settings: dict[str, Any]) -> None:
-        atomic_write_json(self.settings_path, settings)
+        with self._settings_locked():
+            atomic_write_json(self.settings_path, settings)
+
+    def update_settings(self, key: str, value: Any) -> None:
+        """Set one key of settings.json and keep every other key as the file holds it now:
+        read, change and write under an exclusive lock, so writers of different keys (two
+        windows, the app and `dmtui open --margin`) never undo each other's changes."""
+        with self._settings_locked():
+            settings = self.read_settings()
+            settings[key] = value
+            atomic_write_json(self.settings_path, settings)
+
+    @contextmanager
+    def _settings_locked(self) -> Iterator[None]:
+        import fcntl
+
+        with writing(self.root), open(self.root / ".settings.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

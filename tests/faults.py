@@ -563,7 +563,7 @@ def annotation_change(i: int) -> tuple[str, dict[str, Any]]:
     changes: dict[str, Any] = {"note": f"note {i}"}
     kind = i % 4
     if kind == 0:
-        changes["flag"] = FLAGS[(i // 4) % len(FLAGS)]
+        changes["flags"] = (FLAGS[(i // 4) % len(FLAGS)],)
     elif kind == 1:
         changes["excluded"] = (i // 4) % 2 == 0
     elif kind == 2:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from app_pilot import open_curate, settle
+from app_pilot import open_curate, settle, wait_for
 from textual.widgets import Input, Select
 
 from core.annotations import AnnotationStore
@@ -53,7 +53,12 @@ async def test_curate_tab_tunes_filters_and_searches(workspace):
         budget.value = "35"
         await settle(app, pilot)
         assert pane.selection.selected == 35
-        assert json.loads(workspace.settings_path.read_text())["curation"]["budget"] == "35"
+
+        def saved_budget():
+            return json.loads(workspace.settings_path.read_text())["curation"]["budget"] if \
+                workspace.settings_path.exists() else None
+
+        await wait_for(lambda: saved_budget() == "35", pilot, 5)  # written once the keys stop
 
         budget.value = "not a budget"
         await settle(app, pilot)
@@ -94,19 +99,20 @@ async def test_annotations_are_written_at_once_and_survive_a_restart(workspace):
         await pilot.press("enter")
         assert isinstance(app.screen, PairDetailScreen)
         await pilot.press("t")
+        await pilot.press("l")  # a second flag joins the first
         assert "before your changes" not in str(app.screen.query_one("#pair-header").render())
         await pilot.press("x")
         assert "before your changes" in str(app.screen.query_one("#pair-header").render())
         # Durable before leaving the screen: a second connection sees it now.
         with AnnotationStore(workspace.annotations_path) as other:
-            assert other.get(top_id).flag == "toxic" and other.get(top_id).excluded
+            assert other.get(top_id).flags == ("toxic", "mislabeled") and other.get(top_id).excluded
         await pilot.press("n")
         await pilot.press(*"looks fine", "enter")
         await pilot.press("u")  # undo the note
         await pilot.press("escape")
         await settle(app, pilot)
         assert not pane.selection.mask[top_index]  # excluded pairs are never selected
-        assert pane.annotations.excluded[top_index] and pane.annotations.flagged[top_index]
+        assert pane.annotations.excluded[top_index] and pane.annotations.flags["mislabeled"][top_index]
 
     restarted = DmtuiApp(Workspace.open(workspace.root), margin_specs=MARGINS)
     async with restarted.run_test(size=(120, 40)) as pilot:
@@ -114,7 +120,7 @@ async def test_annotations_are_written_at_once_and_survive_a_restart(workspace):
         assert pane.annotations.excluded[top_index]
         assert not pane.selection.mask[top_index]
         annotation = pane.store.get(top_id)
-        assert annotation.flag == "toxic" and annotation.note == ""
+        assert annotation.flags == ("toxic", "mislabeled") and annotation.note == ""
 
 
 async def test_spot_check_walks_the_lowest_margins(workspace):
@@ -134,16 +140,26 @@ async def test_spot_check_walks_the_lowest_margins(workspace):
         assert pane.store.get(pane.pair_ids[screen.index].as_py()).swapped
 
 
-async def test_no_margins_explains_what_to_do(tmp_path):
+async def test_without_margins_the_curate_tab_says_what_to_do_and_random_works(tmp_path):
     data = tmp_path / "plain.jsonl"
-    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    data.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}"}) + "\n"
+                            for i in range(30)))
     app = DmtuiApp(Workspace.open_or_create(str(data), tmp_path / "ws"))
     async with app.run_test(size=(100, 30)) as pilot:
+        pane = await open_curate(app, pilot)
+        stats = str(pane.query_one("#selection-stats").render())
+        assert "No margins yet: press 3" in stats and "Random needs no margin" in stats
+        assert "needs margins" in str(pane.query_one("#problem-mode").render())  # DM-MUL, the default
+        assert pane.selection is None and pane.export_problem().startswith("mode:")
+        pane.query_one("#mode", Select).value = "random"
         await settle(app, pilot)
-        await pilot.press("2")
-        text = str(app.screen.query_one("#curate-placeholder").render())
-        assert "dmtui score" in text and "--margin" in text
-        assert not app.screen.query(CurationPane)
+        assert pane.selection.selected == 3 and not pane.query_one("#problem-mode").display
+        assert pane.export_problem() is None
+        out = tmp_path / "random-export"
+        assert pane.export(str(out), include_scores=True) is None
+        await wait_for(lambda: (out / "manifest.json").exists(), pilot, 30)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["selected"] == 3 and manifest["selection"]["params"]["mode"] == "random"
 
 
 def test_differences_are_marked_word_by_word():

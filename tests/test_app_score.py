@@ -42,7 +42,8 @@ async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_pa
         await pilot.press("3")
         assert tabs.active == "score"
         await wait_for(lambda: not any(w.group == "score" and w.is_running for w in app.screen.workers), pilot, 240)
-        await wait_for(lambda: bool(app.screen.query(CurationPane)), pilot, 30)
+        # The Curate tab (there from the start, without margins) is rebuilt on the new scores.
+        await wait_for(lambda: any(p.margins for p in app.screen.query(CurationPane)), pilot, 30)
         curation = app.screen.query_one(CurationPane)
         assert set(curation.margins) == {"external", "implicit"}
         assert "scored" in str(pane.query_one("#score-status").render())

@@ -172,7 +172,7 @@ def test_annotations_are_honoured_and_recorded(tmp_path):
     _, selection, manifest = do_export(source, tmp_path / "out", annotated)
     exported = {row["pair_id"]: row for row in read_back(tmp_path / "out", "jsonl")}
     assert best not in exported
-    assert manifest["annotations"] == {"excluded": [best], "swapped": [worst]}
+    assert manifest["annotations"] == {"excluded": [best], "swapped": [worst], "flags": {}, "notes": {}}
     # The lowest-scored pair, swapped, has the highest margins, so it is selected.
     original = rows()[ids.index(worst)]
     assert exported[worst]["chosen"] == original["rejected"]
@@ -198,7 +198,8 @@ def test_workspace_annotations_feed_exports(tmp_path):
     pair_id = workspace.load().pairs["pair_id"][0].as_py()
     with AnnotationStore(workspace.annotations_path) as store:
         store.update(pair_id, excluded=True, note="'; DROP TABLE annotation; --")
-    assert annotated_from_workspace(workspace) == Annotated(excluded=(pair_id,))
+    assert annotated_from_workspace(workspace) == Annotated(excluded=(pair_id,),
+                                                            notes={pair_id: "'; DROP TABLE annotation; --"})
 
 
 def test_column_clash_is_refused(tmp_path):

@@ -201,7 +201,7 @@ def test_disk_problems_are_found_in_library_messages_and_the_file_system(tmp_pat
 def test_an_annotation_sqlite_refuses_keeps_the_database_whole(tmp_path):
     db = tmp_path / "annotations.sqlite"
     with AnnotationStore(db) as store:
-        store.update("p1", flag="toxic")
+        store.update("p1", flags=("toxic",))
         pages = store.connection.execute("PRAGMA page_count").fetchone()[0]
         store.connection.execute(f"PRAGMA max_page_count = {pages}")  # the database may not grow: "full"
         with pytest.raises(WorkspaceError) as refused:
@@ -210,7 +210,7 @@ def test_an_annotation_sqlite_refuses_keeps_the_database_whole(tmp_path):
         assert "not saved" in refused.value.hint
         assert store.update("p1", excluded=True).excluded  # the store still works
     with AnnotationStore(db) as store:
-        assert store.get("p2").is_blank and store.get("p1").flag == "toxic"
+        assert store.get("p2").is_blank and store.get("p1").flags == ("toxic",)
         assert store.connection.execute("SELECT COUNT(*) FROM history").fetchone()[0] == 2
         assert store.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -316,7 +316,7 @@ def test_cli_on_a_read_only_workspace_says_so_and_changes_nothing(margin_data, t
     ws = Workspace.create(tmp_path / "ws", str(margin_data))
     ws.load()
     with AnnotationStore(ws.annotations_path) as store:
-        store.update("p1", flag="toxic")
+        store.update("p1", flags=("toxic",))
     before = tree_digest(ws.root)
     out = ws.exports_dir / "subset"
     with read_only(ws.root) as command:

@@ -27,7 +27,7 @@ from rich.console import Console
 from safetensors.torch import load_file
 from test_fuzz import run_cli
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Select, Static
 from tiny_models import save_tiny_llama
 
 import core.paths
@@ -276,6 +276,9 @@ async def test_the_app_shows_and_passes_on_what_models_may_do(tmp_path, monkeypa
         app.screen.query_one("#score-reward_model", Input).value = str(tmp_path / "some-model")
         await pilot.click("#score-start")
         await settle(app, pilot)
+        await pilot.press("2")
+        app.screen.query_one("#mode", Select).value = "random"  # Train refuses while DM-MUL has no margins
+        await settle(app, pilot)
         await pilot.press("4")
         run = app.screen.query_one(RunPane)
         run.last_export = str(tmp_path / "export")
@@ -463,7 +466,7 @@ def test_notes_round_trip_as_text(tmp_path):
     path = tmp_path / "annotations.sqlite"
     with AnnotationStore(path) as store:
         for number, note in enumerate(HOSTILE):
-            store.update(f"pair{number}", note=note, flag="other")
+            store.update(f"pair{number}", note=note, flags=("other",))
     with AnnotationStore(path) as store:
         assert [store.get(f"pair{n}").note for n in range(len(HOSTILE))] == HOSTILE
         assert len(store.all()) == len(HOSTILE)  # the table is still there

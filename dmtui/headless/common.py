@@ -144,8 +144,8 @@ def add_workspace_arguments(parser: argparse.ArgumentParser) -> None:
         "--workspace",
         metavar="DIR",
         type=path_argument,
-        help="workspace to read scores and annotations from (default: DATA itself if it is one, "
-        "else the one next to the dataset when it exists)",
+        help="workspace to read scores, annotations and the saved selection from, made if it does not exist "
+        "(default: DATA itself if it is one, else the one next to the dataset when it exists)",
     )
     parser.add_argument(
         "--accept-changes", action="store_true", help="the dataset changed since the workspace saw it: use the new one"
@@ -155,8 +155,10 @@ def add_workspace_arguments(parser: argparse.ArgumentParser) -> None:
 def open_data(args: argparse.Namespace, progress=None):
     """(dataset, workspace or None, dataset ref, load config) for a DATA argument.
 
-    DATA may be a workspace folder; otherwise the dataset's workspace is used when one
-    exists (so scores and annotations apply), and none is created.
+    DATA may be a workspace folder; otherwise `--workspace` (made when it does not exist,
+    and removed again if the dataset loads nothing), or the dataset's own workspace when
+    one exists (so scores, annotations and the saved selection apply). Without either,
+    no workspace is made.
     """
     from pathlib import Path
 
@@ -168,115 +170,143 @@ def open_data(args: argparse.Namespace, progress=None):
         is_workspace,
     )
 
-    root = args.workspace or (args.data if is_workspace(args.data) else None)
-    if root is None and Path(args.data).exists() and is_workspace(default_workspace_path(args.data)):
-        root = default_workspace_path(args.data)
-    if root is not None:
-        workspace = Workspace.open(root, accept_changes=args.accept_changes)
-        return workspace.load(progress=progress), workspace, workspace.dataset, workspace.load_config
     config = load_config_from_args(args)
-    dataset = load_dataset(args.data, config, progress=progress)
-    return dataset, None, dataset_ref(args.data), config
+    if is_workspace(args.data):
+        workspace = Workspace.open(args.data, accept_changes=args.accept_changes)
+    elif args.workspace or (Path(args.data).exists() and is_workspace(default_workspace_path(args.data))):
+        workspace = Workspace.open_or_create(args.data, args.workspace, config, accept_changes=args.accept_changes)
+    else:
+        dataset = load_dataset(args.data, config, progress=progress)
+        return dataset, None, dataset_ref(args.data), config
+    return workspace.load_or_discard(progress=progress), workspace, workspace.dataset, workspace.load_config
+
+
+_SELECTION_OPTIONS = ("margin", "mode", "source", "budget", "fuse", "weight", "m1", "m2", "tau", "trim", "seed",
+                      "saturated_ties", "defaults")
+"""The dests of `add_selection_arguments`: what `--manifest` cannot be combined with."""
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("margins and selection")
+    """The selection options. Each one left out takes the workspace's saved selection (what
+    the app shows), else the default; `--defaults` ignores the saved selection."""
+    from core.curation import DEFAULT_BUDGET, MODE_LABELS
+    from core.selection import DEFAULT_M1, DEFAULT_TRIM, SATURATED_TIES
+
+    group = parser.add_argument_group(
+        "margins and selection",
+        "Options left out take the workspace's saved selection (the app's Curate tab), else the default shown.")
     group.add_argument(
         "--margin",
         action="append",
         default=[],
         metavar="NAME[=COL[,COL]]",
         help="a margin source: NAME=COLUMN (a margin column), NAME=CHOSEN_COL,REJECTED_COL (per-response "
-        "scores), or NAME (the workspace's newest score table of that name). Repeat for several; default: "
-        "every score table in the workspace",
+        "scores), or NAME (the workspace's newest score table of that name). Repeat for several; default: the "
+        "workspace's (`dmtui open --margin`), plus every score table in it",
     )
-    group.add_argument("--mode", default="dm-mul", help="dm-mul | dm-add | top | mid | bot | random | low-gap")
-    group.add_argument("--source", help="margin source ranked by top / mid / bot (default: the only one)")
-    group.add_argument("--budget", default="0.1", help="pairs to keep: a count (600), a fraction (0.1) or 10%%")
+    modes = ", ".join(f"{mode} ({label})" if label.lower() != mode else mode for mode, label in MODE_LABELS.items())
+    group.add_argument("--mode", help=f"{modes}; any case (default dm-mul)")
+    group.add_argument("--source", help="margin source ranked by top / mid / bot (default: external, else implicit, "
+                       "else the first)")
+    group.add_argument("--budget", help=f"pairs to keep: a count (600), a fraction (0.1) or 10%% (default "
+                       f"{DEFAULT_BUDGET.replace('%', '%%')})")
+    group.add_argument("--fuse", metavar="NAME[,NAME]",
+                       help="sources DM-MUL / DM-ADD fuse (default: every source but ifd)")
+    group.add_argument("--weight", action="append", default=[], metavar="NAME=W",
+                       help="weight of a fused source: an exponent on its odds in DM-MUL, a factor in DM-ADD "
+                       "(default 1); repeat per source")
     group.add_argument("--m1", action="append", default=[], metavar="[NAME=]VALUE",
-                       help="DM-MUL lower clip, for all sources or per source (default -2)")
+                       help=f"DM-MUL lower clip, for all sources or per source (default {DEFAULT_M1:g})")
     group.add_argument("--m2", action="append", default=[], metavar="[NAME=]VALUE|auto",
                        help="DM-MUL upper clip, a number or auto, for all or per source (default auto)")
-    group.add_argument("--tau", type=float, help="MID window |m| <= tau (default 0.1 for ifd, 1.0 otherwise)")
-    group.add_argument("--trim", type=float, default=0.01, help="outlier trim at each end before top/mid/bot")
-    group.add_argument("--seed", type=int, default=0, help="seed of random and MID samples")
+    group.add_argument("--tau", help="MID window |m| <= tau (default 0.1 for ifd, 1.0 otherwise)")
+    group.add_argument("--trim", help="share of the margins dropped at each end before top / mid / bot / low-gap, "
+                       f"as 1%% or 0.01 (default {DEFAULT_TRIM * 100:g}%%); 0 keeps the extremes")
+    group.add_argument("--seed", help="seed of random and MID samples (default 0)")
+    group.add_argument("--saturated-ties", choices=SATURATED_TIES,
+                       help="DM-MUL pairs whose fused score rounds to the same value: pair-id (the paper's formula, "
+                       "default) or margin-sum (fused log-odds, then the sum of standardised margins)")
+    group.add_argument("--defaults", action="store_true",
+                       help="ignore the workspace's saved selection: every option left out takes its default")
 
 
-def _per_source(values: list[str], option: str, allow_auto: bool):
-    """'--m2 auto' -> 'auto'; '--m2 3' -> 3.0; '--m2 external=3 --m2 implicit=auto' -> mapping."""
-    def number(text: str):
-        if allow_auto and text.strip() == "auto":
-            return "auto"
-        try:
-            return float(text)
-        except ValueError:
-            fail(f"{option} {text!r}: not a number" + (" or auto" if allow_auto else ""))
+def selection_options_given(args: argparse.Namespace) -> list[str]:
+    """The selection options given on the command line, as the user wrote them."""
+    given = []
+    for dest in _SELECTION_OPTIONS:
+        value = getattr(args, dest, None)
+        if value not in (None, [], False):
+            given.append("--" + dest.replace("_", "-"))
+    return given
 
-    if not values:
-        return None
+
+def _per_source(values: list[str], option: str, sources: list[str]) -> dict[str, str]:
+    """'--m2 auto' -> every source; '--m2 external=3 --m2 implicit=auto' -> those sources."""
     plain = [v for v in values if "=" not in v]
     named = [v for v in values if "=" in v]
     if plain and (named or len(plain) > 1):
         fail(f"{option}: give one value for every source, or NAME=VALUE per source, not both")
     if plain:
-        return number(plain[0])
-    return {name.strip(): number(value) for name, value in (v.split("=", 1) for v in named)}
+        return {name: plain[0] for name in sources}
+    return {name.strip(): value for name, value in (v.split("=", 1) for v in named)}
 
 
-def selection_params_from_args(args: argparse.Namespace, margin_names: list[str]):
-    from core.selection import SelectionParams, parse_budget
-
-    source = args.source
-    if args.mode in ("top", "mid", "bot") and source is None:
-        if len(margin_names) != 1:
-            fail(f"--mode {args.mode} ranks one margin source: pass --source (one of {', '.join(margin_names)})")
-        source = margin_names[0]
-    options = {
-        "mode": args.mode,
-        "budget": parse_budget(args.budget),
-        "sources": tuple(margin_names),
-        "source": source,
-        "tau": args.tau,
-        "trim": args.trim,
-        "seed": args.seed,
-    }
-    m1 = _per_source(args.m1, "--m1", allow_auto=False)
-    m2 = _per_source(args.m2, "--m2", allow_auto=True)
-    if m1 is not None:
-        options["m1"] = m1
-    if m2 is not None:
-        options["m2"] = m2
-    return SelectionParams(**options)
+def choice_options_from_args(args: argparse.Namespace, sources: list[str]) -> dict:
+    """The selection options given, as `core.curation.merge_choices` takes them (text per control)."""
+    options: dict = {}
+    for name in ("mode", "budget", "source", "tau", "trim", "seed", "saturated_ties"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = str(value)
+    if args.fuse is not None:
+        options["fuse"] = tuple(name.strip() for name in args.fuse.split(",") if name.strip())
+    for name, option in (("m1", "--m1"), ("m2", "--m2")):
+        if getattr(args, name):
+            options[name] = _per_source(getattr(args, name), option, sources)
+    if args.weight:
+        if any("=" not in text for text in args.weight):
+            fail("--weight takes NAME=W, e.g. --weight implicit=0.5")
+        options["weights"] = _per_source(args.weight, "--weight", sources)
+    drop = getattr(args, "drop_flagged", None)
+    if drop is not None:
+        options["drop_flagged"] = () if drop.strip().lower() == "none" else tuple(
+            flag.strip() for flag in drop.split(",") if flag.strip())
+    return options
 
 
-def selection_from_args(args: argparse.Namespace):
-    """Load DATA, resolve its margins and run the selection the options describe.
+def session_from_args(args: argparse.Namespace, progress=None):
+    """Load DATA with its margins and annotations, and parse the selection the options, the
+    workspace's saved selection and the defaults describe.
 
-    Returns (dataset, workspace or None, dataset ref, load config, resolved margins,
-    annotations honoured, selection): what `select` summarises and `export` writes.
+    Returns (session, parsed choices, origins): origins name, per control, whether its value
+    came from an option, the workspace or the default. Problems with the choices are raised
+    as one error naming every control at fault.
     """
-    from core.export import annotated_from_workspace, run_selection
-    from core.margin_sources import resolve_margins
+    from core.curation import CurationSession, margin_specs_for, merge_choices
+    from core.margin_sources import MarginSpec, resolve_margins
 
-    dataset, workspace, ref, load_config = open_data(args)
-    resolved = resolve_margins(dataset, margin_specs_from_args(args, workspace), workspace)
-    params = selection_params_from_args(args, list(resolved.margins))
-    annotated = annotated_from_workspace(workspace)
-    selection = run_selection(dataset, resolved, params, annotated)
-    return dataset, workspace, ref, load_config, resolved, annotated, selection
+    dataset, workspace, ref, load_config = open_data(args, progress)
+    specs = margin_specs_for(workspace, [MarginSpec.parse(text) for text in args.margin])
+    resolved = resolve_margins(dataset, specs, workspace)
+    session = CurationSession.from_workspace(dataset, resolved, workspace, dataset_ref=ref, load_config=load_config)
+    stored = None if args.defaults else session.stored_choices()
+    choices, origins = merge_choices(stored, choice_options_from_args(args, session.sources))
+    parsed = session.parse(choices)
+    if not parsed.ok:
+        raise parsed.error()
+    return session, parsed, origins
 
 
-def margin_specs_from_args(args: argparse.Namespace, workspace) -> list:
-    from core.margin_sources import MarginSpec
-    from core.scores import list_score_tables
+def describe_settings(parsed, origins: dict) -> dict[str, dict[str, str]]:
+    """The controls a selection used: their values and where each came from."""
+    from core.curation import used_controls
 
-    if args.margin:
-        return [MarginSpec.parse(text) for text in args.margin]
-    if workspace is not None:
-        names = list(dict.fromkeys(info.source for info in list_score_tables(workspace.scores_dir)))
-        if names:
-            return [MarginSpec(name) for name in names]
-    fail(
-        "no margin sources: the workspace has no scores and no --margin was given",
-        "pass --margin NAME=COLUMN (or NAME=CHOSEN_COL,REJECTED_COL), or run `dmtui score` first",
-    )
+    return {control: {"value": value, "from": origins.get(control, "default")}
+            for control, value in used_controls(parsed.params, parsed.drop_flagged).items()}
+
+
+def settings_line(settings: dict[str, dict[str, str]]) -> str:
+    """The settings on one line, each with where it came from when that is not the default."""
+    parts = [f"{control} {entry['value']}" + ("" if entry["from"] == "default" else f" ({entry['from']})")
+             for control, entry in settings.items()]
+    return "settings: " + "; ".join(parts)

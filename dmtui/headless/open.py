@@ -60,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
         )
     from dmtui.app import DmtuiApp
 
-    settings = workspace.read_settings()
-    margin_specs = args.margin or settings.get("margins", [])
+    margin_specs = args.margin or workspace.read_settings().get("margins", [])
     if args.margin:
-        workspace.write_settings({**settings, "margins": args.margin})
+        workspace.update_settings("margins", args.margin)
     trust = ModelTrust(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     DmtuiApp(workspace, build_demo_models=args.demo_models, margin_specs=margin_specs, model_trust=trust).run()
     return 0

@@ -32,7 +32,7 @@ from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
-from dmtui.widgets.run_pane import ExportRequested, RunPane
+from dmtui.widgets.run_pane import DropFlaggedChanged, ExportRequested, RunPane
 from dmtui.widgets.score_pane import ScorePane, ScoreRequested
 from dmtui.workers import WorkControl, describe_failure
 
@@ -90,7 +90,8 @@ class DatasetScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def load(self) -> None:
         progress, cancel = self.work.start("load")
-        self.post_message(DatasetLoaded(self.workspace.load(progress=progress, cancel=cancel)))
+        # A workspace made for a file that loads nothing is removed again.
+        self.post_message(DatasetLoaded(self.workspace.load_or_discard(progress=progress, cancel=cancel)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="demo-models")
     def ensure_demo_models(self) -> None:
@@ -140,40 +141,32 @@ class DatasetScreen(Screen):
         self.query_one(PairsPreview).show(event.dataset.pairs)
         self.query_one(PairsPreview).focus()
         if report.loaded == 0:
-            self.notify(f"No usable pairs: {report.nothing_usable_hint()}", severity="error", timeout=15)
+            discarded = "; no workspace was kept" if not self.workspace.root.exists() else ""
+            self.notify(f"No usable pairs: {report.nothing_usable_hint()}{discarded}", severity="error", timeout=15)
+            self.query_one("#curate-placeholder", Static).update(
+                Text(f"No usable pairs: {report.nothing_usable_hint()}{discarded}"))
             return
         self.resolve_margins(event.dataset)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="margins")
     def resolve_margins(self, dataset) -> None:
         """Margins from `--margin` columns and the workspace's newest score table per source."""
+        from core.curation import margin_specs_for
         from core.margin_sources import MarginSpec, resolve_margins
-        from core.scores import list_score_tables
 
-        specs = [MarginSpec.parse(text) for text in self.margin_specs]
-        named = {spec.name for spec in specs}
-        for info in list_score_tables(self.workspace.scores_dir):
-            if info.source not in named:
-                specs.append(MarginSpec(info.source))
-                named.add(info.source)
-        resolved = resolve_margins(dataset, specs, self.workspace) if specs else None
-        self.post_message(MarginsResolved(dataset, resolved))
+        specs = margin_specs_for(self.workspace, [MarginSpec.parse(text) for text in self.margin_specs])
+        self.post_message(MarginsResolved(dataset, resolve_margins(dataset, specs, self.workspace)))
 
     @on(MarginsResolved)
-    def _margins_resolved(self, event: MarginsResolved) -> None:
-        placeholder = self.query_one("#curate-placeholder", Static)
+    async def _margins_resolved(self, event: MarginsResolved) -> None:
         margins = event.resolved.margins if event.resolved is not None else {}
         total = event.dataset.pairs.num_rows
         self.query_one(DatasetSummary).set_scores(
             {name: (int(np.isfinite(values).sum()), total) for name, values in margins.items()})
-        if not margins:
-            placeholder.update(
-                "No margins yet.\n\nScore the dataset with [b]dmtui score[/b] (external, implicit and IFD margins "
-                "land in this workspace), or open it with [b]--margin NAME=COLUMN[/b] to use scores the data "
-                "already has (e.g. --margin external=score_chosen,score_rejected)."
-            )
-            return
-        placeholder.remove()
+        # The pane explains missing margins itself (Random needs none); one rebuilt after scoring
+        # replaces the old one, whose removal must be over before the new one takes its id.
+        await self.query("#curate-placeholder").remove()
+        await self.query(CurationPane).remove()
         self.query_one("#curate", TabPane).mount(CurationPane(self.workspace, event.dataset, event.resolved,
                                                               id="curation"))
 
@@ -227,22 +220,22 @@ class DatasetScreen(Screen):
     @on(ExportRequested)
     def _export_requested(self, event: ExportRequested) -> None:
         panes = self.query(CurationPane)
-        if not panes or panes.first().selection is None:
-            self.notify("Nothing to export yet: the Curate tab needs margins and a selection", severity="warning")
-            return
-        self.export(panes.first(), event.out, event.include_scores)
+        problem = panes.first().export(event.out, event.include_scores) if panes else "the Curate tab is not ready"
+        if problem:
+            self.query_one(RunPane).export_refused(problem)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
-    def export(self, pane, out: str, include_scores: bool) -> None:
-        from core.export import export_selection
+    @on(CurationPane.ExportFinished)
+    def _exported(self, event: CurationPane.ExportFinished) -> None:
+        self.query_one(RunPane).export_finished(event.out, event.manifest)
 
-        progress, cancel = self.work.start("export")
-        manifest = export_selection(
-            pane.dataset, self.workspace.dataset, self.workspace.load_config, pane.resolved, pane.selection,
-            pane.annotated(), out, include_scores=include_scores, workspace_root=self.workspace.root,
-            progress=progress, cancel=cancel,
-        )
-        self.app.call_from_thread(self.query_one(RunPane).export_finished, out, manifest)
+    @on(CurationPane.StateChanged)
+    def _curation_state(self, event: CurationPane.StateChanged) -> None:
+        self.query_one(RunPane).show_plan(event.plan, event.problem, event.drop_flagged)
+
+    @on(DropFlaggedChanged)
+    def _drop_flagged(self, event: DropFlaggedChanged) -> None:
+        for pane in self.query(CurationPane):
+            pane.set_drop_flagged(event.flags)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -278,6 +271,9 @@ class DatasetScreen(Screen):
             self.query_one("#loading-bar").display = False
         if event.worker.group == "demo-models":
             self.query_one("#models-status").display = False
+        if event.worker.group == "margins" and self.query("#curate-placeholder"):
+            self.query_one("#curate-placeholder", Static).update(
+                Text(f"Could not read the margins: {message}" + (f"\n{hint}" if hint else "")))
         if event.worker.group == "score":
             self.query_one(ScorePane).finished(("cancelled: " if cancelled else "failed: ") + message)
         self.notify(message + (f"\n{hint}" if hint else ""), severity="warning" if cancelled else "error", timeout=15,

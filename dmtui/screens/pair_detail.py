@@ -22,12 +22,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
-from core.annotations import AnnotationStore
+from core.annotations import AnnotationMasks, AnnotationStore
 from core.errors import DmtuiError
 from core.loading import LoadedDataset
 from core.pairs import as_text
 from core.selection import Selection
-from core.views import AnnotationArrays
 
 WORD = re.compile(r"\S+|\s+")
 
@@ -60,7 +59,7 @@ class PairDetailScreen(Screen):
     ]
 
     def __init__(self, dataset: LoadedDataset, margins: dict[str, np.ndarray], selection: Selection | None,
-                 store: AnnotationStore, annotations: AnnotationArrays, rows: np.ndarray, position: int,
+                 store: AnnotationStore, annotations: AnnotationMasks, rows: np.ndarray, position: int,
                  title: str) -> None:
         super().__init__()
         self.dataset = dataset
@@ -124,7 +123,7 @@ class PairDetailScreen(Screen):
             if self.selection_changed:
                 header.append(" (before your changes; updated when you go back)", style="dim")
         header.append("\n")
-        header.append(f"flag: {annotation.flag or '—'}   excluded: {'yes' if annotation.excluded else 'no'}   "
+        header.append(f"flags: {', '.join(annotation.flags) or '—'}   excluded: {'yes' if annotation.excluded else 'no'}   "
                       f"swapped: {'yes' if swapped else 'no'}   note: {annotation.note or '—'}",
                       style="yellow" if not annotation.is_blank else "dim")
         self.query_one("#pair-header", Static).update(header)
@@ -141,10 +140,7 @@ class PairDetailScreen(Screen):
         self.show_pair()
 
     def _sync_arrays(self, annotation) -> None:
-        index = self.pair_index_of(annotation.pair_id)
-        self.annotations.flagged[index] = annotation.flag is not None
-        self.annotations.excluded[index] = annotation.excluded
-        self.annotations.swapped[index] = annotation.swapped
+        self.annotations.set(self.pair_index_of(annotation.pair_id), annotation)
 
     def pair_index_of(self, pair_id: str) -> int:
         if self.pair_ids[self.index].as_py() == pair_id:
@@ -154,9 +150,10 @@ class PairDetailScreen(Screen):
         return int(pc.index(self.pair_ids, pair_id).as_py())
 
     def action_flag(self, flag: str) -> None:
+        """Add the flag, or take it off if the pair has it; the pair's other flags stay."""
         current = self.store.get(self.pair_ids[self.index].as_py())
-        self._apply(flag=None if current.flag == flag else flag)
-        if flag == "other" and current.flag != "other":
+        self._apply(flags=current.with_flag_toggled(flag).flags)
+        if flag == "other" and flag not in current.flags:
             self.action_note()
 
     def action_toggle(self, field: str) -> None:

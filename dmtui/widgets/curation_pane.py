@@ -1,15 +1,20 @@
 """The curation pane: tune a selection and see, live, what it keeps.
 
 Left: the knobs (TuningPanel) and the counts. Right: margin histograms and the joint
-scatter. Below: the examples table with a filter and a search. Every change reruns
-`core.selection.select` in a thread worker (exclusive, so a burst of keystrokes only
-costs the last one) and the result is drawn when it arrives: the event loop never waits.
+scatter. Below: the examples table with a filter and a search. The pane holds no
+curation logic of its own: a `core.curation.CurationSession` parses the choices, selects
+and exports. Every change reruns the selection in a thread worker (exclusive, so a burst
+of keystrokes only costs the last one) and the result is drawn when it arrives: the
+event loop never waits. While a control is invalid the last valid selection stays on
+screen, filter, sort and search keep working on it, and Export refuses, naming the
+control. The choices are remembered per workspace, written at most every
+`SETTINGS_DEBOUNCE_S` seconds, off the event loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import threading
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -19,81 +24,46 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Input, Select, Static
+from textual.worker import Worker, WorkerState
 
 from core.annotations import AnnotationStore
+from core.curation import (
+    MODE_LABELS,
+    SETTINGS_KEY,
+    CurationSession,
+    ExportPlan,
+    ParsedChoices,
+    SelectionChoices,
+    default_source,
+)
 from core.errors import DmtuiError
-from core.export import Annotated
 from core.loading import LoadedDataset
 from core.margin_sources import ResolvedMargins
 from core.pairs import as_text
-from core.selection import (
-    MODES,
-    Selection,
-    SelectionParams,
-    parse_budget,
-    select,
-    tie_keys_from_pair_ids,
-)
-from core.views import (
-    ROW_FILTERS,
-    AnnotationArrays,
-    filter_mask,
-    ordered_rows,
-    region_mask,
-    search_mask,
-    search_texts,
-)
+from core.selection import Overlap, Selection, SelectionParams
+from core.views import ROW_FILTERS, filter_mask, ordered_rows, region_mask, search_mask, search_texts
 from core.workspace import Workspace
 from dmtui.widgets.examples_table import ExamplesTable, TableColumn, format_number
 from dmtui.widgets.margin_plots import MarginPlots
 from dmtui.widgets.tuning_panel import TuningPanel
+from dmtui.workers import describe_failure
 
-SETTINGS_KEY = "curation"
+SETTINGS_DEBOUNCE_S = 0.5
+"""A burst of keystrokes writes settings.json once, this long after the last key."""
+
+NO_MARGINS_TEXT = ("No margins yet: press 3 to score the dataset, or open it with --margin NAME=COLUMN to use "
+                   "scores the data already has. Random needs no margin.")
 
 
 @dataclass
 class SelectionReady(Message):
-    selection: Selection
+    selection: Selection | None
     rows: np.ndarray
     keep_index: int | None
     generation: int
-
-
-def stored_settings(stored: Any, sources: list[str]) -> dict[str, Any]:
-    """The remembered settings with anything of the wrong shape dropped (its default applies).
-
-    settings.json is a file a person may edit: a bad value must not stop the pane opening.
-    """
-    if not isinstance(stored, dict):
-        return {}
-    clean: dict[str, Any] = {}
-    if stored.get("mode") in MODES:
-        clean["mode"] = stored["mode"]
-    if stored.get("source") in sources:
-        clean["source"] = stored["source"]
-    if isinstance(stored.get("budget"), (str, int, float)) and not isinstance(stored.get("budget"), bool):
-        clean["budget"] = stored["budget"]
-    for bound in ("m1", "m2"):
-        values = stored.get(bound)
-        if isinstance(values, dict):
-            clean[bound] = {name: value for name, value in values.items()
-                            if name in sources and isinstance(value, (str, int, float)) and not isinstance(value, bool)}
-    return clean
-
-
-def params_from_settings(settings: dict[str, Any], sources: list[str]) -> SelectionParams:
-    """SelectionParams from the panel's settings (what the app remembers per workspace)."""
-    mode = settings.get("mode", "dm-mul")
-    fused = tuple(sources) if mode in ("dm-mul", "dm-add") else tuple(sources[:1])
-    return SelectionParams(
-        mode=mode,
-        budget=parse_budget(str(settings.get("budget", "10%"))),
-        sources=fused,
-        source=settings.get("source") or sources[0],
-        m1={name: float(settings.get("m1", {}).get(name, -2.0)) for name in sources},
-        m2={name: settings.get("m2", {}).get(name, "auto") for name in sources},
-    )
+    overlaps: dict[str, Overlap]
 
 
 class CurationPane(Vertical):
@@ -105,21 +75,38 @@ class CurationPane(Vertical):
         Binding("B", "spot_check", "Spot-check BOT"),
     ]
 
+    @dataclass
+    class StateChanged(Message):
+        """What Export would write now, or why it cannot (for the Run tab)."""
+
+        plan: ExportPlan | None
+        problem: str | None
+        drop_flagged: tuple[str, ...]
+
+    @dataclass
+    class ExportFinished(Message):
+        out: str
+        manifest: dict
+
     def __init__(self, workspace: Workspace, dataset: LoadedDataset, resolved: ResolvedMargins,
                  *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.workspace = workspace
         self.dataset = dataset
+        self.store = AnnotationStore(workspace.annotations_path)
+        self.session = CurationSession(dataset, resolved, self.store.masks(dataset.pairs["pair_id"]),
+                                       workspace=workspace)
         self.resolved = resolved
         self.margins = resolved.margins
-        self.sources = list(self.margins)
-        self.pair_ids = dataset.pairs["pair_id"].combine_chunks()
-        self.tie_keys = tie_keys_from_pair_ids(self.pair_ids)
-        self.store = AnnotationStore(workspace.annotations_path)
-        masks = self.store.masks(self.pair_ids)
-        self.annotations = AnnotationArrays(masks.flagged, masks.excluded, masks.swapped)
-        self.settings = stored_settings(workspace.read_settings().get(SETTINGS_KEY), self.sources)
+        self.sources = self.session.sources
+        self.pair_ids = self.session.pair_ids
+        self.annotations = self.session.annotations
+        self.choices = self.session.stored_choices()
+        self.parsed: ParsedChoices = self.session.parse(self.choices)
+        self.params: SelectionParams | None = self.parsed.params
+        """The last valid parameters: what the selection on screen was made with."""
         self.selection: Selection | None = None
+        self.overlaps: dict[str, Overlap] = {}
         self.row_filter = "all"
         self.query_text = ""
         self.sort_names = ["row", *self.sources, "score"]
@@ -128,12 +115,16 @@ class CurationPane(Vertical):
         self._texts: pa.Array | None = None
         # A thread worker cannot be interrupted: results of superseded runs are dropped.
         self._generation = 0
+        self._save_timer: Timer | None = None
+        self._settings_lock = threading.Lock()
+        self._settings_written = 0
+        self._settings_wanted = 0
 
     # Layout ------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with Horizontal(id="tune-top"):
             with Vertical(id="tune-left"):
-                yield TuningPanel(self.sources, self.settings, id="tuning")
+                yield TuningPanel(self.sources, self.choices, self.session.mode_requirements(), id="tuning")
                 yield Static("", id="selection-stats")
             yield MarginPlots(id="plots")
         with Horizontal(id="filter-bar"):
@@ -145,42 +136,90 @@ class CurationPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one(ExamplesTable).border_title = "Examples"
-        # The first selection runs when the TuningPanel posts its initial settings.
+        # The first selection runs when the TuningPanel posts its initial choices.
 
     def on_unmount(self) -> None:
+        if self._save_timer is not None:
+            self._save_timer.stop()
+            self._save_timer = None
+            self._write_settings(self._settings_wanted, self.choices.to_json())
         self.store.close()
 
-    # Selection ---------------------------------------------------------------
-    def current_params(self) -> SelectionParams:
-        return params_from_settings(self.settings, self.sources)
-
+    # Choices -------------------------------------------------------------------
     @on(TuningPanel.Changed)
     def _tuned(self, event: TuningPanel.Changed) -> None:
-        self.settings = event.settings
-        try:
-            self.workspace.write_settings({**self.workspace.read_settings(), SETTINGS_KEY: self.settings})
-        except DmtuiError as error:  # the selection still follows; only remembering it failed
-            self.notify(f"{error.message}\n{error.hint or ''}", title="Settings not saved", severity="warning",
-                        markup=False)
-        self.reselect()
+        self.choices = replace(event.choices, drop_flagged=self.choices.drop_flagged)
+        self._apply_choices()
 
+    def set_drop_flagged(self, flags: tuple[str, ...]) -> None:
+        """The Run tab's choice of flags an export leaves out."""
+        self.choices = replace(self.choices, drop_flagged=flags)
+        self._apply_choices()
+
+    def _apply_choices(self) -> None:
+        self.parsed = self.session.parse(self.choices)
+        self.query_one(TuningPanel).show_problems(self.parsed)
+        self._schedule_save()
+        if self.parsed.ok:
+            self.params = self.parsed.params
+            self.reselect()
+        else:
+            self._show_stats()
+            self._post_state()
+
+    def _schedule_save(self) -> None:
+        self._settings_wanted += 1
+        if self._save_timer is not None:
+            self._save_timer.stop()
+        self._save_timer = self.set_timer(SETTINGS_DEBOUNCE_S, self._save_now)
+
+    def _save_now(self) -> None:
+        self._save_timer = None
+        self._save_settings(self._settings_wanted, self.choices.to_json())
+
+    @work(thread=True, exit_on_error=False, group="settings")
+    def _save_settings(self, sequence: int, choices: dict) -> None:
+        try:
+            self._write_settings(sequence, choices)
+        except DmtuiError as error:  # the selection still follows; only remembering it failed
+            self.app.call_from_thread(self.notify, f"{error.message}\n{error.hint or ''}", title="Settings not saved",
+                                      severity="warning", markup=False)
+
+    def _write_settings(self, sequence: int, choices: dict) -> None:
+        """Write `choices` unless a later change was written already (workers may overtake)."""
+        with self._settings_lock:
+            if sequence <= self._settings_written:
+                return
+            self.workspace.update_settings(SETTINGS_KEY, choices)
+            self._settings_written = sequence
+
+    def export_problem(self) -> str | None:
+        """Why Export (and Train) must not run now, naming the control; None when they may."""
+        if not self.parsed.ok:
+            return "; ".join(problem.describe() for problem in self.parsed.problems)
+        if self.selection is None:
+            return "the selection is still being computed"
+        return None
+
+    # Selection ---------------------------------------------------------------
     def reselect(self, keep_index: int | None = None) -> None:
         """Recompute the selection and the table's rows in the background."""
         self._generation += 1
-        self._reselect(self.current_params(), keep_index, self._generation)
+        self._reselect(self.params, keep_index, self._generation)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="select")
-    def _reselect(self, params: SelectionParams, keep_index: int | None, generation: int) -> None:
-        selection = select(self.margins, params, excluded=self.annotations.excluded,
-                           swapped=self.annotations.swapped, tie_break=self.tie_keys)
+    def _reselect(self, params: SelectionParams | None, keep_index: int | None, generation: int) -> None:
+        selection = self.session.select(params) if params is not None and self.session.total else None
+        overlaps = self.session.top_overlaps(selection) if selection is not None else {}
         rows = self._view_rows(selection, params)
-        self.post_message(SelectionReady(selection, rows, keep_index, generation))
+        self.post_message(SelectionReady(selection, rows, keep_index, generation, overlaps))
 
-    def _view_rows(self, selection: Selection, params: SelectionParams) -> np.ndarray:
+    def _view_rows(self, selection: Selection | None, params: SelectionParams | None) -> np.ndarray:
         n = len(self.pair_ids)
         if ":" in self.row_filter:
             region, source = self.row_filter.split(":", 1)
-            mask = region_mask(self.margins, source, region, params, self.annotations)
+            regional = params if params is not None else SelectionParams(source=source)
+            mask = region_mask(self.margins, source, region, regional, self.annotations)
         else:
             mask = filter_mask(self.row_filter, selection, self.annotations, n)
         if self.query_text:
@@ -188,42 +227,73 @@ class CurationPane(Vertical):
                 self._texts = search_texts(self.dataset.pairs)
             mask = mask & search_mask(self._texts, self.query_text, self.pair_ids)
         name = self.sort_names[self.sort_index]
-        key = None if name == "row" else selection.score if name == "score" else self._effective(name)
+        key = None if name == "row" else (selection.score if selection is not None else None) if name == "score" \
+            else self._effective(name)
         return ordered_rows(mask, key, self.descending)
 
-    def annotated(self) -> Annotated:
-        """The exclusions and swaps the current selection honours, as an export records them."""
-        ids = self.pair_ids
-        return Annotated(
-            excluded=tuple(sorted(ids.filter(pa.array(self.annotations.excluded)).to_pylist())),
-            swapped=tuple(sorted(ids.filter(pa.array(self.annotations.swapped)).to_pylist())),
-        )
+    def annotated(self):
+        """The annotations the current selection honours, as an export records them."""
+        return self.session.annotated()
 
     def _effective(self, source: str) -> np.ndarray:
-        margin = self.margins[source]
-        return np.where(self.annotations.swapped, -margin, margin)
+        return self.session.effective_margin(source)
 
     @on(SelectionReady)
     def _selection_ready(self, event: SelectionReady) -> None:
         if event.generation != self._generation:
             return
         self.selection = event.selection
+        self.overlaps = event.overlaps
         self.query_one(MarginPlots).show(self.margins, event.selection)
-        self.query_one("#selection-stats", Static).update(self._stats_text(event.selection))
+        self._show_stats()
         table = self.query_one(ExamplesTable)
         table.show(self._columns(), event.rows, keep_index=event.keep_index)
         order = self.sort_names[self.sort_index]
         table.border_title = (f"Examples: {len(event.rows):,} shown ({self.row_filter}"
                               + (f", '{escape(self.query_text)}'" if self.query_text else "")  # typed: not markup
                               + f"), sorted by {order} {'↓' if self.descending else '↑'}")
+        self._post_state()
 
-    @staticmethod
-    def _stats_text(selection: Selection) -> str:
-        lines = [f"[b]{selection.selected:,}[/b] of {selection.total:,} selected",
-                 f"eligible {selection.eligible:,} · excluded {selection.excluded:,} · unscored {selection.unscored:,}"]
-        for name, bounds in selection.bounds.items():
-            lines.append(f"{name}: M1 {bounds.m1:g} · M2 {bounds.m2:g}{' (auto)' if bounds.m2_auto else ''}")
-        lines.extend(f"[yellow]{escape(note)}[/]" for note in selection.notes)
+    def _post_state(self) -> None:
+        plan = None
+        if self.parsed.ok and self.selection is not None:
+            plan = self.session.plan_export(self.selection, self.parsed.drop_flagged)
+        self.post_message(self.StateChanged(plan, self.export_problem(), self.parsed.drop_flagged))
+
+    def _show_stats(self) -> None:
+        self.query_one("#selection-stats", Static).update(self._stats_text())
+
+    def _stats_text(self) -> str:
+        lines: list[str] = []
+        if not self.sources:
+            lines.append(f"[yellow]{NO_MARGINS_TEXT}[/]")
+        selection = self.selection
+        if not self.parsed.ok:
+            controls = ", ".join(problem.control for problem in self.parsed.problems)
+            lines.append(f"[red]Not applied: fix {escape(controls)}.[/] "
+                         + ("Showing the last valid selection; Export waits." if selection is not None
+                            else "Export waits."))
+        if selection is not None:
+            lines.append(f"[b]{selection.selected:,}[/b] of {selection.total:,} selected "
+                         f"({MODE_LABELS[selection.params.mode]})")
+            lines.append(f"eligible {selection.eligible:,} · excluded {selection.excluded:,} · "
+                         f"unscored {selection.unscored:,}")
+            for name, bounds in selection.bounds.items():
+                lines.append(f"{escape(name)}: M1 {bounds.m1:g} · M2 {bounds.m2:g}{' (auto)' if bounds.m2_auto else ''}")
+            if selection.trimmed is not None and selection.trim_range is not None:
+                low, high = selection.trim_range
+                lines.append(f"trim {selection.params.trim:.3g}/end: {int(selection.trimmed.sum()):,} cut (✂) "
+                             f"outside [{low:.3g}, {high:.3g}]")
+            if self.overlaps:
+                lines.append("shared with " + " · ".join(
+                    f"{MODE_LABELS['top']} {escape(label.split(':', 1)[1])} {found.count:,}/{selection.selected:,}"
+                    for label, found in self.overlaps.items()))
+            flagged = {flag: n for flag, n in self.session.flag_counts(selection.indices).items() if n}
+            if flagged:
+                lines.append("[yellow]⚑ selected pairs carry flags: "
+                             + ", ".join(f"{flag} {n}" for flag, n in flagged.items()) + "[/]")
+            lines.extend(f"[yellow]{escape(note)}[/]" for note in selection.notes)
+        lines.extend(f"[dim]{escape(note)}[/]" for note in self.parsed.notes)
         return "\n".join(lines)
 
     def _columns(self) -> list[TableColumn]:
@@ -239,9 +309,11 @@ class CurationPane(Vertical):
             columns.append(TableColumn(name[:8], 8, lambda i, m=effective: format_number(m[i]), align_right=True))
         if selection is not None and selection.score is not None:
             columns.append(TableColumn("score", 8, lambda i: format_number(selection.score[i]), align_right=True))
+        trimmed = selection.trimmed if selection is not None else None
 
         def state(i: int) -> str:
-            marks = ("✓" if selection is not None and selection.mask[i] else " ")
+            marks = "✓" if selection is not None and selection.mask[i] else (
+                "✂" if trimmed is not None and trimmed[i] else " ")
             marks += "⚑" if annotations.flagged[i] else " "
             marks += "✗" if annotations.excluded[i] else " "
             marks += "⇄" if annotations.swapped[i] else " "
@@ -250,6 +322,34 @@ class CurationPane(Vertical):
         columns.append(TableColumn("state", 5, state))
         columns.append(TableColumn("prompt", 60, lambda i: as_text(pairs["prompt"][i].as_py())))
         return columns
+
+    # Export --------------------------------------------------------------------
+    def export(self, out: str, include_scores: bool) -> str | None:
+        """Start writing the current selection to `out`; the reason it cannot, if so."""
+        problem = self.export_problem()
+        if problem is None:
+            assert self.parsed.params is not None
+            self._export(self.parsed.params, self.parsed.drop_flagged, out, include_scores)
+        return problem
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _export(self, params: SelectionParams, drop_flagged: tuple[str, ...], out: str, include_scores: bool) -> None:
+        progress, cancel = self.screen.work.start("export")
+        # The form's own parameters, selected afresh: what the controls say is what is written.
+        selection = self.session.select(params)
+        manifest = self.session.export(selection, out, drop_flagged=drop_flagged, include_scores=include_scores,
+                                       progress=progress, cancel=cancel)
+        self.post_message(self.ExportFinished(out, manifest))
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """A failed selection, export or settings write, said in words (worker events do not bubble)."""
+        if event.state != WorkerState.ERROR:
+            return
+        message, hint, cancelled = describe_failure(event.worker.error)
+        title = {"export": "Export", "settings": "Settings not saved"}.get(event.worker.group, "Selection")
+        self.notify(message + (f"\n{hint}" if hint else ""), title=title, markup=False, timeout=15,
+                    severity="warning" if cancelled else "error")
 
     # View controls -------------------------------------------------------------
     @on(Select.Changed, "#row-filter")
@@ -287,7 +387,11 @@ class CurationPane(Vertical):
 
     def action_spot_check(self) -> None:
         """Walk the lowest margins of the chosen source (the TOP/MID/BOT source) upward."""
-        source = self.settings.get("source") or self.sources[0]
+        if not self.sources:
+            self.notify(NO_MARGINS_TEXT, severity="warning")
+            return
+        source = self.params.source if self.params is not None and self.params.source else default_source(self.sources)
+        assert source is not None
         margin = self._effective(source)
         candidates = np.isfinite(margin) & ~self.annotations.excluded
         rows = ordered_rows(candidates, margin, descending=False)

@@ -1,7 +1,10 @@
 """Export the current selection, then train on it: the last steps of a curation.
 
-Export goes through the same engine and manifest as `dmtui export` (the screen runs it
-in a worker when this pane posts `ExportRequested`). Training runs `dmtui train
+Export goes through the same engine and manifest as `dmtui export` (the curation pane
+runs it in a worker when this pane posts `ExportRequested`). Above the buttons the pane
+says what Export will write (mode, fused sources, budget, pairs, M1/M2, trim, flagged
+pairs and which flags are dropped), or why Export and Train refuse: a control of the
+Curate tab that is invalid or cannot apply. Training runs `dmtui train
 EXPORT --jsonl` as a subprocess, so it can be cancelled for real (SIGTERM: the run stops
 at a step boundary with a checkpoint), an out-of-memory crash cannot take the app down,
 and GPU memory is freed when it ends. Its JSON lines drive the curves and the log.
@@ -22,7 +25,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Input, Label, RichLog, Sparkline
+from textual.widgets import Button, Checkbox, Input, Label, RichLog, Sparkline, Static
+
+from core.annotations import FLAGS
+from core.curation import DEFAULT_DROP_FLAGGED, ExportPlan
 
 CURVES = (("loss", "loss"), ("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy"))
 
@@ -33,6 +39,13 @@ class ExportRequested(Message):
 
     out: str
     include_scores: bool
+
+
+@dataclass
+class DropFlaggedChanged(Message):
+    """The flags whose pairs an export leaves out."""
+
+    flags: tuple[str, ...]
 
 
 class RunPane(Vertical):
@@ -46,6 +59,8 @@ class RunPane(Vertical):
         self.process: asyncio.subprocess.Process | None = None
         self.history: dict[str, list[float]] = {key: [] for key, _ in CURVES}
         self.last_export: str | None = None
+        self.selection_problem: str | None = "the Curate tab has no selection yet"
+        """Why Export and Train refuse now (a Curate control at fault); None when they may run."""
 
     def compose(self) -> ComposeResult:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -54,6 +69,13 @@ class RunPane(Vertical):
             yield Input(str(self.workspace_root / "exports" / f"selection-{stamp}"), id="export-out", compact=True)
             yield Checkbox("scores", value=True, id="export-scores", compact=True)
             yield Button("Export", id="export", compact=True, variant="primary")
+        with Horizontal(classes="run-row"):
+            yield Label("drop", classes="run-name")
+            for flag in FLAGS:
+                yield Checkbox(f"{flag}-flagged", value=flag in DEFAULT_DROP_FLAGGED, id=f"drop-{flag}", compact=True,
+                               tooltip=f"leave pairs flagged {flag} out of the export (default: "
+                               f"{', '.join(DEFAULT_DROP_FLAGGED)})")
+        yield Static("Export will write: waiting for the Curate tab's selection", id="export-plan")
         with Horizontal(classes="run-row"):
             yield Label("train", classes="run-name")
             yield Input(self.default_model, placeholder="policy model: folder or hub id", id="train-model",
@@ -72,22 +94,55 @@ class RunPane(Vertical):
     # Export --------------------------------------------------------------------
     @on(Button.Pressed, "#export")
     def _export(self) -> None:
+        if self.selection_problem:
+            self.export_refused(self.selection_problem)
+            return
         out = self.query_one("#export-out", Input).value.strip()
         if not out:
             self.notify("Give a folder to export to", severity="warning")
             return
         self.post_message(ExportRequested(out, self.query_one("#export-scores", Checkbox).value))
 
+    @on(Checkbox.Changed, "#drop-toxic, #drop-mislabeled, #drop-other")
+    def _drop_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        flags = tuple(flag for flag in FLAGS if self.query_one(f"#drop-{flag}", Checkbox).value)
+        self.post_message(DropFlaggedChanged(flags))
+
+    def show_plan(self, plan: ExportPlan | None, problem: str | None, drop_flagged: tuple[str, ...]) -> None:
+        """What Export will write, or why it refuses; the drop choices as the Curate tab holds them."""
+        self.selection_problem = problem
+        for flag in FLAGS:
+            box = self.query_one(f"#drop-{flag}", Checkbox)
+            if box.value != (flag in drop_flagged):
+                with box.prevent(Checkbox.Changed):
+                    box.value = flag in drop_flagged
+        view = self.query_one("#export-plan", Static)
+        view.set_class(problem is not None, "refused")
+        if problem is not None:
+            view.update(f"[b]Export and Train refuse:[/b] {escape(problem)}")
+        elif plan is not None:
+            view.update("[b]Export will write:[/b] " + escape("\n".join(plan.lines())))
+
+    def export_refused(self, reason: str) -> None:
+        self.log_line(f"[red]export refused:[/] {escape(reason)}")
+        self.notify(f"Export refused: {reason}", severity="error", markup=False)
+
     def export_finished(self, out: str, manifest: dict) -> None:
         self.last_export = out
         counts = manifest["counts"]
+        dropped = counts.get("dropped_flagged", 0)
         self.log_line(f"[green]exported[/] {counts['selected']:,} of {counts['total']:,} pairs to {escape(out)} "
-                      f"(sha256 {manifest['output']['sha256'][:12]})")
+                      f"(sha256 {manifest['output']['sha256'][:12]})"
+                      + (f"; dropped {dropped:,} flagged pairs" if dropped else ""))
         self.query_one("#export-out", Input).value = str(Path(out).with_name(f"selection-{time.strftime('%Y%m%d-%H%M%S')}"))
 
     # Training ------------------------------------------------------------------
     @on(Button.Pressed, "#train")
     def _train(self) -> None:
+        if self.selection_problem:
+            self.notify(f"Train refused: {self.selection_problem}", severity="error", markup=False)
+            return
         if self.last_export is None:
             self.notify("Export a selection first; training reads the export", severity="warning")
             return

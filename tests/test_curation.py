@@ -1,0 +1,267 @@
+"""The curation session: choices parsed per control, defaults and where values came from,
+the command line following the workspace, and the options that cannot apply."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core.annotations import AnnotationStore
+from core.curation import (
+    CurationSession,
+    SelectionChoices,
+    default_fused,
+    merge_choices,
+    parse_choices,
+    parse_mode,
+    parse_trim,
+)
+from core.errors import DmtuiError
+from core.margin_sources import ResolvedMargins
+from core.selection import SelectionParams, select
+from core.workspace import Workspace
+
+SOURCES = ["external", "implicit", "ifd"]
+
+
+@pytest.mark.parametrize("text", ["dm-mul", "DM-MUL", "Dm-Mul", "dm_mul", "DM-MUL (strict)", " dm mul "])
+def test_mode_names_match_the_apps_labels_in_any_case(text):
+    assert parse_mode(text) == "dm-mul"
+    assert parse_mode("Low-Gap") == "low-gap" and parse_mode("RANDOM") == "random"
+
+
+def test_unknown_mode_names_the_choices():
+    with pytest.raises(DmtuiError, match="unknown mode") as error:
+        parse_mode("sideways")
+    assert "low-gap" in error.value.hint
+
+
+@pytest.mark.parametrize(("text", "value"), [("1%", 0.01), ("0.5%", 0.005), ("0", 0.0), ("0.2", 0.2)])
+def test_trim(text, value):
+    assert parse_trim(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["50%", "-1%", "x", "0.5", ""])
+def test_bad_trim(text):
+    with pytest.raises(DmtuiError, match="cannot use the trim"):
+        parse_trim(text)
+
+
+def test_defaults_fuse_everything_but_ifd_and_parse_to_the_papers_params():
+    parsed = parse_choices(SelectionChoices(), SOURCES)
+    assert parsed.ok and parsed.params.sources == ("external", "implicit")
+    assert parsed.params.m1_for("external") == -2.0 and parsed.params.m2_for("implicit") == "auto"
+    assert parsed.params.budget == 0.1 and parsed.drop_flagged == ("toxic", "mislabeled")
+    assert default_fused(["ifd"]) == () and default_fused(["rm_a", "rm_b", "ifd"]) == ("rm_a", "rm_b")
+
+
+def test_each_invalid_control_is_named_and_nothing_is_selected():
+    choices = SelectionChoices(budget="150%", m1={"external": "5"}, m2={"external": "3", "implicit": "x"},
+                               weights={"implicit": "-1"})
+    parsed = parse_choices(choices, SOURCES)
+    assert parsed.params is None
+    controls = {p.control for p in parsed.problems}
+    assert controls == {"budget", "m2:external", "m2:implicit", "weight:implicit"}
+    assert "M2 (3) must be greater than M1 (5)" in parsed.problem_for("m2:external").message
+    assert "4 settings cannot be used" in parsed.error().message
+
+
+def test_controls_the_mode_ignores_are_not_checked():
+    parsed = parse_choices(SelectionChoices(mode="top", m1={"external": "nonsense"}), SOURCES)
+    assert parsed.ok and parsed.params.source == "external"
+
+
+@pytest.mark.parametrize(("mode", "sources", "needs"), [
+    ("low-gap", ["external"], "needs the ifd margin"),
+    ("dm-mul", [], "no margin sources"),
+    ("top", [], "no margin sources"),
+    ("dm-add", ["ifd"], "there is only ifd"),
+])
+def test_modes_without_their_margin_say_which_margin_they_need(mode, sources, needs):
+    parsed = parse_choices(SelectionChoices(mode=mode), sources)
+    assert not parsed.ok and needs in parsed.problem_for("mode").message
+
+
+def test_random_needs_no_margin_and_selects_from_the_pair_count():
+    parsed = parse_choices(SelectionChoices(mode="random", budget="4"), [])
+    assert parsed.ok
+    selection = select({}, parsed.params, tie_break=np.arange(10, dtype=np.uint64))
+    assert selection.selected == 4 and selection.total == 10 and selection.score is None
+
+
+def test_unknown_source_names_are_errors():
+    parsed = parse_choices(SelectionChoices(m1={"foo": "1"}, fuse=("external", "bar")), SOURCES)
+    assert {p.control for p in parsed.problems} == {"m1:foo", "fuse"}
+
+
+def test_dm_mul_of_one_source_says_it_is_a_clipped_top():
+    parsed = parse_choices(SelectionChoices(fuse=("external",)), SOURCES)
+    assert parsed.ok and any("clipped to [M1, M2]" in note for note in parsed.notes)
+
+
+def test_weights_reach_the_params_and_all_zero_is_refused():
+    parsed = parse_choices(SelectionChoices(weights={"implicit": "0.5"}), SOURCES)
+    assert parsed.params.weight_for("implicit") == 0.5 and parsed.params.weight_for("external") == 1.0
+    zero = parse_choices(SelectionChoices(weights={"external": "0", "implicit": "0"}), SOURCES)
+    assert "weight 0" in zero.problems[0].message
+
+
+def test_merge_names_where_each_value_came_from():
+    stored = SelectionChoices(budget="35", m2={"external": "4"})
+    choices, origins = merge_choices(stored, {"mode": "dm-add", "m2": {"implicit": "5"}})
+    assert (choices.mode, choices.budget, dict(choices.m2)) == ("dm-add", "35", {"external": "4", "implicit": "5"})
+    assert origins["mode"] == "option" and origins["budget"] == "workspace" and origins["trim"] == "default"
+    assert origins["m2:external"] == "workspace" and origins["m2:implicit"] == "option"
+    ignored, origins = merge_choices(None, {})
+    assert ignored == SelectionChoices() and set(origins.values()) == {"default"}
+
+
+def test_stored_choices_of_the_wrong_shape_or_for_missing_sources_are_dropped():
+    stored = {"mode": ["x"], "budget": 25, "m1": {"external": -1.5, "gone": 3, "implicit": True},
+              "fuse": ["implicit", "gone"], "drop_flagged": ["evil"]}
+    choices = SelectionChoices.from_json(stored, ["external", "implicit"])
+    assert choices.mode == "dm-mul" and choices.budget == "25" and dict(choices.m1) == {"external": "-1.5"}
+    assert choices.fuse == ("implicit",) and choices.drop_flagged is None
+    assert SelectionChoices.from_json(choices.to_json(), ["external", "implicit"]) == choices
+
+
+def test_saturated_ties_break_by_standardised_margins_only_when_asked():
+    # Pairs 0-3 are at or above M2 in both sources: the paper's formula ties them at 1.
+    external = np.array([9.0, 5.0, 7.0, 5.0, 0.0, -1.0])
+    implicit = np.array([5.0, 9.0, 5.0, 5.0, 1.0, 0.0])
+    margins = {"external": external, "implicit": implicit}
+    keys = np.array([4, 3, 2, 1, 5, 6], dtype=np.uint64)
+    paper = select(margins, SelectionParams(budget=2, m2=5.0), tie_break=keys)
+    assert paper.indices.tolist() == [2, 3]  # smallest pair_ids among the tied
+    broken = select(margins, SelectionParams(budget=2, m2=5.0, saturated_ties="margin-sum"), tie_break=keys)
+    assert broken.indices.tolist() == [0, 1]  # the furthest above M2 overall
+    assert np.allclose(broken.score, paper.score) and broken.log_odds is not None
+
+
+def test_trimmed_pairs_are_marked():
+    margin = np.arange(200, dtype=float)
+    selection = select({"external": margin}, SelectionParams(mode="bot", source="external", budget=3))
+    assert selection.trimmed.sum() == 4 and selection.trimmed[[0, 1, 198, 199]].all()
+    assert selection.indices.tolist() == [2, 3, 4]
+
+
+def test_overlaps_with_each_top_at_the_same_budget(tmp_path):
+    from core.loading import load_dataset
+
+    rows = [{"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(50)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_dataset(str(path))
+    rng = np.random.default_rng(0)
+    resolved = ResolvedMargins({"external": rng.normal(size=50), "implicit": rng.normal(size=50)})
+    session = CurationSession(dataset, resolved)
+    selection = session.select(SelectionParams(mode="top", source="external", budget=10, trim=0.0))
+    overlaps = session.top_overlaps(selection)
+    assert set(overlaps) == {"top:implicit"}  # TOP of external is the selection itself
+    fused = session.select(SelectionParams(budget=10))
+    assert set(session.top_overlaps(fused)) == {"top:external", "top:implicit"}
+
+
+# The command line ------------------------------------------------------------------
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dmtui", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "sc": int(rng.integers(1, 10)),
+             "sr": int(rng.integers(1, 10)), "im": float(rng.normal(0, 3))} for i in range(40)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+MARGINS = ("--margin", "external=sc,sr", "--margin", "implicit=im")
+
+
+def test_cli_follows_the_workspaces_saved_selection_options_override_and_defaults_ignore(tmp_path, data):
+    workspace = Workspace.open_or_create(str(data))  # data.dmtui, found from the dataset
+    workspace.update_settings("margins", list(MARGINS[1::2]))
+    workspace.update_settings("curation", {"mode": "top", "source": "implicit", "budget": "7", "trim": "0"})
+    saved = json.loads(run_cli("select", data, "--json").stdout)
+    assert saved["counts"]["selected"] == 7 and saved["params"]["mode"] == "top"
+    assert saved["settings"]["budget"] == {"value": "7", "from": "workspace"}
+    assert saved["settings"]["source"] == {"value": "implicit", "from": "workspace"}
+    flagged = json.loads(run_cli("select", workspace.root, "--budget", "5", "--json").stdout)
+    assert flagged["counts"]["selected"] == 5 and flagged["settings"]["budget"]["from"] == "option"
+    assert flagged["params"]["mode"] == "top"
+    defaults = json.loads(run_cli("select", data, "--defaults", "--json").stdout)
+    assert defaults["params"]["mode"] == "dm-mul" and defaults["counts"]["selected"] == 4
+    assert defaults["settings"]["mode"]["from"] == "default"
+    text = run_cli("select", data).stdout
+    assert "budget 7 (workspace)" in text and "source implicit (workspace)" in text
+
+
+def test_cli_names_invalid_saved_settings_and_misspelled_sources(tmp_path, data):
+    Workspace.open_or_create(str(data)).update_settings("curation", {"budget": "150%"})
+    result = run_cli("select", data, *MARGINS)
+    assert result.returncode == 1 and "budget" in result.stderr and "150%" in result.stderr
+    result = run_cli("select", data, *MARGINS, "--defaults", "--m1", "foo=1")
+    assert result.returncode == 1 and "no margin source 'foo'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_accepts_the_apps_mode_labels(data):
+    result = run_cli("select", data, *MARGINS, "--mode", "DM-MUL", "--json")
+    assert result.returncode == 0, result.stderr and json.loads(result.stdout)["params"]["mode"] == "dm-mul"
+
+
+def test_manifest_with_selection_or_export_options_is_refused(tmp_path, data):
+    out = tmp_path / "out"
+    assert run_cli("export", data, *MARGINS, "--out", out).returncode == 0
+    result = run_cli("export", "--manifest", out / "manifest.json", "--out", tmp_path / "again", "--mode", "top",
+                     "--budget", "5", "--drop-flagged", "none")
+    assert result.returncode == 1
+    assert "--mode, --budget, --drop-flagged cannot apply" in result.stderr
+    assert not (tmp_path / "again").exists()
+
+
+def test_select_and_export_make_a_new_workspace_but_not_for_a_file_that_loads_nothing(tmp_path, data):
+    result = run_cli("select", data, *MARGINS, "--workspace", tmp_path / "new-ws")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "new-ws" / "workspace.json").is_file()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "good": "a", "bad": "b"}) + "\n")
+    result = run_cli("export", bad, "--mode", "random", "--workspace", tmp_path / "bad-ws", "--out", tmp_path / "o")
+    assert result.returncode == 1 and "no usable pairs" in result.stderr
+    assert not (tmp_path / "bad-ws").exists() and not (tmp_path / "o").exists()
+
+
+def test_random_exports_without_margins(tmp_path, data):
+    result = run_cli("export", data, "--mode", "random", "--budget", "6", "--out", tmp_path / "r", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["selected"] == 6
+
+
+def test_cli_export_drops_flagged_pairs_and_lists_them(tmp_path, data):
+    workspace = Workspace.open_or_create(str(data), tmp_path / "ws")
+    chosen = json.loads(run_cli("select", tmp_path / "ws", *MARGINS, "--json").stdout)
+    top = run_cli("export", tmp_path / "ws", *MARGINS, "--out", tmp_path / "plain", "--json")
+    ids = json.loads((tmp_path / "plain" / "manifest.json").read_text())["selected_pair_ids"]
+    assert json.loads(top.stdout)["selected"] == chosen["counts"]["selected"] == len(ids)
+    with AnnotationStore(workspace.annotations_path) as store:
+        store.toggle_flag(ids[0], "toxic")
+        store.update(ids[1], flags=("other",), note="check the tone")
+    warned = run_cli("select", tmp_path / "ws", *MARGINS)
+    assert "selected pairs carry flags: toxic 1, other 1" in warned.stdout
+    result = run_cli("export", tmp_path / "ws", *MARGINS, "--drop-flagged", "toxic", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert f"dropped 1 flagged pairs: {ids[0]} (toxic)" in result.stdout
+    assert "keeps flagged pairs: other 1" in result.stdout
+    written = [json.loads(line)["pair_id"] for line in (tmp_path / "out" / "data.jsonl").read_text().splitlines()]
+    assert ids[0] not in written and ids[1] in written
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["annotations"]["flags"] == {ids[0]: ["toxic"], ids[1]: ["other"]}
+    assert manifest["annotations"]["notes"] == {ids[1]: "check the tone"}
