@@ -50,7 +50,7 @@ def _annotations(workspace: Workspace, pair_ids) -> dict[str, Any]:
     with AnnotationStore(workspace.annotations_path) as store:
         annotations = [a for a in store.all().values() if not a.is_blank]
     present = set(pa.chunked_array([pair_ids]).to_pylist()) if annotations else set()
-    flags = Counter(a.flag for a in annotations if a.flag)
+    flags = Counter(flag for a in annotations for flag in a.flags)
     return {"annotated": len(annotations), "flags": dict(sorted(flags.items())),
             "excluded": sum(a.excluded for a in annotations), "swapped": sum(a.swapped for a in annotations),
             "notes": sum(bool(a.note) for a in annotations),

@@ -255,7 +255,7 @@ def test_info_on_a_workspace_summarises_scores_annotations_exports_and_runs(tmp_
     store.write_meta({"models": {"reward": "/models/rm"}, "updated_at": 1.0})
     store.append(pa.table({"pair_id": ids[:4], "margin": [1.0, 2.0, 3.0, 4.0]}))
     with AnnotationStore(workspace.annotations_path) as notes:
-        notes.update(ids[0], flag="toxic", note="rude")
+        notes.update(ids[0], flags=("toxic",), note="rude")
         notes.update(ids[1], excluded=True)
         notes.update("0123456789abcdef", swapped=True)
     exported = dmtui("export", data, "--margin", "ext=m", "--budget", "2", "--out", root / "exports" / "first")
