@@ -5,7 +5,8 @@ margin columns, then measures, each phase in its own process so that its peak me
 is its own:
 
 1. first import: read, validate, hash and cache the pairs (Arrow IPC files in the
-   workspace cache);
+   workspace cache), beside `pyarrow.json.read_json` of the same file alone (the floor:
+   Arrow's reader, nothing checked or hashed), each in its own process;
 2. reopen: the cache memory-mapped, no text read;
 3. the app (Textual pilot, 160x50): process start to the first selection on screen,
    twice; then budget edits (keystroke to redrawn selection) beside `select` alone at
@@ -74,6 +75,14 @@ def phase_load(data: Path, work: Path) -> dict:
     started = time.perf_counter()
     dataset = Workspace.open_or_create(str(data), work / "ws").load()
     return {"seconds": time.perf_counter() - started, "pairs": dataset.pairs.num_rows, "peak_mb": peak_mb()}
+
+
+def phase_read_json(data: Path) -> dict:
+    import pyarrow.json as pa_json
+
+    started = time.perf_counter()
+    table = pa_json.read_json(data)
+    return {"seconds": time.perf_counter() - started, "rows": table.num_rows, "peak_mb": peak_mb()}
 
 
 async def _drive_app(work: Path, process_started: float, edits: int) -> dict:
@@ -164,6 +173,7 @@ def main() -> None:
     if args.phase:
         sys.path.insert(0, str(REPO))
         result = {"load": lambda: phase_load(args.work / "pairs.jsonl", args.work),
+                  "read_json": lambda: phase_read_json(args.work / "pairs.jsonl"),
                   "app": lambda: phase_app(args.work, args.process_started, args.edits),
                   "select": lambda: phase_select(args.pairs, args.edits)}[args.phase]()
         print(json.dumps(result))
@@ -186,8 +196,10 @@ def report(args: argparse.Namespace) -> None:
         return f"median {statistics.median(values) * 1000:.0f} ms, worst {max(values) * 1000:.0f} ms"
 
     first = run_phase("load", args)
+    arrow = run_phase("read_json", args)
     print(f"first import: {first['seconds']:.1f} s ({first['pairs'] / first['seconds']:,.0f} pairs/s), "
-          f"peak {first['peak_mb']:,.0f} MiB")
+          f"peak {first['peak_mb']:,.0f} MiB; pyarrow.json.read_json of the same file {arrow['seconds']:.1f} s, "
+          f"peak {arrow['peak_mb']:,.0f} MiB; import / read_json = {first['seconds'] / arrow['seconds']:.2f}x")
     reopen = run_phase("load", args)
     print(f"reopen (memory-mapped cache): {reopen['seconds']:.2f} s, peak {reopen['peak_mb']:,.0f} MiB "
           f"(first import / reopen = {first['seconds'] / reopen['seconds']:,.0f}x)")

@@ -71,14 +71,13 @@ def clean_rows(table: pa.Table, roles: dict[str, str], fmt: Format, max_chars: i
         checks = [pc.not_equal(columns[1], columns[2]), pc.invert(pc.match_substring_regex(columns[0], ANY_MARKER))]
         for column in columns:  # a null field makes every check on it null, which counts as failed
             checks += [pc.match_substring_regex(column, _HAS_TEXT), pc.less_equal(pc.utf8_length(column), max_chars)]
-        keep = pc.fill_null(_all(checks), False)
-        ok = _true(keep)
-        return CleanRows(ok, fmt, *(column.filter(keep) for column in columns))
+        ok = _true(pc.fill_null(_all(checks), False))
+        return CleanRows(ok, fmt, *(rows_marked(column, ok) for column in columns))
     columns = [column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column for column in columns]
     ok = np.ones(table.num_rows, dtype=bool)
     for column in columns:
         ok &= _valid_messages(column, max_chars)
-    picked = [_messages(column.filter(pa.array(ok))) for column in columns]
+    picked = [_messages(rows_marked(column, ok)) for column in columns]
     differ = _true(pc.not_equal(canonical_json(picked[1]), canonical_json(picked[2])))
     if not differ.all():
         ok[np.flatnonzero(ok)[~differ]] = False
@@ -116,6 +115,11 @@ def _messages(column: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, items, type=MESSAGE_TYPE)
 
 
+def rows_marked(data, keep: np.ndarray):
+    """`data` (an array, chunked array or table) at the rows `keep` marks; itself when all are."""
+    return data if keep.all() else data.filter(pa.array(keep))
+
+
 def _all(checks: list) -> pa.Array | pa.ChunkedArray:
     combined = checks[0]
     for check in checks[1:]:
@@ -129,19 +133,22 @@ def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def numeric_columns(table: pa.Table, loaded: np.ndarray) -> tuple[dict[str, pa.Array], set[str]]:
-    """The number-typed columns at the `loaded` rows as float64 (those with a value there),
+    """The number-typed columns at the `loaded` rows as float64 (those with a value there;
+    perhaps chunked),
     and the columns that hold something else in a loaded row (never margin columns).
     Mirrors what `core.loading` gathers from JSON records one by one."""
     numbers: dict[str, pa.Array] = {}
     other: set[str] = set()
-    keep = pa.array(loaded)
     for name in table.column_names:
-        column = table[name].filter(keep)
+        column = table[name]
+        data_type = column.type
+        if pa.types.is_null(data_type):
+            continue
+        column = rows_marked(column, loaded)
         if column.null_count == len(column):
             continue
-        data_type = column.type
         if pa.types.is_integer(data_type) or pa.types.is_floating(data_type):
-            numbers[name] = column.cast(pa.float64()).combine_chunks()
+            numbers[name] = column.cast(pa.float64())
         else:
             other.add(name)
     return numbers, other

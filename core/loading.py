@@ -82,7 +82,8 @@ class LoadedDataset:
     """pair_id, row_index, prompt, chosen, rejected (see core.pairs)."""
     records: pa.Table
     """The source's rows for the loaded pairs: the original columns for Arrow-backed and
-    CSV sources; one ``_json`` column with each record's JSON text for JSON sources."""
+    CSV sources; one ``_json`` column with each record's JSON text for JSON sources (a
+    JSON line as read, its line break included)."""
     report: LoadReport
     numbers: pa.Table | None = None
     """JSON sources: every top-level field that held only numbers (or null), as float64
@@ -202,8 +203,7 @@ def _read_json_blocks(spec: SourceSpec, builder: PairBuilder, schema: pa.Schema 
         def values(rows: np.ndarray, parsed=parsed, first=row) -> Iterator[RawRecord]:
             texts = parsed.texts.take(pa.array(rows)).to_pylist()
             for position, text in zip(rows.tolist(), texts):
-                line = (text + "\n").encode("utf-8")
-                yield from json_line_records([line], int(parsed.lines[position]), first + position)
+                yield from json_line_records([text.encode("utf-8")], int(parsed.lines[position]), first + position)
 
         builder.add_table(parsed.table, row, parsed.lines, parsed.texts, values, parsed.plain)
         row += parsed.table.num_rows

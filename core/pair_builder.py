@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.arrow_rows import clean_rows, numeric_columns, table_format
+from core.arrow_rows import clean_rows, numeric_columns, rows_marked, table_format
 from core.chat_templates import TEMPLATE_FAMILIES, count_rendered_templates
 from core.errors import LoadError
 from core.load_report import SCORE_COLUMN_PAIRS, LoadConfig, LoadReport, Rejection
@@ -227,7 +227,7 @@ class PairBuilder:
     def _piece_of_block(self, first_row: int, where: np.ndarray | None, records: Any, clean, slow,
                         loaded: np.ndarray) -> _Piece:
         positions = np.flatnonzero(loaded)
-        kept_records = records.filter(pa.array(loaded)) if records is not None else None
+        kept_records = rows_marked(records, loaded) if records is not None else None
         located = where[positions] if where is not None else np.full(len(positions), -1, dtype=np.int64)
         if clean is not None and not slow:  # every loaded row is clean: nothing to interleave
             count = len(positions)
@@ -607,8 +607,9 @@ class _NumericFields:
         self.flush()
         names = [name for name in dict.fromkeys(n for chunk, _ in self.done for n in chunk)
                  if name not in self.not_numeric]
-        columns = {name: pa.chunked_array([chunk.get(name, pa.nulls(count, pa.float64()))
-                                           for chunk, count in self.done], pa.float64())
+        columns = {name: pa.chunked_array([piece for chunk, count in self.done
+                                           for piece in _chunks(chunk.get(name, pa.nulls(count, pa.float64())))],
+                                          pa.float64())
                    for name in names}
         table = pa.table(columns) if columns else pa.table({})
         if dropped and columns:

@@ -68,6 +68,7 @@ class RawRecord:
     location: str
     value: Any = None
     raw_json: str | None = None
+    """A JSON line as read (its line break included), or an item of a JSON document as JSON."""
     error: tuple[str, str] | None = None
 
 
@@ -179,7 +180,6 @@ def json_line_records(lines: Iterable[bytes], first_line: int, first_row: int) -
             yield RawRecord(row_index, location, error=("invalid_utf8", f"byte {error.start}: not UTF-8"))
             row_index += 1
             continue
-        text = text.rstrip("\r\n")
         if row_index == 0:
             text = text.lstrip("\ufeff")
         try:
@@ -213,7 +213,8 @@ class ParsedLines:
     lines: np.ndarray
     """Physical line number of each row."""
     texts: pa.Array
-    """Each row's text, as `RawRecord.raw_json` holds it."""
+    """Each row's line, as `RawRecord.raw_json` holds it (its line break included): a
+    view of the block's bytes, not a copy."""
     plain: bool
     """No line holds a backslash, so no text holds a character that JSON escapes."""
 
@@ -307,7 +308,7 @@ def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines 
         lines = lines.filter(keep)
     if rows.size != table.num_rows:
         return None
-    return ParsedLines(table, rows + block.first_line, pc.utf8_rtrim(lines, "\r\n"), data.find(b"\\") < 0)
+    return ParsedLines(table, rows + block.first_line, lines, data.find(b"\\") < 0)
 
 
 def _beyond_int64(column: pa.ChunkedArray) -> bool:

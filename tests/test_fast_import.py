@@ -209,7 +209,7 @@ def test_reading_a_json_line_block_in_pieces_keeps_line_numbers(tmp_path):
     blocks = list(core.sources.read_line_blocks(spec))
     parsed = core.sources.parse_json_block(blocks[0], None)
     assert parsed.lines.tolist() == [1, 3, 5, 7, 9]
-    assert parsed.texts.to_pylist() == ['{"a": 1}'] * 5
+    assert parsed.texts.to_pylist() == ['{"a": 1}\n'] * 5
 
 
 def _write(path: Path, text: str) -> Path:
