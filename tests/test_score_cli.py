@@ -135,3 +135,30 @@ def test_ctrl_c_stops_with_130_and_a_rerun_resumes(demo_cache_dir, demo_models, 
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     assert json.loads(out)["sources"]["implicit"]["reused"] == stopped["sources"]["implicit"]["scored"]
+
+
+def test_jsonl_streams_progress_and_sigterm_stops_at_a_checkpoint(demo_cache_dir, demo_models, tmp_path):
+    """The app's contract: progress events per source, SIGTERM keeps finished chunks, exit 130."""
+    data = demo_slice(tmp_path / "pairs.jsonl", 120)
+    command = ["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "implicit",
+               *model_args(demo_models), "--checkpoint-every", "10", "--jsonl"]
+    process = run_cli(command, demo_cache_dir)
+    first = json.loads(process.stdout.readline())
+    assert first["event"] == "progress" and {"stage", "done", "total", "unit", "elapsed_s"} <= set(first)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "ws").glob("scores/implicit/*/part-*.parquet")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert all(e["event"] == "progress" for e in events[:-1])
+    last = events[-1]
+    assert last["event"] == "cancelled" and 0 < last["sources"]["implicit"]["scored"] < 120, last
+    rerun = run_cli(command, demo_cache_dir)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    done = json.loads(out.splitlines()[-1])
+    assert done["event"] == "done" and done["sources"]["implicit"]["reused"] == last["sources"]["implicit"]["scored"]
+    assert any(json.loads(line)["stage"] == "implicit" for line in out.splitlines()[:-1])

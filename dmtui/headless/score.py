@@ -3,7 +3,15 @@
 Resumable: pairs already scored with the same models and settings are reused, so a
 rerun after a crash, a Ctrl-C or appended rows scores only what is missing. Ctrl-C
 stops at the next batch (every checkpoint written is kept; a second Ctrl-C quits at
-once); exit code 130.
+once); exit code 130. SIGTERM stops the same way, at the next batch.
+
+With ``--jsonl`` stdout carries one JSON object per line, an API the app reads (the
+same shape as `dmtui train --jsonl`)::
+
+    {"event": "progress", "stage": "external", "done": 300, "total": 1200, "unit": "pairs", ...}
+    {"event": "done", "sources": {...}, "device": "cpu", "workspace": "WS", ...}
+    {"event": "cancelled", "message": "...", "sources": {...}}                     (exit 130)
+    {"event": "error", "message": "...", "hint": "..."}                            (exit 1)
 
 Sharded (core.distributed): under torchrun or `accelerate launch` every rank scores its
 share, rank 0 merges the tables and alone prints the report and draws progress; the
@@ -87,6 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shards.add_argument("--rank", type=int, metavar="R", help="score only the pairs i with i %% W == R")
     shards.add_argument("--world-size", type=int, metavar="W", help="how many ranks share the pairs")
     parser.add_argument("--json", action="store_true", help="print the scoring report as one JSON object on stdout")
+    parser.add_argument("--jsonl", action="store_true",
+                        help="print progress and the report as JSON lines on stdout (what the app reads)")
     parser.set_defaults(handler=run)
 
 
@@ -135,7 +145,39 @@ def run(args: argparse.Namespace) -> int:
     except DmtuiError as error:
         if shard.sharded:
             error.message = f"rank {shard.rank} of {shard.world_size}: {error.message}"
+        if args.jsonl and shard.speaks:
+            emit_failure(error)
         raise
+
+
+def emit_failure(error: DmtuiError) -> None:
+    """The last JSON line of a run that did not finish: cancelled (with how far it got) or an error."""
+    from core.errors import Cancelled
+
+    if isinstance(error, Cancelled):
+        report = getattr(error, "report", None)
+        print(json.dumps({"event": "cancelled", "message": error.message,
+                          **(report.to_json() if report is not None else {})}), flush=True)
+    else:
+        print(json.dumps({"event": "error", "message": error.message, "hint": error.hint}), flush=True)
+
+
+@contextmanager
+def jsonl_progress() -> Iterator[Callable]:
+    """A core progress callback printing each (already throttled) snapshot as a JSON line."""
+    def update(report) -> None:
+        print(json.dumps({"event": "progress", "stage": report.stage, "done": report.done, "total": report.total,
+                          "unit": report.unit, "message": report.message,
+                          "elapsed_s": round(report.elapsed_s, 3)}), flush=True)
+
+    yield update
+
+
+def progress_display(args: argparse.Namespace, shard: Shard):
+    """JSON lines with --jsonl, else rich bars; nothing on the ranks that do not speak."""
+    if not shard.speaks:
+        return nullcontext(None)
+    return jsonl_progress() if args.jsonl else rich_progress()
 
 
 def run_shard(args: argparse.Namespace, shard: Shard) -> int:
@@ -153,7 +195,7 @@ def run_shard(args: argparse.Namespace, shard: Shard) -> int:
     transformers_logging.disable_progress_bar()  # its tqdm bars would tear the rich display
     cancel = threading.Event()
     cancelled = None
-    with stop_on_interrupt(cancel), (rich_progress() if shard.speaks else nullcontext(None)) as progress:
+    with stop_on_interrupt(cancel), progress_display(args, shard) as progress:
         if shard.main:  # before the group forms: the other ranks wait there until this is ready
             prepared = prepare(args, shard, progress, cancel)
         with process_group(shard):
@@ -178,7 +220,11 @@ def run_shard(args: argparse.Namespace, shard: Shard) -> int:
     merge = merge_shards(dataset, workspace, report) if shard.sharded and not some_rank_stopped else None
     if seed_policy is not None and seed_policy["trained_now"]:
         report.seed_policy = seed_policy
-    if args.json:
+    if args.jsonl:
+        if cancelled is None:
+            print(json.dumps({"event": "done", **report.to_json(), "workspace": str(workspace.root),
+                              "cancelled": some_rank_stopped}), flush=True)
+    elif args.json:
         print(json.dumps({**report.to_json(), "workspace": str(workspace.root), "cancelled": some_rank_stopped,
                           **({"merge": merge.to_json()} if merge is not None else {})}))
     else:
@@ -232,18 +278,20 @@ def shard_progress(progress: Callable | None, shard: Shard) -> Callable | None:
 
 @contextmanager
 def stop_on_interrupt(cancel: threading.Event) -> Iterator[None]:
-    """The first Ctrl-C sets `cancel` (scoring stops at the next batch); a second one quits now."""
+    """The first Ctrl-C or a SIGTERM sets `cancel` (scoring stops at the next batch); a second
+    Ctrl-C quits now."""
     def interrupt(signum, frame) -> None:
-        if cancel.is_set():
+        if cancel.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         cancel.set()
         stderr_console.print("[yellow]stopping after the current batch (Ctrl-C again to quit now)[/]")
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def print_report(report, workspace_root: Path) -> None:
