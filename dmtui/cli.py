@@ -1,4 +1,5 @@
-"""`dmtui` command line: `dmtui` opens the app; subcommands run the engine headless.
+"""`dmtui` command line: `dmtui` opens the app (its launcher without a dataset; `dmtui DATA`
+is `dmtui open DATA`); subcommands run the engine headless.
 
 Exit codes are an API: 0 success, 1 a reported failure (bad input, nothing usable),
 2 bad usage, 130 cancelled (Ctrl-C).
@@ -14,7 +15,8 @@ import warnings
 from typing import Sequence
 
 # Subcommand modules under dmtui.headless, in the order `--help` lists them.
-COMMAND_MODULES = ("open", "info", "score", "select", "export", "train", "eval", "iterate", "demo")
+COMMAND_MODULES = ("open", "info", "score", "select", "export", "train", "runs", "eval", "iterate", "demo",
+                   "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Bytes that are not UTF-8 (Python holds them as surrogates) cannot be stored in
             # the workspace's JSON or printed; refuse them here rather than fail half-way.
             parser.error(f"argument {ascii(argument)} is not valid UTF-8")
+    if argv and argv[0] not in COMMAND_MODULES and not argv[0].startswith("-"):
+        argv = ["open", *argv]  # `dmtui DATA` and `dmtui FOLDER` are `dmtui open ...`
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["open", *argv])

@@ -16,9 +16,15 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("curate: sort by the next column", "row, each margin, the selection score", "curation('sort_next')"),
     ("curate: reverse the sort", "ascending / descending", "curation('sort_reverse')"),
     ("curate: search", "text or pair_id", "curation('search')"),
-    ("score: score the dataset", "external, implicit and IFD margins with your models", "tab('score')"),
-    ("run: export and train", "export the selection with a manifest; DPO in a subprocess", "tab('run')"),
-    ("work: cancel", "stop loading, scoring, exporting or training", "cancel"),
+    ("score: settings and progress (3)", "the Score tab: models, sources, per-source progress", "tab('score')"),
+    ("score: start scoring now (S)", "external, implicit and IFD margins with the Score tab's settings", "score"),
+    ("run: export and train settings (4)", "the Run tab: export folder, model, training options, curves",
+     "tab('run')"),
+    ("run: export the selection now (E)", "write the current selection with its manifest", "export"),
+    ("run: start training on the latest export (T)", "DPO in a subprocess, after a confirmation", "train"),
+    ("run: compare training runs (R)", "every run of this workspace: curves overlaid and final values", "runs"),
+    ("work: stop scoring or training (X)", "scoring keeps finished chunks; training asks, then checkpoints",
+     "stop_work"),
     ("help: how dmtui works", "the workflow and every key", "help"),
 )
 

@@ -26,3 +26,9 @@ def demo_models(demo_cache_dir: Path):
     from core.demo.models import DemoModelsConfig, ensure_demo_models
 
     return ensure_demo_models(DemoModelsConfig(cache_dir=str(demo_cache_dir)))
+
+
+@pytest.fixture(autouse=True)
+def _own_recent_list(tmp_path_factory, monkeypatch):
+    """The app remembers opened workspaces (core.recent): in tests, in a folder of their own."""
+    monkeypatch.setenv("DMTUI_STATE_DIR", str(tmp_path_factory.mktemp("state")))

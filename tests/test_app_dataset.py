@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 from rich.console import Console
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Label, Static
 
 from core.errors import LoadError
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
-from dmtui.screens.rejections import RejectionsScreen
+from dmtui.screens.rejections import RejectedRowScreen, RejectionsScreen
+from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
@@ -67,16 +69,38 @@ async def test_bad_rows_screen_lists_every_rejection_and_filters_by_reason(works
         await _open(app, pilot)
         await pilot.press("b")
         assert isinstance(app.screen, RejectionsScreen)
-        assert app.screen.query_one(DataTable).row_count == 4
+        assert len(app.screen.query_one(ExamplesTable).rows) == 4
         await pilot.press("escape")
         reasons = app.screen.query_one(RejectionSummary)
         reasons.focus()
         reasons.move_cursor(row=list(reasons.rows).index("malformed_json"))
         await pilot.press("enter")
         assert isinstance(app.screen, RejectionsScreen)
-        table = app.screen.query_one(DataTable)
-        assert table.row_count == 1
-        assert table.get_row_at(0)[0] == "line 6"
+        table = app.screen.query_one(ExamplesTable)
+        assert len(table.rows) == 1
+        assert table.columns[0].cell(int(table.rows[0])) == "line 6"
+        await pilot.press("enter")  # the whole rejection: message and the raw line from the file
+        assert isinstance(app.screen, RejectedRowScreen)
+        shown = str(app.screen.query_one(Static).render())
+        assert "{not json" in shown and "line 6" in shown and "malformed_json" in shown
+
+
+async def test_tens_of_thousands_of_bad_rows_open_at_once(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    good = [json.dumps(ROWS[0]), json.dumps(ROWS[2])]
+    data.write_text("\n".join(good + ["{broken " + str(i) for i in range(30_000)]) + "\n")
+    app = DmtuiApp(Workspace.open_or_create(str(data), tmp_path / "ws"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _open(app, pilot)
+        started = time.monotonic()
+        await pilot.press("b")
+        await pilot.pause()
+        assert time.monotonic() - started < 3
+        table = app.screen.query_one(ExamplesTable)
+        assert len(table.rows) == 30_000 and not app.screen.query(DataTable)
+        await pilot.press("end")
+        await pilot.press("enter")
+        assert "{broken 29999" in str(app.screen.query_one(Static).render())
 
 
 async def test_load_failure_is_shown_not_raised(workspace, monkeypatch):

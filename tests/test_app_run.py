@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from app_pilot import open_curate, settle, wait_for
 from test_app_curation import MARGINS
@@ -13,6 +14,7 @@ from textual.widgets import Input, RichLog
 from core.export import rebuild_from_manifest
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
+from dmtui.screens.confirm import ConfirmScreen
 from dmtui.widgets.run_pane import RunPane
 
 
@@ -43,26 +45,41 @@ async def test_training_runs_in_a_subprocess_streams_curves_and_stops(workspace,
     app = DmtuiApp(Workspace.open(workspace.root), margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         await open_curate(app, pilot)
-        await pilot.press("4")
         run = app.screen.query_one(RunPane)
-        await pilot.click("#train")
-        assert any("Export a selection first" in str(n.message) for n in app._notifications)
+        await pilot.press("T")
+        assert any("export a selection first" in str(n.message) for n in app._notifications)
         run.query_one("#export-out", Input).value = str(tmp_path / "export")
-        await pilot.click("#export")
+        await pilot.press("E")  # from the Curate tab: exports without visiting Run
         await wait_for(lambda: run.last_export is not None, pilot, 30)
         run.query_one("#train-model", Input).value = str(demo_models.policy)
         run.query_one("#train-args", Input).value = (
             "--epochs 50 --lr 1e-3 --batch-size 4 --per-device-batch-size 4 --logging-steps 1 "
             "--save-steps 1000 --no-gradient-checkpointing"
         )
-        await pilot.click("#train")
-        await wait_for(lambda: len(run.history["loss"]) >= 2, pilot)
-        assert run.process is not None
-        await pilot.press("escape")  # stops the subprocess cleanly
-        await wait_for(lambda: run.process is None, pilot)
+        await pilot.press("T")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        body = str(app.screen.query_one("#confirm-body").render())
+        assert str(demo_models.policy) in body and "dpo" in body and "0.001" in body and "about" in body
+        await pilot.press("enter")
+        await wait_for(lambda: len(run.history["loss"][1]) >= 2, pilot)
+        assert run.running
+        await pilot.press("escape")  # Esc never stops work
+        assert run.running
+        await pilot.press("X")  # asks before stopping a training run
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert run.running
+        await pilot.press("X")
+        await pilot.pause()
+        await pilot.press("y")  # stops the subprocess cleanly
+        await wait_for(lambda: not run.running, pilot)
+        await wait_for(lambda: "exited with code 130" in log_text(run), pilot, 30)
         text = log_text(run)
-        assert "exited with code 130" in text, text
-        assert run.history["reward_margin"]
+        assert "stopped at step" in text and "checkpoint" in text, text
+        assert re.search(r"step \d+/\d+  loss \d\.\d+", text), text  # 4 significant digits, not 16
+        assert run.history["reward_margin"][1]
         await asyncio.sleep(0)
     checkpoints = list((workspace.root / "runs").glob("run-*/checkpoints/checkpoint-*"))
     assert checkpoints, "a stopped run keeps a checkpoint to resume from"

@@ -1,8 +1,13 @@
-"""`dmtui open [DATA | WORKSPACE]`: the curation app."""
+"""`dmtui open [DATA | WORKSPACE | FOLDER]`: the curation app.
+
+Without DATA, or with a folder that is neither a workspace nor a saved dataset, the app
+opens its launcher there (recent workspaces, a path to open, a browser, the demo).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from dmtui.headless.common import (
     add_dataset_arguments,
@@ -16,9 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "open",
         help="open the curation app (the default command)",
         description="Open the app on a dataset or a workspace folder. A dataset gets a workspace next to it "
-        "(DATA.dmtui) unless --workspace names one.",
+        "(DATA.dmtui) unless --workspace names one. Without DATA, or with any other folder, the app opens "
+        "its launcher there.",
     )
-    add_dataset_arguments(parser)
+    add_dataset_arguments(parser, required=False)
     parser.add_argument("--workspace", metavar="DIR", type=path_argument,
                         help="workspace folder (default: next to the dataset)")
     parser.add_argument(
@@ -52,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
     for text in args.margin:
         MarginSpec.parse(text)  # a bad spec fails here, before a workspace is made or the app starts
+    trust = ModelTrust(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    if args.data is None or opens_launcher(args.data):
+        from dmtui.app import DmtuiApp
+
+        DmtuiApp(model_trust=trust, start_folder=Path(args.data or ".")).run()
+        return 0
     if is_workspace(args.data):
         workspace = Workspace.open(args.data, accept_changes=args.accept_changes)
     else:
@@ -63,6 +75,13 @@ def run(args: argparse.Namespace) -> int:
     margin_specs = args.margin or workspace.read_settings().get("margins", [])
     if args.margin:
         workspace.update_settings("margins", args.margin)
-    trust = ModelTrust(trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     DmtuiApp(workspace, build_demo_models=args.demo_models, margin_specs=margin_specs, model_trust=trust).run()
     return 0
+
+
+def opens_launcher(data: str) -> bool:
+    """A folder that is neither a workspace nor a saved dataset: the launcher browses it."""
+    from dmtui.screens.launcher import is_dataset_folder
+
+    path = Path(data).expanduser()
+    return path.is_dir() and not is_dataset_folder(path)

@@ -78,6 +78,19 @@ def add_config_arguments(group) -> None:
         group.add_argument("--" + spec.name.replace("_", "-"), **options)
 
 
+class _OptionsParser(argparse.ArgumentParser):
+    def error(self, message: str):  # a ValueError for the caller, not an exit
+        raise ValueError(message)
+
+
+def parse_train_config(arguments: list[str]) -> TrainConfig:
+    """The TrainConfig that `dmtui train` options make (the app's training-options field);
+    ValueError naming a bad or unknown option."""
+    parser = _OptionsParser(prog="dmtui train", add_help=False)
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(arguments), asdict(TrainConfig()))
+
+
 def _shown(default) -> str:
     if isinstance(default, tuple):
         return " ".join(default)

@@ -1,5 +1,13 @@
 """The main screen: the Dataset tab (what was loaded, what was rejected and why, a
-preview) and the Curate tab (live selection tuning, plots, examples, annotation)."""
+preview), the Curate tab (live selection tuning, plots, examples, annotation), the Score
+and Run tabs, and the keys that start and stop work from any tab.
+
+Keys and fields: a text field takes every printable key while it has focus (a digit
+typed into the budget is a digit). The screen's one-letter keys (1-4, S, E, T, X, R, b,
+?, q) therefore work when no field has focus; Esc leaves a field, and ctrl+p / ctrl+q
+work from anywhere. A field never selects its whole text on focus, so the first key
+after focus does not replace what was there.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -15,12 +23,14 @@ from textual.screen import Screen
 from textual.widgets import (
     Footer,
     Header,
+    Input,
     Label,
     ProgressBar,
     Static,
     TabbedContent,
     TabPane,
 )
+from textual.widgets.input import Selection as TextSelection
 from textual.worker import Worker, WorkerState
 
 from core.model_trust import ModelTrust
@@ -32,20 +42,34 @@ from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
-from dmtui.widgets.run_pane import DropFlaggedChanged, ExportRequested, RunPane
-from dmtui.widgets.score_pane import ScorePane, ScoreRequested
+from dmtui.widgets.run_pane import DEMO_TRAIN_ARGS, DropFlaggedChanged, ExportRequested, RunPane
+from dmtui.widgets.score_pane import ScorePane, ScoringEnded
 from dmtui.workers import WorkControl, describe_failure
+
+
+THREAD_WORK = {"load": "loading the dataset", "demo-models": "building the demo models", "export": "exporting"}
+"""The screen's cancellable thread workers, by group, in words."""
+
+
+FOOTER_FIRST = ("quit", "help", "score", "export", "train", "stop_work")
+"""Actions the footer shows before any other, in this order."""
 
 
 class DatasetScreen(Screen):
     CSS_PATH = Path(__file__).with_name("dataset.tcss")
     BINDINGS = [
-        Binding("1", "tab('dataset')", "Dataset"),
-        Binding("2", "tab('curate')", "Curate"),
-        Binding("3", "tab('score')", "Score"),
-        Binding("4", "tab('run')", "Run"),
-        Binding("b", "show_rejections", "Bad rows"),
-        Binding("escape", "cancel", "Cancel", show=False),
+        # The tab titles show 1-4; the footer keeps its room for the keys that start work.
+        Binding("1", "tab('dataset')", "Dataset", show=False),
+        Binding("2", "tab('curate')", "Curate", show=False),
+        Binding("3", "tab('score')", "Score tab", show=False),
+        Binding("4", "tab('run')", "Run tab", show=False),
+        Binding("S", "score", "Score", key_display="S"),
+        Binding("E", "export", "Export", key_display="E"),
+        Binding("T", "train", "Train", key_display="T"),
+        Binding("X", "stop_work", "Stop", key_display="X"),
+        Binding("R", "runs", "Runs", key_display="R", show=False),
+        Binding("b", "show_rejections", "Bad rows", show=False),
+        Binding("escape", "leave_field", "Leave field", show=False),
     ]
 
     def __init__(self, workspace: Workspace, build_demo_models: bool = False,
@@ -66,19 +90,30 @@ class DatasetScreen(Screen):
             yield Label("Loading the dataset…", id="loading-label")
             yield ProgressBar(id="loading-bar", show_eta=False)
         with TabbedContent(id="tabs"):
-            with TabPane("Dataset", id="dataset"):
+            with TabPane("1 Dataset", id="dataset"):
                 with Horizontal(id="top"):
                     yield DatasetSummary(id="summary")
                     yield RejectionSummary(id="rejections")
                 yield PairsPreview(id="pairs")
-            with TabPane("Curate", id="curate"):
+            with TabPane("2 Curate", id="curate"):
                 yield Static("Loading margins…", id="curate-placeholder")
-            with TabPane("Score", id="score"):
-                yield ScorePane(self._score_defaults(), id="score-pane")
-            with TabPane("Run", id="run"):
-                yield RunPane(self.workspace.root, self._default_policy(), self.model_trust.flags(), id="run-pane")
+            with TabPane("3 Score", id="score"):
+                yield ScorePane(self.workspace.root, self._score_defaults(), self.model_trust.flags(),
+                                id="score-pane")
+            with TabPane("4 Run", id="run"):
+                yield RunPane(self.workspace.root, self._default_policy(), self.model_trust.flags(),
+                              default_args=DEMO_TRAIN_ARGS if self.build_demo_models else "", id="run-pane")
         yield Label("", id="models-status")
         yield Footer()
+
+    @property
+    def active_bindings(self) -> dict:
+        """The footer lists these in order and cuts from the right on a narrow terminal: the
+        global keys (quit, help, start and stop work) go first, the focused widget's after."""
+        bindings = super().active_bindings
+        first = {key: active for key, active in bindings.items() if active.binding.action in FOOTER_FIRST}
+        return {**dict(sorted(first.items(), key=lambda item: FOOTER_FIRST.index(item[1].binding.action))),
+                **{key: active for key, active in bindings.items() if key not in first}}
 
     def on_mount(self) -> None:
         self.query_one("#tabs").display = False
@@ -116,15 +151,12 @@ class DatasetScreen(Screen):
 
     @on(WorkProgress)
     def _progress(self, event: WorkProgress) -> None:
-        if event.group == "score":
-            self.query_one(ScorePane).show_progress(event.progress)
-            return
         if event.group == "demo-models":
             status = self.query_one("#models-status", Label)
             status.display = True
             step = event.progress
             total = f"/{step.total:,}" if step.total else ""
-            status.update(f"Building the demo models (Esc cancels): {step.stage} {step.done:,}{total} {step.unit}")
+            status.update(f"Building the demo models (X stops): {step.stage} {step.done:,}{total} {step.unit}")
             return
         bar = self.query_one("#loading-bar", ProgressBar)
         bar.update(total=event.progress.total, progress=event.progress.done)
@@ -140,6 +172,7 @@ class DatasetScreen(Screen):
         self.query_one(RejectionSummary).show(report)
         self.query_one(PairsPreview).show(event.dataset.pairs)
         self.query_one(PairsPreview).focus()
+        self.query_one(ScorePane).set_pair_count(report.loaded)
         if report.loaded == 0:
             discarded = "; no workspace was kept" if not self.workspace.root.exists() else ""
             self.notify(f"No usable pairs: {report.nothing_usable_hint()}{discarded}", severity="error", timeout=15)
@@ -179,35 +212,12 @@ class DatasetScreen(Screen):
         root = demo_models_dir(DemoModelsConfig())
         return {"reward_model": str(root / "reward"), "reference_model": str(root / "policy"), "seed_lr": "1e-4"}
 
-    @on(ScoreRequested)
-    def _score_requested(self, event: ScoreRequested) -> None:
-        if self.app.dataset is None:
-            self.notify("The dataset is still loading", severity="warning")
-            self.query_one(ScorePane).set_running(False)
-            return
-        self.score(self.app.dataset, event.settings)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="score")
-    def score(self, dataset, settings: dict) -> None:
-        from core.scoring import ScoringConfig, score
-
-        progress, cancel = self.work.start("score")
-        trust = self.model_trust
-        config = ScoringConfig(**settings, trust_remote_code=trust.trust_remote_code, allow_pickle=trust.allow_pickle)
-        report = score(dataset, self.workspace, config, progress=progress, cancel=cancel)
-        parts = [f"{name}: {r.scored:,} scored, {r.reused:,} reused"
-                 + (f", {len(r.token_identical_ids):,} token-identical" if r.token_identical_ids else "")
-                 for name, r in report.sources.items()]
-        self.app.call_from_thread(self._scored, "done: " + "; ".join(parts), dataset)
-
-    def _scored(self, summary: str, dataset) -> None:
-        self.query_one(ScorePane).finished(summary)
-        self.notify(summary, title="Scoring finished")
-        for pane in self.query(CurationPane):
-            pane.remove()
-        if not self.query("#curate-placeholder"):
-            self.query_one("#curate", TabPane).mount(Static("Loading margins…", id="curate-placeholder"))
-        self.resolve_margins(dataset)
+    @on(ScoringEnded)
+    def _scoring_ended(self, event: ScoringEnded) -> None:
+        self.notify(event.summary, title="Scoring finished" if event.ok else "Scoring stopped",
+                    severity="information" if event.ok else "warning", markup=False, timeout=10)
+        if self.app.dataset is not None:
+            self.resolve_margins(self.app.dataset)  # finished chunks count even when scoring stopped early
 
     def _default_policy(self) -> str:
         """The demo pi_0 when the app runs on the demo world, else nothing to suggest."""
@@ -274,15 +284,137 @@ class DatasetScreen(Screen):
         if event.worker.group == "margins" and self.query("#curate-placeholder"):
             self.query_one("#curate-placeholder", Static).update(
                 Text(f"Could not read the margins: {message}" + (f"\n{hint}" if hint else "")))
-        if event.worker.group == "score":
-            self.query_one(ScorePane).finished(("cancelled: " if cancelled else "failed: ") + message)
         self.notify(message + (f"\n{hint}" if hint else ""), severity="warning" if cancelled else "error", timeout=15,
                     markup=False)
 
-    def action_cancel(self) -> None:
-        if self.work.cancel_all():
-            self.notify("Cancelling…")
-        self.query_one(RunPane).action_stop_training()
+    # Starting and stopping work ----------------------------------------------------
+    def action_score(self) -> None:
+        """S: score with the Score tab's settings, from any tab."""
+        if self.app.dataset is None:
+            self.notify("The dataset is still loading", severity="warning")
+            return
+        if self.query_one(ScorePane).start():
+            self.notify("Scoring started (3 shows progress, X stops)", title="Score")
+
+    def action_export(self) -> None:
+        """E: export the current selection, as the Run tab's Export button does."""
+        from textual.widgets import Button
+
+        self.query_one(RunPane).query_one("#export", Button).press()
+
+    def action_train(self) -> None:
+        """T: train on the latest export, after a confirmation showing what will run."""
+        from dmtui.screens.confirm import ConfirmScreen
+
+        pane = self.query_one(RunPane)
+        if pane.running:
+            self.notify("Training is already running (X stops it)", severity="warning")
+            return
+        try:
+            plan = pane.plan_training()
+        except ValueError as error:
+            self.notify(f"Train: {error}", severity="warning", markup=False)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                pane.start_training(plan)
+                self.action_tab("run")
+
+        self.app.push_screen(ConfirmScreen("Start training?", plan.describe(), yes="train", no="not now"), answered)
+
+    def running_work(self) -> list[str]:
+        """What is running now, in words (the quit and stop questions name it)."""
+        work = []
+        if self.query_one(ScorePane).running:
+            work.append("scoring (stops at the next chunk; finished chunks are kept)")
+        if self.query_one(RunPane).running:
+            work.append("training (stops at the next step with a checkpoint)")
+        return work + [THREAD_WORK[group] for group in self._running_thread_work()]
+
+    def _running_thread_work(self) -> list[str]:
+        return [worker.group for worker in self.workers if worker.is_running and worker.group in THREAD_WORK]
+
+    def action_stop_work(self) -> None:
+        """X: stop what runs; a training run only after a yes (it may have run for hours)."""
+        from dmtui.screens.confirm import ConfirmScreen
+
+        stopped = bool(self._running_thread_work())
+        self.work.cancel_all()
+        scoring = self.query_one(ScorePane)
+        if scoring.running:
+            scoring.stop()
+            stopped = True
+        training = self.query_one(RunPane)
+        if training.running:
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    training.stop_training()
+
+            self.app.push_screen(ConfirmScreen("Stop training?", "The run stops at the next step and keeps a "
+                                               "checkpoint; `dmtui train --resume` continues it.",
+                                               yes="stop training", no="keep training"), answered)
+            return
+        self.notify("Stopping…" if stopped else "Nothing is running")
+
+    async def stop_all_work(self) -> None:
+        """Stop everything and wait until it has (quitting): children get SIGTERM and are awaited."""
+        self.work.cancel_all()
+        scoring, training = self.query_one(ScorePane), self.query_one(RunPane)
+        scoring.stop()
+        training.stop_training()
+        await scoring.wait()
+        await training.wait()
+        for worker in list(self.workers):
+            if worker.is_running and worker.group in THREAD_WORK:
+                await worker.wait()
+
+    def action_runs(self) -> None:
+        from dmtui.screens.runs import RunsScreen
+
+        self.app.push_screen(RunsScreen(self.workspace))
+
+    # Focus -------------------------------------------------------------------------
+    def action_leave_field(self) -> None:
+        """Esc: out of a field, onto the tab's table (or nothing), where the one-letter keys work."""
+        tab = self.query_one("#tabs", TabbedContent).active
+        home = {"dataset": PairsPreview, "curate": ExamplesTable}.get(tab)
+        targets = self.query(home) if home is not None else []
+        self.set_focus(targets.first() if targets else None)
+
+    @on(events.DescendantFocus)
+    def _no_select_all(self, event: events.DescendantFocus) -> None:
+        """A focused field keeps its text: the first key adds to it rather than replacing all of it."""
+        widget = event.widget
+        if isinstance(widget, Input):
+            widget.select_on_focus = False
+            if widget.selection.start != widget.selection.end:
+                widget.selection = TextSelection.cursor(len(widget.value))
+
+    @on(PairsPreview.RowSelected, "#pairs")
+    def _preview_pair_opened(self, event: PairsPreview.RowSelected) -> None:
+        """Enter on the Dataset tab's preview: the pair view, walking the preview's rows."""
+        event.stop()
+        dataset = self.app.dataset
+        if dataset is None:
+            return
+        from core.annotations import AnnotationStore
+        from core.views import AnnotationArrays
+        from dmtui.screens.pair_detail import PairDetailScreen
+
+        rows = np.arange(self.query_one(PairsPreview).row_count, dtype=np.int64)
+        panes = self.query(CurationPane)
+        if panes:  # share the Curate tab's store: margins and selection show, and Curate follows annotations
+            pane = panes.first()
+            screen = PairDetailScreen(dataset, pane.margins, pane.selection, pane.store, pane.annotations, rows,
+                                      event.cursor_row, "dataset preview")
+            self.app.push_screen(screen, lambda _: pane.reselect())
+            return
+        store = AnnotationStore(self.workspace.annotations_path)
+        masks = store.masks(dataset.pairs["pair_id"].combine_chunks())
+        annotations = AnnotationArrays(masks.flagged, masks.excluded, masks.swapped)
+        self.app.push_screen(PairDetailScreen(dataset, {}, None, store, annotations, rows, event.cursor_row,
+                                              "dataset preview"), lambda _: store.close())
 
     def action_show_rejections(self) -> None:
         self._open_rejections(None)

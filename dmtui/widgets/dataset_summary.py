@@ -58,4 +58,14 @@ class DatasetSummary(Static):
             grid.add_row("scores" if name == next(iter(self.scores)) else "", line)
         for warning in report.warnings:
             grid.add_row(Text("warning", style="yellow"), Text(warning))
+        grid.add_row(Text("next", style="bold green"), self._next_step(report))
         self.update(grid)
+
+    def _next_step(self, report: LoadReport) -> Text:
+        """What to do now, by the workspace's state."""
+        if report.loaded == 0:
+            return Text("nothing loaded: see the rejected rows (b) and fix the file or its column names")
+        if not self.scores:
+            return Text("no scores yet: press 3 and then S to score, or reopen with --margin NAME=COLUMN "
+                        "to use scores the data has")
+        return Text("press 2 to curate: tune the selection, spot-check with B, then E exports and T trains")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 
 from core.pairs import as_text
@@ -18,7 +19,10 @@ def one_line(value, width: int = 60) -> Text:
 
 
 class PairsPreview(DataTable):
-    """A preview table; the full, virtualised examples table belongs to the curation screen."""
+    """A preview table; the full, virtualised examples table belongs to the curation screen.
+    Enter opens the pair (the screen handles `RowSelected`); Home / End go to the first / last row."""
+
+    BINDINGS = [Binding("home", "scroll_top", "First", show=False), Binding("end", "scroll_bottom", "Last", show=False)]
 
     def on_mount(self) -> None:
         self.cursor_type = "row"

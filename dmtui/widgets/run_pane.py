@@ -8,14 +8,17 @@ Curate tab that is invalid or cannot apply. Training runs `dmtui train
 EXPORT --jsonl` as a subprocess, so it can be cancelled for real (SIGTERM: the run stops
 at a step boundary with a checkpoint), an out-of-memory crash cannot take the app down,
 and GPU memory is freed when it ends. Its JSON lines drive the curves and the log.
+
+The training options start empty, so `dmtui train`'s defaults (the paper's) apply; the
+demo world (`--demo-models`) pre-fills `DEMO_TRAIN_ARGS`, values its tiny models learn
+with. The field is split like a shell line (quotes group words).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-import sys
+import math
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +28,33 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Input, Label, RichLog, Sparkline, Static
+from textual.widgets import Button, Checkbox, Input, Label, RichLog, Static
 
 from core.annotations import FLAGS
 from core.curation import DEFAULT_DROP_FLAGGED, ExportPlan
 
-CURVES = (("loss", "loss"), ("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy"))
+from core.runs import CURVES
+from dmtui.widgets.training_curves import TrainingCurves, number
+from dmtui.workers import JsonlProcess, dmtui_command
+
+DEMO_TRAIN_ARGS = "--epochs 1 --lr 1e-4 --max-steps 40"
+"""Training options for the demo world's tiny models (the paper's 5e-7 barely moves them)."""
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What T is about to start, shown in its confirmation."""
+
+    command: list[str]
+    model: str
+    loss: str
+    lr: float
+    steps: str
+    export: str
+
+    def describe(self) -> str:
+        return (f"model   {self.model}\nloss    {self.loss}\nlr      {self.lr:g}\nsteps   {self.steps}\n"
+                f"data    {self.export}")
 
 
 @dataclass
@@ -50,14 +74,15 @@ class DropFlaggedChanged(Message):
 
 class RunPane(Vertical):
     def __init__(self, workspace_root: Path, default_model: str = "", model_flags: list[str] | None = None, *,
-                 id: str | None = None) -> None:
+                 default_args: str = "", id: str | None = None) -> None:
         super().__init__(id=id)
         self.workspace_root = workspace_root
         self.default_model = default_model
+        self.default_args = default_args
         self.model_flags = list(model_flags or [])
         """--trust-remote-code / --allow-pickle when `dmtui open` was given them."""
-        self.process: asyncio.subprocess.Process | None = None
-        self.history: dict[str, list[float]] = {key: [] for key, _ in CURVES}
+        self.job: JsonlProcess | None = None
+        self.history: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key, _ in CURVES}
         self.last_export: str | None = None
         self.selection_problem: str | None = "the Curate tab has no selection yet"
         """Why Export and Train refuse now (a Curate control at fault); None when they may run."""
@@ -79,16 +104,15 @@ class RunPane(Vertical):
         with Horizontal(classes="run-row"):
             yield Label("train", classes="run-name")
             yield Input(self.default_model, placeholder="policy model: folder or hub id", id="train-model",
-                        compact=True)
-            yield Input("--epochs 1 --lr 1e-4 --max-steps 40", id="train-args", compact=True,
-                        tooltip="extra `dmtui train` options")
-            yield Button("Train", id="train", compact=True, variant="success")
-            yield Button("Stop", id="stop", compact=True, variant="error", disabled=True)
-        with Horizontal(id="curves"):
-            for key, title in CURVES:
-                with Vertical(classes="curve"):
-                    yield Label(title, id=f"title-{key}")
-                    yield Sparkline([], id=f"curve-{key}")
+                        compact=True, select_on_focus=False)
+            yield Button("Train (T)", id="train", compact=True, variant="success")
+            yield Button("Stop (X)", id="stop", compact=True, variant="error", disabled=True)
+        with Horizontal(classes="run-row"):
+            yield Label("options", classes="run-name")
+            yield Input(self.default_args, placeholder="more `dmtui train` options (default: the paper's)",
+                        id="train-args", compact=True, select_on_focus=False,
+                        tooltip="extra `dmtui train` options, split like a shell line")
+        yield TrainingCurves(id="curves")
         yield RichLog(id="run-log", max_lines=2000, wrap=True, markup=True)
 
     # Export --------------------------------------------------------------------
@@ -138,85 +162,133 @@ class RunPane(Vertical):
         self.query_one("#export-out", Input).value = str(Path(out).with_name(f"selection-{time.strftime('%Y%m%d-%H%M%S')}"))
 
     # Training ------------------------------------------------------------------
-    @on(Button.Pressed, "#train")
-    def _train(self) -> None:
+    def plan_training(self) -> TrainingPlan:
+        """The run T would start, from the latest export and the fields; ValueError says what is missing."""
+        from dmtui.headless.train import parse_train_config
+
         if self.selection_problem:
-            self.notify(f"Train refused: {self.selection_problem}", severity="error", markup=False)
-            return
+            raise ValueError(f"refused: {self.selection_problem}")
         if self.last_export is None:
-            self.notify("Export a selection first; training reads the export", severity="warning")
-            return
+            raise ValueError("export a selection first (E); training reads the latest export")
         model = self.query_one("#train-model", Input).value.strip()
         if not model:
-            self.notify("Give the policy model to train (a folder or a hub id)", severity="warning")
-            return
+            raise ValueError("give the policy model to train (a folder or a hub id)")
+        text = self.query_one("#train-args", Input).value
+        try:
+            extra = shlex.split(text)
+            config = parse_train_config(["--model", model, *extra])
+        except ValueError as error:
+            raise ValueError(f"training options {text.strip()!r}: {error}") from None
         run = self.workspace_root / "runs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-        extra = self.query_one("#train-args", Input).value.split()
-        command = [sys.executable, "-m", "dmtui", "train", self.last_export, "--out", str(run),
-                   "--model", model, "--jsonl", *self.model_flags, *extra]
-        self.run_training(command)
+        command = dmtui_command("train", self.last_export, "--out", str(run), "--jsonl", *self.model_flags,
+                                "--model", model, *extra)
+        return TrainingPlan(command, config.model or model, config.loss, config.lr,
+                            self._steps(config), self.last_export)
+
+    def _steps(self, config) -> str:
+        """Optimiser steps: --max-steps, or about epochs x ceil(pairs / batch) from the export's count."""
+        if config.max_steps:
+            return f"{config.max_steps:,} (--max-steps)"
+        try:
+            manifest = json.loads((Path(self.last_export) / "manifest.json").read_text("utf-8"))
+            pairs = int(manifest["counts"]["selected"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"{config.epochs:g} epochs"
+        examples = pairs * 2 if config.loss == "kto" else pairs
+        steps = math.ceil(math.ceil(examples / config.batch_size) * config.epochs)
+        return f"about {steps:,} ({config.epochs:g} epochs of {pairs:,} pairs, batch {config.batch_size})"
+
+    @on(Button.Pressed, "#train")
+    def _train(self) -> None:
+        """The Train button starts at once (it is pressed on purpose); T asks first."""
+        try:
+            plan = self.plan_training()
+        except ValueError as error:
+            self.notify(f"Train: {error}", severity="warning", markup=False)
+            return
+        self.start_training(plan)
+
+    def start_training(self, plan: TrainingPlan) -> None:
+        if self.running:
+            self.notify("Training is already running", severity="warning")
+            return
+        self.run_training(plan.command)
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.job.running
 
     @work(exclusive=True, group="train", exit_on_error=False)
     async def run_training(self, command: list[str]) -> None:
-        for key in self.history:
-            self.history[key].clear()
+        self.history = {key: ([], []) for key, _ in CURVES}
+        self.query_one(TrainingCurves).show({})
         self._set_running(True)
-        self.log_line(f"[b]$[/b] {escape(' '.join(command[2:]))}")
+        self.log_line(f"[b]$[/b] dmtui {escape(shlex.join(command[3:]))}")
+        self.job = JsonlProcess(command)
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            stderr_task = asyncio.create_task(self.process.stderr.read())
-            async for line in self.process.stdout:
-                self.handle_event(line.decode("utf-8", errors="replace").strip())
-            code = await self.process.wait()
-            stderr = (await stderr_task).decode("utf-8", errors="replace").strip()
-            if code not in (0, 130) and stderr:
-                self.log_line(f"[red]{escape(stderr.splitlines()[-1])}[/]")
-            self.log_line(f"training exited with code {code}")
+            async for event in self.job.events():
+                self.handle_event(event)
         finally:
-            self.process = None
             self._set_running(False)
+        code = self.job.returncode
+        if code not in (0, 130) and self.job.stderr_tail:
+            self.log_line(f"[red]{escape(self.job.stderr_tail)}[/]")
+        self.log_line(f"training exited with code {code}")
 
-    def handle_event(self, line: str) -> None:
-        """One JSON line of `dmtui train --jsonl`."""
-        if not line:
-            return
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            self.log_line(escape(line))
-            return
+    def handle_event(self, event: dict) -> None:
+        """One event of `dmtui train --jsonl`, drawn on the curves and written to the log in words."""
         kind = event.get("event")
         if kind == "log":
-            for key, title in CURVES:
+            step = event.get("step")
+            for key, _ in CURVES:
                 value = event.get(key)
-                if isinstance(value, (int, float)):
-                    self.history[key].append(float(value))
-                    self.query_one(f"#curve-{key}", Sparkline).data = list(self.history[key])
-                    self.query_one(f"#title-{key}", Label).update(f"{title} {value:.3f}")
-            step = f"step {event.get('step')}/{event.get('total_steps')}"
-            self.log_line(f"{step} loss {event.get('loss')} margin {event.get('reward_margin')}"
-                          + (f" [yellow]{escape(str(event['warning']))}[/]" if event.get("warning") else ""))
+                if isinstance(value, (int, float)) and isinstance(step, (int, float)):
+                    steps, values = self.history[key]
+                    steps.append(float(step))
+                    values.append(float(value))
+            self.query_one(TrainingCurves).show({"this run": self.history})
+            shown = "  ".join(f"{title} {number(event[key])}" for key, title in CURVES
+                              if isinstance(event.get(key), (int, float)))
+            self.log_line(f"step {step}/{event.get('total_steps')}  {shown}"
+                          + (f"\n  [yellow]warning: {escape(str(event['warning']))}[/]" if event.get("warning") else ""))
+        elif kind == "start":
+            config = event.get("config") or {}
+            self.log_line(f"started {'(resumed) ' if event.get('resumed') else ''}run {escape(str(event.get('run')))} "
+                          f"on {escape(str(event.get('export')))}: model {escape(str(config.get('model')))}, "
+                          f"loss {config.get('loss')}, lr {config.get('lr')}, {config.get('epochs')} epochs")
+        elif kind == "checkpoint":
+            self.log_line(f"checkpoint saved at step {event.get('step')}: {escape(str(event.get('path')))}")
         elif kind == "error":
             self.log_line(f"[red]error:[/] {escape(str(event.get('message')))}"
                           + (f"\n  hint: {escape(str(event['hint']))}" if event.get("hint") else ""))
         elif kind == "done":
-            self.log_line(f"[green]done[/]: final model in {escape(str(event.get('final')))}")
+            self.log_line(f"[green]finished[/] after {event.get('steps')} steps: model in "
+                          f"{escape(str(event.get('final')))}")
+        elif kind == "cancelled":
+            self.log_line(f"[yellow]stopped[/] at step {event.get('step')}; checkpoint "
+                          f"{escape(str(event.get('checkpoint')))} (continue with dmtui train --resume)")
         else:
-            self.log_line(escape(json.dumps(event)))
+            self.log_line(escape(str(event.get("text", json.dumps(event)))))
 
-    def action_stop_training(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
+    def stop_training(self) -> None:
+        """SIGTERM: the run stops at the next step boundary and keeps a checkpoint."""
+        if self.running:
+            self.job.stop()
             self.log_line("stopping at the next step boundary (a checkpoint is kept)…")
+
+    async def wait(self) -> None:
+        if self.job is not None:
+            await self.job.wait()
 
     @on(Button.Pressed, "#stop")
     def _stop(self) -> None:
-        self.action_stop_training()
+        self.screen.run_action("stop_work")
 
     def _set_running(self, running: bool) -> None:
         self.query_one("#train", Button).disabled = running
         self.query_one("#stop", Button).disabled = not running
+        if self.screen.focused is not None and self.screen.focused.disabled:
+            self.screen.set_focus(None)  # not onto the next field, where a key would type
 
     def log_line(self, text: str) -> None:
         self.query_one("#run-log", RichLog).write(text)

@@ -1,0 +1,255 @@
+"""The app's frame: keys and fields, Esc, the palette, safe quit, help, the Dataset tab's
+tables, the Score tab's effective values, the runs view and `dmtui runs`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from app_pilot import open_curate, settle, wait_for
+from test_app_curation import MARGINS
+from test_app_dataset import rendered_text
+from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
+from textual.containers import VerticalScroll
+from textual.widgets import Input, Markdown, TabbedContent
+from textual_plotext import PlotextPlot
+
+from core.workspace import Workspace
+from dmtui.app import DmtuiApp
+from dmtui.cli import main
+from dmtui.commands import COMMANDS
+from dmtui.screens.confirm import ConfirmScreen
+from dmtui.screens.help import HelpScreen
+from dmtui.screens.pair_detail import PairDetailScreen
+from dmtui.screens.runs import RunsScreen
+from dmtui.widgets.examples_table import ExamplesTable
+from dmtui.widgets.pairs_preview import PairsPreview
+from dmtui.widgets.score_pane import ScorePane
+from dmtui.widgets.state_checkbox import StateCheckbox
+
+DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo" / "pairs.jsonl"
+
+
+def children_of(pid: int) -> list[int]:
+    """Live child processes of `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_field_takes_its_keys_and_esc_gives_them_back(workspace):  # noqa: F811
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_curate(app, pilot)
+        tabs = app.screen.query_one("#tabs", TabbedContent)
+        budget = app.screen.query_one("#budget", Input)
+        before = budget.value
+        budget.focus()
+        await pilot.pause()
+        await pilot.press("3", "?")  # typed into the field: no tab switch, no help, nothing replaced
+        assert budget.value == before + "3?" and tabs.active == "curate"
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")  # leaves the field, onto the examples table
+        assert isinstance(app.screen.focused, ExamplesTable)
+        await pilot.press("3")
+        assert tabs.active == "score"
+        device = app.screen.query_one("#score-device", Input)
+        plain = (device.styles.background, device.styles.outline_left)
+        device.focus()
+        await pilot.pause()
+        assert device.styles.background != plain[0]  # focus shows as colour ...
+        assert device.styles.outline_left[0] and not plain[1][0]  # ... and as a bar at the left edge
+        await pilot.press("escape")
+        assert app.screen.focused is None  # no table on this tab: nothing has focus, the keys are global
+        await pilot.press("X")
+        assert any("Nothing is running" in str(n.message) for n in app._notifications)
+
+
+def test_the_palette_names_the_work_each_entry_starts():
+    names = {name: action for name, _, action in COMMANDS}
+    assert names["score: start scoring now (S)"] == "score"
+    assert names["run: export the selection now (E)"] == "export"
+    assert names["run: start training on the latest export (T)"] == "train"
+    assert names["work: stop scoring or training (X)"] == "stop_work"
+
+
+def small_demo(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "demo.jsonl"
+    with open(DEMO) as source:
+        path.write_text("".join(itertools.islice(source, n)))
+    return path
+
+
+async def test_quit_while_scoring_asks_stops_the_child_and_leaves_none(tmp_path, demo_models):
+    workspace = Workspace.open_or_create(str(small_demo(tmp_path, 400)), tmp_path / "ws")
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        pane = app.screen.query_one(ScorePane)
+        pane.query_one("#score-reward_model", Input).value = str(demo_models.reward)
+        pane.query_one("#score-reference_model", Input).value = str(demo_models.policy)
+        pane.query_one("#score-seed-lr", Input).value = "1e-4"
+        await pilot.press("S")  # from the Dataset tab
+        await wait_for(lambda: pane.job is not None and pane.job.process is not None, pilot, 30)
+        child = pane.job.process.pid
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "scoring" in str(app.screen.query_one("#confirm-body").render())
+        await pilot.press("n")
+        assert app.is_running and pane.running
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        for _ in range(600):
+            if app._exit:
+                break
+            await asyncio.sleep(0.1)
+        assert app._exit, "the app did not quit"
+    assert not Path(f"/proc/{child}").exists() or child not in children_of(os.getpid())
+    assert children_of(os.getpid()) == []
+
+
+async def test_help_scrolls_from_the_keyboard_and_names_every_key(workspace):  # noqa: F811
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        scroll = app.screen.query_one(VerticalScroll)
+        await pilot.pause()
+        await pilot.press("pagedown")
+        await pilot.pause()
+        assert scroll.scroll_y > 0
+        assert scroll.max_scroll_x == 0  # nothing cut off at 80 columns
+        source = app.screen.query_one(Markdown).source
+        for words in ("Esc", "✓", "⚑", "⇄", "✗", "budget", "M1", "filter", "Export", "Train", "`S`", "`E`", "`T`",
+                      "`X`", "A text field takes every key", "Close this help"):
+            assert words in source, words
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_dataset_tab_preview_opens_a_pair_and_end_goes_last(workspace):  # noqa: F811
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        preview = app.screen.query_one(PairsPreview)
+        assert app.screen.focused is preview
+        summary = rendered_text(app.screen.query_one("#summary").content)
+        assert "no scores yet: press 3 and then S" in summary
+        placeholder = str(app.screen.query_one("#curate-placeholder").render())
+        assert "Press 3 for the Score tab" in placeholder and "press S to score" in placeholder
+        await pilot.press("end")
+        assert preview.cursor_row == preview.row_count - 1
+        await pilot.press("enter")
+        assert isinstance(app.screen, PairDetailScreen)
+        assert app.screen.index == preview.row_count - 1
+
+
+async def test_score_tab_shows_effective_values_and_readable_checkboxes(tmp_path):
+    workspace = Workspace.open_or_create(str(small_demo(tmp_path, 120)), tmp_path / "ws")
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        pane = app.screen.query_one(ScorePane)
+        effective = pane.query_one("#score-seed-effective")
+        await wait_for(lambda: "auto" in str(effective.render()), pilot, 30)
+        assert str(effective.render()) == "auto: min = 64"  # 10% of 120 is below the floor of 64
+        pane.query_one("#score-seed-pairs", Input).value = "50"
+        await wait_for(lambda: str(effective.render()) == "cap = 50", pilot, 10)
+        boxes = {box.id: str(box.render()) for box in pane.query(StateCheckbox)}
+        assert "✓" in boxes["score-source-external"] and "✓" not in boxes["score-source-ifd"]
+        pane.query_one("#score-batch-tokens", Input).value = "lots"
+        await pilot.press("S")
+        assert any("batch tokens 'lots' is not a whole number" in str(n.message) for n in app._notifications)
+        assert not pane.running
+
+
+def write_run(runs: Path, name: str, mode: str, budget, kind: str, losses: list[float], status: str = "done"):
+    """A run folder as `dmtui train` leaves it, over an export folder with its manifest."""
+    export = runs.parent / "exports" / f"export-{name}"
+    export.mkdir(parents=True)
+    (export / "manifest.json").write_text(json.dumps({
+        "selection": {"params": {"mode": mode, "budget": budget, "budget_kind": kind, "source": "external"}},
+        "counts": {"selected": 40, "total": 400}}))
+    folder = runs / name
+    folder.mkdir(parents=True)
+    record = {"config": {"model": "m", "loss": "dpo"}, "data": {"kind": "export", "path": str(export), "pairs": 40}}
+    if status != "unfinished":
+        record["outcome"] = {"status": status}
+    (folder / "run.json").write_text(json.dumps(record))
+    metrics = [{"step": i + 1, "total_steps": len(losses), "loss": loss, "reward_margin": 0.1 * i,
+                "reward_accuracy": 0.5 + 0.01 * i, "learning_rate": 5e-7} for i, loss in enumerate(losses)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics) + '{"step": 9, "lo')
+
+
+def test_runs_command_compares_the_workspace_runs(workspace, capsys):  # noqa: F811
+    write_run(workspace.runs_dir, "run-20260101-000000", "dm-mul", 0.1, "fraction", [0.6931471805599453, 0.61234567])
+    write_run(workspace.runs_dir, "run-20260102-000000", "bot", 40, "count", [0.69, 0.7012345], "cancelled")
+    assert main(["runs", str(workspace.root)]) == 0
+    out = capsys.readouterr().out
+    assert "dm-mul 10% (40 pairs)" in out and "bot:external 40 (40 pairs)" in out
+    assert "0.6123" in out and "0.7012" in out and "0.61234567" not in out  # 4 significant digits
+    assert "cancelled" in out and "2/2" in out
+    assert main(["runs", str(workspace.root), "--json"]) == 0
+    runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [len(r["metrics"]) for r in runs] == [2, 2]  # the line a kill cut short is skipped
+    assert main(["runs", str(workspace.root / "nothing")]) == 1
+
+
+async def test_runs_view_overlays_the_curves_at_80x24(workspace):  # noqa: F811
+    write_run(workspace.runs_dir, "run-a", "dm-mul", 0.1, "fraction", [0.69, 0.6, 0.5])
+    write_run(workspace.runs_dir, "run-b", "top", 0.1, "fraction", [0.69, 0.65, 0.62])
+    app = DmtuiApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("R")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        assert app.screen.query_one("#runs-table").row_count == 2
+        charts = list(app.screen.query(PlotextPlot))
+        assert len(charts) == 4
+        assert all(chart.size.height >= 3 and chart.size.width >= 30 for chart in charts), [c.size for c in charts]
+        loss = charts[0].plt
+        loss.plotsize(charts[0].size.width, charts[0].size.height)
+        built = loss.build()
+        drawn = loss.uncolorize(built)
+        assert "loss against step" in drawn and "3.00" in drawn  # title and the step axis
+        line_colours = set(re.findall(r"\x1b\[38;5;(\d+)m[⠀-⣿]", built))
+        assert len(line_colours) == 2, line_colours  # one line per run
+        swatches = {str(app.screen.query_one("#runs-table").get_row_at(i)[0].style) for i in range(2)}
+        assert len(swatches) == 2  # the table tells the runs' colours apart
+
+
+@pytest.mark.parametrize("data_is", ["plain folder", "workspace"])
+def test_dmtui_folder_opens_the_launcher_there(tmp_path, monkeypatch, data_is):
+    from dmtui.headless.open import opens_launcher
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    folder = tmp_path if data_is == "plain folder" else Workspace.open_or_create(str(data), tmp_path / "ws").root
+    assert opens_launcher(str(folder)) is (data_is == "plain folder")
+    started = {}
+    monkeypatch.setattr(DmtuiApp, "run", lambda self: started.update(folder=self.start_folder,
+                                                                   workspace=self.workspace))
+    assert main([str(folder)]) == 0
+    if data_is == "plain folder":
+        assert started == {"folder": folder, "workspace": None}
+    else:
+        assert started["workspace"].root == folder
+    assert main([]) == 0 and started["workspace"] is None  # `dmtui` alone: the launcher
