@@ -33,8 +33,10 @@ async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_pa
         pane.query_one("#score-reference_model", Input).value = str(demo_models.policy)
         pane.query_one("#score-seed-lr", Input).value = "1e-4"
         pane.query_one("#score-source-implicit", Checkbox).value = True
-        await pilot.click("#score-start")
         tabs = app.screen.query_one("#tabs", TabbedContent)
+        await pilot.press("1")
+        await pilot.press("S")  # from another tab, with the Score tab's settings
+        assert pane.running
         # While the worker scores (seed DPO, then log-probs), keys are still handled.
         await wait_for(lambda: any(w.group == "score" and w.is_running for w in app.screen.workers), pilot, 10)
         await pilot.press("1")
@@ -44,9 +46,13 @@ async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_pa
         await wait_for(lambda: not any(w.group == "score" and w.is_running for w in app.screen.workers), pilot, 240)
         # The Curate tab (there from the start, without margins) is rebuilt on the new scores.
         await wait_for(lambda: any(p.margins for p in app.screen.query(CurationPane)), pilot, 30)
+        await settle(app, pilot)  # the pane mounts its controls before the test ends the app
         curation = app.screen.query_one(CurationPane)
         assert set(curation.margins) == {"external", "implicit"}
-        assert "scored" in str(pane.query_one("#score-status").render())
+        status = str(pane.query_one("#score-status").render())
+        assert status.startswith("done in ") and "scored" in status
+        finished = str(pane.query_one("#rate-external").render())
+        assert "done in 0" in finished and "ETA" not in finished  # elapsed time, not "ETA 00:00"
 
     scored = sorted(p.name for p in (workspace.root / "scores").iterdir())
     assert scored == ["external", "implicit"]

@@ -4,7 +4,6 @@ tables, the Score tab's effective values, the runs view and `dmtui runs`."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import re
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from app_pilot import open_curate, settle, wait_for
 from test_app_curation import MARGINS
+from test_app_score import small_demo
 from test_app_dataset import rendered_text
 from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
 from textual.containers import VerticalScroll
@@ -31,9 +31,6 @@ from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.score_pane import ScorePane
 from dmtui.widgets.state_checkbox import StateCheckbox
-
-DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo" / "pairs.jsonl"
-
 
 def children_of(pid: int) -> list[int]:
     """Live child processes of `pid`, from /proc."""
@@ -84,13 +81,6 @@ def test_the_palette_names_the_work_each_entry_starts():
     assert names["run: export the selection now (E)"] == "export"
     assert names["run: start training on the latest export (T)"] == "train"
     assert names["work: stop scoring or training (X)"] == "stop_work"
-
-
-def small_demo(tmp_path: Path, n: int) -> Path:
-    path = tmp_path / "demo.jsonl"
-    with open(DEMO) as source:
-        path.write_text("".join(itertools.islice(source, n)))
-    return path
 
 
 async def test_quit_while_scoring_asks_stops_the_child_and_leaves_none(tmp_path, demo_models):

@@ -39,6 +39,13 @@ def run_cli(args: list[str], env_cache: Path, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def wait_for_a_checkpoint(process: subprocess.Popen, workspace: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not list(workspace.glob("scores/implicit/*/part-*.parquet")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.005)
+
+
 def test_json_report_on_stdout(demo_models, tmp_path, capsys):
     data = demo_slice(tmp_path / "pairs.jsonl", 40)
     code = main(["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "external,ifd",
@@ -121,10 +128,7 @@ def test_ctrl_c_stops_with_130_and_a_rerun_resumes(demo_cache_dir, demo_models, 
     command = ["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "implicit",
                *model_args(demo_models), "--checkpoint-every", "10", "--json"]
     process = run_cli(command, demo_cache_dir)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "ws").glob("scores/implicit/*/part-*.parquet")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.005)
+    wait_for_a_checkpoint(process, tmp_path / "ws")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
@@ -145,10 +149,7 @@ def test_jsonl_streams_progress_and_sigterm_stops_at_a_checkpoint(demo_cache_dir
     process = run_cli(command, demo_cache_dir)
     first = json.loads(process.stdout.readline())
     assert first["event"] == "progress" and {"stage", "done", "total", "unit", "elapsed_s"} <= set(first)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "ws").glob("scores/implicit/*/part-*.parquet")):
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.005)
+    wait_for_a_checkpoint(process, tmp_path / "ws")
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
