@@ -135,9 +135,7 @@ class LauncherScreen(Screen):
 
     @on(Button.Pressed, "#open-demo")
     def action_open_demo(self) -> None:
-        from dmtui.headless.score import DEMO_DATA
-
-        self.open_path(str(DEMO_DATA), demo=True)
+        self.open_path(None, demo=True)
 
     def action_leave_field(self) -> None:
         self.set_focus(self.query_one("#browser"))
@@ -146,13 +144,16 @@ class LauncherScreen(Screen):
         self.query_one("#launcher-error", Label).update(Text(text, style="bold red"))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="open")
-    def open_path(self, path: str, demo: bool = False) -> None:
-        """Open or create the workspace off the UI thread (creating one checksums the dataset)."""
+    def open_path(self, path: str | None, demo: bool = False) -> None:
+        """Open or create the workspace off the UI thread (creating one checksums the dataset).
+        `path` None with `demo`: the demo world's dataset, wherever this copy of dmtui keeps it."""
         from core.errors import DmtuiError
+        from core.sample_data import demo_dataset
         from core.workspace import Workspace, is_workspace
 
-        self.app.call_from_thread(self.query_one("#launcher-error", Label).update, Text(f"Opening {path}…"))
         try:
+            path = path or str(demo_dataset())
+            self.app.call_from_thread(self.query_one("#launcher-error", Label).update, Text(f"Opening {path}…"))
             workspace = Workspace.open(path) if is_workspace(path) else Workspace.open_or_create(path)
         except DmtuiError as error:
             self.app.call_from_thread(self.show_error, error.message + (f"\n{error.hint}" if error.hint else ""))
