@@ -141,8 +141,12 @@ async def test_dataset_tab_preview_opens_a_pair_and_end_goes_last(workspace):  #
         assert app.screen.focused is preview
         summary = rendered_text(app.screen.query_one("#summary").content)
         assert "no scores yet: press 3 and then S" in summary
-        placeholder = str(app.screen.query_one("#curate-placeholder").render())
-        assert "Press 3 for the Score tab" in placeholder and "press S to score" in placeholder
+        await pilot.press("2")
+        await settle(app, pilot)
+        empty_curate = str(app.screen.query_one("#selection-stats").render())
+        assert "press 3, then S, to score" in empty_curate and "dmtui score" not in empty_curate
+        await pilot.press("1")
+        preview.focus()
         await pilot.press("end")
         assert preview.cursor_row == preview.row_count - 1
         await pilot.press("enter")

@@ -53,7 +53,7 @@ from dmtui.workers import describe_failure
 SETTINGS_DEBOUNCE_S = 0.5
 """A burst of keystrokes writes settings.json once, this long after the last key."""
 
-NO_MARGINS_TEXT = ("No margins yet: press 3 to score the dataset, or open it with --margin NAME=COLUMN to use "
+NO_MARGINS_TEXT = ("No margins yet: press 3, then S, to score the dataset, or open it with --margin NAME=COLUMN to use "
                    "scores the data already has. Random needs no margin.")
 
 
