@@ -7,6 +7,7 @@ LlamaForCausalLM, saved with save_pretrained and loaded back through core.models
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 
@@ -43,17 +44,19 @@ def saved(tmp_path_factory):
     return model, load_tokenizer(folder)
 
 
-def test_separate_tokenization_keeps_the_boundary_where_joint_tokenization_moves_it(saved):
+def test_a_merge_across_the_boundary_moves_it_back_like_trl(saved):
+    """Joint tokenization is what the model reads; where a merge crosses the boundary the
+    merged token is scored as response (TRL 1.x does the same) and the item is flagged."""
     _, tokenizer = saved
     prompt, response = "the cat zorb", "lat ran"
     joint = tokenizer(prompt + response)["input_ids"]
     prompt_alone = tokenizer(prompt)["input_ids"]
     assert joint[: len(prompt_alone)] != prompt_alone, "corpus should make a merge cross the boundary"
-    encoded = encode(tokenizer, [prompt], [response], conversational=False, max_length=None)
-    assert encoded.prompt_ids[0] == prompt_alone
-    response_alone = tokenizer(response, add_special_tokens=False)["input_ids"]
-    assert encoded.response_ids[0] == response_alone + [tokenizer.eos_token_id]
-    assert tokenizer.decode(encoded.response_ids[0], skip_special_tokens=True) == response
+    encoded = encode(tokenizer, [prompt, "the cat"], [response, " ran"], conversational=False, max_length=None)
+    assert encoded.boundary_moved.tolist() == [True, False]
+    assert encoded.prompt_ids[0] + encoded.response_ids[0] == joint + [tokenizer.eos_token_id]
+    assert encoded.prompt_ids[0] == prompt_alone[: len(encoded.prompt_ids[0])]
+    assert tokenizer.decode(encoded.response_ids[0], skip_special_tokens=True).endswith(response)
 
 
 def test_conversational_encoding_cuts_the_response_out_of_the_template(saved):
@@ -126,22 +129,23 @@ def test_conversational_empty_context_works(saved):
     np.testing.assert_allclose(result.logprob_sum, naive_logprobs(model, encoded)[0], atol=1e-4)
 
 
-def test_truncation_cuts_prompt_left_then_response_right_and_flags(saved):
+def test_truncation_cuts_prompt_left_after_bos_then_response_right_and_flags(saved):
     _, tokenizer = saved
     prompt, response = random_text(random.Random(5), 30, 30), " " + random_text(random.Random(6), 20, 20)
     full = encode(tokenizer, [prompt], [response], conversational=False, max_length=None)
     p, r = full.prompt_ids[0], full.response_ids[0]
+    assert p[0] == tokenizer.bos_token_id
     fits = encode(tokenizer, [prompt], [response], conversational=False, max_length=len(p) + len(r))
     assert not fits.truncated[0] and fits.prompt_ids[0] == p
 
     prompt_cut = encode(tokenizer, [prompt], [response], conversational=False,
-                        max_length=len(p) + len(r) - 3, min_prompt_length=0)
+                        max_length=len(p) + len(r) - 3, min_prompt_tokens=0)
     assert prompt_cut.truncated[0]
-    assert prompt_cut.prompt_ids[0] == p[3:] and prompt_cut.response_ids[0] == r
+    assert prompt_cut.prompt_ids[0] == p[:1] + p[4:] and prompt_cut.response_ids[0] == r
 
     both_cut = encode(tokenizer, [prompt], [response], conversational=False, max_length=20)
     assert both_cut.truncated[0]
-    assert both_cut.prompt_ids[0] == p[-10:], "the prompt keeps max_length // 2 tokens by default"
+    assert both_cut.prompt_ids[0] == p[:1] + p[-9:], "BOS and max_length // 2 - 1 prompt tokens kept"
     assert both_cut.response_ids[0] == r[:10]
 
 
@@ -212,7 +216,21 @@ def test_cancel_stops_between_batches_and_progress_is_reported(saved, monkeypatc
     assert len(calls) == 1
 
 
-def test_softcapped_architecture_uses_the_full_forward_and_matches(saved):
+def test_a_logit_scaled_architecture_uses_the_full_forward_and_matches(saved):
+    from transformers import CohereConfig, CohereForCausalLM
+
+    _, tokenizer = saved
+    torch.manual_seed(0)
+    config = CohereConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, logit_scale=0.5, initializer_range=0.5)
+    model = CohereForCausalLM(config).eval()
+    assert needs_full_forward(model)
+    encoded = encode(tokenizer, *standard_items(6), conversational=False, max_length=None)
+    result = response_logprobs(model, encoded, batch_tokens=200, padding_side="left")
+    np.testing.assert_allclose(result.logprob_sum, naive_logprobs(model, encoded)[0], atol=1e-4, rtol=0)
+
+
+def test_a_softcapped_architecture_takes_the_head_path_with_its_cap(saved):
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     _, tokenizer = saved
@@ -223,10 +241,29 @@ def test_softcapped_architecture_uses_the_full_forward_and_matches(saved):
         initializer_range=0.5,
     )
     model = Gemma2ForCausalLM(config).eval()
-    assert needs_full_forward(model)
+    assert not needs_full_forward(model)
     encoded = encode(tokenizer, *standard_items(6), conversational=False, max_length=None)
     result = response_logprobs(model, encoded, batch_tokens=200, padding_side="left")
     np.testing.assert_allclose(result.logprob_sum, naive_logprobs(model, encoded)[0], atol=1e-4, rtol=0)
+
+
+def test_the_lm_head_runs_in_fp32_on_a_bf16_model(saved):
+    """Logits rounded to bf16 move each token's log-prob by up to ~0.05 nat here; the fp32 head does not."""
+    model, tokenizer = saved
+    encoded = encode(tokenizer, *standard_items(8), conversational=False, max_length=None)
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    got = response_logprobs(bf16, encoded, batch_tokens=1).logprob_sum  # one unpadded sequence per forward
+    fp32_head, bf16_head = [], []
+    with torch.no_grad():
+        for prompt, response in zip(encoded.prompt_ids, encoded.response_ids):
+            ids = torch.tensor([prompt + response])
+            hidden = bf16.get_decoder()(input_ids=ids).last_hidden_state[0]
+            weight = bf16.get_output_embeddings().weight
+            for sums, logits in ((fp32_head, hidden.float() @ weight.float().T), (bf16_head, (hidden @ weight.T).float())):
+                logp = logits.log_softmax(-1)
+                sums.append(sum(float(logp[t - 1, ids[0, t]]) for t in range(len(prompt), ids.shape[1])))
+    np.testing.assert_allclose(got, fp32_head, atol=1e-4, rtol=0)
+    assert np.abs(np.subtract(bf16_head, fp32_head)).max() > 1e-2, "bf16 logits should visibly differ"
 
 
 def test_plain_architecture_takes_the_response_only_head(saved):
@@ -256,7 +293,7 @@ def test_shared_prompt_pairs_equal_the_plain_path(saved):
     prompts[1] = random_text(random.Random(7), 30, 30)  # truncation cuts this prompt differently per side
     chosen_texts[1], rejected_texts[1] = " a fox", " the cat sat on the mat and ran far away"
     chosen, rejected = (
-        encode(tokenizer, prompts, side, conversational=False, max_length=40, min_prompt_length=5)
+        encode(tokenizer, prompts, side, conversational=False, max_length=40, min_prompt_tokens=5)
         for side in (chosen_texts, rejected_texts)
     )
     assert chosen.prompt_ids[1] != rejected.prompt_ids[1]
