@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 from core.errors import DmtuiError
 from core.loading import LoadedDataset
 from core.scores import ScoreStore
-from core.scoring import ScoringReport, SourceReport
+from core.scoring import ScoringReport, SourceReport, record_truncation
 from core.workspace import Workspace
 
 WAIT_TIMEOUT = timedelta(hours=24)
@@ -218,6 +218,8 @@ def combine_reports(reports: list[ScoringReport]) -> ScoringReport:
             name, source.fingerprint,
             pairs=sum(s.pairs for s in shards), scored=sum(s.scored for s in shards),
             reused=sum(s.reused for s in shards), truncated=sum(s.truncated for s in shards),
+            max_length=source.max_length, min_prompt_tokens=source.min_prompt_tokens,
+            boundary_moved=sum(s.boundary_moved for s in shards),
             skipped_truncated=sum(s.skipped_truncated for s in shards),
             token_identical_ids=[pid for s in shards for pid in s.token_identical_ids],
             seconds=max(s.seconds for s in shards), models=dict(source.models),
@@ -256,5 +258,6 @@ def merge_shards(dataset: LoadedDataset, workspace: Workspace, report: ScoringRe
             result.missing[name] = {"pairs": len(missing), "ranks": ranks}
         else:
             store.compact()
+            record_truncation(store, ids.combine_chunks())
             result.merged.append(name)
     return result

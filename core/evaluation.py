@@ -1,10 +1,16 @@
-"""Judging a trained policy on the demo world: win rate against the initial policy, by the oracle.
+"""Judging a trained policy against the initial one: win rate by a judge, on the same prompts.
 
 `evaluate(policy, reference_policy, prompts, ...)` samples responses from both models to
 the same prompts (temperature 0.7 as in the paper's online rounds, seeded, batched,
-left-padded, through each tokenizer's chat template), reads every response's true reward
-with `core.demo.world.oracle_reward`, and compares the two models prompt by prompt:
-the policy wins a prompt when its response earns more oracle reward; ties count half.
+left-padded, through each tokenizer's chat template, on one device and dtype:
+core.models.LoadedModels), has a judge reward every response, and compares the two
+models prompt by prompt: the policy wins a prompt when its response earns more reward;
+ties count half.
+
+Judges: `OracleJudge`, the demo world's true reward (which also counts toxic answers),
+and `RewardModelJudge`, any sequence-classification reward model, reading each exchange
+through its chat template exactly as core.scorers scores external margins. The oracle
+only knows demo prompts; real prompts (`read_prompts_file`) need a reward model.
 
 Both models draw with the same seed (common random numbers), so a model evaluated
 against itself ties on every prompt and scores exactly 0.5, and two similar models
@@ -20,20 +26,22 @@ new ones.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from core.demo.world import (
-    ResponseSampler,
-    WorldConfig,
-    oracle_reward,
-    response_features,
-)
+import numpy as np
+
+from core.defaults import DEFAULT_BATCH_TOKENS
 from core.errors import DmtuiError
 from core.progress import ProgressFn, Reporter
+
+if TYPE_CHECKING:
+    from core.demo.world import WorldConfig
+    from core.models import LoadedModels
 
 EVAL_PROMPT_STREAM = 6
 """`ResponseSampler` stream of held-out prompts (the dataset uses 0-1, the demo models 2-5)."""
@@ -62,13 +70,65 @@ class Generations:
 
 @dataclass(frozen=True)
 class ResponseStats:
-    """What the oracle says about one model's responses."""
+    """What the judge says about one model's responses, and how long they are."""
 
     mean_reward: float
     mean_chars: float
     mean_tokens: float
-    toxic_share: float
-    """Share of responses with at least one insult to the user."""
+    toxic_share: float | None
+    """Share of responses with at least one insult to the user (the demo oracle knows; a reward model: None)."""
+
+
+class Judge(Protocol):
+    """Rewards responses to prompts; a higher reward is a better response."""
+
+    name: str
+
+    def rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray: ...
+
+    def toxic(self, prompts: list[str], responses: list[str]) -> np.ndarray | None: ...
+
+
+class OracleJudge:
+    """The demo world's true reward (core.demo.world), recomputed from the text."""
+
+    name = "demo oracle"
+
+    def rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        from core.demo.world import oracle_reward
+
+        return np.array([oracle_reward(p, r) for p, r in zip(prompts, responses)], dtype=np.float64)
+
+    def toxic(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        from core.demo.world import response_features
+
+        return np.array([response_features(p, r)["toxic"] > 0 for p, r in zip(prompts, responses)])
+
+
+class RewardModelJudge:
+    """A reward model's score of each exchange (prompt as the user turn, response as the assistant's)."""
+
+    def __init__(self, path: str | os.PathLike, models=None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 max_length: int | None = None) -> None:
+        from core.models import LoadedModels, model_context_length
+
+        self.name, self.path = str(path), path
+        self.models = models or LoadedModels()
+        context = model_context_length(path)
+        self.max_length = min(n for n in (max_length, context) if n) if (max_length or context) else None
+        self.batch_tokens = batch_tokens
+
+    def rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        from core.scorers import Limits, RewardScorer
+
+        scorer = RewardScorer(self.models.reward_model(self.path), self.models.tokenizer(self.path),
+                              batch_tokens=self.batch_tokens)
+        chat_prompts = [[{"role": "user", "content": p}] for p in prompts]
+        chat_responses = [[{"role": "assistant", "content": r}] for r in responses]
+        return scorer.item_rewards(chat_prompts, chat_responses, conversational=True, limits=Limits(self.max_length))
+
+    def toxic(self, prompts: list[str], responses: list[str]) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -90,9 +150,13 @@ class EvalReport:
     policy_stats: ResponseStats
     reference_stats: ResponseStats
     examples: list[dict[str, Any]]
-    """The first few comparisons: prompt, both responses and their oracle rewards."""
+    """The first few comparisons: prompt, both responses and their rewards."""
     generation_backend: str = "transformers"
     """The backend that sampled both models' responses (core.generation_backends)."""
+    judge: str = OracleJudge.name
+    """Who rewarded the responses: the demo oracle or a reward model's path."""
+    device: str = "cpu"
+    dtype: str = "float32"
 
     @property
     def comparisons(self) -> int:
@@ -108,10 +172,32 @@ def held_out_prompts(n: int, seed: int = 0, world: WorldConfig | None = None) ->
     >>> held_out_prompts(2) == held_out_prompts(2) != held_out_prompts(2, seed=1)
     True
     """
+    from core.demo.world import ResponseSampler, WorldConfig
+
     if n < 1:
         raise EvaluationError(f"the number of prompts must be at least 1, not {n}")
     sampler = ResponseSampler((world or WorldConfig()).seed, EVAL_PROMPT_STREAM + 10 * seed)
     return [sampler.prompt()[1] for _ in range(n)]
+
+
+def read_prompts_file(path: str | os.PathLike) -> list[str]:
+    """The prompts of a JSON-lines file, one object with a "prompt" string per line (blank lines skipped)."""
+    prompts = []
+    try:
+        for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                raise EvaluationError(f"{path}:{number}: no \"prompt\" string",
+                                      'each line must be a JSON object like {"prompt": "..."}')
+            prompts.append(record["prompt"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"{path}: cannot read prompts ({error})",
+                              'pass a JSON-lines file with one {"prompt": "..."} per line') from None
+    if not prompts:
+        raise EvaluationError(f"{path} holds no prompts")
+    return prompts
 
 
 def generate_responses(
@@ -124,23 +210,28 @@ def generate_responses(
     seed: int,
     batch_size: int = DEFAULT_BATCH_SIZE,
     backend: str = "auto",
+    models: LoadedModels | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> Generations:
     """Sample responses from the causal LM at `model_path` to each prompt, in fixed batches.
 
     `backend` is auto, transformers or vllm (core.generation_backends.resolve_backend).
-    With transformers the seed is set once before the first batch, so the same call gives
-    the same texts; the batch size is part of that promise (sampling draws for a whole
-    batch at once).
+    `models` gives the device and dtype and keeps the model loaded for later steps
+    (default: a fresh set on the auto device). With transformers the seed is set once
+    before the first batch, so the same call gives the same texts; the batch size is part
+    of that promise (sampling draws for a whole batch at once).
     """
     from core.generation_backends import generate_with_vllm, resolve_backend
+    from core.models import LoadedModels
 
+    models = models or LoadedModels()
     sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
                 "max_new_tokens": max_new_tokens, "seed": seed}
-    if resolve_backend(backend) == "vllm":
-        return generate_with_vllm(model_path, prompts, progress=progress, cancel=cancel, **sampling)
-    return _generate_with_transformers(model_path, prompts, batch_size=batch_size, progress=progress,
+    if resolve_backend(backend, models.device) == "vllm":
+        return generate_with_vllm(model_path, prompts, dtype=models.dtype, progress=progress, cancel=cancel,
+                                  **sampling)
+    return _generate_with_transformers(model_path, prompts, models, batch_size=batch_size, progress=progress,
                                        cancel=cancel, **sampling)
 
 
@@ -157,15 +248,15 @@ def chat_prompt_texts(tokenizer, prompts: list[str], model_path: str | os.PathLi
             for prompt in prompts]
 
 
-def _generate_with_transformers(model_path, prompts, *, samples_per_prompt, temperature, max_new_tokens, seed,
-                                batch_size, progress, cancel) -> Generations:
+def _generate_with_transformers(model_path, prompts, models, *, samples_per_prompt, temperature, max_new_tokens,
+                                seed, batch_size, progress, cancel) -> Generations:
     import torch
 
-    from core.models import load_causal_lm, load_tokenizer
+    from core.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_path, padding_side="left")
     texts = [text for text in chat_prompt_texts(tokenizer, prompts, model_path) for _ in range(samples_per_prompt)]
-    model = load_causal_lm(model_path, device="cpu", dtype=torch.float32)
+    model = models.causal_lm(model_path)
     reporter = Reporter("generate", len(texts), progress, cancel, unit="responses")
     stop_ids = stop_token_ids(model.generation_config, tokenizer)
     responses: list[str] = []
@@ -174,7 +265,7 @@ def _generate_with_transformers(model_path, prompts, *, samples_per_prompt, temp
     for start in range(0, len(texts), batch_size):
         reporter.check()
         batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False)
+                          add_special_tokens=False).to(models.device)
         with torch.no_grad():
             output = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                                     max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -211,16 +302,14 @@ def until_stop(token_ids: list[int], stop_ids: set[int]) -> list[int]:
     return token_ids
 
 
-def response_stats(prompts: list[str], generations: Generations) -> ResponseStats:
-    """Mean oracle reward, length and toxic share of responses aligned with `prompts`."""
-    n = len(prompts)
-    rewards = [oracle_reward(p, r) for p, r in zip(prompts, generations.texts)]
-    toxic = sum(response_features(p, r)["toxic"] > 0 for p, r in zip(prompts, generations.texts))
+def response_stats(rewards: np.ndarray, toxic: np.ndarray | None, generations: Generations) -> ResponseStats:
+    """Mean reward, length and toxic share of one model's responses."""
+    n = len(generations.texts)
     return ResponseStats(
-        mean_reward=sum(rewards) / n,
+        mean_reward=float(np.mean(rewards)),
         mean_chars=sum(map(len, generations.texts)) / n,
         mean_tokens=sum(generations.token_counts) / n,
-        toxic_share=toxic / n,
+        toxic_share=None if toxic is None else float(np.mean(toxic)),
     )
 
 
@@ -229,51 +318,61 @@ def evaluate(
     reference_policy: str | os.PathLike,
     prompts: list[str],
     *,
+    judge: Judge | None = None,
     samples_per_prompt: int = 1,
     temperature: float = 0.7,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     backend: str = "auto",
+    models: LoadedModels | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> EvalReport:
-    """Win rate of `policy` against `reference_policy` on `prompts`, judged by the demo oracle.
+    """Win rate of `policy` against `reference_policy` on `prompts`, judged by `judge` (default: the demo oracle).
 
     Both are causal-LM folders (or model ids) with chat templates; a training run's
     ``final/`` folder is one. Response k of prompt i of the policy is compared with
-    response k of prompt i of the reference.
+    response k of prompt i of the reference. `models` sets the device and dtype of every
+    model (the judge's reward model's too when it shares them).
     """
+    from core.models import LoadedModels
+
     if not prompts:
         raise EvaluationError("no prompts to evaluate on")
     if samples_per_prompt < 1 or max_new_tokens < 1:
         raise EvaluationError("samples_per_prompt and max_new_tokens must be at least 1")
     if not temperature > 0:
         raise EvaluationError(f"temperature must be above 0, not {temperature}", "sampling at 0 is greedy decoding")
+    judge = judge or OracleJudge()
+    models = models or LoadedModels()
     sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
                 "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "backend": backend,
-                "cancel": cancel}
+                "models": models, "cancel": cancel}
     policy_out = generate_responses(policy, prompts, progress=_staged(progress, "policy"), **sampling)
+    models.release(policy)
     reference_out = generate_responses(reference_policy, prompts, progress=_staged(progress, "reference"), **sampling)
+    models.release(reference_policy)
     judged_prompts = [prompt for prompt in prompts for _ in range(samples_per_prompt)]
-    wins = ties = losses = 0
-    examples = []
-    for prompt, mine, theirs in zip(judged_prompts, policy_out.texts, reference_out.texts):
-        reward, reference_reward = oracle_reward(prompt, mine), oracle_reward(prompt, theirs)
-        wins += reward > reference_reward
-        ties += reward == reference_reward
-        losses += reward < reference_reward
-        if len(examples) < EXAMPLES_KEPT:
-            examples.append({"prompt": prompt, "policy": mine, "policy_reward": reward,
-                             "reference": theirs, "reference_reward": reference_reward})
+    rewards = {name: judge.rewards(judged_prompts, out.texts)
+               for name, out in (("policy", policy_out), ("reference", reference_out))}
+    wins = int(np.sum(rewards["policy"] > rewards["reference"]))
+    ties = int(np.sum(rewards["policy"] == rewards["reference"]))
+    losses = len(judged_prompts) - wins - ties
+    examples = [{"prompt": prompt, "policy": mine, "policy_reward": float(rewards["policy"][i]),
+                 "reference": theirs, "reference_reward": float(rewards["reference"][i])}
+                for i, (prompt, mine, theirs) in enumerate(zip(judged_prompts, policy_out.texts,
+                                                               reference_out.texts)) if i < EXAMPLES_KEPT]
     n = len(judged_prompts)
+    stats = {name: response_stats(rewards[name], judge.toxic(judged_prompts, out.texts), out)
+             for name, out in (("policy", policy_out), ("reference", reference_out))}
     return EvalReport(
         policy=str(policy), reference=str(reference_policy), prompts=len(prompts),
         samples_per_prompt=samples_per_prompt, temperature=temperature, max_new_tokens=max_new_tokens,
         seed=seed, wins=wins, ties=ties, losses=losses, win_rate=(wins + ties / 2) / n,
-        policy_stats=response_stats(judged_prompts, policy_out),
-        reference_stats=response_stats(judged_prompts, reference_out),
-        examples=examples, generation_backend=policy_out.backend,
+        policy_stats=stats["policy"], reference_stats=stats["reference"], examples=examples,
+        generation_backend=policy_out.backend, judge=judge.name, device=str(models.device),
+        dtype=str(models.dtype).removeprefix("torch."),
     )
 
 

@@ -1,8 +1,9 @@
 """Which library samples responses: transformers (always there) or vLLM (optional, GPU only).
 
 `resolve_backend` turns the requested backend into the one that runs: ``auto`` means
-vLLM when it is installed and a CUDA GPU is visible, else transformers; asking for
-``vllm`` where it cannot run is an error, never a silent fallback. vLLM is never
+vLLM when it is installed, a CUDA GPU is visible and the run's device is a GPU, else
+transformers; asking for ``vllm`` where it cannot run is an error, never a
+silent fallback. vLLM runs in the run's dtype (core.models.LoadedModels). vLLM is never
 required: it is imported only inside `generate_with_vllm`.
 
 Both backends sample from the same prompt strings (`core.evaluation.chat_prompt_texts`),
@@ -41,8 +42,12 @@ class GenerationBackendError(DmtuiError):
     """A generation backend that is unknown or cannot run on this machine."""
 
 
-def resolve_backend(requested: str) -> str:
-    """The backend that runs for `requested` (auto, transformers or vllm): "transformers" or "vllm"."""
+def resolve_backend(requested: str, device=None) -> str:
+    """The backend that runs for `requested` (auto, transformers or vllm): "transformers" or "vllm".
+
+    `device` (a torch.device or None) is where the run's other models go: auto picks vLLM
+    only for a run on a GPU; an explicit vllm needs a GPU whatever the run's device.
+    """
     if requested not in GENERATION_BACKENDS:
         raise GenerationBackendError(f"unknown generation backend {requested!r}",
                                      f"choose one of {', '.join(GENERATION_BACKENDS)}")
@@ -53,7 +58,8 @@ def resolve_backend(requested: str) -> str:
     has_vllm = importlib.util.find_spec("vllm") is not None
     has_gpu = torch.cuda.is_available()
     if requested == "auto":
-        return "vllm" if has_vllm and has_gpu else "transformers"
+        on_gpu = device is None or torch.device(device).type == "cuda"
+        return "vllm" if has_vllm and has_gpu and on_gpu else "transformers"
     if not has_vllm:
         raise GenerationBackendError("the vllm generation backend was asked for, but vLLM is not installed",
                                      "pip install vllm (it needs a CUDA GPU), or pass --generation-backend "
@@ -91,10 +97,14 @@ def generate_with_vllm(
     temperature: float,
     max_new_tokens: int,
     seed: int,
+    dtype=None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> Generations:
-    """`core.evaluation.generate_responses` on vLLM: N samples per prompt, the GPU freed afterwards."""
+    """`core.evaluation.generate_responses` on vLLM: N samples per prompt, the GPU freed afterwards.
+
+    `dtype` (a torch.dtype; None: the model's own) is the precision vLLM loads the weights in.
+    """
     import torch
     from vllm import LLM, SamplingParams
 
@@ -111,7 +121,8 @@ def generate_with_vllm(
     gc.collect()
     torch.cuda.empty_cache()  # what an earlier round's training left cached would count against vLLM's share
     # Weights from safetensors only, and no model code: the same rules as core.models.
-    llm = LLM(model=str(model_path), dtype="auto", seed=seed, trust_remote_code=False, load_format="safetensors")
+    llm = LLM(model=str(model_path), dtype="auto" if dtype is None else str(dtype).removeprefix("torch."), seed=seed,
+              trust_remote_code=False, load_format="safetensors")
     responses: list[str] = []
     token_counts: list[int] = []
     try:

@@ -7,11 +7,13 @@ Each round r of `iterate(config, out_dir)` (METHOD.md, "Iterative (online) DPO-D
    the `generation_backend` (core.generation_backends: vLLM when installed and a GPU is
    present, else transformers, unless one is named).
 2. score: every response's reward from the reward model (the text it was trained on:
-   prompt and response through the reward model's chat template, as core.scoring does).
+   prompt and response through the reward model's chat template): core.scorers'
+   `RewardScorer`, the one path external margins are scored by.
 3. select: per prompt, best-of-N is chosen and worst-of-N rejected (prompts whose
    responses all earn the same reward are skipped); external margin = the reward
    difference, implicit margin = (log pi(y_w|x) - log pi_0(y_w|x)) - (log pi(y_l|x) -
-   log pi_0(y_l|x)) of the current policy against pi_0 (core.logprobs); keep the top
+   log pi_0(y_l|x)) of the current policy against pi_0 (core.scorers.implicit_columns, as
+   `dmtui score` computes it); keep the top
    `keep_fraction` by DM-MUL (core.selection.select). In round 0 the policy is pi_0, so
    every implicit margin is exactly 0 and carries no signal: that round ranks by the
    external margin alone (the manifest's ``sources`` says so).
@@ -19,6 +21,10 @@ Each round r of `iterate(config, out_dir)` (METHOD.md, "Iterative (online) DPO-D
    (core.training.train). Its final/ model is the next round's policy.
 
 ``keep_fraction=1.0`` is plain iterative DPO (every pair is kept).
+
+Models: generation and scoring run on `device` in `dtype` (core.models.LoadedModels); each
+model is loaded once per round (the policy samples and then scores implicit margins) and
+released once no later stage needs it, before training loads its own.
 
 Prompts. Without `prompts_file`, prompts come from the demo world's prompt generator on a
 stream of their own per round and seed (`ITERATE_PROMPT_STREAM`), and the rounds also
@@ -58,15 +64,19 @@ import math
 import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.defaults import DEFAULT_BATCH_TOKENS
 from core.errors import DmtuiError
-from core.evaluation import generate_responses
+from core.evaluation import generate_responses, read_prompts_file
 from core.generation_backends import GENERATION_BACKENDS, resolve_backend
 from core.progress import ProgressFn
+
+if TYPE_CHECKING:  # torch-heavy: imported where a round runs, so `dmtui --help` stays instant
+    from core.models import LoadedModels
+    from core.scorers import Limits
 
 STAGES = ("generate", "score", "select", "train")
 STATE_JSON = "state.json"
@@ -131,6 +141,10 @@ class IterateConfig:
     """Sequences per generate() call with transformers (part of the sampling seed's promise)."""
     generation_backend: str = "auto"
     """auto, transformers or vllm (core.generation_backends); auto is vLLM when installed and a GPU is present."""
+    device: str = "auto"
+    """Where generation and scoring run: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, ..."""
+    dtype: str = "auto"
+    """Their precision: auto (bf16/fp16 on cuda, fp32 elsewhere), float32, bfloat16 or float16."""
     seed: int = 0
     """Seed of prompts, sampling (seed * 1000 + round), DPO and selection tie-breaks."""
 
@@ -211,9 +225,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-RESUME_MAY_CHANGE = ("rounds", "generation_backend")
-"""Settings a resumed run may change: rounds (a finished run can be extended) and the backend
-(a run moved to a GPU machine may sample on vLLM; each round records which one it used)."""
+RESUME_MAY_CHANGE = ("rounds", "generation_backend", "device", "dtype")
+"""Settings a resumed run may change: rounds (a finished run can be extended), the backend, device
+and dtype (a run moved to a GPU machine may sample on vLLM in bf16; each round records what it used)."""
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -284,24 +298,13 @@ def round_prompts(config: IterateConfig, r: int) -> list[str]:
 
         sampler = ResponseSampler(WorldConfig().seed, ITERATE_PROMPT_STREAM + 10 * config.seed + 1000 * r)
         return [sampler.prompt()[1] for _ in range(n)]
-    prompts = []
-    try:
-        for number, line in enumerate(Path(config.prompts_file).read_text("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise IterationError(f"{config.prompts_file}:{number}: no \"prompt\" string")
-            prompts.append(record["prompt"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise IterationError(f"{config.prompts_file}: cannot read prompts ({error})") from None
-    if not prompts:
-        raise IterationError(f"{config.prompts_file} holds no prompts")
+    prompts = read_prompts_file(config.prompts_file)
     start = r * n
     return [prompts[(start + i) % len(prompts)] for i in range(n)]
 
 
-def _generate_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+def _generate_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
+                    cancel) -> None:
     from core.versions import library_versions
 
     prompts = round_prompts(config, r)
@@ -309,9 +312,10 @@ def _generate_stage(config: IterateConfig, r: int, policy: str, round_dir: Path,
     out = generate_responses(policy, prompts, samples_per_prompt=config.responses_per_prompt,
                              temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=seed,
                              batch_size=config.generation_batch_size, backend=config.generation_backend,
-                             progress=progress, cancel=cancel)
+                             models=models, progress=progress, cancel=cancel)
     _write_json(round_dir / GENERATION_JSON, {
         "backend": out.backend, "requested_backend": config.generation_backend, "seed": seed,
+        "device": str(models.device), "dtype": str(models.dtype).removeprefix("torch."),
         "library_versions": library_versions(["torch", "transformers", *(["vllm"] if out.backend == "vllm" else [])]),
     })
     k = config.responses_per_prompt
@@ -325,35 +329,27 @@ def _chat(prompts: list[str], responses: list[str]) -> tuple[list, list]:
             [[{"role": "assistant", "content": r}] for r in responses])
 
 
-def score_rewards(reward_model: str, prompts: list[str], responses: list[str], *, max_length: int | None,
-                  batch_tokens: int = DEFAULT_BATCH_TOKENS, progress: ProgressFn | None = None,
-                  cancel: threading.Event | None = None) -> np.ndarray:
-    """Reward of each (prompt, response), read as core.scoring's external source reads it."""
-    import torch
+def _limits(config: IterateConfig, *paths: str) -> Limits:
+    """`config.max_length` capped by the context of the models that read the text."""
+    from core.models import model_context_length
+    from core.scorers import Limits
 
-    from core.logprobs import encode
-    from core.models import load_reward_model, load_tokenizer
-    from core.scoring import reward_scores
-
-    tokenizer = load_tokenizer(reward_model)
-    model = load_reward_model(reward_model, device="cpu", dtype=torch.float32)
-    limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
-    if max_length is None or (limit and limit < max_length):
-        max_length = limit
-    chat_prompts, chat_responses = _chat(prompts, responses)
-    encoded = encode(tokenizer, chat_prompts, chat_responses, conversational=True, max_length=max_length)
-    sequences = [p + r for p, r in zip(encoded.prompt_ids, encoded.response_ids)]
-    scores, _ = reward_scores(model, tokenizer, sequences, torch.device("cpu"), batch_tokens,
-                              progress=progress, cancel=cancel)
-    return scores
+    contexts = [n for n in (model_context_length(path) for path in paths) if n]
+    return Limits(min([config.max_length, *contexts]) if config.max_length else min(contexts, default=None))
 
 
-def _score_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+def _score_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
+                 cancel) -> None:
+    from core.scorers import RewardScorer
+
     generations = _read_jsonl(round_dir / GENERATIONS)
     prompts = [g["prompt"] for g in generations]
     responses = [g["response"] for g in generations]
-    rewards = score_rewards(config.reward_model, prompts, responses, max_length=config.max_length,
-                            batch_tokens=config.batch_tokens, progress=progress, cancel=cancel)
+    reward = RewardScorer(models.reward_model(config.reward_model), models.tokenizer(config.reward_model),
+                          batch_tokens=config.batch_tokens)
+    rewards = reward.item_rewards(*_chat(prompts, responses), conversational=True,
+                                  limits=_limits(config, config.reward_model), progress=progress, cancel=cancel)
+    models.release(config.reward_model)
     oracle = None
     if config.prompts_file is None:
         from core.demo.world import oracle_reward
@@ -392,37 +388,27 @@ def best_worst_pairs(generations: list[dict[str, Any]], rewards: list[float]) ->
     return pairs, tied
 
 
-def implicit_margins(policy: str, reference: str, pairs: list[dict[str, Any]], *, max_length: int | None,
-                     batch_tokens: int = DEFAULT_BATCH_TOKENS, progress: ProgressFn | None = None,
+def implicit_margins(policy: str, reference: str, pairs: list[dict[str, Any]], models: LoadedModels,
+                     limits: Limits, *, batch_tokens: int = DEFAULT_BATCH_TOKENS, progress: ProgressFn | None = None,
                      cancel: threading.Event | None = None) -> np.ndarray:
-    """(log pi(y_w|x) - log pi_0(y_w|x)) - (log pi(y_l|x) - log pi_0(y_l|x)) per pair, sums over response tokens.
-
-    Exactly 0 without a forward pass when `policy` is `reference` (round 0).
-    """
+    """(log pi(y_w|x) - log pi_0(y_w|x)) - (log pi(y_l|x) - log pi_0(y_l|x)) per pair: core.scorers'
+    implicit margin, on pi_0's tokens. Exactly 0 without a forward pass when `policy` is `reference` (round 0)."""
     if not pairs:
         return np.zeros(0)
     if Path(policy).resolve() == Path(reference).resolve():
         return np.zeros(len(pairs))
-    import torch
+    from core.scorers import Pairs, implicit_columns
 
-    from core.logprobs import encode, pair_logprobs
-    from core.models import load_causal_lm, load_tokenizer
-
-    tokenizer = load_tokenizer(reference)
     prompts, chosen = _chat([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
     _, rejected = _chat([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
-    enc_c = encode(tokenizer, prompts, chosen, conversational=True, max_length=max_length)
-    enc_r = encode(tokenizer, prompts, rejected, conversational=True, max_length=max_length)
-    sums = {}
-    for name, path in (("policy", policy), ("reference", reference)):
-        model = load_causal_lm(path, device="cpu", dtype=torch.float32)
-        lp_c, lp_r = pair_logprobs(model, enc_c, enc_r, batch_tokens=batch_tokens, progress=progress, cancel=cancel)
-        sums[name] = (lp_c.logprob_sum, lp_r.logprob_sum)
-        del model
-    return (sums["policy"][0] - sums["reference"][0]) - (sums["policy"][1] - sums["reference"][1])
+    columns = implicit_columns(models.causal_lm(policy), models.causal_lm(reference), models.tokenizer(reference),
+                               Pairs(prompts, chosen, rejected, conversational=True), limits,
+                               batch_tokens=batch_tokens, pass_progress=lambda index, passes: progress, cancel=cancel)
+    return columns["margin"]
 
 
-def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
+                  cancel) -> None:
     from core.pairs import pair_id
     from core.selection import SelectionParams, select, tie_keys_from_pair_ids
 
@@ -430,8 +416,9 @@ def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, p
     reward_records = _read_jsonl(round_dir / REWARDS)
     rewards = [rec["reward"] for rec in reward_records]
     pairs, tied = best_worst_pairs(generations, rewards)
-    implicit = implicit_margins(policy, config.policy, pairs, max_length=config.max_length,
+    implicit = implicit_margins(policy, config.policy, pairs, models, _limits(config, policy, config.policy),
                                 batch_tokens=config.batch_tokens, progress=progress, cancel=cancel)
+    models.release()
     external = np.array([p["reward_margin"] for p in pairs], dtype=np.float64)
     ids = [pair_id(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
     notes = []
@@ -476,9 +463,11 @@ def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, p
     })
 
 
-def _train_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, progress, cancel) -> None:
+def _train_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
+                 cancel) -> None:
     from core.training import RUN_JSON, TrainConfig, train
 
+    models.release()  # training loads its own copies (TRL)
     kept = [{"prompt": [{"role": "user", "content": p["prompt"]}],
              "chosen": [{"role": "assistant", "content": p["chosen"]}],
              "rejected": [{"role": "assistant", "content": p["rejected"]}]}
@@ -523,8 +512,11 @@ def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
     same settings (only `rounds` and `generation_backend` may change) and skips every
     stage recorded done. The folder may have moved since the run started.
     """
+    from core.models import LoadedModels, pick_device
+
     config.validate()
-    resolve_backend(config.generation_backend)  # asked for vLLM where it cannot run: say so before writing anything
+    # asked for vLLM where it cannot run: say so before writing anything
+    resolve_backend(config.generation_backend, pick_device(config.device))
     out_dir = Path(out_dir)
     state = _load_state(out_dir, config, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -535,6 +527,7 @@ def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
         round_dir.mkdir(exist_ok=True)
         entry = _round_state(state, config, r)
         policy = _policy_path(out_dir, config, r)
+        models = LoadedModels(config.device, config.dtype)  # each model loaded once per round
         resumed = []
         for stage in STAGES:
             if _is_done(entry, stage, round_dir):
@@ -542,11 +535,12 @@ def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
                 continue
             if stage in entry["done"]:
                 entry["done"] = entry["done"][:entry["done"].index(stage)]  # its output is gone: redo from here
-            _STAGE_FUNCTIONS[stage](config, r, policy, round_dir, _round_progress(progress, r), cancel)
+            _STAGE_FUNCTIONS[stage](config, r, policy, round_dir, models, _round_progress(progress, r), cancel)
             entry["done"].append(stage)
             if stage == "train":
                 entry["policy_out"] = _policy_out(r)
             _write_json(out_dir / STATE_JSON, state)
+        models.release()
         reports.append(_round_report(r, policy, round_dir, resumed))
     state["finished_rounds"] = config.rounds
     _write_json(out_dir / STATE_JSON, state)

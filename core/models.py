@@ -17,6 +17,7 @@ local fingerprint covers and what it trades away on very large shards.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -74,6 +75,48 @@ def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None =
     if torch.device(device).type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+class LoadedModels:
+    """Models loaded once on one device and dtype, shared by the steps that use them.
+
+    An online round generates with the policy and scores implicit margins with it; an
+    evaluation samples from two models and judges with a third: each is loaded once,
+    and `release` frees what no later step needs (before training, say).
+    """
+
+    def __init__(self, device: str | None = "auto", dtype: str | torch.dtype | None = "auto", *,
+                 allow_pickle: bool = False) -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self.allow_pickle = allow_pickle
+        self._held: dict[tuple[str, str], Any] = {}
+
+    def causal_lm(self, name_or_path: str | os.PathLike):
+        return self._get("causal", name_or_path, lambda: load_causal_lm(
+            name_or_path, device=self.device, dtype=self.dtype, allow_pickle=self.allow_pickle))
+
+    def reward_model(self, name_or_path: str | os.PathLike):
+        return self._get("reward", name_or_path, lambda: load_reward_model(
+            name_or_path, device=self.device, dtype=self.dtype, allow_pickle=self.allow_pickle))
+
+    def tokenizer(self, name_or_path: str | os.PathLike):
+        return self._get("tokenizer", name_or_path, lambda: load_tokenizer(name_or_path))
+
+    def release(self, *names_or_paths: str | os.PathLike) -> None:
+        """Forget the models (and tokenizers) of these paths, or of every path when none is named."""
+        wanted = {os.fspath(p) for p in names_or_paths}
+        for key in [k for k in self._held if not wanted or k[1] in wanted]:
+            del self._held[key]
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _get(self, kind: str, name_or_path, load):
+        key = (kind, os.fspath(name_or_path))
+        if key not in self._held:
+            self._held[key] = load()
+        return self._held[key]
 
 
 def load_tokenizer(
@@ -153,6 +196,34 @@ def load_reward_model(
             hint="pass a sequence-classification reward model (one scalar score per text)",
         )
     return model
+
+
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+"""Config fields that name a model's context length, by architecture."""
+
+
+def model_context_length(name_or_path: str | os.PathLike, revision: str | None = None) -> int | None:
+    """The longest sequence a model takes, read from its config (no weights, no model code), or None.
+
+    A LoRA adapter's is its base model's; a multimodal config's is its text model's.
+    """
+    source = _resolve(name_or_path)
+    adapter = _adapter_config(source)
+    if adapter is not None:
+        return model_context_length(adapter["base_model_name_or_path"])
+    path = _config_file(source, "config.json", revision)
+    try:
+        config = json.loads(path.read_text("utf-8")) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for section in (config, config.get("text_config") or {}):
+        for name in CONTEXT_FIELDS:
+            value = section.get(name) if isinstance(section, dict) else None
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
 
 
 def model_fingerprint(name_or_path: str | os.PathLike, revision: str | None = None) -> str:

@@ -1,32 +1,38 @@
-"""Scoring every pair with the margin sources of METHOD.md: external, implicit, IFD.
+"""Scoring every pair of a dataset with the margin sources of METHOD.md: external, implicit, IFD.
 
-- external: m_ex = r(x, y_w) - r(x, y_l) with a sequence-classification reward model
-  (one label). The text is what TRL's RewardTrainer trains on: conversational data
-  through the REWARD MODEL's chat template, standard data as prompt + response + EOS.
-  Sequences are right-padded with the model's own pad id, so its pooling (the rightmost
-  token that is not padding) lands on the last real token; a self-check at the start of
-  a run compares a padded batch with unpadded sequences and falls back to one sequence
-  per forward when they disagree (`SourceReport.notes` says so).
+What each source computes is in core.scorers (shared with the online rounds and the
+evaluation judge); this module runs them over a dataset into score tables:
+
+- external: m_ex = r(x, y_w) - r(x, y_l) with a sequence-classification reward model,
+  on the text it was trained on (its chat template, for standard rows too unless
+  `reward_template` is off).
 - implicit: m_im = (log pi_1(y_w|x) - log pi_0(y_w|x)) - (log pi_1(y_l|x) - log pi_0(y_l|x)),
-  sums over response tokens (core.logprobs), tokens from pi_0's tokenizer and template.
-  Without a policy model, pi_1 is pi_0 after DPO on a seed set D0 (core.seed_policy),
-  trained once per workspace and settings into ``WORKSPACE/models/seed-pi1-<fp>/``.
+  sums over response tokens, on pi_0's tokens and template. pi_1 and pi_0 with different
+  vocabularies are refused; different chat templates are a note in the report. Without
+  a policy model, pi_1 is pi_0 after DPO on a seed set D0 (core.seed_policy), trained
+  once per workspace and settings into ``WORKSPACE/models/seed-pi1-<fp>/``.
 - ifd: under pi_0, IFD(y|x) = PPL(y|x) / PPL(y), PPL = exp(-sum / n); margin IFD_w - IFD_l.
-  PPL(y) scores the very response tokens PPL(y|x) scored, after the empty context
-  (BOS alone; see core.logprobs), so truncation cuts both the same way.
+
+Token limit, per source: `max_length`, or by default the context of the source's models
+(the smallest), at most `MAX_LENGTH_CAP`; a pair longer than that is cut as one (one
+context for chosen and rejected, core.logprobs) and counted, and the count, share and
+limit land in the report and in the table's meta (``truncation``), which an export's
+manifest carries.
 
 Every source has its own score table (core.scores), named by a fingerprint of the
-source, its models' fingerprints and every setting that changes numbers (max_length,
-skip_truncated, dtype; not batch size or device). Pairs already in the table are reused;
-the rest are scored in checkpoints of `checkpoint_every` pairs, each appended as one
-atomic part, so a killed run resumes where its last checkpoint ended and appended rows
-cost only their own scoring. Checkpoints take the pending pairs in dataset order, so a
-resumed run forms the same batches as an uninterrupted one and ends with the same numbers.
+source, its models' fingerprints and every setting that changes numbers (token limit,
+min_prompt_tokens, skip_truncated, dtype, reward_template; not batch size or device).
+Pairs already in the table are reused; the rest are scored in checkpoints of
+`checkpoint_every` pairs, each appended as one atomic part, so a killed run resumes where
+its last checkpoint ended and appended rows cost only their own scoring. Checkpoints take
+the pending pairs in dataset order, so a resumed run forms the same batches as an
+uninterrupted one and ends with the same numbers.
 
 Pairs are reported, never scored as signal, when chosen and rejected are the same
 tokens after truncation (``token_identical``) or when `skip_truncated` skips an
 over-long pair (``skipped``): both are stored with margin NaN, which selection treats
-as unscored. Over-long pairs that are scored carry ``truncated``.
+as unscored. Over-long pairs that are scored carry ``truncated``; pairs whose boundary
+moved (core.logprobs) carry ``boundary_moved`` and are counted per run.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,33 +52,39 @@ import torch
 
 from core.errors import Cancelled, DmtuiError
 from core.loading import LoadedDataset
-from core.logprobs import (
-    DEFAULT_BATCH_TOKENS,
-    Encoded,
-    encode,
-    pair_logprobs,
-    response_logprobs,
-    run_batches,
-    token_identical_pairs,
-)
+from core.logprobs import DEFAULT_BATCH_TOKENS
 from core.models import (
     load_causal_lm,
     load_reward_model,
     load_tokenizer,
+    model_context_length,
     model_fingerprint,
     pick_device,
     pick_dtype,
+)
+from core.scorers import (
+    Limits,
+    Pairs,
+    PassProgress,
+    RewardScorer,
+    check_same_vocabulary,
+    external_columns,
+    ifd_columns,
+    implicit_columns,
 )
 from core.progress import Progress, ProgressFn, Reporter
 from core.scores import ScoreStore, values_for
 from core.workspace import Workspace
 
 SOURCES = ("external", "implicit", "ifd")
-SCORER_VERSION = 1
-"""Bump when a change here changes stored numbers: it enters every fingerprint."""
+SCORER_VERSION = 2
+"""Bump when a change here changes stored numbers: it enters every fingerprint.
+2: token-exact (joint) encoding, one context per pair, reward-model templates on standard rows."""
+MAX_LENGTH_CAP = 4096
+"""Default token limit: the models' context, but no more than this (a 128k-context model would
+otherwise pad every batch to its longest pair; UltraFeedback and HH pairs fit in 4k)."""
 MODEL_CACHE_SIZE = 4
 """Models and tokenizers kept loaded between `score` calls (reward, pi_0, pi_1, tokenizer)."""
-PADDING_CHECK_TOLERANCE = 1e-3
 
 
 class ScoringError(DmtuiError):
@@ -115,9 +127,14 @@ class ScoringConfig:
     """auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, ... Not in fingerprints."""
     dtype: str = "auto"
     """auto (bf16/fp16 on cuda, fp32 elsewhere), float32, bfloat16 or float16."""
-    max_length: int | None = 1024
-    """Longest prompt + response in tokens (also capped by each model's max_position_embeddings):
-    longer pairs are truncated (prompt from the left, then response from the right) and counted."""
+    max_length: int | None = None
+    """Longest context + response in tokens; None: the models' context, at most `MAX_LENGTH_CAP`
+    (a given value is also capped by the models'). Longer pairs are cut (core.logprobs) and counted."""
+    min_prompt_tokens: int | None = None
+    """Context tokens a cut keeps at least; None: half the token limit."""
+    reward_template: bool = True
+    """Standard rows reach the reward model through its chat template (one user and one assistant
+    turn) when its tokenizer has one; False: as plain prompt + response + EOS."""
     skip_truncated: bool = False
     """Skip over-long pairs instead of truncating them: stored with margin NaN and ``skipped``."""
     checkpoint_every: int = 1000
@@ -148,6 +165,10 @@ class ScoringConfig:
                 raise ScoringError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 2:
             raise ScoringError(f"max_length must be at least 2 tokens, not {self.max_length}")
+        if self.min_prompt_tokens is not None and not (
+                0 <= self.min_prompt_tokens < (self.max_length or MAX_LENGTH_CAP)):
+            raise ScoringError(f"min_prompt_tokens must be from 0 to below the token limit "
+                               f"({self.max_length or MAX_LENGTH_CAP}), not {self.min_prompt_tokens}")
         if not 0 < self.seed_fraction <= 1:
             raise ScoringError(f"seed_fraction must be in (0, 1], not {self.seed_fraction}")
 
@@ -166,6 +187,12 @@ class SourceReport:
     """Pairs already in the score table."""
     truncated: int = 0
     """Pairs in the table scored after truncation."""
+    max_length: int | None = None
+    """The token limit of this source (context + response)."""
+    min_prompt_tokens: int | None = None
+    """Context tokens a cut kept at least."""
+    boundary_moved: int = 0
+    """Pairs scored by this run whose prompt ids were not a prefix of the joint ids (core.logprobs)."""
     skipped_truncated: int = 0
     """Over-long pairs skipped (`skip_truncated`), stored with margin NaN."""
     token_identical_ids: list[str] = field(default_factory=list)
@@ -178,8 +205,22 @@ class SourceReport:
     def pairs_per_s(self) -> float | None:
         return self.scored / self.seconds if self.scored and self.seconds > 0 else None
 
+    @property
+    def truncated_share(self) -> float:
+        """Share of this rank's pairs that were cut (or skipped) to fit the token limit."""
+        return (self.truncated + self.skipped_truncated) / self.pairs if self.pairs else 0.0
+
+    def truncation_summary(self) -> str:
+        """One line for people: how many pairs were cut, and to what, e.g. for the Score tab."""
+        cut = self.truncated + self.skipped_truncated
+        how = "skipped" if self.skipped_truncated and not self.truncated else "cut"
+        limit = "no limit" if self.max_length is None else f"{self.max_length:,} tokens"
+        return (f"{cut:,} of {self.pairs:,} pairs ({100 * self.truncated_share:.1f}%) {how} to fit {limit}" + (f" (context kept: at least {self.min_prompt_tokens:,})"
+                                                  if cut and self.min_prompt_tokens is not None else ""))
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "token_identical": len(self.token_identical_ids),
+                "truncated_share": round(self.truncated_share, 4),
                 "pairs_per_s": None if self.pairs_per_s is None else round(self.pairs_per_s, 2)}
 
 
@@ -253,215 +294,74 @@ class _Runtime:
         return _cached(("tokenizer", fingerprint, self.config.trust_remote_code),
                        lambda: load_tokenizer(path, trust_remote_code=self.config.trust_remote_code))
 
-    def max_length(self, *models) -> int | None:
-        """`config.max_length` capped by the models' position limits (None: no limit at all)."""
-        limits = [getattr(m.config, "max_position_embeddings", None) for m in models]
-        limits = [n for n in limits if n] + ([self.config.max_length] if self.config.max_length else [])
-        return min(limits) if limits else None
+    def limits(self, *paths: str) -> Limits:
+        """The token limit of a source whose models are `paths` (see `source_max_length`)."""
+        limit = source_max_length(self.config, paths)
+        floor = self.config.min_prompt_tokens
+        return Limits(limit, limit // 2 if floor is None else min(floor, limit - 1), self.config.skip_truncated)
+
+
+def source_max_length(config: ScoringConfig, paths) -> int:
+    """`config.max_length` (or `MAX_LENGTH_CAP`) capped by the context of every model in `paths`."""
+    limits = [n for n in (model_context_length(path) for path in paths if path) if n]
+    return min([config.max_length or MAX_LENGTH_CAP, *limits])
+
+
+def seed_config(config: ScoringConfig) -> ScoringConfig:
+    """`config` with the token limit the seed DPO of pi_1 trains under (pi_0's), as core.seed_policy takes it."""
+    if not config.reference_model:
+        return config
+    return replace(config, max_length=source_max_length(config, [config.reference_model]))
 
 
 # Scoring a chunk, per source --------------------------------------------------------
 
-PassProgress = Callable[[int, int], ProgressFn | None]
-"""(pass index, passes) -> progress callback of one engine pass over a chunk."""
+class _ExternalSource:
+    """External margins with the reward model, loaded on first use and kept for the run."""
+
+    def __init__(self, runtime: _Runtime, model: tuple[str, str], limits: Limits) -> None:
+        self.runtime, self.model_ref, self.limits = runtime, model, limits
+        self.reward: RewardScorer | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        return self.reward.notes if self.reward is not None else []
+
+    def __call__(self, pairs: Pairs, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
+        if self.reward is None:
+            runtime = self.runtime
+            self.reward = RewardScorer(runtime.model("reward", *self.model_ref),
+                                       runtime.tokenizer(*self.model_ref), batch_tokens=runtime.config.batch_tokens,
+                                       use_template=runtime.config.reward_template)
+        return external_columns(self.reward, pairs, self.limits, pass_progress, cancel)
 
 
-@dataclass
-class _Chunk:
-    prompts: list
-    chosen: list
-    rejected: list
-    conversational: bool
+class _ImplicitSource:
+    """Implicit margins: pi_1 against pi_0, on pi_0's tokens."""
+
+    def __init__(self, runtime: _Runtime, reference: tuple[str, str], policy: tuple[str, str], limits: Limits,
+                 notes: list[str]) -> None:
+        self.runtime, self.reference, self.policy, self.limits, self.notes = runtime, reference, policy, limits, notes
+
+    def __call__(self, pairs: Pairs, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
+        runtime = self.runtime
+        return implicit_columns(runtime.model("causal", *self.policy), runtime.model("causal", *self.reference),
+                                runtime.tokenizer(*self.reference), pairs, self.limits,
+                                batch_tokens=runtime.config.batch_tokens, pass_progress=pass_progress, cancel=cancel)
 
 
-def _screen(chosen: Encoded, rejected: Encoded, skip_truncated: bool) -> dict[str, np.ndarray]:
-    """Flags of a chunk's pairs, and which of them go through the models (``run``)."""
-    truncated = chosen.truncated | rejected.truncated
-    identical = token_identical_pairs(chosen, rejected)
-    skipped = truncated & skip_truncated
-    return {"truncated": truncated, "token_identical": identical & ~skipped, "skipped": skipped,
-            "run": ~identical & ~skipped}
+class _IfdSource:
+    """IFD margins under pi_0."""
 
-
-def _subset(encoded: Encoded, mask: np.ndarray) -> Encoded:
-    keep = np.flatnonzero(mask)
-    return Encoded([encoded.prompt_ids[i] for i in keep], [encoded.response_ids[i] for i in keep],
-                   encoded.truncated[keep])
-
-
-def _spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Values of the pairs in `mask` placed back among all pairs, NaN elsewhere."""
-    out = np.full(len(mask), np.nan)
-    out[mask] = values
-    return out
-
-
-class _ExternalScorer:
-    """Reward-model scores of chosen and rejected; margin their difference."""
-
-    def __init__(self, runtime: _Runtime, model: tuple[str, str]) -> None:
-        self.runtime, self.model_ref = runtime, model
-        self.padding_safe: bool | None = None
+    def __init__(self, runtime: _Runtime, reference: tuple[str, str], limits: Limits) -> None:
+        self.runtime, self.reference, self.limits = runtime, reference, limits
         self.notes: list[str] = []
 
-    def __call__(self, chunk: _Chunk, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
+    def __call__(self, pairs: Pairs, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         runtime = self.runtime
-        model = runtime.model("reward", *self.model_ref)
-        tokenizer, chosen, rejected, flags, run = _screened_pairs(runtime, chunk, self.model_ref, model)
-        sequences = [p + r for side in (chosen, rejected) for p, r in zip(*_ids(_subset(side, run)))]
-        checked_before = self.padding_safe is not None
-        rewards, self.padding_safe = reward_scores(
-            model, tokenizer, sequences, runtime.device, runtime.config.batch_tokens,
-            padding_safe=self.padding_safe, progress=pass_progress(0, 1), cancel=cancel)
-        if not checked_before and self.padding_safe is False:
-            self.notes.append("the reward model's score changed with padding: scored one sequence per "
-                              "forward pass (slow but exact)")
-        n_run = int(run.sum())
-        reward_chosen, reward_rejected = _spread(rewards[:n_run], run), _spread(rewards[n_run:], run)
-        return {"margin": reward_chosen - reward_rejected, "reward_chosen": reward_chosen,
-                "reward_rejected": reward_rejected, **flags}
-
-
-def _ids(encoded: Encoded) -> tuple[list[list[int]], list[list[int]]]:
-    return encoded.prompt_ids, encoded.response_ids
-
-
-def reward_scores(model, tokenizer, sequences: list[list[int]], device, batch_tokens: int, *,
-                  padding_safe: bool | None = None, progress: ProgressFn | None = None,
-                  cancel: threading.Event | None = None) -> tuple[np.ndarray, bool | None]:
-    """Reward-model score of each token sequence, and whether padded batches are exact.
-
-    `padding_safe` None checks it once on these sequences (a padded batch against the
-    same sequences unpadded); False scores one sequence per forward pass.
-    """
-    pad_id = _pad_id(model, tokenizer)
-    if padding_safe is None and sequences:
-        padding_safe = _padding_is_safe(model, sequences, pad_id, device)
-    budget = batch_tokens if padding_safe is not False else 1
-    return _reward_scores(model, sequences, pad_id, device, budget, progress, cancel), padding_safe
-
-
-def _pad_id(model, tokenizer) -> int:
-    """The id the model's pooling treats as padding (it compares input ids with it)."""
-    pad = getattr(model.config.get_text_config(), "pad_token_id", None)
-    if pad is None:
-        pad = tokenizer.pad_token_id
-    return int(pad) if pad is not None else 0
-
-
-@torch.inference_mode()
-def _reward_forward(model, sequences: list[list[int]], pad_id: int, device) -> np.ndarray:
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, : len(sequence)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-    return logits[:, 0].float().cpu().numpy().astype(np.float64)
-
-
-def _padding_is_safe(model, sequences: list[list[int]], pad_id: int, device) -> bool:
-    """Do the shortest and longest sequence score the same right-padded together as alone?"""
-    lengths = [len(s) for s in sequences]
-    short, long = sequences[int(np.argmin(lengths))], sequences[int(np.argmax(lengths))]
-    if len(short) == len(long):
-        return True
-    try:
-        batched = _reward_forward(model, [short, long], pad_id, device)
-    except (ValueError, IndexError):  # e.g. "cannot handle batch sizes > 1 if no padding token"
-        return False
-    alone = np.array([_reward_forward(model, [s], pad_id, device)[0] for s in (short, long)])
-    return bool(np.all(np.abs(batched - alone) <= PADDING_CHECK_TOLERANCE * (1 + np.abs(alone))))
-
-
-def _reward_scores(model, sequences, pad_id, device, batch_tokens, progress, cancel) -> np.ndarray:
-    scores = np.zeros(len(sequences), dtype=np.float64)
-    if not sequences:
-        return scores
-    lengths = [len(s) for s in sequences]
-
-    def score(batch: list[int]) -> None:
-        scores[batch] = _reward_forward(model, [sequences[i] for i in batch], pad_id, device)
-
-    reporter = Reporter("reward", len(sequences), progress, cancel, unit="sequences")
-    run_batches(range(len(sequences)), lengths, batch_tokens, score, reporter, per_item=1)
-    reporter.finish()
-    return scores
-
-
-def _screened_pairs(runtime: _Runtime, chunk: _Chunk, tokenizer_ref: tuple[str, str], *models):
-    """What every scorer starts with: (tokenizer, chosen, rejected, flags, run), the chunk
-    encoded within the models' length limit and screened (`run`: the pairs to score)."""
-    tokenizer = runtime.tokenizer(*tokenizer_ref)
-    max_length = runtime.max_length(*models)
-    chosen, rejected = (encode(tokenizer, chunk.prompts, responses, conversational=chunk.conversational,
-                               max_length=max_length)
-                        for responses in (chunk.chosen, chunk.rejected))
-    flags = _screen(chosen, rejected, runtime.config.skip_truncated)
-    return tokenizer, chosen, rejected, flags, flags.pop("run")
-
-
-class _ImplicitScorer:
-    """Log-prob sums under pi_1 and pi_0; margin (lp1_c - lp0_c) - (lp1_r - lp0_r)."""
-
-    def __init__(self, runtime: _Runtime, reference: tuple[str, str], policy: tuple[str, str]) -> None:
-        self.runtime, self.reference, self.policy = runtime, reference, policy
-        self.notes: list[str] = []
-
-    def __call__(self, chunk: _Chunk, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
-        runtime = self.runtime
-        pi0, pi1 = runtime.model("causal", *self.reference), runtime.model("causal", *self.policy)
-        _, chosen, rejected, flags, run = _screened_pairs(runtime, chunk, self.reference, pi0, pi1)
-        chosen, rejected = _subset(chosen, run), _subset(rejected, run)
-        columns = {}
-        for index, (name, model) in enumerate((("policy", pi1), ("reference", pi0))):
-            lp_c, lp_r = pair_logprobs(model, chosen, rejected, batch_tokens=runtime.config.batch_tokens,
-                                       progress=pass_progress(index, 2), cancel=cancel)
-            columns[f"logp_{name}_chosen"] = _spread(lp_c.logprob_sum, run)
-            columns[f"logp_{name}_rejected"] = _spread(lp_r.logprob_sum, run)
-        columns["tokens_chosen"] = _spread(lp_c.n_tokens, run)
-        columns["tokens_rejected"] = _spread(lp_r.n_tokens, run)
-        margin = ((columns["logp_policy_chosen"] - columns["logp_reference_chosen"])
-                  - (columns["logp_policy_rejected"] - columns["logp_reference_rejected"]))
-        return {"margin": margin, **columns, **flags}
-
-
-class _IfdScorer:
-    """IFD = PPL(y|x) / PPL(y) under pi_0 for chosen and rejected; margin IFD_c - IFD_r."""
-
-    def __init__(self, runtime: _Runtime, reference: tuple[str, str]) -> None:
-        self.runtime, self.reference = runtime, reference
-        self.notes: list[str] = []
-
-    def __call__(self, chunk: _Chunk, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
-        runtime = self.runtime
-        pi0 = runtime.model("causal", *self.reference)
-        tokenizer, chosen, rejected, flags, run = _screened_pairs(runtime, chunk, self.reference, pi0)
-        chosen, rejected = _subset(chosen, run), _subset(rejected, run)
-        conditional = pair_logprobs(pi0, chosen, rejected, batch_tokens=runtime.config.batch_tokens,
-                                    progress=pass_progress(0, 2), cancel=cancel)
-        # PPL(y): the same response tokens after the empty context (BOS alone).
-        empty = [] if chunk.conversational else ""
-        context = encode(tokenizer, [empty], [chunk.chosen[0]], conversational=chunk.conversational,
-                         max_length=None).prompt_ids[0]
-        responses = chosen.response_ids + rejected.response_ids
-        alone = Encoded([list(context) for _ in responses], responses,
-                        np.concatenate([chosen.truncated, rejected.truncated]))
-        unconditional = response_logprobs(pi0, alone, batch_tokens=runtime.config.batch_tokens,
-                                          progress=pass_progress(1, 2), cancel=cancel)
-        n = len(chosen)
-        columns = {}
-        for side, result, part in zip(("chosen", "rejected"), conditional, (slice(0, n), slice(n, 2 * n))):
-            u_sum, u_count = unconditional.logprob_sum[part], unconditional.n_tokens[part]
-            with np.errstate(divide="ignore", invalid="ignore"):  # 0 tokens: NaN
-                log_ifd = u_sum / u_count - result.logprob_sum / result.n_tokens  # log PPL(y|x) - log PPL(y)
-            columns[f"ifd_{side}"] = _spread(np.exp(log_ifd), run)
-            columns[f"logp_conditional_{side}"] = _spread(result.logprob_sum, run)
-            columns[f"logp_unconditional_{side}"] = _spread(u_sum, run)
-            columns[f"tokens_conditional_{side}"] = _spread(result.n_tokens, run)
-            columns[f"tokens_unconditional_{side}"] = _spread(u_count, run)
-        return {"margin": columns["ifd_chosen"] - columns["ifd_rejected"], **columns, **flags}
+        return ifd_columns(runtime.model("causal", *self.reference), runtime.tokenizer(*self.reference), pairs,
+                           self.limits, batch_tokens=runtime.config.batch_tokens, pass_progress=pass_progress,
+                           cancel=cancel)
 
 
 # Fingerprints ---------------------------------------------------------------------------
@@ -470,10 +370,11 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def _settings(config: ScoringConfig, dtype: torch.dtype) -> dict[str, Any]:
+def _settings(limits: Limits, dtype: torch.dtype) -> dict[str, Any]:
     """The settings that change numbers (batch size and device only move the last float bits)."""
-    return {"max_length": config.max_length, "skip_truncated": config.skip_truncated,
-            "dtype": str(dtype).removeprefix("torch."), "scorer_version": SCORER_VERSION}
+    return {"max_length": limits.max_length, "min_prompt_tokens": limits.min_prompt_tokens,
+            "skip_truncated": limits.skip_truncated, "dtype": str(dtype).removeprefix("torch."),
+            "scorer_version": SCORER_VERSION}
 
 
 @dataclass
@@ -481,13 +382,13 @@ class _Plan:
     source: str
     fingerprint: str
     meta: dict[str, Any]
-    scorer: _ExternalScorer | _ImplicitScorer | _IfdScorer
+    scorer: _ExternalSource | _ImplicitSource | _IfdSource
+    limits: Limits
 
 
 def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) -> list[_Plan]:
     from core.seed_policy import ensure_seed_policy, seed_policy_dir
 
-    settings = _settings(config, runtime.dtype)
     fingerprints = {}
     if config.reward_model and "external" in config.sources:
         fingerprints["reward"] = model_fingerprint(config.reward_model)
@@ -496,7 +397,8 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
     policy = config.policy_model
     if "implicit" in config.sources:
         if policy is None:
-            seed_dir = seed_policy_dir(workspace, config, fingerprints["reference"])
+            trained = seed_config(config)
+            seed_dir = seed_policy_dir(workspace, trained, fingerprints["reference"])
             if rank != 0 and not (seed_dir / "seed.json").is_file():
                 raise ScoringError(
                     f"the seed policy pi_1 is not made yet ({seed_dir}); in a sharded run only rank 0 trains it",
@@ -504,7 +406,7 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
                     "or pass --policy-model",
                 )
             path, report.seed_policy = ensure_seed_policy(
-                dataset, workspace, config, fingerprints["reference"], progress=progress, cancel=cancel)
+                dataset, workspace, trained, fingerprints["reference"], progress=progress, cancel=cancel)
             policy = str(path)
         fingerprints["policy"] = model_fingerprint(policy)
     paths = {"reward": config.reward_model, "reference": config.reference_model, "policy": policy}
@@ -513,17 +415,23 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
     for source in config.sources:
         models = {role: paths[role] for role in uses[source]}
         model_fps = {role: fingerprints[role] for role in uses[source]}
-        fingerprint = _digest({"source": source, "models": model_fps, "settings": settings})
-        meta = {"models": models, "model_fingerprints": model_fps, "settings": settings,
-                "format": dataset.format}
+        limits = runtime.limits(*models.values())
+        settings = _settings(limits, runtime.dtype)
         reference = (paths["reference"], fingerprints.get("reference"))
         if source == "external":
-            scorer = _ExternalScorer(runtime, (paths["reward"], fingerprints["reward"]))
+            reward = (paths["reward"], fingerprints["reward"])
+            settings["reward_template"] = bool(
+                config.reward_template and getattr(runtime.tokenizer(*reward), "chat_template", None) is not None)
+            scorer = _ExternalSource(runtime, reward, limits)
         elif source == "implicit":
-            scorer = _ImplicitScorer(runtime, reference, (policy, fingerprints["policy"]))
+            notes = check_same_vocabulary(runtime.tokenizer(policy, fingerprints["policy"]),
+                                          runtime.tokenizer(*reference), policy, paths["reference"])
+            scorer = _ImplicitSource(runtime, reference, (policy, fingerprints["policy"]), limits, notes)
         else:
-            scorer = _IfdScorer(runtime, reference)
-        plans.append(_Plan(source, fingerprint, meta, scorer))
+            scorer = _IfdSource(runtime, reference, limits)
+        fingerprint = _digest({"source": source, "models": model_fps, "settings": settings})
+        meta = {"models": models, "model_fingerprints": model_fps, "settings": settings, "format": dataset.format}
+        plans.append(_Plan(source, fingerprint, meta, scorer, limits))
     return plans
 
 
@@ -558,13 +466,13 @@ def score(
         plans = _plans(dataset, workspace, config, runtime, report, progress, cancel, rank)
         mine = np.arange(rank, dataset.pairs.num_rows, world_size)
         for plan in plans:
-            _score_source(plan, dataset, workspace, config, mine, report, progress, cancel, rank)
+            _score_source(plan, dataset, workspace, config, mine, report, progress, cancel, rank, world_size)
     except Cancelled as stop:
         raise ScoringCancelled(stop.message, report) from stop
     return report
 
 
-def _score_source(plan, dataset, workspace, config, mine, report, progress, cancel, rank) -> None:
+def _score_source(plan, dataset, workspace, config, mine, report, progress, cancel, rank, world_size) -> None:
     started = time.monotonic()
     store = ScoreStore(workspace.scores_dir, plan.source, plan.fingerprint)
     ids = dataset.pairs["pair_id"].combine_chunks()
@@ -572,6 +480,7 @@ def _score_source(plan, dataset, workspace, config, mine, report, progress, canc
     done = store.scored_ids()
     todo = np.array([i for i, pid in zip(mine, my_ids.to_pylist()) if pid not in done], dtype=np.int64)
     source_report = SourceReport(plan.source, plan.fingerprint, pairs=len(mine), reused=len(mine) - len(todo),
+                                 max_length=plan.limits.max_length, min_prompt_tokens=plan.limits.min_prompt_tokens,
                                  models=dict(plan.meta["models"]))
     report.sources[plan.source] = source_report
     reporter = Reporter(plan.source, len(todo), progress, cancel, unit="pairs")
@@ -582,16 +491,36 @@ def _score_source(plan, dataset, workspace, config, mine, report, progress, canc
     for start in range(0, len(todo), config.checkpoint_every):
         indices = todo[start : start + config.checkpoint_every]
         rows = dataset.pairs.select(["prompt", "chosen", "rejected"]).take(pa.array(indices)).to_pydict()
-        chunk = _Chunk(rows["prompt"], rows["chosen"], rows["rejected"], conversational)
+        chunk = Pairs(rows["prompt"], rows["chosen"], rows["rejected"], conversational)
         columns = plan.scorer(chunk, _pass_progress(progress, reporter, len(indices), started), cancel)
         store.append(pa.table({"pair_id": ids.take(pa.array(indices)), **columns}), rank=rank)
+        source_report.boundary_moved += int(columns["boundary_moved"].sum())
         source_report.scored += len(indices)
         source_report.seconds = time.monotonic() - started
         reporter.advance(len(indices))
     reporter.finish()
     _count_flags(source_report, store, my_ids)
+    if world_size == 1:  # a sharded run's tables are counted once merged (core.distributed)
+        record_truncation(store, ids)
     source_report.notes = list(plan.scorer.notes)
     source_report.seconds = time.monotonic() - started
+
+
+def record_truncation(store: ScoreStore, pair_ids: pa.Array) -> dict[str, Any]:
+    """Write into the table's meta how many of `pair_ids` (the dataset's pairs) were cut to fit, and
+    under which limit, so the manifest of an export that uses these scores says so."""
+    table = store.read()
+    flags = {name: values_for(table, pair_ids, name) == 1 for name in ("truncated", "skipped", "token_identical")}
+    meta = store.read_meta()
+    settings = meta.get("settings", {})
+    n = len(pair_ids)
+    meta["truncation"] = {
+        "pairs": n, "truncated": int(flags["truncated"].sum()),
+        "share": round(float(flags["truncated"].sum()) / n, 4) if n else 0.0,
+        "skipped": int(flags["skipped"].sum()), "token_identical": int(flags["token_identical"].sum()),
+        "max_length": settings.get("max_length"), "min_prompt_tokens": settings.get("min_prompt_tokens")}
+    store.write_meta({k: v for k, v in meta.items() if k not in ("source", "fingerprint", "updated_at")})
+    return meta["truncation"]
 
 
 def _pass_progress(progress: ProgressFn | None, reporter: Reporter, chunk_pairs: int, started: float) -> PassProgress:

@@ -15,10 +15,12 @@ from core.demo.world import oracle_reward, prompt_topic
 from core.evaluation import (
     EvaluationError,
     Generations,
+    RewardModelJudge,
     evaluate,
     final_model,
     held_out_prompts,
 )
+from core.models import LoadedModels
 from dmtui.cli import main
 from tests.conftest import REPO_ROOT
 
@@ -87,6 +89,62 @@ def test_win_rate_toxic_share_and_lengths_come_from_the_oracle(monkeypatch):
 
     swapped = evaluate("bad-reference", "good-policy", prompts, seed=7)
     assert swapped.win_rate == 0.25
+
+
+def test_a_reward_model_judges_with_ties_half_and_no_toxic_share(demo_models, monkeypatch):
+    def fake_generate(model_path, prompts, *, samples_per_prompt, **_):
+        bank = GOOD if model_path == "good-policy" else BAD
+        texts = [bank[p] for p in prompts for _ in range(samples_per_prompt)]
+        return Generations(texts, [len(t.split()) for t in texts])
+
+    monkeypatch.setattr(evaluation, "generate_responses", fake_generate)
+    judge = RewardModelJudge(demo_models.reward, LoadedModels("cpu"))
+    report = evaluate("good-policy", "bad-reference", list(GOOD), judge=judge)
+    rewards = judge.rewards(list(GOOD), list(GOOD.values())), judge.rewards(list(BAD), list(BAD.values()))
+    assert rewards[0][1] == rewards[1][1]  # the same answer: a tie
+    assert (report.wins, report.ties, report.losses) == (int(rewards[0][0] > rewards[1][0]), 1,
+                                                        int(rewards[0][0] < rewards[1][0]))
+    assert report.win_rate == (report.wins + 0.5) / 2
+    assert report.policy_stats.mean_reward == pytest.approx(float(np.mean(rewards[0])))
+    assert report.policy_stats.toxic_share is None and report.judge == str(demo_models.reward)
+    assert (report.device, report.dtype) == ("cpu", "float32")
+
+
+def naive_chat_reward(demo_models, prompt: str, response: str) -> float:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_models.reward)
+    model = AutoModelForSequenceClassification.from_pretrained(demo_models.reward).eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+                                        tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    with torch.no_grad():
+        return float(model(input_ids=torch.tensor([ids])).logits[0, 0])
+
+
+def test_the_reward_model_judge_reads_the_exchange_through_its_template(demo_models):
+    judge = RewardModelJudge(demo_models.reward, LoadedModels("cpu"))
+    (prompt, response), = list(GOOD.items())[:1]
+    assert judge.rewards([prompt], [response])[0] == pytest.approx(naive_chat_reward(demo_models, prompt, response),
+                                                                   abs=1e-4)
+
+
+def test_cli_judges_your_own_prompts_with_a_reward_model(demo_models, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in GOOD), "utf-8")
+    code = main(["eval", "--policy", str(demo_models.policy), "--reference", str(demo_models.policy),
+                 "--prompts", str(prompts), "--judge", str(demo_models.reward), "--device", "cpu",
+                 "--dtype", "float32", "--max-new-tokens", "16", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["win_rate"] == 0.5 and report["comparisons"] == 2  # a model against itself ties
+    assert report["judge"] == str(demo_models.reward) and report["policy_stats"]["toxic_share"] is None
+    assert main(["eval", "--policy", str(demo_models.policy), "--reference", str(demo_models.policy),
+                 "--prompts", str(prompts)]) == 1
+    assert "--judge MODEL" in capsys.readouterr().err
+    assert main(["eval", "--policy", "p", "--reference", "r", "--prompts", "many"]) == 1
+    assert "not a number, and no such file" in capsys.readouterr().err
 
 
 def test_final_model_resolves_a_run_folder(tmp_path):

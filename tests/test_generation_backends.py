@@ -27,7 +27,7 @@ from core.generation_backends import (
     request_seed,
     resolve_backend,
 )
-from core.models import load_tokenizer
+from core.models import LoadedModels, load_tokenizer
 
 ANSWERS = ["Measure the flour and water first.", "Plant seeds after the last frost.", "Happy to help!"]
 PROMPTS = ["how do I bake bread ?", "how do I grow tomatoes ?", "how do I bake bread ?"]
@@ -109,6 +109,7 @@ def fake_vllm(monkeypatch) -> FakeVllm:
 @pytest.fixture
 def gpu(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
 
 
@@ -130,6 +131,11 @@ def test_auto_falls_back_to_transformers_without_a_gpu(fake_vllm, monkeypatch):
     assert "--generation-backend transformers" in error.value.hint
 
 
+def test_auto_picks_transformers_for_a_run_on_the_cpu(fake_vllm, gpu):
+    assert resolve_backend("auto", torch.device("cpu")) == "transformers"
+    assert resolve_backend("auto", torch.device("cuda:1")) == resolve_backend("vllm", torch.device("cpu")) == "vllm"
+
+
 def test_auto_falls_back_to_transformers_without_vllm(no_vllm, gpu):
     assert resolve_backend("auto") == "transformers"
     with pytest.raises(GenerationBackendError, match="vLLM is not installed") as error:
@@ -149,6 +155,7 @@ def test_vllm_samples_each_prompt_n_times_with_its_own_seeds_and_frees_the_gpu(f
     (kwargs,) = fake_vllm.llm_kwargs
     assert kwargs["model"] == str(demo_models.policy) and kwargs["seed"] == 5 and kwargs["trust_remote_code"] is False
     assert kwargs["load_format"] == "safetensors"  # no pickle weights, as everywhere else
+    assert kwargs["dtype"] == "bfloat16"  # the run's dtype: auto on a GPU
     (call,) = fake_vllm.calls
     params = call[1]
     assert [(p.n, p.temperature, p.top_p, p.max_tokens) for p in params] == [(2, 0.7, 1.0, 12)] * 3
@@ -179,7 +186,8 @@ def test_vllm_gets_exactly_the_prompt_transformers_generates_from(fake_vllm, gpu
         return model
 
     monkeypatch.setattr(core.models, "load_causal_lm", spying_load)
-    generate_responses(demo_models.policy, PROMPTS, backend="transformers", **{**SAMPLING, "max_new_tokens": 2})
+    generate_responses(demo_models.policy, PROMPTS, backend="transformers", models=LoadedModels("cpu"),
+                       **{**SAMPLING, "max_new_tokens": 2})
     generate_responses(demo_models.policy, PROMPTS, backend="vllm", **SAMPLING)
     vllm_prompts = [prompt["prompt_token_ids"] for prompt in fake_vllm.calls[0][0]]
     assert seen == [ids for ids in vllm_prompts for _ in range(SAMPLING["samples_per_prompt"])]
@@ -222,12 +230,14 @@ def test_an_iterate_round_records_the_backend_that_sampled(fake_vllm, gpu, demo_
 
     monkeypatch.setitem(iteration._STAGE_FUNCTIONS, "train", stop)
     config = iteration.IterateConfig(policy=str(demo_models.policy), reward_model=str(demo_models.reward), rounds=1,
-                                     prompts_per_round=4, responses_per_prompt=3, max_new_tokens=12)
+                                     prompts_per_round=4, responses_per_prompt=3, max_new_tokens=12,
+                                     generation_backend="vllm", device="cpu")  # the stand-in GPU cannot score
     with pytest.raises(KeyboardInterrupt):
         iteration.iterate(config, tmp_path / "run")
     round_dir = tmp_path / "run" / "round-0"
     generation = json.loads((round_dir / "generation.json").read_text())
-    assert generation["backend"] == "vllm" and generation["requested_backend"] == "auto"
+    assert generation["backend"] == "vllm" and generation["requested_backend"] == "vllm"
+    assert (generation["device"], generation["dtype"]) == ("cpu", "float32")
     assert "vllm" in generation["library_versions"]
     manifest = json.loads((round_dir / "manifest.json").read_text())
     assert manifest["generation"] == generation

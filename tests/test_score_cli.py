@@ -60,6 +60,20 @@ def test_json_report_on_stdout(demo_models, tmp_path, capsys):
     assert code == 0 and json.loads(capsys.readouterr().out)["sources"]["external"]["reused"] == 40
 
 
+def test_the_report_says_how_many_pairs_were_cut_and_to_what(demo_models, tmp_path, capsys):
+    data = demo_slice(tmp_path / "pairs.jsonl", 30)
+    args = ["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "external",
+            *model_args(demo_models), "--max-length", "48", "--min-prompt-tokens", "16"]
+    assert main([*args, "--json"]) == 0
+    source = json.loads(capsys.readouterr().out)["sources"]["external"]
+    assert (source["max_length"], source["min_prompt_tokens"], source["pairs"]) == (48, 16, 30)
+    assert 0 < source["truncated"] < 30 and source["truncated_share"] == round(source["truncated"] / 30, 4)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    share = f"{100 * source['truncated'] / 30:.1f}%"
+    assert f"external: {source['truncated']} of 30 pairs ({share}) cut to fit 48 tokens" in out
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--reward-model", "/no/such/reward-model"], "model path not found"),
     (["--sources", "external,bogus"], "unknown margin source 'bogus'"),

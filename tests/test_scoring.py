@@ -97,30 +97,37 @@ def chat_ids(tokenizer, messages, generation_prompt=False) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def naive_reward(model, tokenizer, prompt, response) -> float:
-    """One unpadded sequence, tokenized the way TRL's RewardTrainer does."""
+def naive_reward(model, tokenizer, prompt, response, template: bool = True) -> float:
+    """One unpadded sequence: conversations, and standard text as one exchange, through the reward
+    model's chat template; standard text without it as TRL's RewardTrainer reads it."""
     if isinstance(prompt, list):
         ids = chat_ids(tokenizer, prompt + response)
+    elif template:
+        ids = chat_ids(tokenizer, [{"role": "user", "content": prompt.strip()},
+                                   {"role": "assistant", "content": response.strip()}])
     else:
         ids = tokenizer(prompt + response + tokenizer.eos_token)["input_ids"]
     with torch.no_grad():
         return float(model(input_ids=torch.tensor([ids])).logits[0, 0])
 
 
-@pytest.mark.parametrize("fmt", ["conversational", "standard"])
-def test_external_margins_equal_a_naive_reward_model(demo_models, tmp_path, fmt):
+@pytest.mark.parametrize("fmt, template", [("conversational", True), ("standard", True), ("standard", False)])
+def test_external_margins_equal_a_naive_reward_model(demo_models, tmp_path, fmt, template):
     rows = demo_rows(120)
     rows = rows if fmt == "conversational" else [as_standard(r) for r in rows]
     workspace, dataset = open_workspace(tmp_path, rows)
-    report = score(dataset, workspace, config_for(demo_models, sources=("external",), batch_tokens=512))
+    report = score(dataset, workspace, config_for(demo_models, sources=("external",), batch_tokens=512,
+                                                  reward_template=template))
     assert report.sources["external"].scored == len(rows)
+    meta = ScoreStore(workspace.scores_dir, "external", report.sources["external"].fingerprint).read_meta()
+    assert meta["settings"]["reward_template"] is template
     ids = dataset.pairs["pair_id"].to_pylist()
     scores = table_of(workspace, "external", ids)
     model = AutoModelForSequenceClassification.from_pretrained(demo_models.reward).eval()
     tokenizer = AutoTokenizer.from_pretrained(demo_models.reward)
     pairs = dataset.pairs.to_pylist()
-    expected_chosen = [naive_reward(model, tokenizer, p["prompt"], p["chosen"]) for p in pairs]
-    expected_rejected = [naive_reward(model, tokenizer, p["prompt"], p["rejected"]) for p in pairs]
+    expected_chosen = [naive_reward(model, tokenizer, p["prompt"], p["chosen"], template) for p in pairs]
+    expected_rejected = [naive_reward(model, tokenizer, p["prompt"], p["rejected"], template) for p in pairs]
     np.testing.assert_allclose(scores["reward_chosen"], expected_chosen, atol=1e-4, rtol=0)
     np.testing.assert_allclose(scores["reward_rejected"], expected_rejected, atol=1e-4, rtol=0)
     np.testing.assert_allclose(scores["margin"], np.subtract(expected_chosen, expected_rejected), atol=2e-4, rtol=0)
@@ -226,7 +233,16 @@ def test_fingerprint_ignores_batch_size_and_follows_numeric_settings(demo_models
     assert shorter.sources["ifd"].scored == 30
     assert shorter.sources["ifd"].fingerprint != first.sources["ifd"].fingerprint
     meta = ScoreStore(workspace.scores_dir, "ifd", first.sources["ifd"].fingerprint).read_meta()
-    assert meta["settings"]["max_length"] == 1024 and meta["model_fingerprints"]["reference"].startswith("sha256:")
+    assert meta["model_fingerprints"]["reference"].startswith("sha256:")
+    # The default token limit is the model's context (the demo pi_0 takes 256 tokens); a larger
+    # limit is capped to it, so it reuses the same table.
+    assert (meta["settings"]["max_length"], meta["settings"]["min_prompt_tokens"]) == (256, 128)
+    assert meta["truncation"] == {"pairs": 30, "truncated": 0, "share": 0.0, "skipped": 0, "token_identical": 0,
+                                  "max_length": 256, "min_prompt_tokens": 128}
+    capped = score(dataset, workspace, config_for(demo_models, sources=("ifd",), max_length=100_000))
+    assert capped.sources["ifd"].reused == 30 and capped.sources["ifd"].max_length == 256
+    floor = score(dataset, workspace, config_for(demo_models, sources=("ifd",), min_prompt_tokens=10))
+    assert floor.sources["ifd"].scored == 30 and floor.sources["ifd"].fingerprint != first.sources["ifd"].fingerprint
 
 
 def test_sharded_ranks_split_the_pairs_and_together_cover_them(demo_models, tmp_path):
@@ -268,6 +284,46 @@ def test_pairs_token_identical_after_truncation_are_reported_and_nan(demo_models
     assert untruncated.sources["external"].truncated == 0 and not untruncated.sources["external"].token_identical_ids
 
 
+def test_truncation_is_counted_per_source_with_its_token_limit_in_report_and_table(demo_models, tmp_path):
+    workspace, dataset = open_workspace(tmp_path, long_pairs())
+    report = score(dataset, workspace, config_for(demo_models, sources=("external", "ifd"), max_length=40,
+                                                  min_prompt_tokens=8))
+    for name in ("external", "ifd"):
+        source = report.sources[name]
+        assert (source.truncated, source.pairs, source.max_length, source.min_prompt_tokens) == (4, 10, 40, 8)
+        assert source.truncated_share == 0.4 and source.to_json()["truncated_share"] == 0.4
+        assert source.truncation_summary() == "4 of 10 pairs (40.0%) cut to fit 40 tokens (context kept: at least 8)"
+        meta = ScoreStore(workspace.scores_dir, name, source.fingerprint).read_meta()
+        assert meta["truncation"] == {"pairs": 10, "truncated": 4, "share": 0.4, "skipped": 0, "token_identical": 4,
+                                      "max_length": 40, "min_prompt_tokens": 8}
+    from core.margin_sources import MarginSpec, resolve_margins
+
+    provenance = resolve_margins(dataset, [MarginSpec("external", (), None)], workspace).provenance["external"]
+    assert provenance["meta"]["truncation"]["truncated"] == 4, "an export's manifest carries the count"
+
+
+def test_a_long_pair_is_scored_under_one_context(demo_models, perturbed_policy, tmp_path):
+    """Chosen short, rejected long: both keep the same (cut) prompt, sized by the longer response."""
+    words = "the cat sat on the mat and then it ran far away over the hill".split()
+    rows = [{"prompt": "User: " + " ".join(words * 3) + "?\nAssistant:", "chosen": " yes",
+             "rejected": " " + " ".join(words)}]
+    workspace, dataset = open_workspace(tmp_path, rows)
+    score(dataset, workspace, config_for(demo_models, sources=("implicit",), policy_model=str(perturbed_policy),
+                                         max_length=60))
+    table = table_of(workspace, "implicit", dataset.pairs["pair_id"].to_pylist())
+    tokenizer = AutoTokenizer.from_pretrained(demo_models.policy)
+    pi0 = AutoModelForCausalLM.from_pretrained(demo_models.policy).eval()
+    prompt_ids = tokenizer(rows[0]["prompt"])["input_ids"]
+    chosen, rejected = (tokenizer(rows[0]["prompt"] + rows[0][side])["input_ids"][len(prompt_ids):]
+                        + [tokenizer.eos_token_id] for side in ("chosen", "rejected"))
+    keep = 60 - len(rejected)  # the longer response decides the context of both (above the floor of 30)
+    assert keep > 30 and tokenizer.bos_token_id not in prompt_ids  # the demo tokenizer adds no BOS to text
+    context = prompt_ids[len(prompt_ids) - keep:]
+    assert table["truncated"][0]
+    assert table["logp_reference_chosen"][0] == pytest.approx(naive_logprob(pi0, context, chosen), abs=1e-4)
+    assert table["logp_reference_rejected"][0] == pytest.approx(naive_logprob(pi0, context, rejected), abs=1e-4)
+
+
 def test_skip_truncated_skips_over_long_pairs(demo_models, tmp_path):
     workspace, dataset = open_workspace(tmp_path, long_pairs())
     report = score(dataset, workspace, config_for(demo_models, sources=("external",), max_length=40,
@@ -277,6 +333,35 @@ def test_skip_truncated_skips_over_long_pairs(demo_models, tmp_path):
     table = table_of(workspace, "external", dataset.pairs["pair_id"].to_pylist())
     assert table["skipped"].tolist() == [False] * 6 + [True] * 4
     assert np.isnan(table["margin"][6:]).all() and np.isfinite(table["margin"][:6]).all()
+
+
+# pi_1 and pi_0 ------------------------------------------------------------------------------------
+
+def test_a_pi1_with_another_vocabulary_is_refused(demo_models, tmp_path):
+    from tiny_models import save_tiny_llama
+
+    other = save_tiny_llama(tmp_path / "other-vocab")
+    workspace, dataset = open_workspace(tmp_path, demo_rows(5))
+    from core.scorers import ScorerError
+
+    with pytest.raises(ScorerError, match="different vocabularies") as error:
+        score(dataset, workspace, config_for(demo_models, sources=("implicit",), policy_model=str(other)))
+    assert str(other) in error.value.message and str(demo_models.policy) in error.value.message
+    assert latest_score_table(workspace.scores_dir, "implicit") is None
+
+
+def test_a_pi1_with_another_chat_template_is_noted_in_the_report(demo_models, perturbed_policy, tmp_path):
+    import shutil
+
+    policy = tmp_path / "pi1-other-template"
+    shutil.copytree(perturbed_policy, policy)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}"
+    tokenizer.save_pretrained(policy)
+    workspace, dataset = open_workspace(tmp_path, demo_rows(5))
+    report = score(dataset, workspace, config_for(demo_models, sources=("implicit",), policy_model=str(policy)))
+    (note,) = report.sources["implicit"].notes
+    assert "different chat templates" in note and str(policy) in note
 
 
 # Configuration errors -------------------------------------------------------------------------

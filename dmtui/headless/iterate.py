@@ -20,6 +20,7 @@ import json
 
 from core.errors import DmtuiError
 from dmtui.headless.common import path_argument, terminal_progress
+from dmtui.headless.device_options import add_device_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--generation-backend", choices=GENERATION_BACKENDS, default=defaults.generation_backend,
                         help="what samples the responses: vllm, transformers, or auto = vLLM when it is installed "
                         f"and a GPU is present, else transformers (default: {defaults.generation_backend})")
+    add_device_arguments(parser)
     parser.add_argument("--m1", type=float, default=defaults.m1, help="DM-MUL lower clip (default: -2)")
     parser.add_argument("--m2", default="auto", help="DM-MUL upper clip, a number or auto (default: auto)")
     parser.add_argument("--beta", type=float, default=defaults.beta)
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr if args.lr is not None else (1e-4 if tiny else 5e-7),
             batch_size=args.batch_size or (8 if tiny else 32), per_device_batch_size=args.per_device_batch_size,
             max_steps=args.max_steps, gradient_checkpointing=not tiny, seed=args.seed,
+            device=args.device, dtype=args.dtype,
         )
         report = iterate(config, args.out, resume=args.resume, progress=progress)
     if args.json:

@@ -39,6 +39,7 @@ from dmtui.headless.common import (
     rich_progress,
     stderr_console,
 )
+from dmtui.headless.device_options import add_device_arguments
 
 if TYPE_CHECKING:
     from core.distributed import Shard
@@ -81,10 +82,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seed.add_argument("--seed", type=int, metavar="N", help="seed of the D0 draw and of training (default 0)")
     run_group = parser.add_argument_group("running")
     run_group.add_argument("--batch-tokens", type=int, metavar="N", help="padded tokens per forward (default 8192)")
-    run_group.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    run_group.add_argument("--dtype", metavar="T", help="auto, float32, bfloat16 or float16 (default auto)")
+    add_device_arguments(run_group)
     run_group.add_argument("--max-length", type=int, metavar="N",
-                           help="longest prompt + response in tokens; longer pairs are truncated (default 1024)")
+                           help="longest prompt + response in tokens; longer pairs are cut, chosen and rejected "
+                           "under one context, and counted (default: the models' context, at most 4096)")
+    run_group.add_argument("--min-prompt-tokens", type=int, metavar="N",
+                           help="context tokens a cut keeps at least (default: half the token limit)")
+    run_group.add_argument("--no-reward-template", action="store_true",
+                           help="standard rows reach the reward model as plain prompt + response + EOS, not "
+                           "through its chat template as one user and one assistant turn")
     run_group.add_argument("--skip-truncated", action="store_true",
                            help="skip over-long pairs (margin NaN) instead of truncating them")
     run_group.add_argument("--checkpoint-every", type=int, metavar="N",
@@ -114,10 +120,11 @@ def config_from_args(args: argparse.Namespace):
         "policy_model": args.policy_model, "seed_pairs": args.seed_pairs, "seed_epochs": args.seed_epochs,
         "seed_steps": args.seed_steps, "seed_lr": args.seed_lr, "seed_beta": args.seed_beta, "seed": args.seed,
         "batch_tokens": args.batch_tokens, "device": args.device, "dtype": args.dtype,
-        "max_length": args.max_length, "checkpoint_every": args.checkpoint_every,
+        "max_length": args.max_length, "min_prompt_tokens": args.min_prompt_tokens,
+        "checkpoint_every": args.checkpoint_every,
     }
     flags = {"skip_truncated": args.skip_truncated, "trust_remote_code": args.trust_remote_code,
-             "allow_pickle": args.allow_pickle}
+             "allow_pickle": args.allow_pickle, "reward_template": not args.no_reward_template}
     return ScoringConfig(sources=sources, **{k: v for k, v in given.items() if v is not None}, **flags)
 
 
@@ -245,6 +252,7 @@ def prepare(args: argparse.Namespace, shard: Shard, progress: Callable | None, c
     Rank 0 of a sharded run trains the seed policy pi_1 here, before the others score.
     """
     from core.distributed import launcher_hidden, shard_device
+    from core.scoring import seed_config
     from core.seed_policy import prepare_seed_policy
     from core.workspace import Workspace, is_workspace
 
@@ -264,7 +272,8 @@ def prepare(args: argparse.Namespace, shard: Shard, progress: Callable | None, c
     seed_policy = None
     if shard.sharded and shard.main:  # alone, `score` makes pi_1 itself
         with launcher_hidden():  # an ordinary one-process training, not data-parallel over the ranks
-            seed_policy = prepare_seed_policy(dataset, workspace, config, progress=progress, cancel=cancel)
+            seed_policy = prepare_seed_policy(dataset, workspace, seed_config(config), progress=progress,
+                                              cancel=cancel)
     return workspace, dataset, config, seed_policy
 
 
@@ -310,6 +319,10 @@ def print_report(report, workspace_root: Path) -> None:
                       f"{rate:,.1f}" if rate else "-", f"{source.seconds:.1f}", source.fingerprint)
     console.print(table)
     for name, source in report.sources.items():
+        console.print(f"{name}: {source.truncation_summary()}", markup=False)
+        if source.boundary_moved:
+            console.print(f"{name}: {source.boundary_moved:,} pairs had a token merging across the prompt/response "
+                          "boundary: it was scored with the response (as TRL does)", markup=False)
         if source.token_identical_ids:
             shown = ", ".join(source.token_identical_ids[:5]) + (" ..." if len(source.token_identical_ids) > 5 else "")
             console.print(f"{name}: {len(source.token_identical_ids)} pairs are token-identical as scored "
