@@ -305,9 +305,10 @@ def test_truncation_is_counted_per_source_with_its_token_limit_in_report_and_tab
 def test_a_long_pair_is_scored_under_one_context(demo_models, perturbed_policy, tmp_path):
     """Chosen short, rejected long: both keep the same (cut) prompt, sized by the longer response."""
     words = "the cat sat on the mat and then it ran far away over the hill".split()
-    rows = [{"prompt": "User: " + " ".join(words * 3) + "?\nAssistant:", "chosen": " yes",
+    rows = [{"prompt": "Tell me a story: " + " ".join(words * 3) + "?", "chosen": " yes",
              "rejected": " " + " ".join(words)}]
     workspace, dataset = open_workspace(tmp_path, rows)
+    assert dataset.format == "standard"
     score(dataset, workspace, config_for(demo_models, sources=("implicit",), policy_model=str(perturbed_policy),
                                          max_length=60))
     table = table_of(workspace, "implicit", dataset.pairs["pair_id"].to_pylist())
