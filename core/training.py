@@ -193,6 +193,12 @@ def _export_pairs(path: Path) -> tuple[list[Pair], dict[str, Any]]:
         raise TrainError(f"export not found: {folder}", "pass the folder `dmtui export --out` wrote")
     manifest = read_manifest(path)
     columns = manifest["input"].get("columns") or {}
+    as_text = set(manifest["output"].get("json_columns", [])) & {columns.get(role, role) for role in
+                                                                  ("prompt", "chosen", "rejected")}
+    if as_text:
+        raise TrainError(f"{folder}: the export is CSV, which holds the conversations of "
+                         f"{', '.join(sorted(as_text))} as JSON text; training would read them as plain text",
+                         "export the selection as jsonl or parquet to train on it (--format jsonl)")
     data_path = folder / manifest["output"].get("data", "")
     if not data_path.exists() or data_path == folder:
         raise TrainError(f"{folder}: the manifest names data {manifest['output'].get('data')!r}, which is missing",

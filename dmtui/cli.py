@@ -15,8 +15,8 @@ import warnings
 from typing import Sequence
 
 # Subcommand modules under dmtui.headless, in the order `--help` lists them.
-COMMAND_MODULES = ("open", "info", "score", "select", "export", "train", "runs", "eval", "iterate", "demo",
-                   "serve")
+COMMAND_MODULES = ("open", "info", "score", "select", "export", "annotations", "train", "runs", "eval", "iterate",
+                   "demo", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

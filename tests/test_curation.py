@@ -265,3 +265,25 @@ def test_cli_export_drops_flagged_pairs_and_lists_them(tmp_path, data):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["annotations"]["flags"] == {ids[0]: ["toxic"], ids[1]: ["other"]}
     assert manifest["annotations"]["notes"] == {ids[1]: "check the tone"}
+
+
+def test_annotations_command_lists_flags_notes_exclusions_and_swaps(tmp_path, data):
+    workspace = Workspace.open_or_create(str(data))
+    ids = workspace.load().pairs["pair_id"].to_pylist()
+    with AnnotationStore(workspace.annotations_path) as store:
+        store.update(ids[5], flags=("toxic", "mislabeled"), note="[bold]slur[/] in chosen")
+        store.update(ids[2], excluded=True)
+        store.update("ffffffffffffffff", swapped=True)  # a pair the dataset no longer has
+    listed = json.loads(run_cli("annotations", data, "--json").stdout)
+    assert listed["counts"] == {"annotated": 3, "toxic": 1, "mislabeled": 1, "other": 0, "notes": 1, "excluded": 1,
+                                "swapped": 1, "not_in_data": 1}
+    rows = [(r["row"], r["flags"], r["note"]) for r in listed["annotations"]]
+    assert rows == [(2, [], ""), (5, ["toxic", "mislabeled"], "[bold]slur[/] in chosen"), (None, [], "")]
+    text = run_cli("annotations", workspace.root).stdout
+    assert "[bold]slur[/] in chosen" in text and "toxic, mislabeled" in text and "not in data" in text
+    out = tmp_path / "annotations.jsonl"
+    assert run_cli("annotations", workspace.root, "--out", out).returncode == 0
+    assert [json.loads(line)["pair_id"] for line in out.read_text().splitlines()] == [ids[2], ids[5],
+                                                                                    "ffffffffffffffff"]
+    missing = run_cli("annotations", tmp_path / "nowhere")
+    assert missing.returncode == 1 and "not a dmtui workspace" in missing.stderr

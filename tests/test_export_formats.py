@@ -194,3 +194,21 @@ def test_jsonl_from_arrow_input_writes_dates_and_bytes_as_text(tmp_path):
     written = [json.loads(line) for line in (tmp_path / "out" / "data.jsonl").read_text().splitlines()]
     assert [row["when"] for row in written] == ["2024-01-03", "2024-01-04"]
     assert np.isclose(written[0]["margin_external"], 2.0)
+
+
+def test_training_refuses_a_csv_export_of_conversations(tmp_path):
+    from core.errors import DmtuiError
+    from core.training import _export_pairs
+
+    source = write_input(tmp_path, "conversational", "jsonl")
+    dataset = load_dataset(source)
+    resolved = resolve_margins(dataset, SPECS)
+    selection = run_selection(dataset, resolved, SelectionParams(mode="top", source="external", budget=6, trim=0.0),
+                              Annotated())
+    export_selection(dataset, dataset_ref(source), LoadConfig(), resolved, selection, Annotated(), tmp_path / "csv",
+                     fmt="csv")
+    with pytest.raises(DmtuiError, match="conversations of chosen, prompt, rejected as JSON text"):
+        _export_pairs(tmp_path / "csv")
+    export_selection(dataset, dataset_ref(source), LoadConfig(), resolved, selection, Annotated(), tmp_path / "jsonl")
+    pairs, _ = _export_pairs(tmp_path / "jsonl")
+    assert len(pairs) == 6 and isinstance(pairs[0]["chosen"], list)

@@ -38,6 +38,7 @@ from core.workspace import Workspace
 from dmtui.messages import DatasetLoaded, DemoModelsReady, MarginsResolved, WorkProgress
 from dmtui.screens.rejections import RejectionsScreen
 from dmtui.widgets.curation_pane import CurationPane
+from dmtui.widgets.column_mapping import ColumnMapping
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
@@ -116,6 +117,8 @@ class DatasetScreen(Screen):
                 **{key: active for key, active in bindings.items() if key not in first}}
 
     def on_mount(self) -> None:
+        # A workspace made for this start may still change its load options (column mapping).
+        self.may_remap = self.workspace.created_now
         self.query_one("#tabs").display = False
         self.query_one("#models-status").display = False
         self.load()
@@ -174,6 +177,12 @@ class DatasetScreen(Screen):
         self.query_one(PairsPreview).focus()
         self.query_one(ScorePane).set_pair_count(report.loaded)
         if report.loaded == 0:
+            mostly_missing = report.rejected.get("missing_column", 0) * 2 >= report.read > 0
+            if mostly_missing and self._offer_mapping_for(report.file_columns, report.suggested_mapping()):
+                self.query_one("#loading-label", Label).update(Text.assemble(
+                    ("No usable pairs", "bold"), "\n", report.nothing_usable_hint()))
+                self.query_one("#loading-bar").display = False
+                return
             discarded = "; no workspace was kept" if not self.workspace.root.exists() else ""
             self.notify(f"No usable pairs: {report.nothing_usable_hint()}{discarded}", severity="error", timeout=15)
             self.query_one("#curate-placeholder", Static).update(
@@ -279,6 +288,7 @@ class DatasetScreen(Screen):
             self.query_one("#loading-label", Label).update(Text.assemble(
                 ("Could not load the dataset", "bold"), "\n", message, ("\n" + hint, "italic") if hint else ""))
             self.query_one("#loading-bar").display = False
+            self._offer_mapping(event.worker.error)
         if event.worker.group == "demo-models":
             self.query_one("#models-status").display = False
         if event.worker.group == "margins" and self.query("#curate-placeholder"):
@@ -399,7 +409,6 @@ class DatasetScreen(Screen):
         if dataset is None:
             return
         from core.annotations import AnnotationStore
-        from core.views import AnnotationArrays
         from dmtui.screens.pair_detail import PairDetailScreen
 
         rows = np.arange(self.query_one(PairsPreview).row_count, dtype=np.int64)
@@ -412,9 +421,42 @@ class DatasetScreen(Screen):
             return
         store = AnnotationStore(self.workspace.annotations_path)
         masks = store.masks(dataset.pairs["pair_id"].combine_chunks())
-        annotations = AnnotationArrays(masks.flagged, masks.excluded, masks.swapped)
-        self.app.push_screen(PairDetailScreen(dataset, {}, None, store, annotations, rows, event.cursor_row,
+        self.app.push_screen(PairDetailScreen(dataset, {}, None, store, masks, rows, event.cursor_row,
                                               "dataset preview"), lambda _: store.close())
+
+    def _offer_mapping(self, error: BaseException | None) -> None:
+        from core.shapes import MissingColumnsError
+
+        if isinstance(error, MissingColumnsError):
+            self._offer_mapping_for(error.found, error.suggestion)
+
+    def _offer_mapping_for(self, found: list[str], suggestion: dict[str, str]) -> bool:
+        """For a file whose column names are not the usual ones, offer to map them (on a
+        workspace made for this start: an existing one keeps the load options it was made
+        with). True when offered."""
+        if not self.may_remap or not found or self.query(ColumnMapping):
+            return False
+        self.query_one("#loading").display = True
+        self.query_one("#tabs").display = False
+        self.query_one("#loading", Vertical).mount(ColumnMapping(
+            found, suggestion, f"Which columns hold the pair? The file has: {', '.join(found)}", id="column-mapping"))
+        return True
+
+    @on(ColumnMapping.Chosen)
+    async def _mapping_chosen(self, event: ColumnMapping.Chosen) -> None:
+        """Make the workspace again with the chosen columns (the failed load removed it) and load."""
+        from dataclasses import replace
+
+        from core.workspace import Workspace
+
+        config = replace(self.workspace.load_config, prompt_col=event.mapping.get("prompt"),
+                         chosen_col=event.mapping["chosen"], rejected_col=event.mapping["rejected"])
+        self.workspace = Workspace.create(self.workspace.root, self.workspace.dataset.source, config)
+        self.app.workspace = self.workspace
+        await self.query("#column-mapping").remove()
+        self.query_one("#loading-label", Label).update("Loading the dataset…")
+        self.query_one("#loading-bar").display = True
+        self.load()
 
     def action_show_rejections(self) -> None:
         self._open_rejections(None)
