@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
+from textual.widgets import Input
 
 from core.loading import LoadedDataset
 from core.model_trust import ModelTrust
@@ -65,6 +67,25 @@ class DmtuiApp(App):
             self.switch_screen(self.main_screen)
         else:
             self.push_screen(self.main_screen)
+
+    async def on_event(self, event: events.Event) -> None:
+        """Editing keys of a focused field run in the field's own queue, in the order typed.
+
+        Textual inserts printable keys when the field handles the key event, but runs
+        bound keys (backspace, delete, cursor moves) only once the event has bubbled up to
+        the app: in a burst (a paste, a fast typist, keys over a slow SSH link) the digits
+        after three backspaces were typed first and then deleted. Queued on the field, the
+        action runs after the keys before it and before the keys after it.
+        """
+        focused = self.focused if isinstance(event, events.Key) and not event.is_forwarded else None
+        if isinstance(focused, Input):
+            action = next((binding.action for key in event.aliases
+                           for binding in focused._bindings.key_to_bindings.get(key, [])), None)
+            if action is not None:
+                if not await self._check_bindings(event.key, priority=True):
+                    focused.call_later(focused.run_action, action)
+                return
+        await super().on_event(event)
 
     def action_help(self) -> None:
         from dmtui.screens.help import HelpScreen

@@ -247,3 +247,20 @@ def test_dmtui_folder_opens_the_launcher_there(tmp_path, monkeypatch, data_is):
     else:
         assert started["workspace"].root == folder
     assert main([]) == 0 and started["workspace"] is None  # `dmtui` alone: the launcher
+
+
+async def test_a_burst_of_keys_edits_a_field_in_the_order_typed(workspace):  # noqa: F811
+    """Backspaces then digits arriving in one read (a paste, a fast typist) all land, in order."""
+    from textual._xterm_parser import XTermParser
+
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        field = app.screen.query_one("#score-device", Input)
+        field.focus()
+        await pilot.pause()
+        for event in XTermParser().feed("cpx\x7f\x7f\x7fcuda:12\x1b[D\x7f\x1b[C3"):  # as the terminal sends it
+            app._driver.process_message(event)
+        await pilot.pause(0.5)
+        assert field.value == "cuda:23"

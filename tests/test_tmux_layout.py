@@ -75,3 +75,23 @@ def test_layout_holds_in_a_real_terminal(dataset, width, height, min_rows):
         assert any("Train" in line for line in screen)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_a_burst_of_keys_reaches_the_field_whole(dataset):
+    """Backspaces then digits sent in one go (as a paste or a fast typist does) all land."""
+    session = f"dmtui-{uuid.uuid4().hex[:8]}"
+    command = (f"env -u COLUMNS -u LINES {sys.executable} -m dmtui open {dataset} "
+               "--margin external=sc,sr --margin implicit=im")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command], check=True)
+    try:
+        wait_for_text(session, "Rejected rows: 1")
+        subprocess.run(["tmux", "send-keys", "-t", session, "2"], check=True)
+        wait_for_text(session, "selected")
+        subprocess.run(["tmux", "send-keys", "-t", session, "/"], check=True)  # into the search field
+        time.sleep(0.5)
+        subprocess.run(["tmux", "send-keys", "-t", session, "q", "u", "e", "s", "t", "BSpace", "BSpace", "BSpace",
+                        "e", "s", "t", "i", "o", "n", " ", "2", "9", "9"], check=True)
+        screen = wait_for_text(session, "Examples: 1 shown")
+        assert any("question 299" in line for line in screen), "\n".join(screen)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
