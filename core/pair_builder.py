@@ -13,6 +13,7 @@ and ``strict`` stop at the same row whichever path read it.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -298,6 +299,8 @@ class PairBuilder:
             self.report.rejected[rejection.reason] += 1
             self.report.rejections.append(rejection)
         self.report.rejections.sort(key=lambda rejection: rejection.row_index)
+        # counts in the order the reasons first occur in the file, as the per-row path met them
+        self.report.rejected = Counter(rejection.reason for rejection in self.report.rejections)
         if self.config.strict and self.report.rejections:
             _raise_strict(self.report.rejections[0], self.report.source)
         dropped = {rejection.row_index for rejection in duplicates} | self._dropped_after
@@ -503,9 +506,8 @@ class PairBuilder:
                     report.tied_scores = int(pc.sum(pc.equal(chosen, rejected)).as_py() or 0)
         if report.tied_scores:
             chosen_col, rejected_col = report.score_columns[0]
-            report.warnings.append(
-                f"{report.tied_scores:,} pairs have {chosen_col} equal to {rejected_col}: loaded, but they carry no "
-                "preference (their margin from these columns is 0)")
+            report.warnings.append(f"{report.tied_scores:,} pairs tie on {chosen_col} = {rejected_col}: loaded, "
+                                   "but they carry no preference")
 
 
 def _chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:

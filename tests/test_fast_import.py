@@ -256,3 +256,10 @@ def test_progress_ends_at_the_rows_read_and_cancel_stops_the_load(tmp_path, monk
     cancel.set()
     with pytest.raises(Cancelled):
         load_dataset(str(path), cancel=cancel)
+
+
+def test_reasons_are_counted_in_the_order_they_first_occur(monkeypatch):
+    """Duplicates are found after the other checks; the report still lists reasons in file order."""
+    slow, fast = both_paths(DEMO, monkeypatch)
+    assert list(fast.report.rejected) == list(slow.report.rejected) == [
+        "malformed_json", "duplicate_pair", "identical_responses", "empty_field", "missing_column", "null_field"]

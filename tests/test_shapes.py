@@ -91,7 +91,7 @@ def test_ultrafeedback_binarized(tmp_path, kind):
     assert first["pair_id"] == pair_id([u("What is the capital of France?")], [a("Paris is the capital.")], [a("Lyon.")])
     assert report.extra_columns == ["prompt_id", "messages", "score_chosen", "score_rejected"]
     assert report.score_columns[0] == ["score_chosen", "score_rejected"]
-    assert report.tied_scores == 1 and any("equal to score_rejected" in w for w in report.warnings)
+    assert report.tied_scores == 1 and any("1 pairs tie on score_chosen = score_rejected" in w for w in report.warnings)
     margins = resolve_margins(loaded, [MarginSpec.parse("external=score_chosen,score_rejected")])
     np.testing.assert_array_equal(margins.margins["external"], [5.0, 0.0, 6.0, 4.5])
 
