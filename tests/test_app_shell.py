@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from app_pilot import open_curate, settle, wait_for
+from processes import alive, descendants
 from test_app_curation import MARGINS
 from test_app_score import small_demo
 from test_app_dataset import rendered_text
@@ -31,21 +32,6 @@ from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.score_pane import ScorePane
 from dmtui.widgets.state_checkbox import StateCheckbox
-
-def children_of(pid: int) -> list[int]:
-    """Live child processes of `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
 
 async def test_a_field_takes_its_keys_and_esc_gives_them_back(workspace):  # noqa: F811
     app = DmtuiApp(workspace, margin_specs=MARGINS)
@@ -109,8 +95,8 @@ async def test_quit_while_scoring_asks_stops_the_child_and_leaves_none(tmp_path,
                 break
             await asyncio.sleep(0.1)
         assert app._exit, "the app did not quit"
-    assert not Path(f"/proc/{child}").exists() or child not in children_of(os.getpid())
-    assert children_of(os.getpid()) == []
+    assert not alive(child)
+    assert descendants(os.getpid()) == set()
 
 
 async def test_help_scrolls_from_the_keyboard_and_names_every_key(workspace):  # noqa: F811

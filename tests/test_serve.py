@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import descendants
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -115,22 +116,6 @@ def listening(pids: set[int]) -> set[tuple[str, int]]:
     return found
 
 
-def process_tree(root: int) -> set[int]:
-    pids, changed = {root}, True
-    while changed:
-        changed = False
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) not in pids:
-                try:
-                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except OSError:
-                    continue
-                if parent in pids:
-                    pids.add(int(entry.name))
-                    changed = True
-    return pids
-
-
 def test_serve_shows_the_app_in_a_real_browser_and_takes_keys(tmp_path):
     data = tmp_path / "browser-prefs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n"
@@ -149,7 +134,8 @@ def test_serve_shows_the_app_in_a_real_browser_and_takes_keys(tmp_path):
         url = f"http://127.0.0.1:{port}"
         assert url in first, first
         assert f"ssh -L {port}:127.0.0.1:{port}" in second, second
-        wait_until(lambda: ("127.0.0.1", port) in listening(process_tree(server.pid)), 30, "the server to listen")
+        wait_until(lambda: ("127.0.0.1", port) in listening({server.pid} | descendants(server.pid)), 30,
+                   "the server to listen")
         wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{driver_port}/status", timeout=5), 30,
                    "chromedriver")
         browser = WebDriver(driver_port)
@@ -172,7 +158,7 @@ def test_serve_shows_the_app_in_a_real_browser_and_takes_keys(tmp_path):
         browser.session_call("POST", f"/element/{element}/value", {"text": "3"})  # the Score tab
         wait_until(lambda: "reward model" in screen_text()[before:], 60, "the Score tab after pressing 3")
         # Only the served port listens, on 127.0.0.1 (each browser tab's app process listens on nothing).
-        assert listening(process_tree(server.pid)) == {("127.0.0.1", port)}
+        assert listening({server.pid} | descendants(server.pid)) == {("127.0.0.1", port)}
     finally:
         if browser is not None:
             browser.close()

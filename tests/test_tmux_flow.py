@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
+from processes import alive, descendants
 
 from core.sample_data import demo_dataset
 from core.workspace import default_workspace_path
@@ -31,48 +31,15 @@ def keys(session: str, *pressed: str) -> None:
         time.sleep(0.3)
 
 
-def wait_for(session: str, *texts: str, seconds: float = 120) -> str:
+def wait_for(session: str, *texts: str, seconds: float = 120, any_of: bool = False) -> str:
+    """The screen once all of `texts` show (or one of them, with `any_of`)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         screen = capture(session)
-        if all(text in screen for text in texts):
+        if (any if any_of else all)(text in screen for text in texts):
             return screen
         time.sleep(0.3)
     raise AssertionError(f"{texts} never appeared:\n{capture(session)}")
-
-
-def wait_for_one_of(session: str, *texts: str, seconds: float = 120) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        screen = capture(session)
-        if any(text in screen for text in texts):
-            return screen
-        time.sleep(0.3)
-    raise AssertionError(f"none of {texts} appeared:\n{capture(session)}")
-
-
-def descendants(root: int) -> set[int]:
-    pids, changed = {root}, True
-    while changed:
-        changed = False
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) not in pids:
-                try:
-                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except OSError:
-                    continue
-                if parent in pids:
-                    pids.add(int(entry.name))
-                    changed = True
-    return pids - {root}
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_launcher_demo_score_export_train_quit_leaves_nothing(tmp_path, demo_cache_dir, demo_models):
@@ -109,7 +76,7 @@ def test_launcher_demo_score_export_train_quit_leaves_nothing(tmp_path, demo_cac
             assert time.monotonic() < deadline, capture(session)
             time.sleep(0.5)
         keys(session, "X")
-        wait_for_one_of(session, "done in", "cancelled after")
+        wait_for(session, "done in", "cancelled after", any_of=True)
         keys(session, "4")
         wait_for(session, "Export will write")
         keys(session, "E")
