@@ -60,27 +60,34 @@ def test_launcher_demo_score_export_train_quit_leaves_nothing(tmp_path, demo_cac
         screen = wait_for(session, "reward model", "seed DPO")
         assert "demo-models" in screen  # the demo world's models are filled in
         for _ in range(12):  # Tab to the implicit checkbox (the focus bar shows where), Space unticks it
-            if "▊✓▌ implicit" in capture(session):
+            try:
+                wait_for(session, "▊✓▌ implicit", seconds=1.5)
                 break
-            keys(session, "Tab")
-            time.sleep(0.3)
+            except AssertionError:
+                keys(session, "Tab")
         keys(session, "Space")
         wait_for(session, "▊ ▌ implicit")
         keys(session, "Escape", "S")  # out of the field, then score (external only: minutes faster)
         wait_for(session, "scoring…")
         seen |= descendants(shell)
-        # The first checkpoint (1,000 pairs) is enough to curate; X stops there and keeps it.
+        # The first checkpoint (1,000 pairs) is enough to curate; X stops there and keeps it. (A rerun
+        # on a workspace scored before reuses its scores and finishes at once.)
         workspace = default_workspace_path(str(demo_dataset()))
+        parts = set(workspace.glob("scores/external/*/part-*.parquet"))
         deadline = time.monotonic() + 600
-        while not list(workspace.glob("scores/external/*/part-*.parquet")) and "done in" not in capture(session):
+        while set(workspace.glob("scores/external/*/part-*.parquet")) <= parts and "done in" not in capture(session):
             assert time.monotonic() < deadline, capture(session)
             time.sleep(0.5)
         keys(session, "X")
         wait_for(session, "done in", "cancelled after", any_of=True)
         keys(session, "4")
         wait_for(session, "Export will write")
-        keys(session, "E")
-        wait_for(session, "exported", seconds=120)
+        for _ in range(20):  # the Curate tab recomputes on the new scores; Export refuses until it is done
+            keys(session, "E")
+            if "exported" in wait_for(session, "exported", "export refused", seconds=120, any_of=True):
+                break
+            time.sleep(1)
+        wait_for(session, "exported")
         keys(session, "T")
         screen = wait_for(session, "Start training?", "lr", "steps")
         assert "1e-04" in screen or "0.0001" in screen  # the demo's rate, shown before anything starts

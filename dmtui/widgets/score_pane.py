@@ -210,7 +210,7 @@ class ScorePane(Vertical):
         kind = outcome.get("event")
         if kind == "done":
             return True, f"done in {elapsed}: {parts}"
-        if kind == "cancelled":
+        if kind == "cancelled" or (job.stopping and kind != "error"):  # a stop before any chunk: nothing lost
             return False, f"cancelled after {elapsed}; finished chunks are kept and the next run resumes" + (
                 f" ({parts})" if parts else "")
         message = outcome.get("message") or job.stderr_tail or f"dmtui score exited with code {job.returncode}"
