@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -149,11 +149,12 @@ class AnnotationMasks:
 class AnnotationStore:
     """Read and write annotations; one connection per store, used from one thread."""
 
-    def __init__(self, path: str | Path, *, read_only: str | None = None) -> None:
-        """`read_only`: why this store must not write (another dmtui holds the workspace);
-        every change is then refused with that reason."""
+    def __init__(self, path: str | Path, *, refusal: Callable[[], str | None] | None = None) -> None:
+        """`refusal` says, before each change, why it must not be written (another dmtui window
+        holds the workspace: core.workspace.Workspace.write_refusal), or None; a change is then
+        refused with that reason."""
         self.path = Path(path)
-        self.read_only = read_only
+        self.refusal = refusal
         self.connection: sqlite3.Connection | None = None
         with self._writing():
             self.connection = sqlite3.connect(self.path, isolation_level=None)
@@ -265,8 +266,9 @@ class AnnotationStore:
         return masks
 
     def _check_writable(self) -> None:
-        if self.read_only:
-            raise WorkspaceError(f"the change was not saved: {self.read_only}",
+        reason = self.refusal() if self.refusal is not None else None
+        if reason:
+            raise WorkspaceError(f"the change was not saved: {reason}",
                                  "this window is read-only; take the workspace over to annotate here")
 
     @contextmanager

@@ -13,6 +13,7 @@ Layout::
       exports/              exported subsets with their manifests
       runs/                 training runs
       settings.json         UI settings remembered for this workspace
+      lock.json             which app window writes here (owner, host, pid, since)
 
 The dataset is referenced, never copied or modified. Opening a workspace compares the
 dataset with the recorded checksum: if it changed, `WorkspaceError` explains how, and
@@ -21,6 +22,14 @@ and annotations are keyed by pair_id, a hash of each pair's content, so acceptin
 change keeps them for every pair that is still there.
 
 All files are written atomically (temp file, then rename).
+
+One writer per workspace. An app window claims the workspace (`acquire_lock`): lock.json
+names its owner, host and pid. A second window is told who holds it and either opens it
+read-only (`set_read_only`: annotations and settings are refused, with the reason) or
+takes it over (`acquire_lock(take_over=True)`); the window that lost it learns so at its
+next write (`write_refusal`), which is then refused. A lock whose process has ended (same
+host) is stale and taken silently. Command-line runs do not claim the workspace: scores,
+exports and runs are new files, and annotations are SQLite transactions.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ WORKSPACE_VERSION = 1
 # Bump when loading would produce different pairs from the same bytes: invalidates caches.
 LOADER_VERSION = 4
 WORKSPACE_SUFFIX = ".dmtui"
+LOCK_FILE = "lock.json"
 
 
 # A write that fails for want of space or permission, in words: (what happened, what to do).
@@ -309,6 +319,31 @@ def dataset_ref(source: str, known: DatasetRef | None = None) -> DatasetRef:
     return DatasetRef(str(spec.path.resolve()), spec.kind, digest.hexdigest(), size, mtime_ns)
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """The app window that writes a workspace."""
+
+    owner: str
+    """user@host"""
+    host: str
+    pid: int
+    since: str
+    token: str
+
+    def describe(self) -> str:
+        return f"{self.owner} (pid {self.pid}, since {self.since})"
+
+
+class WorkspaceLocked(WorkspaceError):
+    """Another live dmtui window holds the workspace."""
+
+    def __init__(self, holder: LockHolder, root: Path) -> None:
+        super().__init__(f"{root} is open in another dmtui: {holder.describe()}",
+                         "open it read-only (--read-only: annotations and settings are not written), or take "
+                         "it over (--take-over: the other window turns read-only at its next write)")
+        self.holder = holder
+
+
 def default_workspace_path(source: str) -> Path:
     """Next to a local dataset (``data.jsonl`` -> ``data.dmtui``) where that folder is
     writable, else in the current folder; hub ids go to ``./org__name.dmtui``."""
@@ -337,6 +372,9 @@ class Workspace:
         self.created_now = False
         """True for a workspace this process made (`create`); see `load_or_discard`."""
         self._made_root = False
+        self._lock_token: str | None = None
+        self.read_only: str | None = None
+        """Why this window must not write annotations or settings (None: it may)."""
 
     # Paths -----------------------------------------------------------------------
     @property
@@ -562,10 +600,69 @@ class Workspace:
         with self._settings_locked():
             atomic_write_json(self.settings_path, settings)
 
+    # One writer ------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def lock_holder(self) -> "LockHolder | None":
+        """Who holds the workspace now: None when nobody does, or the holder's process has ended."""
+        try:
+            data = json.loads(self.lock_path.read_text("utf-8"))
+            holder = LockHolder(**{name: data[name] for name in ("owner", "host", "pid", "since", "token")})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if holder.host == socket.gethostname() and not _running(int(holder.pid)):
+            return None
+        return holder
+
+    def acquire_lock(self, *, take_over: bool = False) -> None:
+        """Claim the workspace for this process; `WorkspaceLocked` names the holder when another
+        live process has it, unless `take_over`."""
+        if self._lock_token is not None and self.write_refusal() is None:
+            return
+        holder = self.lock_holder()
+        if holder is not None and holder.pid != os.getpid() and not take_over:
+            raise WorkspaceLocked(holder, self.root)
+        import getpass
+        import secrets
+
+        mine = LockHolder(owner=f"{getpass.getuser()}@{socket.gethostname()}", host=socket.gethostname(),
+                          pid=os.getpid(), since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          token=secrets.token_hex(8))
+        atomic_write_json(self.lock_path, asdict(mine))
+        self._lock_token, self.read_only = mine.token, None
+
+    def release_lock(self) -> None:
+        """Give the workspace up (only if this process still holds it)."""
+        if self._lock_token is None:
+            return
+        holder = self.lock_holder()
+        if holder is not None and holder.token == self._lock_token:
+            self.lock_path.unlink(missing_ok=True)
+        self._lock_token = None
+
+    def set_read_only(self, reason: str) -> None:
+        self.read_only = reason
+
+    def write_refusal(self) -> str | None:
+        """Why this window must not write annotations or settings now; None when it may.
+
+        A window that claimed the workspace and lost it to a take-over turns read-only here."""
+        if self.read_only is None and self._lock_token is not None:
+            holder = self.lock_holder()
+            if holder is not None and holder.token != self._lock_token:
+                self.read_only = f"{holder.describe()} took this workspace over"
+                self._lock_token = None
+        return self.read_only
+
     def update_settings(self, key: str, value: Any) -> None:
         """Set one key of settings.json and keep every other key as the file holds it now:
         read, change and write under an exclusive lock, so writers of different keys (two
         windows, the app and `dmtui open --margin`) never undo each other's changes."""
+        refusal = self.write_refusal()
+        if refusal:
+            raise WorkspaceError(f"settings not saved: {refusal}", "this window is read-only")
         with self._settings_locked():
             settings = self.read_settings()
             settings[key] = value

@@ -194,7 +194,7 @@ def test_a_newer_schema_is_refused(db):
 def test_a_read_only_store_refuses_changes_and_says_why(db):
     with AnnotationStore(db) as store:
         store.update("p", note="kept")
-    with AnnotationStore(db, read_only="another dmtui holds the workspace") as store:
+    with AnnotationStore(db, refusal=lambda: "another dmtui holds the workspace") as store:
         with pytest.raises(WorkspaceError, match="another dmtui holds"):
             store.toggle_flag("p", "toxic")
         with pytest.raises(WorkspaceError):

@@ -135,7 +135,7 @@ async def test_a_burst_of_edits_writes_the_settings_once_off_the_event_loop(work
     app = DmtuiApp(workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         pane = await open_curate(app, pilot)
-        await wait_for(lambda: bool(writes), pilot, 5)  # the first choices, once
+        await pilot.pause(0.8)  # whatever opening the pane wrote
         writes.clear()
         budget = pane.query_one("#budget", Input)
         for text in ("3", "30", "301", "30", "33"):  # typed faster than the debounce
@@ -179,3 +179,41 @@ async def test_a_file_that_loads_nothing_keeps_no_workspace(tmp_path):
         await settle(app, pilot)
         assert any("no workspace was kept" in str(n.message) for n in app._notifications)
     assert not (tmp_path / "ws").exists()
+
+
+async def test_a_second_window_is_told_who_holds_the_workspace_and_opens_read_only(workspace):  # noqa: F811
+    import subprocess
+    import sys
+
+    from dmtui.screens.confirm import ConfirmScreen
+    from dmtui.screens.pair_detail import PairDetailScreen
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom core.workspace import Workspace\n"
+        f"Workspace.open({str(workspace.root)!r}).acquire_lock()\nprint('held', flush=True)\ntime.sleep(120)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        app = DmtuiApp(Workspace.open(workspace.root), margin_specs=MARGINS)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            assert isinstance(app.screen, ConfirmScreen)
+            assert f"pid {holder.pid}" in rendered(app.screen.query_one("#confirm-body"))
+            await pilot.press("n")  # open read-only
+            pane = await open_curate(app, pilot)
+            assert "read-only" in rendered(pane.query_one("#selection-stats"))
+            pane.query_one("#budget", Input).value = "7"
+            await settle(app, pilot)
+            assert pane.selection.selected == 7  # the window still works
+            pane.query_one("#examples").focus()
+            await pilot.press("enter")
+            assert isinstance(app.screen, PairDetailScreen)
+            await pilot.press("t")
+            assert any("not saved" in str(n.message) and "holds this workspace" in str(n.message)
+                       for n in app._notifications)
+            assert not pane.annotations.flagged.any()
+        assert "curation" not in Workspace.open(workspace.root).read_settings()
+        assert Workspace.open(workspace.root).lock_holder().pid == holder.pid  # its lock is untouched
+    finally:
+        holder.kill()
+        holder.wait()

@@ -317,3 +317,54 @@ def test_a_cache_whose_tables_do_not_line_up_is_rebuilt(tmp_path, data, load_cal
     atomic_write_arrow(pairs, read_arrow_mapped(pairs).slice(0, 1))
     assert ws.load().pairs.num_rows == 2
     assert len(load_calls) == 2
+
+
+def test_one_writer_a_second_window_is_told_who_holds_it_and_a_take_over_turns_the_first_read_only(tmp_path, data):
+    import os
+    import subprocess
+    import sys
+
+    from core.workspace import WorkspaceLocked
+
+    first = Workspace.create(tmp_path / "ws", str(data))
+    first.acquire_lock()
+    first.update_settings("curation", {"budget": "5"})
+    assert first.lock_holder().pid == os.getpid()
+
+    # Another window takes it over: a real child process that claims the lock and waits.
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom core.workspace import Workspace\n"
+        f"w = Workspace.open({str(tmp_path / 'ws')!r})\nw.acquire_lock(take_over=True)\n"
+        "print('held', flush=True)\ntime.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert first.write_refusal() and "took this workspace over" in first.write_refusal()
+        with pytest.raises(WorkspaceError, match="settings not saved"):
+            first.update_settings("curation", {"budget": "9"})  # never reverts the new holder's settings
+        third = Workspace.open(tmp_path / "ws")
+        with pytest.raises(WorkspaceLocked, match=f"pid {child.pid}") as locked:
+            third.acquire_lock()
+        assert "--read-only" in locked.value.hint and "--take-over" in locked.value.hint
+        third.set_read_only("held elsewhere")
+        with pytest.raises(WorkspaceError, match="held elsewhere"):
+            third.update_settings("view", {})
+        third.acquire_lock(take_over=True)
+        assert third.write_refusal() is None
+    finally:
+        child.kill()
+        child.wait()
+    assert third.read_settings()["curation"] == {"budget": "5"}
+    third.release_lock()
+    assert not third.lock_path.exists()
+
+
+def test_a_lock_whose_process_ended_is_stale(tmp_path, data):
+    import json
+    import socket
+
+    workspace = Workspace.create(tmp_path / "ws", str(data))
+    workspace.lock_path.write_text(json.dumps({"owner": "x@y", "host": socket.gethostname(), "pid": 2**22 + 7,
+                                               "since": "2020-01-01T00:00:00Z", "token": "dead"}))
+    assert workspace.lock_holder() is None
+    workspace.acquire_lock()
+    assert workspace.lock_holder().token != "dead"

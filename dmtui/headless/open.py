@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use a margin the data already has (a margin column, or chosen/rejected score columns); "
         "remembered by the workspace. Score tables in the workspace are used as well",
     )
+    writer = parser.add_mutually_exclusive_group()
+    writer.add_argument("--read-only", action="store_true",
+                        help="open without writing annotations or settings (another window holds the workspace)")
+    writer.add_argument("--take-over", action="store_true",
+                        help="take the workspace from the window that holds it (it turns read-only)")
     models = parser.add_argument_group("models the app scores and trains with (the app shows when these are on)")
     models.add_argument("--trust-remote-code", action="store_true", help="allow models that ship Python code")
     models.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files (can run code)")
@@ -72,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         )
     from dmtui.app import DmtuiApp
 
+    if args.read_only:
+        holder = workspace.lock_holder()
+        workspace.set_read_only(f"{holder.describe()} holds this workspace" if holder else "opened with --read-only")
+    if args.take_over:
+        workspace.acquire_lock(take_over=True)
     margin_specs = args.margin or workspace.read_settings().get("margins", [])
     if args.margin:
         workspace.update_settings("margins", args.margin)

@@ -119,6 +119,7 @@ class DatasetScreen(Screen):
     def on_mount(self) -> None:
         # A workspace made for this start may still change its load options (column mapping).
         self.may_remap = self.workspace.created_now
+        self._claim_workspace()
         self.query_one("#tabs").display = False
         self.query_one("#models-status").display = False
         self.load()
@@ -419,10 +420,44 @@ class DatasetScreen(Screen):
                                       event.cursor_row, "dataset preview")
             self.app.push_screen(screen, lambda _: pane.reselect())
             return
-        store = AnnotationStore(self.workspace.annotations_path)
+        store = AnnotationStore(self.workspace.annotations_path, refusal=self.workspace.write_refusal)
         masks = store.masks(dataset.pairs["pair_id"].combine_chunks())
         self.app.push_screen(PairDetailScreen(dataset, {}, None, store, masks, rows, event.cursor_row,
                                               "dataset preview"), lambda _: store.close())
+
+    def _claim_workspace(self) -> None:
+        """One writer per workspace: claim it, or (held by another live window) ask whether to
+        take it over or open it read-only. `dmtui open --read-only / --take-over` decided already."""
+        from core.workspace import WorkspaceLocked
+        from dmtui.screens.confirm import ConfirmScreen
+
+        if self.workspace.read_only:
+            self.notify(f"Read-only: {self.workspace.read_only}", title="Workspace", markup=False)
+            return
+        try:
+            self.workspace.acquire_lock()
+        except WorkspaceLocked as locked:
+            holder = locked.holder
+            self.workspace.set_read_only(f"{holder.describe()} holds this workspace")  # until answered
+
+            def answered(take_over: bool | None) -> None:
+                if take_over:
+                    self.workspace.acquire_lock(take_over=True)
+                    self.notify("This window writes the workspace now; the other one turns read-only",
+                                title="Workspace taken over")
+                else:
+                    self.notify("Read-only: annotations and settings are not saved here", title="Workspace")
+                for pane in self.query(CurationPane):
+                    pane.show_stats()
+
+            self.app.push_screen(ConfirmScreen(
+                "This workspace is open in another dmtui",
+                f"{holder.describe()} writes it. Take it over (that window turns read-only at its next "
+                "write), or open it read-only here (annotations and settings are not saved)?",
+                yes="take over", no="open read-only"), answered)
+
+    def on_unmount(self) -> None:
+        self.workspace.release_lock()
 
     def _offer_mapping(self, error: BaseException | None) -> None:
         from core.shapes import MissingColumnsError
@@ -453,6 +488,7 @@ class DatasetScreen(Screen):
                          chosen_col=event.mapping["chosen"], rejected_col=event.mapping["rejected"])
         self.workspace = Workspace.create(self.workspace.root, self.workspace.dataset.source, config)
         self.app.workspace = self.workspace
+        self._claim_workspace()
         await self.query("#column-mapping").remove()
         self.query_one("#loading-label", Label).update("Loading the dataset…")
         self.query_one("#loading-bar").display = True

@@ -73,6 +73,7 @@ class CurationPane(Vertical):
         Binding("O", "sort_reverse", "Reverse", show=False),
         Binding("slash", "search", "Search", key_display="/"),
         Binding("B", "spot_check", "Spot-check BOT"),
+        Binding("m", "edit_selection", "Mode & budget"),
     ]
 
     @dataclass
@@ -93,7 +94,7 @@ class CurationPane(Vertical):
         super().__init__(id=id)
         self.workspace = workspace
         self.dataset = dataset
-        self.store = AnnotationStore(workspace.annotations_path)
+        self.store = AnnotationStore(workspace.annotations_path, refusal=workspace.write_refusal)
         self.session = CurationSession(dataset, resolved, self.store.masks(dataset.pairs["pair_id"]),
                                        workspace=workspace)
         self.resolved = resolved
@@ -119,6 +120,9 @@ class CurationPane(Vertical):
         self._settings_lock = threading.Lock()
         self._settings_written = 0
         self._settings_wanted = 0
+        self._told_read_only = False
+        self._saved = self.choices.to_json()
+        """The choices settings.json holds (as far as this window knows): unchanged ones are not written."""
 
     # Layout ------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -164,10 +168,18 @@ class CurationPane(Vertical):
             self.params = self.parsed.params
             self.reselect()
         else:
-            self._show_stats()
+            self.show_stats()
             self._post_state()
 
     def _schedule_save(self) -> None:
+        if self.choices.to_json() == self._saved:
+            return
+        refusal = self.workspace.write_refusal()
+        if refusal:  # a read-only window: the selection follows, the workspace keeps the holder's
+            if not self._told_read_only:
+                self._told_read_only = True
+                self.notify(f"{refusal}: this window's selection is not saved", title="Read-only", markup=False)
+            return
         self._settings_wanted += 1
         if self._save_timer is not None:
             self._save_timer.stop()
@@ -175,7 +187,8 @@ class CurationPane(Vertical):
 
     def _save_now(self) -> None:
         self._save_timer = None
-        self._save_settings(self._settings_wanted, self.choices.to_json())
+        self._saved = self.choices.to_json()
+        self._save_settings(self._settings_wanted, self._saved)
 
     @work(thread=True, exit_on_error=False, group="settings")
     def _save_settings(self, sequence: int, choices: dict) -> None:
@@ -245,7 +258,7 @@ class CurationPane(Vertical):
         self.selection = event.selection
         self.overlaps = event.overlaps
         self.query_one(MarginPlots).show(self.margins, event.selection)
-        self._show_stats()
+        self.show_stats()
         table = self.query_one(ExamplesTable)
         table.show(self._columns(), event.rows, keep_index=event.keep_index)
         order = self.sort_names[self.sort_index]
@@ -260,11 +273,14 @@ class CurationPane(Vertical):
             plan = self.session.plan_export(self.selection, self.parsed.drop_flagged)
         self.post_message(self.StateChanged(plan, self.export_problem(), self.parsed.drop_flagged))
 
-    def _show_stats(self) -> None:
+    def show_stats(self) -> None:
         self.query_one("#selection-stats", Static).update(self._stats_text())
 
     def _stats_text(self) -> str:
         lines: list[str] = []
+        refusal = self.workspace.write_refusal()
+        if refusal:
+            lines.append(f"[yellow]read-only: {escape(refusal)}[/]")
         if not self.sources:
             lines.append(f"[yellow]{NO_MARGINS_TEXT}[/]")
         selection = self.selection
@@ -290,7 +306,7 @@ class CurationPane(Vertical):
                     for label, found in self.overlaps.items()))
             flagged = {flag: n for flag, n in self.session.flag_counts(selection.indices).items() if n}
             if flagged:
-                lines.append("[yellow]⚑ selected pairs carry flags: "
+                lines.append("[yellow]⚑ flagged, selected: "
                              + ", ".join(f"{flag} {n}" for flag, n in flagged.items()) + "[/]")
             lines.extend(f"[yellow]{escape(note)}[/]" for note in selection.notes)
         lines.extend(f"[dim]{escape(note)}[/]" for note in self.parsed.notes)
@@ -364,6 +380,10 @@ class CurationPane(Vertical):
         event.stop()
         self.query_text = event.value
         self.reselect()
+
+    def action_edit_selection(self) -> None:
+        """m: to the selection controls (the mode; Tab goes on to the budget and the rest)."""
+        self.query_one("#mode", Select).focus()
 
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()
