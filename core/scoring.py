@@ -74,9 +74,10 @@ from core.scorers import (
 )
 from core.progress import Progress, ProgressFn, Reporter
 from core.scores import ScoreStore, values_for
+from core.selection import MARGIN_SOURCES
 from core.workspace import Workspace
 
-SOURCES = ("external", "implicit", "ifd")
+SOURCES = MARGIN_SOURCES
 SCORER_VERSION = 2
 """Bump when a change here changes stored numbers: it enters every fingerprint.
 2: token-exact (joint) encoding, one context per pair, reward-model templates on standard rows."""

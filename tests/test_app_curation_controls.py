@@ -217,3 +217,17 @@ async def test_a_second_window_is_told_who_holds_the_workspace_and_opens_read_on
     finally:
         holder.kill()
         holder.wait()
+
+
+async def test_a_clamped_budget_is_said_under_the_field(workspace):  # noqa: F811
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        note = pane.query_one("#note-budget", Static)
+        assert not note.display
+        pane.query_one("#budget", Input).value = "5000"
+        await settle(app, pilot)
+        assert note.display and "5,000 asked, 200 candidates: took all 200" in rendered(note)
+        pane.query_one("#budget", Input).value = "10"
+        await settle(app, pilot)
+        assert not note.display

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import DmtuiError
+from core.selection import MARGIN_SOURCES
 from dmtui.headless.common import (
     add_dataset_arguments,
     load_config_from_args,
@@ -44,7 +45,7 @@ from dmtui.headless.device_options import add_device_arguments
 if TYPE_CHECKING:
     from core.distributed import Shard
 
-SOURCE_NAMES = ("external", "implicit", "ifd")
+SOURCE_NAMES = MARGIN_SOURCES
 DEMO_SEED_LR = 1e-4
 """Seed DPO learning rate for the tiny demo models (the paper's 5e-7 barely moves them)."""
 

@@ -257,6 +257,10 @@ class CurationPane(Vertical):
             return
         self.selection = event.selection
         self.overlaps = event.overlaps
+        clamped = event.selection is not None and event.selection.budget_exceeds_candidates
+        self.query_one(TuningPanel).show_budget_note(
+            f"{event.selection.requested:,} asked, {event.selection.candidates:,} candidates: took all "
+            f"{event.selection.selected:,}" if clamped else None)
         self.query_one(MarginPlots).show(self.margins, event.selection)
         self.show_stats()
         table = self.query_one(ExamplesTable)

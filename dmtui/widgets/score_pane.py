@@ -21,10 +21,11 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar
 
 from core.defaults import DEFAULT_BATCH_TOKENS
+from core.selection import MARGIN_SOURCES
 from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.workers import JsonlProcess, dmtui_command
 
-SOURCES = ("external", "implicit", "ifd")
+SOURCES = MARGIN_SOURCES
 
 
 @dataclass

@@ -71,6 +71,7 @@ class TuningPanel(Vertical):
         yield Static("", id="problem-source", classes="problem")
         yield from self._row("budget", "budget", choices.budget, "600 / 0.1 / 10%",
                              "pairs to keep: a count, a fraction of the eligible pairs, or a percentage")
+        yield Static("", id="note-budget", classes="note")
         yield from self._row("trim", "trim", choices.trim, f"{DEFAULT_TRIM:.0%}",
                              f"outliers cut at each end before ranking (default {DEFAULT_TRIM:.0%}); "
                              "0 keeps the extremes", classes="for-trim")
@@ -174,6 +175,12 @@ class TuningPanel(Vertical):
             m1=per_source("m1"), m2=per_source("m2"), weights=per_source("weight"),
             saturated_ties=str(self.query_one("#saturated-ties", Select).value),
         )
+
+    def show_budget_note(self, text: str | None) -> None:
+        """Say it under the budget when the selection had to take less than asked (clamped)."""
+        note = self.query_one("#note-budget", Static)
+        note.display = text is not None
+        note.update(text or "")
 
     def show_problems(self, parsed: ParsedChoices) -> None:
         """Mark each control at fault red and write its reason under it; clear the others.
