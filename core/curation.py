@@ -441,7 +441,7 @@ def used_controls(params: SelectionParams, drop_flagged: Sequence[str] | None = 
             used[f"m2:{name}"] = m2 if m2 == "auto" else f"{m2:g}"
         used["saturated_ties"] = params.saturated_ties
     if params.mode in TRIMMED_MODES:
-        used["trim"] = f"{params.trim:.4g}"
+        used["trim"] = f"{params.trim * 100:g}%"
     if params.mode in ("mid", "low-gap"):
         used["tau"] = f"{params.tau_for(IFD if params.mode == 'low-gap' else str(params.source)):g}"
     if params.mode in SAMPLED_MODES:
@@ -502,7 +502,7 @@ class ExportPlan:
         if self.params.mode == "dm-mul" and self.params.saturated_ties != "pair-id":
             lines.append(f"saturated ties broken by {self.params.saturated_ties}")
         if self.trim_range is not None:
-            lines.append(f"trim {self.params.trim:.3g} at each end: keeps margins in "
+            lines.append(f"trim {self.params.trim * 100:g}% at each end: keeps margins in "
                          f"[{self.trim_range[0]:.4g}, {self.trim_range[1]:.4g}]")
         drop = ", ".join(self.drop_flagged) or "none"
         if self.dropped:

@@ -116,7 +116,7 @@ def print_summary(summary: dict, sources: list[str]) -> None:
         console.print(f"  {name}: M1 = {bound['m1']:g}, M2 = {bound['m2']:g}{' (auto)' if bound['m2_auto'] else ''}")
     if summary["trim_range"] is not None:
         low, high = summary["trim_range"]
-        console.print(f"  trim {params['trim']:.3g} at each end: {counts['trimmed']:,} pairs outside "
+        console.print(f"  trim {params['trim'] * 100:g}% at each end: {counts['trimmed']:,} pairs outside "
                       f"[{low:.4g}, {high:.4g}] cannot be picked (--trim 0 keeps them)")
     if summary["margins"]:
         table = Table(box=None, header_style="bold", pad_edge=False)

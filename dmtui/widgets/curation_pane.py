@@ -302,7 +302,7 @@ class CurationPane(Vertical):
                 lines.append(f"{escape(name)}: M1 {bounds.m1:g} · M2 {bounds.m2:g}{' (auto)' if bounds.m2_auto else ''}")
             if selection.trimmed is not None and selection.trim_range is not None:
                 low, high = selection.trim_range
-                lines.append(f"trim {selection.params.trim:.3g}/end: {int(selection.trimmed.sum()):,} cut (✂) "
+                lines.append(f"trim {selection.params.trim * 100:g}%/end: {int(selection.trimmed.sum()):,} cut (✂) "
                              f"outside [{low:.3g}, {high:.3g}]")
             if self.overlaps:
                 lines.append("shared with " + " · ".join(
