@@ -47,6 +47,7 @@ from core.views import ROW_FILTERS, filter_mask, ordered_rows, region_mask, sear
 from core.workspace import Workspace
 from dmtui.widgets.examples_table import ExamplesTable, TableColumn, format_number
 from dmtui.widgets.margin_plots import MarginPlots
+from dmtui.widgets.static_text import update_text
 from dmtui.widgets.tuning_panel import TuningPanel
 from dmtui.workers import describe_failure
 
@@ -278,7 +279,7 @@ class CurationPane(Vertical):
         self.post_message(self.StateChanged(plan, self.export_problem(), self.parsed.drop_flagged))
 
     def show_stats(self) -> None:
-        self.query_one("#selection-stats", Static).update(self._stats_text())
+        update_text(self.query_one("#selection-stats", Static), self._stats_text())
 
     def _stats_text(self) -> str:
         lines: list[str] = []

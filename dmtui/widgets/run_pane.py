@@ -34,6 +34,7 @@ from core.annotations import FLAGS
 from core.curation import DEFAULT_DROP_FLAGGED, ExportPlan
 
 from core.runs import CURVES
+from dmtui.widgets.static_text import update_text
 from dmtui.widgets.training_curves import TrainingCurves, number
 from dmtui.workers import JsonlProcess, dmtui_command
 
@@ -144,9 +145,9 @@ class RunPane(Vertical):
         view = self.query_one("#export-plan", Static)
         view.set_class(problem is not None, "refused")
         if problem is not None:
-            view.update(f"[b]Export and Train refuse:[/b] {escape(problem)}")
+            update_text(view, f"[b]Export and Train refuse:[/b] {escape(problem)}")
         elif plan is not None:
-            view.update("[b]Export will write:[/b] " + escape("\n".join(plan.lines())))
+            update_text(view, "[b]Export will write:[/b] " + escape("\n".join(plan.lines())))
 
     def export_refused(self, reason: str) -> None:
         self.log_line(f"[red]export refused:[/] {escape(reason)}")

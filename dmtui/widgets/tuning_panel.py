@@ -33,6 +33,7 @@ from core.curation import (
 )
 from core.errors import DmtuiError
 from core.selection import DEFAULT_M1, DEFAULT_TAU, DEFAULT_TAU_OTHER, DEFAULT_TRIM, MODES, SINGLE_SOURCE_MODES
+from dmtui.widgets.static_text import update_text
 
 TIE_LABELS = {"pair-id": "ties: pair_id (paper)", "margin-sum": "ties: margin sum"}
 
@@ -53,6 +54,7 @@ class TuningPanel(Vertical):
         self.initial = choices
         self.requirements = requirements
         """Per mode, why it cannot run on these margins (None if it can)."""
+        self._problems_shown: tuple | None = None
 
     def compose(self) -> ComposeResult:
         choices = self.initial
@@ -180,13 +182,17 @@ class TuningPanel(Vertical):
         """Say it under the budget when the selection had to take less than asked (clamped)."""
         note = self.query_one("#note-budget", Static)
         note.display = text is not None
-        note.update(text or "")
+        update_text(note, text or "")
 
     def show_problems(self, parsed: ParsedChoices) -> None:
         """Mark each control at fault red and write its reason under it; clear the others.
 
         Only controls the mode uses can be at fault (core.curation.parse_choices checks no
-        other), so a reason never shows under a hidden control."""
+        other), so a reason never shows under a hidden control. The same problems as last
+        time change nothing (most keystrokes): the widgets are not even looked up."""
+        if parsed.problems == self._problems_shown:
+            return
+        self._problems_shown = parsed.problems
         controls = {name: name for name in ("mode", "source", "budget", "trim", "tau", "seed", "fuse")}
         controls |= {f"{kind}:{name}": f"{kind}-{slot}" for slot, name in enumerate(self.sources)
                      for kind in ("m1", "m2", "weight")}
@@ -194,7 +200,8 @@ class TuningPanel(Vertical):
             problem = parsed.problem_for(key)
             message = self.query_one(f"#problem-{control}", Static)
             message.display = problem is not None
-            message.update("" if problem is None else problem.message + (f": {problem.hint}" if problem.hint else ""))
+            update_text(message, "" if problem is None
+                        else problem.message + (f": {problem.hint}" if problem.hint else ""))
             fields = self.query(f"#{control}")
             if fields and isinstance(fields.first(), Input):
                 fields.first().set_class(problem is not None, "invalid")
