@@ -12,7 +12,9 @@ from textual.widgets import Input, Select
 from core.annotations import AnnotationStore
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
+from core.views import region_mask
 from dmtui.screens.pair_detail import PairDetailScreen, marked_difference
+from dmtui.screens.source_picker import SourcePicker
 from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
@@ -123,21 +125,32 @@ async def test_annotations_are_written_at_once_and_survive_a_restart(workspace):
         assert annotation.flags == ("toxic", "mislabeled") and annotation.note == ""
 
 
-async def test_spot_check_walks_the_lowest_margins(workspace):
+async def test_spot_check_walks_the_bot_region_of_the_source_picked(workspace):
     app = DmtuiApp(workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         pane = await open_curate(app, pilot)
         await pilot.press("B")
+        assert isinstance(app.screen, SourcePicker)
+        await pilot.press("down", "enter")  # implicit
+        await settle(app, pilot)
         screen = app.screen
-        assert isinstance(screen, PairDetailScreen)
-        external = pane.margins["external"]
-        walked = [external[screen.index]]
+        assert isinstance(screen, PairDetailScreen) and screen.walk_title == "spot-check BOT of implicit"
+        implicit = pane.session.effective_margin("implicit")
+        region = region_mask(pane.margins, "implicit", "bot", pane.selection.params, pane.annotations, pane.session.tie_keys)
+        assert pane.view.row_filter == "bot:implicit"  # the table shows what B walks
+        assert sorted(screen.rows.tolist()) == np.flatnonzero(region).tolist()
+        walked = [implicit[screen.index]]
         for _ in range(5):
             await pilot.press("]")
-            walked.append(external[screen.index])
-        assert walked == sorted(walked) and walked[0] == np.nanmin(external)
+            walked.append(implicit[screen.index])
+        assert walked == sorted(walked) and walked[0] == implicit[region].min()
         await pilot.press("s")  # swap the worst pair
         assert pane.store.get(pane.pair_ids[screen.index].as_py()).swapped
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("B")  # the filter shows a BOT region: B walks it without asking
+        await settle(app, pilot)
+        assert isinstance(app.screen, PairDetailScreen) and app.screen.walk_title == "spot-check BOT of implicit"
 
 
 async def test_without_margins_the_curate_tab_says_what_to_do_and_random_works(tmp_path):
@@ -190,6 +203,9 @@ async def test_every_palette_command_runs_and_help_opens(workspace):
         await pilot.press("ctrl+p")
         await pilot.press(*"spot")
         await pilot.pause(0.5)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, SourcePicker)
         await pilot.press("enter")
         await settle(app, pilot)
         assert isinstance(app.screen, PairDetailScreen) and "spot-check" in app.screen.walk_title

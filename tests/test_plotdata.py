@@ -80,3 +80,97 @@ def test_downsample_is_stable_under_a_small_highlight_change():
     highlight[before[0]] = True
     after = downsample_scatter(x, x, highlight=highlight, max_points=2000)
     assert len(np.intersect1d(before, after)) >= 1990
+
+
+def test_selection_plots_bin_every_view_from_the_margins_the_selection_used():
+    from core.plotdata import HistogramPlot, ScatterPlot, selection_plots
+    from core.selection import SelectionParams, select
+
+    rng = np.random.default_rng(4)
+    margins = {"external": rng.normal(1, 3, 20_000), "implicit": rng.normal(0, 2, 20_000)}
+    margins["implicit"][:10] = np.nan
+    selection = select(margins, SelectionParams(budget=0.1, m2={"external": 6.0}))
+    plots = selection_plots(margins, selection, selection.score, "score", max_points=500)
+    kinds = [type(view) for view in plots.views]
+    assert kinds == [HistogramPlot, HistogramPlot, HistogramPlot, ScatterPlot]
+    external, implicit, score, scatter = plots.views
+    assert external.all_pairs.counts.sum() == 20_000 and implicit.all_pairs.counts.sum() == 19_990
+    assert external.selected.counts.sum() == selection.selected == score.selected.counts.sum()
+    assert external.guides == (("M1", -2.0), ("M2", 6.0)) and implicit.guides[1][1] == selection.bounds["implicit"].m2
+    assert scatter.x.size == 500 and scatter.total == 19_990
+    assert 0.1 <= scatter.selected.mean() <= 0.2  # the selected keep at least their share of points
+    np.testing.assert_array_equal(np.isin(scatter.x, margins["external"][selection.mask]), scatter.selected)
+
+
+def test_ticks_are_round_and_counts_whole():
+    from core.plotdata import count_ticks, nice_ticks, short_count
+
+    assert nice_ticks(-7.3, 12.9, 5) == [-5.0, 0.0, 5.0, 10.0] and nice_ticks(-7.3, 12.9, 3) == [0.0, 10.0]
+    assert nice_ticks(0.0, 1.0, 5) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert count_ticks(12_345) == [0, 5000, 10_000] and count_ticks(1) == [0, 1]
+    assert all(isinstance(tick, int) for tick in count_ticks(7))
+    assert [short_count(n) for n in (7, 1500, 12_345, 999_999, 1_234_567)] == ["7", "1.5k", "12k", "1M", "1.2M"]
+
+
+def test_the_memo_bins_a_margin_again_only_when_the_array_changes(monkeypatch):
+    import core.plotdata as plotdata
+    from core.plotdata import HistogramMemo, selection_plots
+    from core.selection import SelectionParams, select
+
+    margins = {"m": np.random.default_rng(5).normal(size=5000)}
+    memo = HistogramMemo()
+    binned = []
+    real = plotdata.histogram
+    monkeypatch.setattr(plotdata, "histogram", lambda values, **kw: binned.append(len(values)) or real(values, **kw))
+    for budget in (100, 200, 300):
+        selection = select(margins, SelectionParams(mode="top", source="m", budget=budget))
+        plots = selection_plots(margins, selection, selection.score, "score", memo=memo)
+        assert plots.views[0].selected.counts.sum() == budget
+    assert binned.count(5000) == 1 + 3  # the margin once, the score each time
+    selection_plots({"m": margins["m"].copy()}, selection, None, "score", memo=memo)
+    assert binned.count(5000) == 5  # a new array (a swap made one) is binned again
+
+
+def test_cell_grids_for_bars_and_braille():
+    from core.plotdata import bar_eighths, braille_masks, column_counts, screen_position
+
+    counts = np.array([1, 2, 3, 4], np.int64)
+    np.testing.assert_array_equal(column_counts(counts, 8), [1, 1, 2, 2, 3, 3, 4, 4])  # wide: bins repeat
+    np.testing.assert_array_equal(column_counts(counts, 2), [3, 7])  # narrow: neighbours add up
+    assert column_counts(counts, 3).sum() == counts.sum()
+    np.testing.assert_array_equal(bar_eighths(np.array([0, 1, 50, 100]), 100, rows=2), [0, 1, 8, 16])
+    masks = braille_masks(np.array([0.0, 1.0, 1.0]), np.array([0.0, 1.0, 0.0]), (0.0, 1.0), (0.0, 1.0), 1, 1)
+    assert masks.shape == (1, 1) and masks[0, 0] == 0x40 | 0x08 | 0x80  # bottom left, top right, bottom right
+    assert screen_position(0.5, (0.0, 1.0), 10) == 5 and screen_position(9.0, (0.0, 1.0), 10) == 9
+
+
+async def test_the_plot_widget_draws_bars_guides_and_whole_counts():
+    from textual.app import App
+
+    from core.plotdata import selection_plots
+    from core.selection import SelectionParams, select
+    from dmtui.widgets.margin_plots import MarginPlots
+
+    rng = np.random.default_rng(6)
+    margins = {"external": rng.normal(1, 3, 5000), "implicit": rng.normal(0, 3, 5000)}
+    selection = select(margins, SelectionParams(budget=500, m2={"external": 5.0, "implicit": 5.0}))
+
+    class PlotApp(App):
+        def compose(self):
+            yield MarginPlots(id="plots")
+
+    app = PlotApp()
+    async with app.run_test(size=(70, 16)) as pilot:
+        plots = app.query_one(MarginPlots)
+        plots.show(selection_plots(margins, selection, selection.log_odds, "log-odds"))
+        await pilot.pause()
+        drawn = plots.render().plain.splitlines()
+        assert any("█" in line for line in drawn) and any("│" in line[5:] for line in drawn[:-2])  # bars, M1/M2
+        labels = [line.split("┤")[0].strip() for line in drawn if "┤" in line]
+        assert labels and all(label.rstrip("kM").replace(".", "").isdigit() for label in labels)
+        assert "M1 -2" in str(plots.border_title) and "M2 5" in str(plots.border_title)
+        for _ in range(3):
+            plots.next_view()
+        assert plots.showing_scatter
+        await pilot.pause()
+        assert any(0x2800 < ord(char) <= 0x28FF for char in plots.render().plain)

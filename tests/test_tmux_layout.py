@@ -65,6 +65,11 @@ def test_layout_holds_in_a_real_terminal(dataset, width, height, min_rows):
         rows = [line for line in screen[header + 1:] if "question" in line]
         assert len(rows) >= min_rows, "\n".join(screen)
         assert "Open pair" in screen[-1] and "palette" in screen[-1]
+        assert any("external margin" in line for line in screen)  # the plot's title survives the width
+        subprocess.run(["tmux", "send-keys", "-t", session, "v", "v", "v"], check=True)
+        screen = wait_for_text(session, "x external")  # the scatter: its title and axis labels
+        plot_rows = [line for line in screen if "┤" in line]
+        assert len(plot_rows) >= 2 and any("M1" in line for line in screen)
 
         subprocess.run(["tmux", "send-keys", "-t", session, "3"], check=True)
         screen = wait_for_text(session, "reward model")

@@ -58,9 +58,10 @@ A field's text is kept when you enter it: typing adds at the cursor.
 
 | key | where | does |
 |---|---|---|
-| `v` / `o` / `O` | outside a field | next plot / sort column / reverse |
-| `/` | outside a field | search text or pair_id |
-| `B` | outside a field | spot-check: walk the lowest margins |
+| `v` / `o` / `O` | outside a field | next plot / next sort (score ↓, margins ↑) / reverse |
+| `/` | outside a field | search text, pair_id or the data's own columns (an `id`) |
+| `c` | outside a field | show the data's own columns (id, topic, …) in the table |
+| `B` | outside a field | spot-check a BOT region, lowest first (the `bot:` filter, or a source you pick) |
 | `Enter` | examples table | open the pair |
 | `↑` `↓` `PgUp` `PgDn` `g` `G` | examples table | move, first, last |
 
@@ -72,7 +73,8 @@ all / selected / flagged / excluded pairs, or the TOP/MID/BOT region of a
 source (`bot:external`).
 
 **State column** of the examples table:
-`✓` selected · `⚑` flagged · `✗` excluded · `⇄` chosen and rejected swapped.
+`✓` selected · `✂` cut by the TOP/MID/BOT outlier trim · `⚑` flagged · `✗` excluded ·
+`⇄` chosen and rejected swapped. DM-MUL's score column shows the fused log-odds.
 
 ## Pair view (Enter on a pair)
 

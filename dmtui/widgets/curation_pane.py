@@ -9,6 +9,13 @@ event loop never waits. While a control is invalid the last valid selection stay
 screen, filter, sort and search keep working on it, and Export refuses, naming the
 control. The choices are remembered per workspace, written at most every
 `SETTINGS_DEBOUNCE_S` seconds, off the event loop.
+
+The worker does everything that grows with the data, in the order the screen needs it:
+the selection and the plots' bins and scatter sample (core.plotdata), posted at once so
+the counts, plots and the table's flags redraw; then the table's rows
+(core.views.ExamplesView, which keeps each full sort, so a budget edit re-sorts nothing);
+then the overlap counts. A change of the filter, search or sort alone reuses the
+selection on screen.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pyarrow as pa
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,7 +32,7 @@ from textual.markup import escape
 from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Input, Select, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from core.annotations import AnnotationStore
 from core.curation import (
@@ -43,7 +49,18 @@ from core.loading import LoadedDataset
 from core.margin_sources import ResolvedMargins
 from core.pairs import as_text
 from core.selection import Overlap, Selection, SelectionParams
-from core.views import ROW_FILTERS, filter_mask, ordered_rows, region_mask, search_mask, search_texts
+from core.plotdata import HistogramMemo, PlotData, selection_plots
+from core.views import (
+    ROW_FILTERS,
+    VIEW_SETTINGS_KEY,
+    ExamplesView,
+    ViewChoice,
+    displayed_score,
+    format_kept_value,
+    kept_column_names,
+    kept_values,
+    sort_steps,
+)
 from core.workspace import Workspace
 from dmtui.widgets.examples_table import ExamplesTable, TableColumn, format_number
 from dmtui.widgets.margin_plots import MarginPlots
@@ -54,6 +71,9 @@ from dmtui.workers import describe_failure
 SETTINGS_DEBOUNCE_S = 0.5
 """A burst of keystrokes writes settings.json once, this long after the last key."""
 
+KEPT_TABLE_COLUMNS = 4
+KEPT_CELL_WIDTH = 14
+
 NO_MARGINS_TEXT = ("No margins yet: press 3, then S, to score the dataset, or open it with --margin NAME=COLUMN to use "
                    "scores the data already has. Random needs no margin.")
 
@@ -61,10 +81,22 @@ NO_MARGINS_TEXT = ("No margins yet: press 3, then S, to score the dataset, or op
 @dataclass
 class SelectionReady(Message):
     selection: Selection | None
-    rows: np.ndarray
-    keep_index: int | None
+    plots: PlotData | None
     generation: int
+
+
+@dataclass
+class RowsReady(Message):
+    rows: np.ndarray
+    keep_cursor: bool
+    """Keep the pair under the cursor (where it is when the rows arrive), else go to the top."""
+    generation: int
+
+
+@dataclass
+class OverlapsReady(Message):
     overlaps: dict[str, Overlap]
+    generation: int
 
 
 class CurationPane(Vertical):
@@ -75,6 +107,7 @@ class CurationPane(Vertical):
         Binding("slash", "search", "Search", key_display="/"),
         Binding("B", "spot_check", "Spot-check BOT"),
         Binding("m", "edit_selection", "Mode & budget"),
+        Binding("c", "toggle_kept_columns", "Your columns", show=False),
     ]
 
     @dataclass
@@ -109,12 +142,20 @@ class CurationPane(Vertical):
         """The last valid parameters: what the selection on screen was made with."""
         self.selection: Selection | None = None
         self.overlaps: dict[str, Overlap] = {}
-        self.row_filter = "all"
-        self.query_text = ""
-        self.sort_names = ["row", *self.sources, "score"]
-        self.sort_index = len(self.sort_names) - 1
-        self.descending = True
-        self._texts: pa.Array | None = None
+        self.filters = [*ROW_FILTERS,
+                        *(f"{region}:{name}" for name in self.sources for region in ("top", "mid", "bot"))]
+        self.view = ViewChoice.from_stored(workspace.read_settings().get(VIEW_SETTINGS_KEY), self.filters,
+                                           [name for name, _ in sort_steps(self.sources)])
+        self.examples = ExamplesView(dataset, self.session.tie_keys)
+        self._histograms = HistogramMemo()
+        self._view_lock = threading.Lock()
+        self.kept_names = kept_column_names(dataset)
+        self.show_kept = False
+        self._kept_rows: dict[int, dict] = {}
+        """The kept values of rows drawn lately (a JSON record is parsed once per row shown)."""
+        self._spot_source: str | None = None
+        self._walk_when_ready: str | None = None
+        """A `B` walk waiting for the table's new rows (its title)."""
         # A thread worker cannot be interrupted: results of superseded runs are dropped.
         self._generation = 0
         self._save_timer: Timer | None = None
@@ -133,10 +174,9 @@ class CurationPane(Vertical):
                 yield Static("", id="selection-stats")
             yield MarginPlots(id="plots")
         with Horizontal(id="filter-bar"):
-            options = [(name, name) for name in ROW_FILTERS]
-            options += [(f"{region}:{name}", f"{region}:{name}") for name in self.sources for region in ("top", "mid", "bot")]
-            yield Select(options, value="all", allow_blank=False, compact=True, id="row-filter")
-            yield Input(placeholder="search text or pair_id (/)", compact=True, id="search")
+            yield Select([(name, name) for name in self.filters], value=self.view.row_filter, allow_blank=False,
+                         compact=True, id="row-filter")
+            yield Input(placeholder="search text, pair_id or your own id (/)", compact=True, id="search")
         yield ExamplesTable(id="examples")
 
     def on_mount(self) -> None:
@@ -216,61 +256,93 @@ class CurationPane(Vertical):
         return None
 
     # Selection ---------------------------------------------------------------
-    def reselect(self, keep_index: int | None = None) -> None:
-        """Recompute the selection and the table's rows in the background."""
+    def reselect(self) -> None:
+        """Recompute the selection, its plots and the table's rows in the background; the
+        cursor stays on its pair."""
+        self._refresh(keep_cursor=True, reuse_selection=False)
+
+    def _reorder(self, keep_cursor: bool) -> None:
+        """Recompute the table's rows for a new filter, search or sort."""
+        self._refresh(keep_cursor, reuse_selection=True)
+
+    def _refresh(self, keep_cursor: bool, reuse_selection: bool) -> None:
         self._generation += 1
-        self._reselect(self.params, keep_index, self._generation)
+        current = self.selection if reuse_selection else None
+        self._refresh_worker(self.params, self.view, current, keep_cursor, self._generation)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="select")
-    def _reselect(self, params: SelectionParams | None, keep_index: int | None, generation: int) -> None:
-        selection = self.session.select(params) if params is not None and self.session.total else None
-        overlaps = self.session.top_overlaps(selection) if selection is not None else {}
-        rows = self._view_rows(selection, params)
-        self.post_message(SelectionReady(selection, rows, keep_index, generation, overlaps))
+    def _refresh_worker(self, params: SelectionParams | None, view: ViewChoice, current: Selection | None,
+                        keep_cursor: bool, generation: int) -> None:
+        worker = get_current_worker()
+        fresh = current is None or params is None or current.params != params
+        selection = current
+        if fresh:
+            selection = self.session.select(params) if params is not None and self.session.total else None
+            plots = None if selection is None else selection_plots(
+                self._effective_margins(), selection, displayed_score(selection), self._score_title(selection),
+                memo=self._histograms)
+            if worker.is_cancelled:
+                return
+            self.post_message(SelectionReady(selection, plots, generation))
+        rows = self.examples.rows(view, selection, params, self.annotations, self.margins, self._effective_margins())
+        if worker.is_cancelled:
+            return
+        self.post_message(RowsReady(rows, keep_cursor, generation))
+        if fresh and selection is not None:
+            overlaps = self.session.top_overlaps(selection)
+            if not worker.is_cancelled:
+                self.post_message(OverlapsReady(overlaps, generation))
 
-    def _view_rows(self, selection: Selection | None, params: SelectionParams | None) -> np.ndarray:
-        n = len(self.pair_ids)
-        if ":" in self.row_filter:
-            region, source = self.row_filter.split(":", 1)
-            regional = params if params is not None else SelectionParams(source=source)
-            mask = region_mask(self.margins, source, region, regional, self.annotations)
-        else:
-            mask = filter_mask(self.row_filter, selection, self.annotations, n)
-        if self.query_text:
-            if self._texts is None:
-                self._texts = search_texts(self.dataset.pairs)
-            mask = mask & search_mask(self._texts, self.query_text, self.pair_ids)
-        name = self.sort_names[self.sort_index]
-        key = None if name == "row" else (selection.score if selection is not None else None) if name == "score" \
-            else self._effective(name)
-        return ordered_rows(mask, key, self.descending)
+    def _effective_margins(self) -> dict[str, np.ndarray]:
+        """The margins as the selection uses them: swapped pairs negated (cached by the session)."""
+        return {source: self.session.effective_margin(source) for source in self.sources}
+
+    @staticmethod
+    def _score_title(selection: Selection) -> str:
+        if selection.log_odds is not None:
+            return f"{MODE_LABELS[selection.params.mode]}: fused log-odds"
+        return f"selection score: {MODE_LABELS[selection.params.mode]}"
 
     def annotated(self):
         """The annotations the current selection honours, as an export records them."""
         return self.session.annotated()
 
-    def _effective(self, source: str) -> np.ndarray:
-        return self.session.effective_margin(source)
-
     @on(SelectionReady)
     def _selection_ready(self, event: SelectionReady) -> None:
         if event.generation != self._generation:
             return
-        self.selection = event.selection
-        self.overlaps = event.overlaps
+        self.selection = event.selection  # the overlap counts on screen stay until the new ones come
         clamped = event.selection is not None and event.selection.budget_exceeds_candidates
         self.query_one(TuningPanel).show_budget_note(
             f"{event.selection.requested:,} asked, {event.selection.candidates:,} candidates: took all "
             f"{event.selection.selected:,}" if clamped else None)
-        self.query_one(MarginPlots).show(self.margins, event.selection)
+        self.query_one(MarginPlots).show(event.plots)
         self.show_stats()
-        table = self.query_one(ExamplesTable)
-        table.show(self._columns(), event.rows, keep_index=event.keep_index)
-        order = self.sort_names[self.sort_index]
-        table.border_title = (f"Examples: {len(event.rows):,} shown ({self.row_filter}"
-                              + (f", '{escape(self.query_text)}'" if self.query_text else "")  # typed: not markup
-                              + f"), sorted by {order} {'↓' if self.descending else '↑'}")
+        self.query_one(ExamplesTable).set_columns(self._columns())
         self._post_state()
+
+    @on(RowsReady)
+    def _rows_ready(self, event: RowsReady) -> None:
+        if event.generation != self._generation:
+            return
+        table = self.query_one(ExamplesTable)
+        table.show(table.columns, event.rows, keep_index=table.current_index if event.keep_cursor else None)
+        view = self.view
+        table.border_title = (f"Examples: {len(event.rows):,} shown ({view.row_filter}"
+                              + (f", '{escape(view.query)}'" if view.query else "")  # typed: not markup
+                              + f"), sorted by {view.sort} {'↓' if view.descending else '↑'}")
+        if self._walk_when_ready is not None:
+            title, self._walk_when_ready = self._walk_when_ready, None
+            if len(event.rows):
+                self._inspect(event.rows, 0, title)
+            else:
+                self.notify("The BOT region is empty: nothing to spot-check", severity="warning")
+
+    @on(OverlapsReady)
+    def _overlaps_ready(self, event: OverlapsReady) -> None:
+        if event.generation == self._generation:
+            self.overlaps = event.overlaps
+            self.show_stats()
 
     def _post_state(self) -> None:
         plan = None
@@ -326,10 +398,12 @@ class CurationPane(Vertical):
             TableColumn("pair_id", 16, lambda i: self.pair_ids[i].as_py()),
         ]
         for name in self.sources:
-            effective = self._effective(name)
+            effective = self.session.effective_margin(name)
             columns.append(TableColumn(name[:8], 8, lambda i, m=effective: format_number(m[i]), align_right=True))
-        if selection is not None and selection.score is not None:
-            columns.append(TableColumn("score", 8, lambda i: format_number(selection.score[i]), align_right=True))
+        score = displayed_score(selection)
+        if score is not None:  # DM-MUL: log-odds, which tell apart the pairs whose score rounds to 1.000
+            title = "logodds" if selection.log_odds is not None else "score"
+            columns.append(TableColumn(title, 8, lambda i: format_number(score[i]), align_right=True))
         trimmed = selection.trimmed if selection is not None else None
 
         def state(i: int) -> str:
@@ -341,8 +415,20 @@ class CurationPane(Vertical):
             return marks
 
         columns.append(TableColumn("state", 5, state))
+        if self.show_kept:
+            for name in self.kept_names[:KEPT_TABLE_COLUMNS]:
+                columns.append(TableColumn(name[:KEPT_CELL_WIDTH], KEPT_CELL_WIDTH,
+                                           lambda i, n=name: self._kept_cell(i, n)))
         columns.append(TableColumn("prompt", 60, lambda i: as_text(pairs["prompt"][i].as_py())))
         return columns
+
+    def _kept_cell(self, index: int, name: str) -> str:
+        row = self._kept_rows.get(index)
+        if row is None:
+            if len(self._kept_rows) > 2048:
+                self._kept_rows.clear()
+            row = self._kept_rows[index] = kept_values(self.dataset, index)
+        return format_kept_value(row[name], KEPT_CELL_WIDTH) if name in row else "—"
 
     # Export --------------------------------------------------------------------
     def export(self, out: str, include_scores: bool) -> str | None:
@@ -368,7 +454,8 @@ class CurationPane(Vertical):
         if event.state != WorkerState.ERROR:
             return
         message, hint, cancelled = describe_failure(event.worker.error)
-        title = {"export": "Export", "settings": "Settings not saved"}.get(event.worker.group, "Selection")
+        title = {"export": "Export", "settings": "Settings not saved", "view-settings": "Settings not saved"}.get(
+            event.worker.group, "Selection")
         self.notify(message + (f"\n{hint}" if hint else ""), title=title, markup=False, timeout=15,
                     severity="warning" if cancelled else "error")
 
@@ -376,15 +463,23 @@ class CurationPane(Vertical):
     @on(Select.Changed, "#row-filter")
     def _filter_changed(self, event: Select.Changed) -> None:
         event.stop()
-        self.row_filter = str(event.value)
-        self.reselect(self.query_one(ExamplesTable).current_index)
+        self.view = replace(self.view, row_filter=str(event.value))
+        self._reorder(keep_cursor=True)
+        self._save_view()
+
+    @work(thread=True, exit_on_error=False, group="view-settings")
+    def _save_view(self) -> None:
+        """Remember the table's filter and sort (a failure is said by `_worker_failed`). The
+        view is read under the lock, so whichever write comes last writes the latest view."""
+        with self._view_lock:
+            self.workspace.update_settings(VIEW_SETTINGS_KEY, self.view.to_json())
 
     @on(Input.Submitted, "#search")
     @on(Input.Changed, "#search")
     def _search_changed(self, event: Input.Changed) -> None:
         event.stop()
-        self.query_text = event.value
-        self.reselect()
+        self.view = replace(self.view, query=event.value)
+        self._reorder(keep_cursor=False)
 
     def action_edit_selection(self) -> None:
         """m: to the selection controls (the mode; Tab goes on to the budget and the rest)."""
@@ -393,16 +488,33 @@ class CurationPane(Vertical):
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()
 
+    def action_toggle_kept_columns(self) -> None:
+        """Show the dataset's own columns (an id, a topic, ...) in the table, or hide them."""
+        if not self.kept_names:
+            self.notify("The data has no columns besides prompt, chosen and rejected")
+            return
+        self.show_kept = not self.show_kept
+        self.query_one(ExamplesTable).set_columns(self._columns())
+
     def action_next_plot(self) -> None:
-        self.query_one(MarginPlots).next_view()
+        plots = self.query_one(MarginPlots)
+        plots.next_view()
+        self.set_class(plots.showing_scatter, "-scatter")
 
     def action_sort_next(self) -> None:
-        self.sort_index = (self.sort_index + 1) % len(self.sort_names)
-        self.reselect(self.query_one(ExamplesTable).current_index)
+        """The next sort in `sort_steps`, in its useful direction; the table jumps to the top."""
+        steps = sort_steps(self.sources)
+        names = [name for name, _ in steps]
+        position = names.index(self.view.sort) if self.view.sort in names else -1
+        name, descending = steps[(position + 1) % len(steps)]
+        self.view = replace(self.view, sort=name, descending=descending)
+        self._reorder(keep_cursor=False)
+        self._save_view()
 
     def action_sort_reverse(self) -> None:
-        self.descending = not self.descending
-        self.reselect(self.query_one(ExamplesTable).current_index)
+        self.view = replace(self.view, descending=not self.view.descending)
+        self._reorder(keep_cursor=False)
+        self._save_view()
 
     # Inspecting and annotating ---------------------------------------------------
     @on(ExamplesTable.PairOpened)
@@ -411,23 +523,42 @@ class CurationPane(Vertical):
         self._inspect(table.rows, event.position, "examples")
 
     def action_spot_check(self) -> None:
-        """Walk the lowest margins of the chosen source (the TOP/MID/BOT source) upward."""
+        """Walk the BOT region of a source, lowest margin first: the region the filter shows
+        (`bot:SOURCE`), or one of a source the user picks, which the table then shows too."""
         if not self.sources:
             self.notify(NO_MARGINS_TEXT, severity="warning")
             return
-        source = self.params.source if self.params is not None and self.params.source else default_source(self.sources)
-        assert source is not None
-        margin = self._effective(source)
-        candidates = np.isfinite(margin) & ~self.annotations.excluded
-        rows = ordered_rows(candidates, margin, descending=False)
-        if len(rows):
-            self._inspect(rows, 0, f"spot-check BOT of {source}")
+        if self.view.row_filter.startswith("bot:"):
+            self._walk_bot(self.view.row_filter.split(":", 1)[1])
+            return
+        if len(self.sources) == 1:
+            self._walk_bot(self.sources[0])
+            return
+        from dmtui.screens.source_picker import SourcePicker
+
+        def picked(source: str | None) -> None:
+            if source is not None:
+                self._walk_bot(source)
+
+        current = self._spot_source or (self.params.source if self.params is not None else None) \
+            or default_source(self.sources)
+        self.app.push_screen(SourcePicker("Spot-check the BOT region of", self.sources, current), picked)
+
+    def _walk_bot(self, source: str) -> None:
+        self._spot_source = source
+        self._walk_when_ready = f"spot-check BOT of {source}"
+        self.view = replace(self.view, row_filter=f"bot:{source}", sort=source, descending=False)
+        row_filter = self.query_one("#row-filter", Select)
+        with row_filter.prevent(Select.Changed):
+            row_filter.value = self.view.row_filter
+        self._reorder(keep_cursor=False)
+        self._save_view()
 
     def _inspect(self, rows: np.ndarray, position: int, title: str) -> None:
         from dmtui.screens.pair_detail import PairDetailScreen
 
         def done(_: object) -> None:
-            self.reselect(self.query_one(ExamplesTable).current_index)
+            self.reselect()
 
         self.app.push_screen(
             PairDetailScreen(self.dataset, self.margins, self.selection, self.store, self.annotations,

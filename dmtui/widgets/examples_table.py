@@ -2,7 +2,9 @@
 
 The table never builds a widget, or even a Python object, per row: it holds an index
 array (the rows in view order, from core.views) and per-pair numpy columns, and
-`render_line` formats the few rows on screen. Enter posts `PairOpened`.
+`render_line` formats the few rows on screen. Enter posts `PairOpened`. The columns and
+the rows change apart: a new selection replaces the columns (its flags and scores) and
+keeps the order; a new order replaces the rows.
 """
 
 from __future__ import annotations
@@ -64,28 +66,38 @@ class ExamplesTable(ScrollView, can_focus=True):
         index: int
         position: int
 
-    @dataclass
-    class CursorMoved(Message):
-        index: int | None
-
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.columns: list[TableColumn] = []
         self.rows: np.ndarray = np.zeros(0, dtype=np.int64)
 
+    def set_columns(self, columns: list[TableColumn]) -> None:
+        """New columns (or new values behind them) for the same rows."""
+        self.columns = columns
+        self._size_to_content()
+        self.refresh()
+
     def show(self, columns: list[TableColumn], rows: np.ndarray, keep_index: int | None = None) -> None:
-        """Display `rows` (pair indices, in order); the cursor stays on `keep_index` if shown."""
+        """Display `rows` (pair indices, in order) under `columns`. The cursor stays on
+        `keep_index` if it is shown, else goes to the top."""
         self.columns = columns
         self.rows = np.asarray(rows, dtype=np.int64)
-        width = sum(c.width + 1 for c in columns)
-        self.virtual_size = Size(width, len(self.rows) + 1)
+        self._size_to_content()
         position = 0
         if keep_index is not None and len(self.rows):
             found = np.flatnonzero(self.rows == keep_index)
             position = int(found[0]) if found.size else 0
         self.cursor = min(position, max(len(self.rows) - 1, 0))
+        if position == 0 and self.scroll_offset.y:
+            self.scroll_to(y=0, animate=False)
         self._scroll_cursor_into_view()
         self.refresh()
+
+    def _size_to_content(self) -> None:
+        # Only on a change: a new virtual size (like any scroll) lays the whole screen out again.
+        size = Size(sum(c.width + 1 for c in self.columns), len(self.rows) + 1)
+        if size != self.virtual_size:
+            self.virtual_size = size
 
     @property
     def current_index(self) -> int | None:
@@ -116,7 +128,6 @@ class ExamplesTable(ScrollView, can_focus=True):
 
     def watch_cursor(self, old: int, new: int) -> None:
         self.refresh()
-        self.post_message(self.CursorMoved(self.current_index))
 
     def _scroll_cursor_into_view(self) -> None:
         visible = max(self.scrollable_content_region.height - 1, 1)

@@ -1,0 +1,129 @@
+"""What the curator reads: the table's sorts and columns, search by the dataset's own id,
+remembered view settings, DM-MUL's log-odds, and plots that follow the selection's margins."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from app_pilot import open_curate, settle
+from textual.widgets import Input, Select
+
+from core.workspace import Workspace
+from dmtui.app import DmtuiApp
+from dmtui.widgets.examples_table import ExamplesTable
+from dmtui.widgets.margin_plots import MarginPlots
+
+N = 120
+MARGINS = ["external=sc,sr", "implicit=im"]
+WORDS = "the a rice cook python function garden water plant soil test value file read".split()
+
+
+def words(rng, n: int) -> str:
+    return " ".join(rng.choice(WORDS, n))
+
+
+@pytest.fixture
+def hh_workspace(tmp_path) -> Workspace:
+    """HH-RLHF-shaped text pairs: four earlier exchanges, long replies with leading blank
+    lines, the dataset's own id and topic, and two margin sources."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(N):
+        history = "".join(f"\n\nHuman: {words(rng, 20)}\n\nAssistant: {words(rng, 30)}" for _ in range(4))
+        rows.append({
+            "id": f"demo-{i:06d}", "topic": "cooking" if i % 3 else "python",
+            "prompt": f"{history}\n\nHuman: last question {i}\n\nAssistant:",
+            "chosen": f"\n\n  \n answer {i} " + words(rng, 400), "rejected": f"\n reply {i} " + words(rng, 400),
+            "sc": float(rng.normal(1, 3)), "sr": float(rng.normal(0, 3)), "im": float(rng.normal(0, 3)),
+        })
+    data = tmp_path / "hh.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return Workspace.open_or_create(str(data), tmp_path / "ws")
+
+
+async def test_table_sorts_columns_and_search_by_own_id(hh_workspace):
+    app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(140, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        table = pane.query_one(ExamplesTable)
+        table.focus()
+        await pilot.press("pagedown")
+        assert table.cursor > 0
+        await pilot.press("o")  # the first sort step: the lowest external margins first
+        await settle(app, pilot)
+        assert (pane.view.sort, pane.view.descending) == ("external", False)
+        assert table.cursor == 0 and table.scroll_offset.y == 0  # a sort change jumps to the top
+        external = pane.session.effective_margin("external")[table.rows]
+        assert (np.diff(external) >= 0).all()
+
+        await pilot.press("c")  # the dataset's own columns in the table
+        header = "".join(str(table.render_line(0).text))
+        assert "id" in header.split() and "topic" in header.split()
+        first = "".join(str(table.render_line(1).text))
+        assert f"demo-{int(table.rows[0]):06d}" in first
+
+        pane.query_one("#search", Input).value = "DEMO-000009"
+        await settle(app, pilot)
+        assert table.rows.tolist() == [9]
+
+
+async def test_plots_follow_the_swapped_margins(hh_workspace):
+    app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        plots = pane.query_one(MarginPlots)
+        external = pane.margins["external"]
+        top = int(np.nanargmax(external))
+        assert plots.plots.views[0].all_pairs.edges[0] == pytest.approx(np.nanmin(external))
+        pane.annotations.set(top, pane.store.update(pane.pair_ids[top].as_py(), swapped=True))
+        pane.reselect()
+        await settle(app, pilot)
+        histogram = plots.plots.views[0].all_pairs
+        assert histogram.edges[0] == pytest.approx(-external[top])  # drawn as the selection sees it
+        assert "M1" in plots.border_title and "M2" in plots.border_title
+        for _ in plots.views:
+            await pilot.press("v")
+        assert plots.view == 0
+
+
+async def test_filter_and_sort_are_remembered_with_the_settings(hh_workspace):
+    app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        pane.query_one(ExamplesTable).focus()
+        await pilot.press("o", "o")  # external ↑, then implicit ↑
+        pane.query_one("#row-filter", Select).value = "selected"
+        await settle(app, pilot)
+        await pilot.pause(0.3)
+        assert (pane.view.row_filter, pane.view.sort, pane.view.descending) == ("selected", "implicit", False)
+    assert Workspace.open(hh_workspace.root).read_settings()["view"] == {
+        "filter": "selected", "sort": "implicit", "descending": False}
+
+    app = DmtuiApp(Workspace.open(hh_workspace.root), margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        assert pane.query_one("#row-filter", Select).value == "selected"
+        table = pane.query_one(ExamplesTable)
+        assert pane.selection.mask[table.rows].all() and len(table.rows) == pane.selection.selected
+        implicit = pane.session.effective_margin("implicit")[table.rows]
+        assert (np.diff(implicit) >= 0).all()
+        assert "sorted by implicit ↑" in str(table.border_title)
+
+
+async def test_dm_mul_pairs_whose_score_rounds_to_one_are_told_apart_by_log_odds(hh_workspace):
+    app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(140, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        selection = pane.selection
+        assert selection.params.mode == "dm-mul" and selection.log_odds is not None
+        table = pane.query_one(ExamplesTable)
+        titles = [column.title for column in table.columns]
+        assert "logodds" in titles and "score" not in titles
+        cells = table.columns[titles.index("logodds")].cell
+        saturated = [int(i) for i in table.rows if f"{selection.score[i]:.3f}" == "1.000"]
+        assert len(saturated) >= 3  # the probability cannot rank these ...
+        shown = [cells(i) for i in saturated]
+        assert len(set(shown)) == len(shown)  # ... their log-odds can, in the table's order
+        assert [float(text) for text in shown] == sorted((float(text) for text in shown), reverse=True)
