@@ -113,7 +113,7 @@ async def test_help_scrolls_from_the_keyboard_and_names_every_key(workspace):  #
         assert scroll.max_scroll_x == 0  # nothing cut off at 80 columns
         source = app.screen.query_one(Markdown).source
         for words in ("Esc", "✓", "⚑", "⇄", "✗", "budget", "M1", "filter", "Export", "Train", "`S`", "`E`", "`T`",
-                      "`X`", "`c`", "✂", "A text field takes every key", "Close this help"):
+                      "`X`", "`c`", "`p`", "✂", "A text field takes every key", "Close this help"):
             assert words in source, words
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)

@@ -1,5 +1,6 @@
-"""What the curator reads: the table's sorts and columns, search by the dataset's own id,
-remembered view settings, DM-MUL's log-odds, and plots that follow the selection's margins."""
+"""What the curator reads: the pair view of long multi-turn pairs, the table's sorts and
+columns, search by the dataset's own id, remembered view settings, DM-MUL's log-odds, and
+plots that follow the selection's margins."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import json
 import numpy as np
 import pytest
 from app_pilot import open_curate, settle
+from textual.containers import VerticalScroll
 from textual.widgets import Input, Select
 
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
+from dmtui.screens.pair_detail import DIFF_WORK_LIMIT, PairDetailScreen, marked_difference
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.margin_plots import MarginPlots
 
@@ -43,12 +46,82 @@ def hh_workspace(tmp_path) -> Workspace:
     return Workspace.open_or_create(str(data), tmp_path / "ws")
 
 
+async def table_in_focus(app, pilot):
+    """The Curate tab's pane and its examples table, focused (keys go to the table)."""
+    pane = await open_curate(app, pilot)
+    table = pane.query_one(ExamplesTable)
+    table.focus()
+    return pane, table
+
+
+async def test_pair_view_keeps_long_replies_readable(hh_workspace):
+    app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(100, 32)) as pilot:
+        pane, table = await table_in_focus(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, PairDetailScreen)
+        prompt = str(screen.query_one("#prompt").render())
+        assert prompt.startswith("user: last question")  # HH text loads as a conversation
+        assert screen.query_one("#prompt-pane").border_subtitle == "p: show the 8 earlier"
+        chosen = str(screen.query_one("#chosen").render())
+        assert chosen.split("\n")[0].strip() and "answer" in chosen.split("\n")[0]
+        assert screen.query_one("#chosen").render().spans  # the differences are marked
+
+        header = str(screen.query_one("#pair-header").render())
+        index = screen.index
+        assert f"id demo-{index:06d}" in header and "topic" in header
+
+        await pilot.press("pagedown", "pagedown")  # both replies scroll, their titles stay
+        for pane_id in ("#chosen-pane", "#rejected-pane"):
+            scroller = screen.query_one(pane_id, VerticalScroll)
+            assert scroller.scroll_y > 0 and scroller.border_title in ("chosen", "rejected")
+            assert scroller.region.y < screen.query_one("#responses").region.bottom
+        await pilot.press("p")
+        assert screen.query_one("#prompt-pane").border_title == "prompt: all 9 turns"
+        assert "last question" in str(screen.query_one("#prompt").render())
+
+        unselected = int(np.flatnonzero(~pane.selection.mask)[0])
+        screen.rows = np.array([unselected])
+        screen.position = 0
+        screen.show_pair()
+        assert "not selected: " in str(screen.query_one("#pair-header").render())
+
+
+async def test_walking_long_replies_never_waits_on_the_diff(hh_workspace, monkeypatch):
+    import dmtui.screens.pair_detail as pair_detail
+
+    started = []
+    real = pair_detail.marked_difference
+    monkeypatch.setattr(pair_detail, "marked_difference", lambda *a: started.append(1) or real(*a))
+    app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(100, 32)) as pilot:
+        pane, _ = await table_in_focus(app, pilot)
+        await pilot.press("enter", "]", "]", "]")
+        screen = app.screen
+        assert screen.position == 3  # each ] answered; the diffs run in a worker
+        await settle(app, pilot)
+        await screen.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.query_one("#chosen").render().spans and len(started) >= 1
+
+
+def test_the_diff_falls_back_to_lines_then_to_nothing_on_huge_texts():
+    per_side = int(DIFF_WORK_LIMIT ** 0.5) + 10
+    left, right = (" ".join(f"{prefix}{i}" for i in range(per_side)) for prefix in "wv")
+    chosen, rejected = marked_difference(left + "\nsame line\n", right + "\nsame line\n")
+    assert [rejected.plain[s.start:s.end] for s in rejected.spans] == [right + "\n"]  # whole lines
+    assert chosen.plain == left + "\nsame line\n"
+    huge = "\n".join(f"line {i}" for i in range(per_side))
+    chosen, rejected = marked_difference(huge, huge[::-1])
+    assert not chosen.spans and not rejected.spans and chosen.plain == huge
+
+
 async def test_table_sorts_columns_and_search_by_own_id(hh_workspace):
     app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
     async with app.run_test(size=(140, 40)) as pilot:
-        pane = await open_curate(app, pilot)
-        table = pane.query_one(ExamplesTable)
-        table.focus()
+        pane, table = await table_in_focus(app, pilot)
         await pilot.press("pagedown")
         assert table.cursor > 0
         await pilot.press("o")  # the first sort step: the lowest external margins first
@@ -91,8 +164,7 @@ async def test_plots_follow_the_swapped_margins(hh_workspace):
 async def test_filter_and_sort_are_remembered_with_the_settings(hh_workspace):
     app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
-        pane = await open_curate(app, pilot)
-        pane.query_one(ExamplesTable).focus()
+        pane, _ = await table_in_focus(app, pilot)
         await pilot.press("o", "o")  # external ↑, then implicit ↑
         pane.query_one("#row-filter", Select).value = "selected"
         await settle(app, pilot)

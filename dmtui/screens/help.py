@@ -84,6 +84,8 @@ source (`bot:external`).
 | `x` | exclude from every selection |
 | `s` | swap chosen and rejected |
 | `n` | note; `u` undo; `]` `[` next / previous pair |
+| `p` | the whole prompt / its last turn only |
+| `↓` `↑` `PgDn` `PgUp` | scroll both replies together |
 | `Esc` / `q` | back |
 
 Every annotation is saved the moment you press the key.

@@ -562,6 +562,6 @@ class CurationPane(Vertical):
 
         self.app.push_screen(
             PairDetailScreen(self.dataset, self.margins, self.selection, self.store, self.annotations,
-                             rows, position, title),
+                             rows, position, title, effective=self._effective_margins()),
             done,
         )
