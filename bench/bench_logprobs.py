@@ -10,8 +10,9 @@ Paths, all on the same preference pairs (chosen and rejected share the prompt):
            repeated for chosen and rejected, only the responses run again
 
 Tokens/s counts prompt + response tokens of every (prompt, response) sequence, i.e.
-the work the naive path does. "logits peak" is the largest logits tensor the LM head
-produced (a forward hook on the output embedding), which is what grows with vocab.
+the work the naive path does. "logits peak" is the largest floating tensor with the
+vocabulary as last dimension that the path allocated (bench/logits_memory.py, watched in
+an untimed pass), which is what grows with vocab.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.logprobs import Encoded, pair_logprobs, response_logprobs  # noqa: E402
+from logits_memory import LogitsPeak  # noqa: E402
 
 
 def build_model(vocab: int, hidden: int, layers: int) -> torch.nn.Module:
@@ -89,10 +91,6 @@ def main() -> None:
     model = build_model(args.vocab, args.hidden, args.layers)
     chosen, rejected = build_pairs(args.pairs, args.prompt, args.response, args.vocab)
     tokens = sum(len(p) + len(r) for side in (chosen, rejected) for p, r in zip(side.prompt_ids, side.response_ids))
-    logits_peak = [0]
-    model.get_output_embeddings().register_forward_hook(
-        lambda _m, _i, out: logits_peak.__setitem__(0, max(logits_peak[0], out.numel() * out.element_size()))
-    )
     paths = {
         "naive": lambda: (naive(model, chosen), naive(model, rejected)),
         "engine": lambda: tuple(
@@ -108,14 +106,16 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; {args.pairs} pairs, prompt ~{args.prompt}, "
         f"responses ~{args.response} tokens; {tokens} tokens per pass; best of {args.repeats}"
     )
-    paths["engine"]()  # warm-up
-    results, peaks = {}, dict.fromkeys(paths, 0)
+    results, peaks = {}, {}
+    for name, fn in paths.items():  # warm-up, and the untimed pass that watches the logits
+        with LogitsPeak(args.vocab) as watch:
+            results[name] = fn()
+        peaks[name] = watch.peak
     seconds = dict.fromkeys(paths, float("inf"))
     for _ in range(args.repeats):  # round-robin, best of: a busy shared machine hits all paths alike
         for name, fn in paths.items():
-            logits_peak[0] = 0
             results[name], elapsed = timed(fn)
-            seconds[name], peaks[name] = min(seconds[name], elapsed), max(peaks[name], logits_peak[0])
+            seconds[name] = min(seconds[name], elapsed)
     reference = np.concatenate(results["naive"])
     for name in paths:
         diff = np.abs(np.concatenate(results[name]) - reference).max()

@@ -163,6 +163,7 @@ def test_token_identical_pairs_after_truncation_are_found(saved):
 
 def test_out_of_memory_halves_the_budget_and_finishes(saved, monkeypatch):
     model, tokenizer = saved
+    monkeypatch.setattr(logprobs, "MAX_PADDING_SHARE", 1.0)  # one batch of all 10 by the token budget alone
     encoded = encode(tokenizer, *standard_items(10), conversational=False, max_length=None)
     expected = response_logprobs(model, encoded, batch_tokens=10**6)
     decoder = model.get_decoder()
@@ -285,7 +286,7 @@ def test_left_padding_keeps_absolute_positions_right(saved):
     np.testing.assert_allclose(result.logprob_sum, naive_logprobs(model, encoded)[0], atol=1e-4, rtol=0)
 
 
-def test_shared_prompt_pairs_equal_the_plain_path(saved):
+def test_shared_prompt_pairs_equal_the_plain_path(saved, monkeypatch):
     model, tokenizer = saved
     prompts, chosen_texts = standard_items(14, seed=3)
     _, rejected_texts = standard_items(14, seed=4)
@@ -297,11 +298,26 @@ def test_shared_prompt_pairs_equal_the_plain_path(saved):
         for side in (chosen_texts, rejected_texts)
     )
     assert chosen.prompt_ids[1] != rejected.prompt_ids[1]
+    worth_sharing = sum(
+        len(p) > 0 and p == q and abs(len(c) - len(r)) < len(p)
+        for p, q, c, r in zip(chosen.prompt_ids, rejected.prompt_ids, chosen.response_ids, rejected.response_ids))
+    assert 0 < worth_sharing < 12, "both paths are exercised"
+    shared_rows = []
+    score_shared_prompt = logprobs._Scorer.score_shared_prompt
+    monkeypatch.setattr(logprobs._Scorer, "score_shared_prompt",
+                        lambda self, rows: shared_rows.extend(rows) or score_shared_prompt(self, rows))
     reports = []
     shared = pair_logprobs(model, chosen, rejected, batch_tokens=300, progress=reports.append)
+    assert len(shared_rows) == worth_sharing, "a prompt is shared only where it saves work"
     for got, encoded in zip(shared, (chosen, rejected)):
         plain = response_logprobs(model, encoded)
         np.testing.assert_allclose(got.logprob_sum, plain.logprob_sum, atol=1e-4, rtol=0)
         np.testing.assert_array_equal(got.n_tokens, plain.n_tokens)
         np.testing.assert_array_equal(got.truncated, encoded.truncated)
     assert reports[-1].done == reports[-1].total == 28
+
+
+def test_a_batch_stops_growing_at_an_eighth_of_padding():
+    assert logprobs._buckets([0, 1, 2, 3], [100, 100, 50, 50], 10**6) == [[0, 1], [2, 3]]
+    assert logprobs._buckets([0, 1, 2], [100, 95, 90], 10**6) == [[0, 1, 2]]
+    assert logprobs._buckets([0, 1, 2], [100, 95, 90], 200) == [[0, 1], [2]], "the token budget still applies"
