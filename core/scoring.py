@@ -216,12 +216,12 @@ class SourceReport:
         cut = self.truncated + self.skipped_truncated
         how = "skipped" if self.skipped_truncated and not self.truncated else "cut"
         limit = "no limit" if self.max_length is None else f"{self.max_length:,} tokens"
-        return (f"{cut:,} of {self.pairs:,} pairs ({100 * self.truncated_share:.1f}%) {how} to fit {limit}" + (f" (context kept: at least {self.min_prompt_tokens:,})"
-                                                  if cut and self.min_prompt_tokens is not None else ""))
+        kept = f" (context kept: at least {self.min_prompt_tokens:,})" if cut and self.min_prompt_tokens is not None else ""
+        return f"{cut:,} of {self.pairs:,} pairs ({100 * self.truncated_share:.1f}%) {how} to fit {limit}{kept}"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "token_identical": len(self.token_identical_ids),
-                "truncated_share": round(self.truncated_share, 4),
+                "truncated_share": round(self.truncated_share, 4), "truncation_summary": self.truncation_summary(),
                 "pairs_per_s": None if self.pairs_per_s is None else round(self.pairs_per_s, 2)}
 
 

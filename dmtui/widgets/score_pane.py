@@ -207,6 +207,7 @@ class ScorePane(Vertical):
         elapsed = clock(time.monotonic() - self.started)
         parts = "; ".join(f"{name}: {r['scored']:,} scored, {r['reused']:,} reused"
                           + (f", {r['token_identical']:,} token-identical" if r.get("token_identical") else "")
+                          + f", {r['truncation_summary']}"  # pairs cut to fit the source's token limit
                           for name, r in outcome.get("sources", {}).items())
         kind = outcome.get("event")
         if kind == "done":
