@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from core.demo.models import (
     completion_loss,
     demo_models_dir,
     ensure_demo_models,
+    fingerprint,
     model_config,
     reward_scores,
     sft_examples,
@@ -151,3 +153,15 @@ def test_cancelled_build_leaves_no_folder(tmp_path):
         build_demo_models(config, progress=cancel_once_training, cancel=cancel)
     assert list((tmp_path / "demo-models").iterdir()) == []
     assert not demo_models_dir(config).exists()
+
+
+def test_a_mixed_precision_build_trains_and_has_its_own_cache(tmp_path):
+    assert fingerprint(DemoModelsConfig()) == "a56501892195fd0d", "the bundled build's cache stays valid"
+    config = DemoModelsConfig(cache_dir=str(tmp_path), dtype="bfloat16", **TINY)
+    assert fingerprint(config) != fingerprint(DemoModelsConfig(**TINY))
+    assert fingerprint(replace(config, device="cuda:1")) == fingerprint(replace(config, device="cuda"))
+    built = build_demo_models(config)
+    assert built.root == demo_models_dir(config)
+    assert built.metrics["sft_loss_final"] < built.metrics["sft_loss_init"]
+    weights = load_file(built.root / "reward" / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}, "fp32 weights, bf16 compute"

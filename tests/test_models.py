@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -157,3 +159,35 @@ def test_missing_path_says_what_to_pass(tmp_path):
         with pytest.raises(ModelLoadError) as err:
             call()
         assert str(missing) in err.value.message and "safetensors" in (err.value.hint or "")
+
+
+def _subcommand(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    for name in names:
+        choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        parser = choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("command", [("score",), ("iterate",), ("eval",), ("demo", "build")])
+def test_every_command_that_runs_a_model_takes_device_and_dtype(command):
+    from dmtui.cli import build_parser
+    from dmtui.headless.device_options import DTYPES
+
+    parser = _subcommand(build_parser(), *command)
+    options = {option: action for action in parser._actions for option in action.option_strings}
+    assert "--device" in options and tuple(options["--dtype"].choices) == DTYPES
+
+
+def test_demo_build_resolves_its_device_and_dtype():
+    from dmtui.cli import build_parser
+    from dmtui.headless.demo import build_config
+
+    parse = build_parser().parse_args
+    default = build_config(parse(["demo", "build"]))
+    assert (default.device, default.dtype) == ("cpu", "float32")
+    with patch("torch.cuda.is_available", return_value=True), patch("torch.cuda.is_bf16_supported",
+                                                                     return_value=True):
+        config = build_config(parse(["demo", "build", "--device", "auto", "--dtype", "auto"]))
+    assert (config.device, config.dtype) == ("cuda", "bfloat16")
+    config = build_config(parse(["demo", "build", "--dtype", "float16"]))
+    assert (config.device, config.dtype) == ("cpu", "float16")

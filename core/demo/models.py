@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,12 @@ class DemoModelsConfig:
     """The demo world the models are built for."""
     seed: int = 0
     """Seed of model initialisation, data order and every sample drawn."""
+    device: str = "cpu"
+    """Where the models train and the check runs ("cpu", "cuda", "cuda:1", "mps"); the fingerprint
+    takes its type only, and only when it is not the CPU, so CPU builds keep their cache."""
+    dtype: str = "float32"
+    """float32, or bfloat16/float16 mixed precision (fp32 weights, autocast); in the fingerprint
+    only when not float32."""
     vocab_size: int = 1024
     """Target size of the BPE vocabulary (specials included)."""
     hidden_size: int = 64
@@ -141,6 +147,10 @@ def fingerprint(config: DemoModelsConfig) -> str:
     """16 hex digits naming one build: builder version + config without the cache folder."""
     described = asdict(config)
     described.pop("cache_dir")
+    described["device"] = described["device"].split(":")[0]  # any GPU of a kind builds the same models
+    for name, default in (("device", "cpu"), ("dtype", "float32")):  # added later: in only when not the default
+        if described[name] == default:
+            described.pop(name)
     canonical = json.dumps({"builder": BUILDER_VERSION, "config": described}, sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
@@ -347,7 +357,20 @@ def completion_loss(model, examples: list[tuple[list[int], int]], pad_id: int) -
     import torch
 
     with torch.no_grad():
-        return float(model(**sft_batch(examples, pad_id)).loss)
+        return float(model(**_on(model.device, sft_batch(examples, pad_id))).loss)
+
+
+def _on(device, batch: dict) -> dict:
+    return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+def _mixed_precision(config: DemoModelsConfig):
+    """(autocast context, gradient scaler) for `config.dtype`: fp32 weights, half-precision compute."""
+    import torch
+
+    dtype, device_type = getattr(torch, config.dtype), torch.device(config.device).type
+    autocast = (torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else nullcontext())
+    return autocast, torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
 
 
 def train_policy(config: DemoModelsConfig, tokenizer, progress: ProgressFn | None, cancel: threading.Event | None):
@@ -356,7 +379,7 @@ def train_policy(config: DemoModelsConfig, tokenizer, progress: ProgressFn | Non
     from transformers import LlamaForCausalLM, get_cosine_schedule_with_warmup
 
     torch.manual_seed(config.seed)
-    model = LlamaForCausalLM(model_config(config, tokenizer))
+    model = LlamaForCausalLM(model_config(config, tokenizer)).to(config.device)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -371,6 +394,7 @@ def train_policy(config: DemoModelsConfig, tokenizer, progress: ProgressFn | Non
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(train), generator=generator).tolist()
     reporter = Reporter("policy", config.sft_steps, progress, cancel, unit="steps")
+    autocast, scaler = _mixed_precision(config)
     model.train()
     cursor = 0
     for _ in range(config.sft_steps):
@@ -378,17 +402,20 @@ def train_policy(config: DemoModelsConfig, tokenizer, progress: ProgressFn | Non
             order, cursor = torch.randperm(len(train), generator=generator).tolist(), 0
         batch = [train[i] for i in order[cursor : cursor + config.sft_batch_size]]
         cursor += config.sft_batch_size
-        loss = model(**sft_batch(batch, pad_id)).loss
-        loss.backward()
+        with autocast:
+            loss = model(**_on(model.device, sft_batch(batch, pad_id))).loss
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         reporter.advance(message=f"loss {loss.item():.3f}")
     model.eval()
     loss_final = completion_loss(model, held_out, pad_id)
     reporter.finish(f"held-out loss {loss_init:.3f} -> {loss_final:.3f}")
-    return model, {"sft_loss_init": round(loss_init, 4), "sft_loss_final": round(loss_final, 4)}
+    return model.to("cpu"), {"sft_loss_init": round(loss_init, 4), "sft_loss_final": round(loss_final, 4)}
 
 
 def judge_reward(prompt: str, response: str) -> float:
@@ -453,8 +480,9 @@ def train_reward_model(
         warmup_steps=max(1, total_steps // 20),
         seed=config.seed,
         data_seed=config.seed,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=torch.device(config.device).type == "cpu",
+        bf16=config.dtype == "bfloat16",
+        fp16=config.dtype == "float16",
         activation_checkpointing=False,
         save_strategy="no",
         logging_strategy="no",
@@ -491,8 +519,8 @@ def reward_scores(model, tokenizer, conversations: list[list[dict[str, str]]], b
             input_ids[row, : len(seq)] = torch.tensor(seq)
             attention_mask[row, : len(seq)] = 1
         with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        scores += logits[:, 0].tolist()
+            logits = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device)).logits
+        scores += logits[:, 0].float().tolist()
     return scores
 
 

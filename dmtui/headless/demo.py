@@ -7,6 +7,7 @@ import json
 
 from core.errors import DmtuiError
 from dmtui.headless.common import path_argument, rich_progress
+from dmtui.headless.device_options import add_device_arguments
 
 DEFAULT_OUT = "sample_data/demo"
 
@@ -36,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--force", action="store_true", help="rebuild even if the models are cached")
     build.add_argument("--json", action="store_true", help="print the model paths as JSON on stdout")
+    add_device_arguments(build, default_device="cpu", default_dtype="float32")  # the bundled build: CPU fp32
     build.set_defaults(handler=run_build)
 
 
@@ -59,10 +61,20 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_build(args: argparse.Namespace) -> int:
-    from core.demo.models import DemoModelsConfig, ensure_demo_models
+def build_config(args: argparse.Namespace):
+    """The DemoModelsConfig of `dmtui demo build`'s options, with device and dtype resolved (auto: the GPU)."""
+    from core.demo.models import DemoModelsConfig
+    from core.models import pick_device, pick_dtype
 
-    config = DemoModelsConfig(cache_dir=args.cache)
+    device = pick_device(args.device)
+    dtype = str(pick_dtype(device, args.dtype)).removeprefix("torch.")
+    return DemoModelsConfig(cache_dir=args.cache, device=str(device), dtype=dtype)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from core.demo.models import ensure_demo_models
+
+    config = build_config(args)
     with rich_progress() as progress:
         models = ensure_demo_models(config, progress=progress, force=args.force)
     if args.json:
