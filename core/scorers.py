@@ -156,7 +156,7 @@ class RewardScorer:
     def scores(self, sequences: list[list[int]], *, progress: ProgressFn | None = None,
                cancel: threading.Event | None = None) -> np.ndarray:
         """The reward of each token sequence; the padding self-check runs on the first call."""
-        pad_id = _pad_id(self.model, self.tokenizer)
+        pad_id = pad_id_of(self.model, self.tokenizer)
         if self.padding_safe is None and sequences:
             self.padding_safe = padding_is_safe(self.model, sequences, pad_id)
             if not self.padding_safe:
@@ -214,7 +214,7 @@ def external_columns(reward: RewardScorer, pairs: Pairs, limits: Limits, pass_pr
             "reward_rejected": reward_rejected, **flags}
 
 
-def _pad_id(model, tokenizer) -> int:
+def pad_id_of(model, tokenizer) -> int:
     """The id the model's pooling treats as padding (it compares input ids with it)."""
     pad = getattr(model.config.get_text_config(), "pad_token_id", None)
     if pad is None:
@@ -235,22 +235,33 @@ def _reward_forward(model, sequences: list[list[int]], pad_id: int) -> np.ndarra
     return logits[:, 0].float().cpu().numpy().astype(np.float64)
 
 
-def padding_is_safe(model, sequences: list[list[int]], pad_id: int) -> bool:
-    """Do up to `PADDING_CHECK_SEQUENCES` sequences of different lengths score the same right-padded
-    together as each alone, within the tolerance of the model's dtype?"""
+def padding_gap(model, sequences: list[list[int]], pad_id: int) -> float:
+    """The largest |score right-padded together - score alone| / (1 + |score alone|) over up to
+    `PADDING_CHECK_SEQUENCES` of `sequences` of different lengths (shortest, longest and between):
+    0 when they all have one length, inf when the model cannot batch them."""
     lengths = np.array([len(s) for s in sequences])
     order = np.argsort(lengths, kind="stable")
     picks = order[np.linspace(0, len(order) - 1, PADDING_CHECK_SEQUENCES).round().astype(int)]
     picked = [sequences[i] for i in dict.fromkeys(picks.tolist())]
     if len({len(s) for s in picked}) < 2:
-        return True
+        return 0.0
     try:
         batched = _reward_forward(model, picked, pad_id)
     except (ValueError, IndexError):  # e.g. "cannot handle batch sizes > 1 if no padding token"
-        return False
+        return float("inf")
     alone = np.array([_reward_forward(model, [s], pad_id)[0] for s in picked])
-    tolerance = PADDING_CHECK_TOLERANCE.get(next(model.parameters()).dtype, PADDING_CHECK_TOLERANCE[torch.float16])
-    return bool(np.all(np.abs(batched - alone) <= tolerance * (1 + np.abs(alone))))
+    return float(np.max(np.abs(batched - alone) / (1 + np.abs(alone))))
+
+
+def padding_tolerance(model) -> float:
+    """`PADDING_CHECK_TOLERANCE` of the model's dtype (half precision's for any other)."""
+    return PADDING_CHECK_TOLERANCE.get(next(model.parameters()).dtype, PADDING_CHECK_TOLERANCE[torch.float16])
+
+
+def padding_is_safe(model, sequences: list[list[int]], pad_id: int) -> bool:
+    """Do sequences of different lengths score the same right-padded together as each alone,
+    within the tolerance of the model's dtype (`padding_gap`)?"""
+    return padding_gap(model, sequences, pad_id) <= padding_tolerance(model)
 
 
 # Log-prob margins ---------------------------------------------------------------------------
