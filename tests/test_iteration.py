@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -37,10 +39,35 @@ def weights(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_round(demo_models, tmp_path_factory):
+def round_loads() -> Counter:
+    """The models `one_round` loaded through core.models, counted by (stage, kind, path)."""
+    return Counter()
+
+
+@pytest.fixture(scope="module")
+def one_round(demo_models, tmp_path_factory, round_loads):
+    from core import models
+
     out = tmp_path_factory.mktemp("iterate") / "run"
-    stages = []
-    report = iterate(tiny(demo_models), out, progress=lambda p: stages.append(p.stage))
+    stages, running = [], [""]
+
+    def counting(kind, load):
+        def counted(path, **kwargs):
+            round_loads.update([(running[0], kind, str(path))])
+            return load(path, **kwargs)
+        return counted
+
+    def named(stage, run):
+        def stage_run(*args):
+            running[0] = stage
+            return run(*args)
+        return stage_run
+
+    stage_functions = {stage: named(stage, run) for stage, run in iteration._STAGE_FUNCTIONS.items()}
+    with patch.object(models, "load_causal_lm", counting("causal", models.load_causal_lm)), \
+            patch.object(models, "load_reward_model", counting("reward", models.load_reward_model)), \
+            patch.dict(iteration._STAGE_FUNCTIONS, stage_functions):
+        report = iterate(tiny(demo_models), out, progress=lambda p: stages.append(p.stage))
     return out, report, stages
 
 
@@ -59,6 +86,15 @@ def test_a_round_writes_every_file(one_round):
     assert manifest["generation"]["backend"] == report.rounds[0].generation_backend == "transformers"
     assert manifest["training"]["final"] == "round-0/final"
     assert {"r0 generate", "r0 reward", "r0 train"} <= set(stages)
+
+
+def test_each_model_is_loaded_once_in_a_round(one_round, round_loads, demo_models):
+    """Round 0's policy is pi_0: one load serves generation and both sides of the implicit margin;
+    training then loads its own trainable copy and frozen reference."""
+    policy, reward = str(demo_models.policy), str(demo_models.reward)
+    before_training = Counter({key[1:]: n for key, n in round_loads.items() if key[0] != "train"})
+    assert before_training == {("causal", policy): 1, ("reward", reward): 1}
+    assert round_loads[("train", "causal", policy)] == 2
 
 
 def test_selection_keeps_the_fraction_and_chosen_beats_rejected(one_round):

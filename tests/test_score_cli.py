@@ -177,3 +177,38 @@ def test_jsonl_streams_progress_and_sigterm_stops_at_a_checkpoint(demo_cache_dir
     done = json.loads(out.splitlines()[-1])
     assert done["event"] == "done" and done["sources"]["implicit"]["reused"] == last["sources"]["implicit"]["scored"]
     assert any(json.loads(line)["stage"] == "implicit" for line in out.splitlines()[:-1])
+
+
+def test_pairs_whose_boundary_moved_are_counted_per_run_and_reported(tmp_path, capsys):
+    """Llama-3's pre-tokenizer merges "?" + "\\n\\n" across the prompt/response boundary."""
+    from tiny_models import build_llama
+    from tokenizer_families import build
+
+    tokenizer = build("llama3")
+    model = tmp_path / "llama3-sft"
+    build_llama(len(tokenizer)).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    rows = [{"prompt": f"How do I bake {thing}?", "chosen": "\n\nSure, like this.", "rejected": "\n\nNo."}
+            for thing in ("bread", "cake", "pie")]
+    rows += [{"prompt": f"Name a {thing}:", "chosen": " Sure, a red one.", "rejected": " No."}
+             for thing in ("colour", "fruit")]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
+    args = ["score", str(data), "--sources", "ifd", "--reference-model", str(model), "--device", "cpu"]
+    assert main([*args, "--workspace", str(tmp_path / "ws1"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sources"]["ifd"]["boundary_moved"] == 3
+    assert main([*args, "--workspace", str(tmp_path / "ws2")]) == 0
+    assert "ifd: 3 pairs had a token merging across the prompt/response boundary" in capsys.readouterr().out
+
+
+def test_options_reach_the_scoring_config():
+    from dmtui.cli import build_parser
+    from dmtui.headless.score import config_from_args
+
+    parse = build_parser().parse_args
+    default = config_from_args(parse(["score", "data.jsonl"]))
+    assert (default.reward_template, default.max_length, default.min_prompt_tokens) == (True, None, None)
+    given = config_from_args(parse(["score", "data.jsonl", "--no-reward-template", "--max-length", "2048",
+                                    "--min-prompt-tokens", "512", "--device", "cuda:1", "--dtype", "bfloat16"]))
+    assert (given.reward_template, given.max_length, given.min_prompt_tokens) == (False, 2048, 512)
+    assert (given.device, given.dtype) == ("cuda:1", "bfloat16")
