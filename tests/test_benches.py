@@ -52,6 +52,7 @@ def test_bench_vs_trl_equals_naive_and_builds_less_than_trl(bench, tmp_path, cap
         paths = shape["paths"]
         for name in ("trl", "engine"):
             assert paths[name]["max_abs_diff_vs_naive"] < 1e-4, f"{name} differs from naive"
+            assert paths[name]["max_rel_diff_vs_naive"] < 1e-6
             assert paths[name]["speed_vs_trl"] > 0
         assert paths["engine"]["logits_peak_mib"] < paths["trl"]["logits_peak_mib"], "only responses reach the head"
         assert paths["engine"]["gflop"] < paths["trl"]["gflop"], "no padding run, the prompt run once"
