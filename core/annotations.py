@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,21 @@ from core.workspace import disk_failure
 
 FLAGS = ("toxic", "mislabeled", "other")
 SCHEMA_VERSION = 2
+SWAP_ANSWERS = ("mislabeled",)
+"""Flags a swap answers: a pair marked mislabeled whose labels the curator swapped has been
+fixed, so an export that drops mislabeled pairs keeps it. A toxic pair stays dropped,
+swapped or not."""
+
+
+def dropped_by_flags(flags: Mapping[str, np.ndarray], swapped: np.ndarray, drop: Iterable[str],
+                     answered: Iterable[str] = SWAP_ANSWERS) -> np.ndarray:
+    """Pairs an export leaves out: those carrying any flag in `drop`, where a flag in
+    `answered` does not count on a swapped pair."""
+    answered = set(answered)
+    found = np.zeros(swapped.size, bool)
+    for flag in drop:
+        found |= flags[flag] & ~swapped if flag in answered else flags[flag]
+    return found
 
 
 def _flag_sets() -> list[str]:
@@ -138,12 +153,13 @@ class AnnotationMasks:
         else:
             self.notes.pop(index, None)
 
-    def carrying(self, flags: Iterable[str]) -> np.ndarray:
-        """Pairs that carry any of `flags`."""
-        found = np.zeros(self.flagged.size, bool)
-        for flag in flags:
-            found |= self.flags[flag]
-        return found
+    def dropped(self, drop: Iterable[str]) -> np.ndarray:
+        """Pairs an export that drops the flags `drop` leaves out (`dropped_by_flags`)."""
+        return dropped_by_flags(self.flags, self.swapped, drop)
+
+    def spared(self, drop: Iterable[str]) -> np.ndarray:
+        """Pairs an export keeps only because their swap answered a dropped flag."""
+        return self.dropped(drop) != dropped_by_flags(self.flags, self.swapped, drop, answered=())
 
 
 class AnnotationStore:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from core.annotations import FLAGS, AnnotationMasks, AnnotationStore
+from core.annotations import FLAGS, SWAP_ANSWERS, AnnotationMasks, AnnotationStore
 from core.errors import DmtuiError
 from core.export import Annotated, export_selection
 from core.loading import LoadConfig, LoadedDataset
@@ -91,8 +91,9 @@ SAMPLED_MODES = ("random", "mid", "low-gap")
 DEFAULT_BUDGET = "10%"
 DEFAULT_DROP_FLAGGED = ("toxic", "mislabeled")
 """Flags whose pairs an export leaves out unless told otherwise: a pair a curator marked
-toxic or mislabeled (and did not swap) should not reach training. `other` is a note-like
-mark and stays."""
+toxic, or mislabeled and did not swap, should not reach training. A swap answers the
+mislabeled flag (core.annotations.SWAP_ANSWERS): the swapped pair is kept, the right way
+round. `other` is a note-like mark and stays."""
 
 Origin = Literal["default", "workspace", "option"]
 
@@ -471,6 +472,13 @@ def margin_specs_for(workspace: Workspace | None, given: Sequence[MarginSpec]) -
     return specs
 
 
+def kept_flag_counts(flagged_written: Mapping[str, int], spared: int) -> dict[str, int]:
+    """The flags an export keeps that a person should be warned about: every flag of the
+    written pairs, less the mislabeled flags a swap answered (`spared` pairs)."""
+    counts = {flag: n - (spared if flag in SWAP_ANSWERS else 0) for flag, n in flagged_written.items()}
+    return {flag: n for flag, n in counts.items() if n}
+
+
 @dataclass(frozen=True)
 class ExportPlan:
     """What an export of a selection will write, said before it writes."""
@@ -479,6 +487,8 @@ class ExportPlan:
     selected: int
     dropped: int
     """Selected pairs left out for their flags."""
+    spared: int
+    """Selected pairs kept although they carry a dropped flag, because their swap answered it."""
     written: int
     drop_flagged: tuple[str, ...]
     flagged_written: dict[str, int]
@@ -510,7 +520,9 @@ class ExportPlan:
             lines.append(f"drops {self.dropped:,} flagged pairs ({counts}); writes {self.written:,}")
         else:
             lines.append(f"drops pairs flagged: {drop} (none selected); writes {self.written:,}")
-        kept = {flag: n for flag, n in self.flagged_written.items() if n}
+        if self.spared:
+            lines.append(f"keeps mislabeled pairs the curator swapped (the swap fixed them): {self.spared:,}")
+        kept = kept_flag_counts(self.flagged_written, self.spared)
         if kept:
             lines.append("warning: the export keeps flagged pairs: "
                          + ", ".join(f"{flag} {n}" for flag, n in kept.items()))
@@ -630,10 +642,11 @@ class CurationSession:
 
     def plan_export(self, selection: Selection, drop_flagged: Sequence[str]) -> ExportPlan:
         drop = tuple(flag for flag in FLAGS if flag in drop_flagged)
-        dropping = self.annotations.carrying(drop)[selection.indices]
+        dropping = self.annotations.dropped(drop)[selection.indices]
         written, dropped = selection.indices[~dropping], selection.indices[dropping]
         return ExportPlan(
             params=selection.params, selected=selection.selected, dropped=int(dropped.size),
+            spared=int(np.count_nonzero(self.annotations.spared(drop)[selection.indices])),
             written=int(written.size), drop_flagged=drop, flagged_written=self.flag_counts(written),
             flagged_dropped=self.flag_counts(dropped),
             bounds={name: (b.m1, b.m2, b.m2_auto) for name, b in selection.bounds.items()},

@@ -8,15 +8,26 @@ An export is a folder::
       manifest.json                                   everything needed to rebuild it
 
 The subset keeps every original column and row as the source had them (rows in source
-order), with chosen and rejected exchanged for pairs a curator swapped, plus ``pair_id``
-and, unless ``include_scores=False``, one ``margin_<source>`` column per margin source
-(as selection saw it: negated for swapped pairs) and ``selection_score``. CSV cannot
-hold lists or records (conversations): such cells are written as JSON text, and the
-manifest names those columns (``output.json_columns``).
+order), plus ``pair_id`` and, unless ``include_scores=False``, one ``margin_<source>``
+column per margin source (as selection saw it: negated for swapped pairs) and
+``selection_score``. CSV cannot hold lists or records (conversations): such cells are
+written as JSON text, and the manifest names those columns (``output.json_columns``).
+
+Swapped pairs are written the way round the curator set them, consistently (`SwapRule`):
+chosen and rejected exchanged, and with them every pair of columns that describes the
+two replies (the two columns of a margin source ``NAME=CHOSEN_COL,REJECTED_COL``, and
+columns whose names differ only by chosen/rejected: ``score_chosen``/``score_rejected``,
+``chosen_rating``/``rejected_rating``, ``chosen_model``/``rejected_model``, ...); a margin
+column ``NAME=COLUMN`` is negated; ``messages`` (UltraFeedback's copy of the chosen
+conversation) takes the new chosen when it held the old one (alone, or after the
+prompt's turns), and is left as it was otherwise. The manifest records these columns
+(``export.swap``).
 
 Flagged pairs. ``drop_flagged`` names flags (toxic, mislabeled, other) whose pairs are
 left out of the written data after the selection is made: the export then holds fewer
-pairs than the selection, and the manifest lists the dropped pairs with their flags.
+pairs than the selection, and the manifest lists the dropped pairs with their flags. A
+swap answers ``mislabeled`` (core.annotations.SWAP_ANSWERS): a mislabeled pair the
+curator swapped is kept, and listed as spared (``export.spared_pair_ids``).
 ``annotations.jsonl`` holds one line per exported pair that carries a flag or a note
 (``{"pair_id", "flags", "note"}``, in the data's row order).
 
@@ -30,7 +41,9 @@ notes it records, not the workspace's current ones), and refuses, saying why, wh
 input or the margins differ from what it records.
 
 Manifest versions: 2 added the flags, notes, dropped pairs, annotations.jsonl and
-json_columns; a version-1 manifest (none of these) still rebuilds its data byte for byte.
+json_columns; 3 the swap rule (paired columns exchanged, a swapped mislabeled pair kept).
+Older manifests (none of these) still rebuild byte for byte, by the rule they were
+written with: only chosen and rejected exchanged, every dropped flag counts.
 
 Writes are atomic: the folder is built under a temporary name and renamed into place;
 an existing export is replaced only with ``force=True``; the input is only read.
@@ -54,7 +67,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.annotations import FLAGS
+from core.annotations import FLAGS, SWAP_ANSWERS, dropped_by_flags
 from core.errors import DmtuiError
 from core.loading import LoadConfig, LoadedDataset
 from core.margin_sources import MarginSpec, ResolvedMargins, resolve_margins
@@ -75,8 +88,8 @@ from core.workspace import (
     writing,
 )
 
-MANIFEST_VERSION = 2
-READABLE_MANIFEST_VERSIONS = (1, 2)
+MANIFEST_VERSION = 3
+READABLE_MANIFEST_VERSIONS = (1, 2, 3)
 ANNOTATIONS_NAME = "annotations.jsonl"
 EXPORT_BATCH_ROWS = 65_536
 """Selected rows read from the cache at a time."""
@@ -108,10 +121,100 @@ class Annotated:
     def masks(self, pair_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         return _member(pair_ids, self.excluded), _member(pair_ids, self.swapped)
 
-    def carrying(self, pair_ids: pa.Array | pa.ChunkedArray, flags: Sequence[str]) -> np.ndarray:
-        """True for the pairs that carry any of `flags`."""
-        wanted = set(flags)
-        return _member(pair_ids, tuple(pid for pid, has in self.flags.items() if wanted & set(has)))
+    def dropped(self, pair_ids: pa.Array | pa.ChunkedArray, drop: Sequence[str],
+                answered: Sequence[str] = SWAP_ANSWERS) -> np.ndarray:
+        """True for the pairs an export that drops the flags `drop` leaves out; a flag in
+        `answered` does not count on a swapped pair (core.annotations.dropped_by_flags)."""
+        flags = {flag: _member(pair_ids, tuple(pid for pid, has in self.flags.items() if flag in has))
+                 for flag in drop}
+        return dropped_by_flags(flags, _member(pair_ids, self.swapped), drop, answered)
+
+
+@dataclass(frozen=True)
+class SwapRule:
+    """What a swap changes in an exported record besides chosen and rejected, and which
+    flags it answers (see the module's docstring)."""
+
+    paired: tuple[tuple[str, str], ...] = ()
+    """(chosen-side, rejected-side) columns exchanged with chosen and rejected."""
+    negated: tuple[str, ...] = ()
+    """Columns holding a margin (chosen minus rejected): negated when numeric."""
+    follows_chosen: tuple[str, ...] = ()
+    """Columns that copy the chosen conversation (`messages`): they take the new chosen when
+    they held the old one (`_follow_chosen`)."""
+    answers: tuple[str, ...] = SWAP_ANSWERS
+    """Flags a swap answers: an export that drops them keeps a swapped pair carrying them."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"paired_columns": [list(pair) for pair in self.paired], "negated_columns": list(self.negated),
+                "follows_chosen": list(self.follows_chosen), "answers_flags": list(self.answers)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SwapRule":
+        return cls(tuple((a, b) for a, b in data["paired_columns"]), tuple(data["negated_columns"]),
+                   tuple(data["follows_chosen"]), tuple(data["answers_flags"]))
+
+    def apply(self, record: dict[str, Any], chosen_col: str, rejected_col: str, prompt_col: str | None) -> None:
+        """Swap one JSON record in place."""
+        old_chosen = record.get(chosen_col)
+        for a, b in ((chosen_col, rejected_col), *self.paired):
+            if a in record and b in record:
+                record[a], record[b] = record[b], record[a]
+            elif a in record or b in record:  # a record holding one side only: it moves to the other
+                present, absent = (a, b) if a in record else (b, a)
+                record[absent] = record.pop(present)
+        for name in self.negated:
+            value = record.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                record[name] = 0 - value  # not -value: no -0.0
+        for name in self.follows_chosen:
+            if name in record:
+                record[name] = _follow_chosen(record[name], old_chosen, record[chosen_col],
+                                              record.get(prompt_col) if prompt_col else None)
+
+
+def _follow_chosen(value: Any, old_chosen: Any, new_chosen: Any, prompt: Any) -> Any:
+    """A copy of the chosen conversation after a swap: the new chosen if `value` was the old
+    one, or the prompt's turns then the new chosen if it was those turns then the old one;
+    anything else is returned as it was."""
+    if value == old_chosen:
+        return new_chosen
+    if all(isinstance(part, list) for part in (value, prompt, old_chosen, new_chosen)) \
+            and value == prompt + old_chosen:
+        return prompt + new_chosen
+    return value
+
+
+LEGACY_SWAP = SwapRule(answers=())
+"""How exports before manifest version 3 swapped: chosen and rejected only, and a dropped
+flag counted on swapped pairs too."""
+
+FOLLOWS_CHOSEN = ("messages",)
+"""Columns known to copy the chosen conversation (UltraFeedback-binarized's SFT column)."""
+
+
+def swap_rule_for(dataset: LoadedDataset, provenance: Mapping[str, Mapping[str, Any]]) -> SwapRule:
+    """The columns a swap changes in this data: the two columns of each margin source
+    `NAME=CHOSEN_COL,REJECTED_COL`, every pair of columns whose names differ only by
+    chosen/rejected, the column of each `NAME=COLUMN` margin source, and `messages`."""
+    columns = _original_columns(dataset)
+    main = (dataset.report.columns["chosen"], dataset.report.columns["rejected"])
+    candidates = [tuple(p["columns"]) for p in provenance.values() if len(p.get("columns", ())) == 2]
+    candidates += [(name, name.replace("chosen", "rejected")) for name in columns if "chosen" in name]
+    paired: list[tuple[str, str]] = []
+    for a, b in candidates:
+        if a != b and a in columns and b in columns and not {a, b} & set(main) \
+                and all({a, b}.isdisjoint(pair) for pair in paired):
+            paired.append((a, b))
+    negated = tuple(dict.fromkeys(p["columns"][0] for p in provenance.values()
+                                  if len(p.get("columns", ())) == 1 and p["columns"][0] in columns))
+    follows = tuple(name for name in FOLLOWS_CHOSEN if name in columns and name not in main)
+    return SwapRule(tuple(paired), negated, follows)
+
+
+def _original_columns(dataset: LoadedDataset) -> list[str]:
+    """Every column of the source rows, mapped ones first."""
+    return list(dict.fromkeys([*dataset.report.columns.values(), *dataset.report.extra_columns]))
 
 
 def _member(pair_ids: pa.Array | pa.ChunkedArray, chosen: Sequence[str]) -> np.ndarray:
@@ -158,8 +261,7 @@ def _column_names(dataset: LoadedDataset, margins: Mapping[str, np.ndarray], inc
     added = ["pair_id"]
     if include_scores:
         added += [f"margin_{name}" for name in margins] + ["selection_score"]
-    original = set(dataset.report.extra_columns) | set(dataset.report.columns.values())
-    clash = sorted(set(added) & original)
+    clash = sorted(set(added) & set(_original_columns(dataset)))
     if clash:
         raise ExportError(
             f"the data already has column(s) {', '.join(clash)}, which the export would add",
@@ -168,62 +270,107 @@ def _column_names(dataset: LoadedDataset, margins: Mapping[str, np.ndarray], inc
     return added
 
 
-def _json_records(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+@dataclass(frozen=True)
+class _Swaps:
+    """Which pairs are swapped, and what a swap changes."""
+
+    mask: np.ndarray
+    rule: SwapRule
+
+
+def _json_records(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
                   added: dict[str, list]) -> Iterator[dict[str, Any]]:
     """The selected JSON records in order, swaps applied and the added columns set, read
     from the mapped cache a batch at a time (only one batch of text exists as Python objects)."""
-    chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
+    columns = dataset.report.columns
+    chosen_col, rejected_col, prompt_col = columns["chosen"], columns["rejected"], columns.get("prompt")
     for start in range(0, len(indices), EXPORT_BATCH_ROWS):
         batch = indices[start:start + EXPORT_BATCH_ROWS]
         texts = take_rows(dataset.records["_json"], batch).to_pylist()
         for position, (index, text) in enumerate(zip(batch.tolist(), texts), start=start):
             record = json.loads(text)
-            if swapped[index]:
-                record[chosen_col], record[rejected_col] = record[rejected_col], record[chosen_col]
+            if swaps.mask[index]:
+                swaps.rule.apply(record, chosen_col, rejected_col, prompt_col)
             for name, values in added.items():
                 record[name] = values[position]
             yield record
 
 
-def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
                  added: dict[str, list], reporter: Reporter) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as out:
-        for position, record in enumerate(_json_records(dataset, indices, swapped, added)):
+        for position, record in enumerate(_json_records(dataset, indices, swaps, added)):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             if position % 4096 == 4095:
                 reporter.advance(4096)
 
 
-def _arrow_subset(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+def _arrow_subset(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
                   added: dict[str, list]) -> pa.Table:
     table = take_rows(dataset.records, indices)
-    if swapped[indices].any():
-        chosen_col, rejected_col = dataset.report.columns["chosen"], dataset.report.columns["rejected"]
-        flip = pa.array(swapped[indices])
-        chosen, rejected = table[chosen_col], table[rejected_col]
-        table = table.set_column(table.schema.get_field_index(chosen_col), chosen_col,
-                                 pc.if_else(flip, rejected, chosen))
-        table = table.set_column(table.schema.get_field_index(rejected_col), rejected_col,
-                                 pc.if_else(flip, chosen, rejected))
+    if swaps.mask[indices].any():
+        columns = dataset.report.columns
+        table = _swap_arrow(table, swaps.mask[indices], swaps.rule, columns["chosen"], columns["rejected"],
+                            columns.get("prompt"))
     for name, values in added.items():
         table = table.append_column(name, pa.array(values, pa.string() if name == "pair_id" else pa.float64()))
     return table
 
 
+def _swap_arrow(table: pa.Table, flip: np.ndarray, rule: SwapRule, chosen_col: str, rejected_col: str,
+                prompt_col: str | None) -> pa.Table:
+    """`SwapRule.apply` on the rows of an Arrow table where `flip` is set."""
+    names = table.column_names
+    old_chosen = table[chosen_col]
+    columns = {name: table[name] for name in names}
+    mask = pa.array(flip)
+    for a, b in ((chosen_col, rejected_col), *rule.paired):
+        if a not in names or b not in names:
+            continue
+        first, second = table[a], table[b]
+        if first.type != second.type and all(pa.types.is_integer(c.type) or pa.types.is_floating(c.type)
+                                             for c in (first, second)):
+            first, second = first.cast(pa.float64()), second.cast(pa.float64())
+        if first.type == second.type:  # other mixed types stay as they are: no column can hold both
+            columns[a], columns[b] = pc.if_else(mask, second, first), pc.if_else(mask, first, second)
+    for name in rule.negated:
+        if name in names and (pa.types.is_integer(table[name].type) or pa.types.is_floating(table[name].type)):
+            negated = pc.subtract(pa.scalar(0, table[name].type), table[name])  # not pc.negate: no -0.0
+            columns[name] = pc.if_else(mask, negated, table[name])
+    rows = np.flatnonzero(flip)
+    for name in rule.follows_chosen:
+        if name not in names:
+            continue
+        parts = [take_rows(column, rows).to_pylist() if column is not None else [None] * len(rows)
+                 for column in (table[name], old_chosen, columns[chosen_col],
+                                table[prompt_col] if prompt_col in names else None)]
+        changed, values = np.zeros(len(flip), bool), [None] * len(flip)
+        for row, value, old, new, prompt in zip(rows.tolist(), *parts):
+            followed = _follow_chosen(value, old, new, prompt)
+            if followed is not value:
+                changed[row], values[row] = True, followed
+        if changed.any():
+            columns[name] = pc.if_else(pa.array(changed), pa.array(values, table[name].type), table[name])
+    for name, column in columns.items():
+        if column is not table[name]:
+            table = table.set_column(names.index(name), name, column)
+    return table
+
+
 def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.ndarray,
-                  swapped: np.ndarray, added: dict[str, list], fingerprint: str,
+                  swaps: _Swaps, added: dict[str, list], fingerprint: str,
                   reporter: Reporter) -> tuple[str, list[str]]:
     """Write the subset into `folder`; returns the data's name inside it and the columns
     written as JSON text (CSV cells that hold lists or records)."""
     from_json = "_json" in dataset.records.column_names
     if fmt == "jsonl":
         if from_json:
-            _write_jsonl(folder / "data.jsonl", dataset, indices, swapped, added, reporter)
+            _write_jsonl(folder / "data.jsonl", dataset, indices, swaps, added, reporter)
         else:
-            _write_arrow_as_jsonl(folder / "data.jsonl", _arrow_subset(dataset, indices, swapped, added))
+            _write_arrow_as_jsonl(folder / "data.jsonl", _arrow_subset(dataset, indices, swaps, added))
         return "data.jsonl", []
-    table = _json_subset_as_arrow(dataset, indices, swapped, added) if from_json \
-        else _arrow_subset(dataset, indices, swapped, added)
+    table = _json_subset_as_arrow(dataset, indices, swaps, added) if from_json \
+        else _arrow_subset(dataset, indices, swaps, added)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -241,9 +388,9 @@ def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.nd
     return "data", []
 
 
-def _json_subset_as_arrow(dataset: LoadedDataset, indices: np.ndarray, swapped: np.ndarray,
+def _json_subset_as_arrow(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
                           added: dict[str, list]) -> pa.Table:
-    records = list(_json_records(dataset, indices, swapped, added))
+    records = list(_json_records(dataset, indices, swaps, added))
     try:
         return pa.Table.from_pylist(records)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -347,6 +494,7 @@ def export_selection(
     drop_flagged: Sequence[str] = (),
     force: bool = False,
     workspace_root: Path | None = None,
+    swap_rule: SwapRule | None = None,
     expect_sha256: str | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
@@ -354,8 +502,10 @@ def export_selection(
     """Write `selection` of `dataset` to the folder `out`; returns the manifest written.
 
     Selected pairs that carry any flag in `drop_flagged` are left out of the data (and
-    listed in the manifest). With `expect_sha256` (a rebuild), data whose checksum
-    differs is never put in place.
+    listed in the manifest), unless their swap answered it. Swapped pairs are written
+    by `swap_rule` (default: `swap_rule_for` this data; a rebuild passes the recorded
+    one). With `expect_sha256` (a rebuild), data whose checksum differs is never put in
+    place.
     """
     out = Path(out)
     with writing(out):
@@ -369,11 +519,14 @@ def export_selection(
     if unknown:
         raise ExportError(f"unknown flag(s) to drop: {', '.join(unknown)}", f"flags: {', '.join(FLAGS)}")
     drop_flagged = [flag for flag in FLAGS if flag in drop_flagged]
+    rule = swap_rule if swap_rule is not None else swap_rule_for(dataset, resolved.provenance)
     pair_ids = dataset.pairs["pair_id"]
     _, swapped = annotated.masks(pair_ids)
-    dropping = annotated.carrying(pair_ids, drop_flagged) if drop_flagged else np.zeros(selection.total, bool)
-    indices = selection.indices[~dropping[selection.indices]]
-    dropped_ids = take_rows(pair_ids, selection.indices[dropping[selection.indices]]).to_pylist()
+    dropping = annotated.dropped(pair_ids, drop_flagged, rule.answers)[selection.indices]
+    sparing = annotated.dropped(pair_ids, drop_flagged, ())[selection.indices] & ~dropping
+    indices = selection.indices[~dropping]
+    dropped_ids = take_rows(pair_ids, selection.indices[dropping]).to_pylist()
+    spared_ids = take_rows(pair_ids, selection.indices[sparing]).to_pylist()
     added_names = _column_names(dataset, resolved.margins, include_scores)
     added: dict[str, list] = {"pair_id": take_rows(pair_ids, indices).to_pylist()}
     if include_scores:
@@ -395,7 +548,8 @@ def export_selection(
     reporter = Reporter("export", len(indices), progress, cancel, unit="pairs")
     try:
         os.chmod(temp, FOLDER_MODE)  # mkdtemp made it private; an export is shared like any folder
-        data_name, json_columns = _write_output(temp, fmt, dataset, indices, swapped, added, fingerprint, reporter)
+        data_name, json_columns = _write_output(temp, fmt, dataset, indices, _Swaps(swapped, rule), added,
+                                                fingerprint, reporter)
         _write_annotations(temp / ANNOTATIONS_NAME, selected_ids, flags, notes)
         reporter.done = len(indices)
         reporter.finish()
@@ -417,11 +571,13 @@ def export_selection(
             },
             "annotations": {"excluded": list(annotated.excluded), "swapped": list(annotated.swapped),
                             "flags": flags, "notes": notes},
-            "export": {"drop_flagged": drop_flagged, "dropped_pair_ids": dropped_ids},
+            "export": {"drop_flagged": drop_flagged, "dropped_pair_ids": dropped_ids,
+                       "spared_pair_ids": spared_ids, "swap": rule.to_json()},
             "counts": {"total": selection.total, "excluded": selection.excluded, "unscored": selection.unscored,
                        "eligible": selection.eligible, "candidates": selection.candidates,
                        "requested": selection.requested, "selected": len(selected_ids),
-                       "dropped_flagged": len(dropped_ids), "swapped_selected": int(swapped[indices].sum()),
+                       "dropped_flagged": len(dropped_ids), "spared_by_swap": len(spared_ids),
+                       "swapped_selected": int(swapped[indices].sum()),
                        "flagged_selected": flagged_written},
             "output": {"format": fmt, "data": data_name, "include_scores": include_scores,
                        "sha256": _tree_checksum(temp / data_name), "json_columns": json_columns,
@@ -581,6 +737,15 @@ def _manifest_problem(manifest: dict[str, Any], folder: Path) -> str | None:
         return "export.drop_flagged and export.dropped_pair_ids must be lists of flags and of pair ids"
     if not isinstance(manifest.get("workspace") or "", str) or not isinstance(manifest["selection"]["params"], dict):
         return "workspace must be a path and selection.params a mapping"
+    if "swap" not in export:
+        return "export.swap is missing (a version-3 manifest records it)" if manifest["manifest_version"] >= 3 \
+            else None
+    swap = export["swap"]
+    if not (isinstance(swap, dict) and isinstance(swap.get("paired_columns"), list)
+            and all(strings(pair) and len(pair) == 2 for pair in swap["paired_columns"])
+            and strings(swap.get("negated_columns")) and strings(swap.get("follows_chosen"))
+            and strings(swap.get("answers_flags")) and set(swap["answers_flags"]) <= set(FLAGS)):
+        return "export.swap must list paired_columns (pairs of names), negated_columns, follows_chosen and answers_flags"
     return None
 
 
@@ -629,7 +794,8 @@ def rebuild_from_manifest(
                           dict(recorded_annotations.get("notes", {})))
     selection = run_selection(dataset, resolved, params, annotated)
     drop_flagged = export.get("drop_flagged", [])
-    dropping = annotated.carrying(dataset.pairs["pair_id"], drop_flagged)[selection.indices]
+    rule = SwapRule.from_json(export["swap"]) if "swap" in export else LEGACY_SWAP
+    dropping = annotated.dropped(dataset.pairs["pair_id"], drop_flagged, rule.answers)[selection.indices]
     selected_ids = take_rows(dataset.pairs["pair_id"], selection.indices[~dropping]).to_pylist()
     if selected_ids != manifest["selected_pair_ids"]:
         raise ExportError("the rebuilt selection differs from the manifest's pair_ids",
@@ -638,7 +804,7 @@ def rebuild_from_manifest(
     rebuilt = export_selection(
         dataset, current, load_config, resolved, selection, annotated, out,
         fmt=output["format"], include_scores=output.get("include_scores", True), drop_flagged=drop_flagged,
-        force=force,
+        force=force, swap_rule=rule,
         workspace_root=Path(manifest["workspace"]) if manifest.get("workspace") else None,
         expect_sha256=output["sha256"], progress=progress, cancel=cancel,
     )

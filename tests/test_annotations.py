@@ -99,12 +99,27 @@ def test_masks_aligned_to_pair_ids(db):
     np.testing.assert_array_equal(masks.flagged, [False, False, True, True])
     np.testing.assert_array_equal(masks.flags["toxic"], [False, False, False, True])
     np.testing.assert_array_equal(masks.flags["mislabeled"], [False, False, True, False])
-    np.testing.assert_array_equal(masks.carrying(["mislabeled", "other"]), [False, False, True, True])
+    np.testing.assert_array_equal(masks.dropped(["toxic", "other"]), [False, False, False, True])
     masks.set(0, Annotation("a", flags=("other",), excluded=True))
     assert masks.flagged[0] and masks.flags["other"][0] and masks.excluded[0] and not masks.flags["toxic"][0]
     assert masks.excluded.dtype == bool
     empty = AnnotationStore(db).masks([])
     assert empty.excluded.shape == (0,)
+
+
+def test_a_swap_answers_the_mislabeled_flag_but_not_toxic(db):
+    """An export that drops mislabeled pairs keeps one the curator swapped (the swap fixed
+    it); toxic stays dropped, swapped or not."""
+    with AnnotationStore(db) as store:
+        store.update("a", flags=("mislabeled",))
+        store.update("b", swapped=True, flags=("mislabeled",))
+        store.update("c", swapped=True, flags=("toxic", "mislabeled"))
+        store.update("d", swapped=True)
+        masks = store.masks(["a", "b", "c", "d"])
+    np.testing.assert_array_equal(masks.dropped(["mislabeled"]), [True, False, False, False])
+    np.testing.assert_array_equal(masks.dropped(["toxic", "mislabeled"]), [True, False, True, False])
+    np.testing.assert_array_equal(masks.spared(["toxic", "mislabeled"]), [False, True, False, False])
+    np.testing.assert_array_equal(masks.spared(["toxic"]), [False, False, False, False])
 
 
 @pytest.mark.parametrize("flags", [["bad"], [""], ["TOXIC"], [1], "toxic"])

@@ -267,6 +267,30 @@ def test_cli_export_drops_flagged_pairs_and_lists_them(tmp_path, data):
     assert manifest["annotations"]["notes"] == {ids[1]: "check the tone"}
 
 
+def test_cli_export_keeps_a_mislabeled_pair_the_curator_swapped(tmp_path, data):
+    """Review 1 item 7: the pair with the lowest margin, flagged mislabeled and swapped, is
+    selected and written (the swap fixed it), by default and as --help says."""
+    workspace = Workspace.open_or_create(str(data), tmp_path / "ws")
+    pairs = workspace.load().pairs["pair_id"].to_pylist()
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    worst = pairs[min(range(len(rows)), key=lambda i: (rows[i]["sc"] - rows[i]["sr"], pairs[i]))]
+    with AnnotationStore(workspace.annotations_path) as store:
+        store.update(worst, flags=("mislabeled",), swapped=True)
+    options = (*MARGINS, "--mode", "top", "--source", "external", "--budget", "5", "--trim", "0")
+    assert "(but keeps the swapped mislabeled ones: 1)" in run_cli("select", tmp_path / "ws", *options).stdout
+    result = run_cli("export", tmp_path / "ws", *options, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert f"kept mislabeled pairs the curator swapped (the swap fixed them): {worst}" in result.stdout
+    assert "dropped" not in result.stdout and "warning" not in result.stdout
+    written = {json.loads(line)["pair_id"]: json.loads(line)
+               for line in (tmp_path / "out" / "data.jsonl").read_text().splitlines()}
+    assert len(written) == 5 and worst in written
+    original = rows[pairs.index(worst)]
+    assert (written[worst]["chosen"], written[worst]["sc"], written[worst]["sr"]) == (
+        original["rejected"], original["sr"], original["sc"])
+    assert "swapped is kept" in " ".join(run_cli("export", "--help").stdout.split())
+
+
 def test_annotations_command_lists_flags_notes_exclusions_and_swaps(tmp_path, data):
     workspace = Workspace.open_or_create(str(data))
     ids = workspace.load().pairs["pair_id"].to_pylist()

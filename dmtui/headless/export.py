@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-scores", action="store_true", help="leave out the margin and score columns")
     parser.add_argument("--drop-flagged", metavar="FLAG[,FLAG]|none",
                         help=f"leave out selected pairs that carry any of these flags ({', '.join(FLAGS)}); "
-                        f"default: the workspace's choice, else {','.join(DEFAULT_DROP_FLAGGED)}")
+                        f"default: the workspace's choice, else {','.join(DEFAULT_DROP_FLAGGED)}; a pair "
+                        "flagged mislabeled that was swapped is kept (the swap fixed it)")
     parser.add_argument("--force", action="store_true", help="replace an existing export folder")
     parser.add_argument("--manifest", metavar="FILE", type=path_argument,
                         help="rebuild the export this manifest describes (with its own settings)")
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.curation import kept_flag_counts
     from core.export import rebuild_from_manifest
 
     settings = None
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {"out": args.out, "selected": counts["selected"], "total": counts["total"],
                "dropped_flagged": counts.get("dropped_flagged", 0),
                "dropped_pair_ids": manifest.get("export", {}).get("dropped_pair_ids", []),
+               "spared_pair_ids": manifest.get("export", {}).get("spared_pair_ids", []),
                "flagged_selected": counts.get("flagged_selected", {}),
                "format": manifest["output"]["format"], "sha256": manifest["output"]["sha256"]}
     if settings is not None:
@@ -90,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"dropped {summary['dropped_flagged']:,} flagged pairs: "
               + ", ".join(f"{pid} ({', '.join(flags.get(pid, []))})" for pid in summary["dropped_pair_ids"][:20])
               + (" …" if summary["dropped_flagged"] > 20 else ""))
-    kept = {flag: n for flag, n in summary["flagged_selected"].items() if n}
+    spared = summary["spared_pair_ids"]
+    if spared:
+        print("kept mislabeled pairs the curator swapped (the swap fixed them): "
+              + ", ".join(spared[:20]) + (" …" if len(spared) > 20 else ""))
+    kept = kept_flag_counts(summary["flagged_selected"], len(spared))
     if kept:
         print("warning: the export keeps flagged pairs: " + ", ".join(f"{flag} {n}" for flag, n in kept.items())
               + " (their flags are in annotations.jsonl; --drop-flagged leaves them out)")

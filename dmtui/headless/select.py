@@ -80,7 +80,8 @@ def summarise(session, parsed, origins, selection) -> dict:
         "margins": margins,
         "overlap": overlaps,
         "flagged_selected": session.flag_counts(selection.indices),
-        "export": {"drop_flagged": list(plan.drop_flagged), "dropped": plan.dropped, "written": plan.written},
+        "export": {"drop_flagged": list(plan.drop_flagged), "dropped": plan.dropped, "spared": plan.spared,
+                   "written": plan.written},
         "notes": list(parsed.notes) + list(selection.notes),
     }
 
@@ -135,6 +136,9 @@ def print_summary(summary: dict, sources: list[str]) -> None:
         drop = ", ".join(summary["export"]["drop_flagged"]) or "none"
         console.print("[yellow]warning:[/] selected pairs carry flags: "
                       + ", ".join(f"{flag} {n}" for flag, n in flagged.items())
-                      + f"; an export drops those flagged {drop} and writes {summary['export']['written']:,} pairs")
+                      + f"; an export drops those flagged {drop}"
+                      + (f" (but keeps the swapped mislabeled ones: {summary['export']['spared']:,})"
+                         if summary["export"]["spared"] else "")
+                      + f" and writes {summary['export']['written']:,} pairs")
     for note in summary["notes"]:
         console.print(f"[yellow]note:[/] {escape(note)}")

@@ -30,7 +30,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, RichLog, Static
 
-from core.annotations import FLAGS
+from core.annotations import FLAGS, SWAP_ANSWERS
 from core.curation import DEFAULT_DROP_FLAGGED, ExportPlan
 
 from core.runs import CURVES
@@ -100,7 +100,8 @@ class RunPane(Vertical):
             for flag in FLAGS:
                 yield Checkbox(f"{flag}-flagged", value=flag in DEFAULT_DROP_FLAGGED, id=f"drop-{flag}", compact=True,
                                tooltip=f"leave pairs flagged {flag} out of the export (default: "
-                               f"{', '.join(DEFAULT_DROP_FLAGGED)})")
+                               f"{', '.join(DEFAULT_DROP_FLAGGED)})"
+                               + ("; a swapped one is kept: the swap fixed it" if flag in SWAP_ANSWERS else ""))
         yield Static("Export will write: waiting for the Curate tab's selection", id="export-plan")
         with Horizontal(classes="run-row"):
             yield Label("train", classes="run-name")
