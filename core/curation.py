@@ -54,6 +54,7 @@ from core.selection import (
     Selection,
     SelectionError,
     SelectionParams,
+    budget_text,
     overlap,
     parse_budget,
     select,
@@ -427,7 +428,7 @@ def parse_choices(choices: SelectionChoices, sources: Sequence[str]) -> ParsedCh
 def used_controls(params: SelectionParams, drop_flagged: Sequence[str] | None = None) -> dict[str, str]:
     """The controls a selection used, with their values as text (what a summary names)."""
     used: dict[str, str] = {"mode": MODE_LABELS[params.mode]}
-    used["budget"] = (f"{params.budget:.4g}" if isinstance(params.budget, float) else str(params.budget))
+    used["budget"] = budget_text(params.budget)
     if params.mode in SINGLE_SOURCE_MODES:
         used["source"] = str(params.source)
     if params.mode in FUSED_MODES:

@@ -262,6 +262,16 @@ def parse_budget(text: str) -> int | float:
     return fraction
 
 
+def budget_text(budget: int | float) -> str:
+    """A budget as a person writes it: a count as is, a fraction as a percentage (the
+    budget field's own form, whichever of '0.1' and '10%' was typed).
+
+    >>> budget_text(6000), budget_text(0.1), budget_text(0.005)
+    ('6000', '10%', '0.5%')
+    """
+    return f"{budget * 100:.6g}%" if isinstance(budget, float) else str(budget)
+
+
 def resolve_budget(budget: int | float, eligible: int) -> int:
     """A budget as a count: ints as they are, fractions of `eligible` rounded half up."""
     if isinstance(budget, float):

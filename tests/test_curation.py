@@ -19,6 +19,7 @@ from core.curation import (
     parse_choices,
     parse_mode,
     parse_trim,
+    used_controls,
 )
 from core.errors import DmtuiError
 from core.margin_sources import ResolvedMargins
@@ -183,6 +184,15 @@ def data(tmp_path):
     return path
 
 
+@pytest.mark.parametrize(("typed", "shown"), [("10%", "10%"), ("0.1", "10%"), ("0.5%", "0.5%"), ("0.07", "7%"),
+                                              ("1", "1"), ("6,000", "6000")])
+def test_a_budget_is_shown_as_a_count_or_a_percentage(typed, shown):
+    """Review 1 item 18: '10%' read back as 'budget 0.1' in the settings line and the Run
+    tab's plan."""
+    parsed = parse_choices(SelectionChoices(mode="top", budget=typed, source="external"), SOURCES)
+    assert used_controls(parsed.params)["budget"] == shown
+
+
 MARGINS = ("--margin", "external=sc,sr", "--margin", "implicit=im")
 
 
@@ -200,6 +210,7 @@ def test_cli_follows_the_workspaces_saved_selection_options_override_and_default
     defaults = json.loads(run_cli("select", data, "--defaults", "--json").stdout)
     assert defaults["params"]["mode"] == "dm-mul" and defaults["counts"]["selected"] == 4
     assert defaults["settings"]["mode"]["from"] == "default"
+    assert defaults["settings"]["budget"] == {"value": "10%", "from": "default"}
     text = run_cli("select", data).stdout
     assert "budget 7 (workspace)" in text and "source implicit (workspace)" in text
 
