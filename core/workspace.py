@@ -429,8 +429,10 @@ class Workspace:
         return workspace
 
     @classmethod
-    def open(cls, root: str | Path, *, accept_changes: bool = False) -> "Workspace":
-        """Open and check the dataset. A changed dataset raises unless `accept_changes`."""
+    def read(cls, root: str | Path) -> "Workspace":
+        """The workspace as its workspace.json records it, the dataset neither looked at nor
+        checked and nothing written (`open` does both): for commands that only read what
+        the workspace holds, such as `dmtui annotations`."""
         root = Path(root)
         path = root / WORKSPACE_FILE
         try:
@@ -450,14 +452,25 @@ class Workspace:
             raise WorkspaceError(
                 f"{path} is damaged ({error})", "restore it from a backup or start a new workspace"
             ) from error
-        source = recorded.source
-        if recorded.kind != "hub" and not Path(source).exists():
+        return cls(root, recorded, load_config)
+
+    def current_dataset(self) -> DatasetRef:
+        """The dataset as it is now (checksummed again only when its size or mtime moved);
+        raises when it is missing."""
+        recorded = self.dataset
+        if recorded.kind != "hub" and not Path(recorded.source).exists():
             raise WorkspaceError(
-                f"the workspace's dataset {source} is missing",
+                f"the workspace's dataset {recorded.source} is missing",
                 "put the file back where it was, or start a new workspace for the new location",
             )
-        current = dataset_ref(source, known=recorded)
-        workspace = cls(root, recorded, load_config)
+        return dataset_ref(recorded.source, known=recorded)
+
+    @classmethod
+    def open(cls, root: str | Path, *, accept_changes: bool = False) -> "Workspace":
+        """Open and check the dataset. A changed dataset raises unless `accept_changes`."""
+        workspace = cls.read(root)
+        recorded = workspace.dataset
+        current = workspace.current_dataset()
         if current.checksum != recorded.checksum:
             if not accept_changes:
                 raise WorkspaceError(

@@ -322,3 +322,34 @@ def test_annotations_command_lists_flags_notes_exclusions_and_swaps(tmp_path, da
                                                                                     "ffffffffffffffff"]
     missing = run_cli("annotations", tmp_path / "nowhere")
     assert missing.returncode == 1 and "not a dmtui workspace" in missing.stderr
+
+
+def test_annotations_are_listed_without_the_dataset_and_a_listing_writes_nothing(tmp_path, data):
+    """Review 1 item 14: a moved or changed dataset leaves the rows unknown but lists every
+    annotation; --accept-changes finds the rows in the new version without recording it."""
+    workspace = Workspace.open_or_create(str(data))
+    ids = workspace.load().pairs["pair_id"].to_pylist()
+    with AnnotationStore(workspace.annotations_path) as store:
+        store.update(ids[3], flags=("toxic",), note="rude")
+        store.update(ids[1], swapped=True)
+    recorded = (workspace.root / "workspace.json").read_bytes()
+
+    data.write_text("\n".join(data.read_text().splitlines()[1:]) + "\n")  # row 0 deleted: rows move up
+    changed = run_cli("annotations", workspace.root, "--json")
+    assert changed.returncode == 0, changed.stderr
+    assert "changed since this workspace last loaded it" in changed.stderr and "--accept-changes" in changed.stderr
+    listed = json.loads(changed.stdout)
+    assert [(r["pair_id"], r["row"], r["in_data"]) for r in listed["annotations"]] == sorted(
+        [(ids[3], None, None), (ids[1], None, None)])
+    assert listed["counts"]["toxic"] == 1 and listed["counts"]["not_in_data"] == 0 and listed["rows_unknown"]
+    accepted = json.loads(run_cli("annotations", workspace.root, "--json", "--accept-changes").stdout)
+    assert [(r["pair_id"], r["row"]) for r in accepted["annotations"]] == [(ids[1], 0), (ids[3], 2)]
+    assert accepted["rows_unknown"] is None
+    assert (workspace.root / "workspace.json").read_bytes() == recorded
+    assert Workspace.read(workspace.root).dataset == workspace.dataset
+
+    data.rename(tmp_path / "moved.jsonl")
+    missing = run_cli("annotations", workspace.root)
+    assert missing.returncode == 0, missing.stderr
+    assert "is missing" in missing.stderr and "rude" in missing.stdout and "unknown" in missing.stdout
+    assert (workspace.root / "workspace.json").read_bytes() == recorded
