@@ -9,8 +9,10 @@ import re
 from app_pilot import open_curate, settle, wait_for
 from test_app_curation import MARGINS
 from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
-from textual.widgets import Input, RichLog
+from test_curation import run_cli
+from textual.widgets import Checkbox, Input, RichLog, Select
 
+from core.annotations import AnnotationStore
 from core.export import rebuild_from_manifest
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
@@ -39,6 +41,53 @@ async def test_export_from_the_app_matches_the_cli_rebuild(workspace, tmp_path):
     rebuilt = rebuild_from_manifest(out / "manifest.json", tmp_path / "rebuilt")
     assert rebuilt["selected_pair_ids"] == manifest["selected_pair_ids"]
     assert (out / "data.jsonl").read_bytes() == (tmp_path / "rebuilt" / "data.jsonl").read_bytes()
+
+
+async def test_the_apps_export_is_what_dmtui_export_writes_for_the_workspace(workspace, tmp_path):  # noqa: F811
+    """Issue 15 items 1-2 (review 1 item 12): choices made in the app (mode, budget, a
+    weight, the flags to drop) and the curator's annotations reach `dmtui export WORKSPACE`
+    with no option given: it writes the same bytes as the app's Export."""
+    workspace.update_settings("margins", MARGINS)  # what `dmtui open DATA --margin ...` remembers
+    pairs = workspace.load().pairs["pair_id"].to_pylist()
+    with AnnotationStore(workspace.annotations_path) as store:
+        for index, flags in ((0, ("toxic",)), (1, ("other",)), (2, ("mislabeled",)), (3, ())):
+            store.update(pairs[index], flags=flags, swapped=index >= 2, note=f"note {index}")
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        curation = await open_curate(app, pilot)
+        curation.query_one("#mode", Select).value = "dm-add"
+        curation.query_one("#budget", Input).value = "60%"
+        curation.query_one(f"#weight-{curation.sources.index('implicit')}", Input).value = "0.5"
+        await settle(app, pilot)
+        await pilot.press("4")
+        run = app.screen.query_one(RunPane)
+        run.query_one("#drop-other", Checkbox).value = True
+        out = tmp_path / "app-export"
+        run.query_one("#export-out", Input).value = str(out)
+        await settle(app, pilot)
+        await pilot.click("#export")
+        await settle(app, pilot)
+        await wait_for(lambda: run.last_export is not None, pilot, 30)
+    app_manifest = json.loads((out / "manifest.json").read_text())
+    params = app_manifest["selection"]["params"]
+    assert (params["mode"], params["budget"], params["weights"]) == ("dm-add", 0.6, {"implicit": 0.5})
+    assert app_manifest["export"]["drop_flagged"] == ["toxic", "mislabeled", "other"]
+    assert app_manifest["counts"]["dropped_flagged"] >= 1 and app_manifest["counts"]["swapped_selected"] >= 1
+
+    cli = run_cli("export", workspace.root, "--out", tmp_path / "cli-export")
+    assert cli.returncode == 0, cli.stderr
+    assert "mode DM-ADD (workspace)" in cli.stdout and "budget 60% (workspace)" in cli.stdout
+    cli_manifest = json.loads((tmp_path / "cli-export" / "manifest.json").read_text())
+    for part in (("selected_pair_ids",), ("selection", "params"), ("export",), ("annotations",), ("counts",)):
+        assert _at(cli_manifest, part) == _at(app_manifest, part), part
+    for name in ("data.jsonl", "annotations.jsonl"):
+        assert (tmp_path / "cli-export" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def _at(mapping: dict, path: tuple[str, ...]):
+    for key in path:
+        mapping = mapping[key]
+    return mapping
 
 
 async def test_training_runs_in_a_subprocess_streams_curves_and_stops(workspace, tmp_path, demo_models):  # noqa: F811
