@@ -226,6 +226,14 @@ MAX_ARROW_DEPTH = 64
 blocks with deeply nested columns are left to the per-row reader, which reports them."""
 _NOT_BLANK = "[^ \t\n\r\x0b\x0c]"
 """A byte that `bytes.strip()` keeps: a line without one is skipped by both readers."""
+_OBJECT_START = "^[ \t\r]*\\{"
+"""A line whose record is an object. Arrow's JSON reader (pyarrow 26) crashes the process on
+a record that is not one, a bare ``null``, at the start of one of its internal blocks
+(reading ``null\\n{"a": 1}`` is enough): such blocks never reach it."""
+MAX_OPENERS = 1000
+"""Arrow's JSON reader recurses per level of nesting and overflows the stack (a crash, not
+an error) somewhere past 10,000 levels: a block with a line holding more brackets than
+this is left to the per-row reader, which reports it (Python refuses ~1,000 levels)."""
 
 
 def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
@@ -268,16 +276,16 @@ def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
             parts, size = [data], len(data)
 
 
-def _line_array(data: bytes) -> tuple[pa.Array, np.ndarray]:
+def _line_array(data: bytes) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Every line of `data` (its newline included) as one binary array, without a copy,
-    and the first byte of each line."""
+    the first byte of each line, and where each line ends."""
     content = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(content == 10) + 1
     if not ends.size or ends[-1] != len(data):
         ends = np.append(ends, len(data))
     offsets = np.concatenate([[0], ends]).astype(np.int32)
     lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-    return lines, content[offsets[:-1]] if len(data) else np.zeros(0, np.uint8)
+    return lines, content[offsets[:-1]] if len(data) else np.zeros(0, np.uint8), ends
 
 
 def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines | None:
@@ -293,22 +301,48 @@ def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines 
 
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
     try:
-        lines, starts = _line_array(data)
+        lines, starts, ends = _line_array(data)
         lines = lines.cast(pa.string())  # the cast checks that every byte is UTF-8
-        table = pa_json.read_json(pa.BufferReader(data), parse_options=options)
-    except (pa.ArrowException, ValueError, OverflowError):
-        return None
-    if any(_depth(column.type) > MAX_ARROW_DEPTH or _beyond_int64(table[column.name]) for column in table.schema):
+    except (pa.ArrowException, ValueError):
         return None
     if (starts == ord("{")).all():  # no line is blank: each is one record (Arrow's count checks "one")
         rows = np.arange(len(lines))
     else:
         keep = pc.match_substring_regex(lines, _NOT_BLANK)
+        if not pc.all(pc.or_(pc.invert(keep), pc.match_substring_regex(lines, _OBJECT_START))).as_py():
+            return None
         rows = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
         lines = lines.filter(keep)
+    if _too_many_openers(data, ends):
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(data), parse_options=options)
+    except (pa.ArrowException, ValueError, OverflowError):
+        return None
+    if any(_deeper_than(column.type, MAX_ARROW_DEPTH) or _beyond_int64(table[column.name]) for column in table.schema):
+        return None
     if rows.size != table.num_rows:
         return None
     return ParsedLines(table, rows + block.first_line, lines, data.find(b"\\") < 0)
+
+
+def _too_many_openers(data: bytes, line_ends: np.ndarray) -> bool:
+    """Whether some line of `data` holds more than MAX_OPENERS ``[`` and ``{`` (a bound on
+    its nesting that needs no parsing). `line_ends`: where each line ends, ascending."""
+    content = np.frombuffer(data, dtype=np.uint8)
+    step = min(len(content), READ_BYTES)
+    folded, found = np.empty(step, np.uint8), np.empty(step, bool)
+    openers = []
+    for start in range(0, len(content), step):  # in cache-sized pieces, into the same two buffers
+        piece = content[start:start + step]
+        size = len(piece)
+        np.bitwise_or(piece, 0x20, out=folded[:size])  # "[" (0x5b) | 0x20 == "{" (0x7b)
+        np.equal(folded[:size], ord("{"), out=found[:size])
+        openers.append(np.flatnonzero(found[:size]) + start)
+    positions = np.concatenate(openers) if openers else np.zeros(0, np.int64)
+    if positions.size <= MAX_OPENERS:
+        return False
+    return int(np.bincount(np.searchsorted(line_ends, positions, side="right")).max()) > MAX_OPENERS
 
 
 def _beyond_int64(column: pa.ChunkedArray) -> bool:
@@ -319,12 +353,14 @@ def _beyond_int64(column: pa.ChunkedArray) -> bool:
     return (pc.max(pc.abs(column)).as_py() or 0) >= 2.0**63
 
 
-def _depth(data_type: pa.DataType) -> int:
+def _deeper_than(data_type: pa.DataType, levels: int) -> bool:
+    """Whether `data_type` nests lists and structs more than `levels` deep (it looks no deeper)."""
     if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
-        return 1 + _depth(data_type.value_type)
+        return levels <= 0 or _deeper_than(data_type.value_type, levels - 1)
     if pa.types.is_struct(data_type):
-        return 1 + max((_depth(data_type.field(i).type) for i in range(data_type.num_fields)), default=0)
-    return 0
+        return levels <= 0 or any(_deeper_than(data_type.field(i).type, levels - 1)
+                                  for i in range(data_type.num_fields))
+    return False
 
 
 def _unparsable(error: ValueError | RecursionError) -> str:
@@ -335,13 +371,21 @@ def _unparsable(error: ValueError | RecursionError) -> str:
 
 
 def _holds_lone_surrogate(value: Any) -> bool:
-    """True if any string (key or value) in a decoded JSON value is not valid Unicode."""
-    if isinstance(value, str):
-        return _has_surrogates(value)
-    if isinstance(value, dict):
-        return any(_has_surrogates(key) or _holds_lone_surrogate(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_lone_surrogate(item) for item in value)
+    """True if any string (key or value) in a decoded JSON value is not valid Unicode.
+    (A walk, not a recursion: json.loads holds nesting deeper than Python's recursion limit
+    leaves room for, in a worker thread's deep stack.)"""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _has_surrogates(item):
+                return True
+        elif isinstance(item, dict):
+            if any(_has_surrogates(key) for key in item):
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 

@@ -101,7 +101,7 @@ good = st.builds(lambda p, c, r, s: {"prompt": p, "chosen": c, "rejected": r, "s
                  st.sampled_from(["2+2?", "hi", "Say hi"]), st.sampled_from(["4", "hello", "x y"]),
                  st.sampled_from(["5", "go", "z"]), st.integers(-3, 3) | st.floats(-2, 2))
 lines = st.one_of(good.map(json.dumps), good.map(json.dumps), records.map(json.dumps),
-                  st.sampled_from(["", "   ", "{bad", "[1, 2]", '"text"', '{"prompt": "p", "chosen": NaN}',
+                  st.sampled_from(["", "   ", "{bad", "[1, 2]", '"text"', "null", " null", '{"prompt": "p", "chosen": NaN}',
                                    '{"prompt":"p","chosen":"a","rejected":"b","prompt":"q"}',
                                    '{"prompt": "p", "chosen": "a", "rejected": "b"} {"x": 1}',
                                    '{"prompt": "p", "chosen": "a\\ud800", "rejected": "b"}',
@@ -263,3 +263,43 @@ def test_reasons_are_counted_in_the_order_they_first_occur(monkeypatch):
     slow, fast = both_paths(DEMO, monkeypatch)
     assert list(fast.report.rejected) == list(slow.report.rejected) == [
         "malformed_json", "duplicate_pair", "identical_responses", "empty_field", "missing_column", "null_field"]
+
+
+def _good_line(i: int, length: int) -> bytes:
+    head = b'{"prompt": "q%d", "chosen": "a", "rejected": "b", "pad": "' % i
+    return head + b"x" * (length - len(head) - 3) + b'"}\n'
+
+
+# Inputs that crashed the process inside pyarrow.json.read_json (pyarrow 26): a bare `null`
+# record where one of Arrow's 1 MiB internal blocks starts (the first line of a file is
+# one: found by test_random_json_lines_never_crash), and nesting past ~10,000 levels.
+CRASHING_JSON_LINES = {
+    "null_first": b'null\n{"prompt": "p", "chosen": "a", "rejected": "b"}\n',
+    "null_at_an_arrow_block": b"".join(_good_line(i, 1024) for i in range(1024)) + b"null\n" + _good_line(9999, 64),
+    "deep_list": _good_line(0, 64) + b'{"prompt": "p", "chosen": "a", "rejected": "b", "x": ' + b"[" * 100_000
+                 + b"]" * 100_000 + b"}\n",
+    # 900 levels: no crash in Arrow, but measuring its type's depth overflowed Python's stack
+    "deep_object": _good_line(0, 64) + b'{"prompt": "p", "chosen": "a", "rejected": "b", "x": ' + b'{"y":' * 900
+                   + b"1" + b"}" * 900 + b"}\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRASHING_JSON_LINES))
+def test_json_lines_that_crash_arrows_reader_load_row_by_row(tmp_path, name):
+    """A subprocess, so that a regression fails this test instead of killing the suite."""
+    import subprocess
+    import sys
+
+    data = CRASHING_JSON_LINES[name]
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(data)
+    script = ("import json, sys; from core.loading import load_dataset; r = load_dataset(sys.argv[1]).report; "
+              "print(json.dumps([r.read, r.loaded, dict(r.rejected)]))")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    read, loaded, rejected = json.loads(done.stdout)
+    expected = {"null_first": [2, 1, {"not_an_object": 1}],
+                "null_at_an_arrow_block": [1026, 1025, {"not_an_object": 1}],
+                "deep_list": [2, 1, {"malformed_json": 1}], "deep_object": [2, 2, {}]}[name]
+    assert [read, loaded, rejected] == expected
