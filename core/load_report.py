@@ -9,7 +9,7 @@ prompt was found, so a user can check the split before scoring.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from core.pairs import Format
@@ -32,6 +32,7 @@ REASONS: dict[str, str] = {
     "identical_responses": "chosen and rejected are identical",
     "no_shared_prompt": "implicit prompt: chosen and rejected share no beginning",
     "unsplittable_dialogue": "role-marked dialogues that differ before their last reply, or end without one",
+    "not_role_marked": "the workspace reads role-marked dialogues as conversations; this pair is not one",
     "duplicate_pair": "the same prompt, chosen and rejected appeared earlier",
 }
 
@@ -75,6 +76,12 @@ class LoadConfig:
     keep_role_text: bool = False
     """Keep role-marked text (HH-RLHF "Human:" / "Assistant:" ...) as text, split at its
     last assistant turn, instead of turning it into conversations."""
+    role_text_decision: str | None = None
+    """What a workspace's first load made of role-marked text: "text", or the marker family
+    (core.roles, e.g. "hh") read as conversations. Later loads keep it, so one appended or
+    edited pair cannot turn the whole file from conversations into text (or back) and change
+    every pair_id: under a family, a pair that does not read as its dialogue is rejected
+    (`not_role_marked`). None: decided from the file (`with_role_decision`)."""
 
     @classmethod
     def from_recorded(cls, options: dict[str, Any]) -> "LoadConfig":
@@ -82,6 +89,14 @@ class LoadConfig:
         gets the behaviour it was made with: role-marked text stays text there, so its
         pair_ids, scores and annotations stay valid."""
         return cls(**{**LEGACY_OPTIONS, **options})
+
+    def with_role_decision(self, report: "LoadReport") -> "LoadConfig":
+        """This config with what `report`'s load made of role-marked text recorded (itself
+        when there was none, or it was already recorded or asked for)."""
+        if self.role_text_decision is not None or self.keep_role_text or report.role_text is None:
+            return self
+        decision = report.role_markers if report.role_text == "conversations" else "text"
+        return replace(self, role_text_decision=decision)
 
     def mapping(self) -> dict[str, str]:
         """The user's explicit column choices, for the workspace and the manifest."""

@@ -80,7 +80,8 @@ class PairBuilder:
         self._unreported = 0
         self.numbers = _NumericFields() if kind in ("jsonl", "json") else None
         self.guessed: tuple[str, ...] = ()
-        self._role_seen = False
+        self._role_seen = config.role_text_decision not in (None, "text")
+        """A rejection may still come from `_convert_role_text`, so strict cannot stop early."""
         self._in_block = False
         self._dropped_after: set[int] = set()
         self._locations = locations
@@ -350,45 +351,72 @@ class PairBuilder:
     # Role-marked text ------------------------------------------------------------------
     def _convert_role_text(self) -> None:
         """Role-marked text becomes conversations when every loaded pair reads as one of
-        the same family (and the user did not ask to keep text); else it stays text."""
+        the same family (and the user did not ask to keep text); else it stays text.
+
+        A workspace's recorded decision (`LoadConfig.role_text_decision`) overrides what the
+        file would decide now: "text" keeps text, a family converts its dialogues and rejects
+        every other pair, so the ids of unchanged pairs never depend on the other rows."""
         families = np.concatenate([piece.family for piece in self.pieces]) if self.pieces else np.zeros(0, np.int8)
         marked = families >= 0
-        if not marked.any():
+        decision = self.config.role_text_decision
+        if not marked.any() and decision in (None, "text"):
             return
         found = sorted({FAMILY_NAMES[i] for i in np.unique(families[marked]).tolist()})
         report = self.report
-        report.role_markers = found[0] if len(found) == 1 else ", ".join(found)
+        report.role_markers = ", ".join(found) or None
         report.role_text = "text"
         if self.config.keep_role_text:
             report.role_text_reason = ("kept as text, as the load options ask (--keep-role-text, or a workspace "
                                        "made before role-marked text became conversations)")
             return
-        if len(found) > 1:
-            report.role_text_reason = f"kept as text: the pairs mix role markers ({', '.join(found)})"
+        if decision == "text":
+            report.role_text_reason = ("kept as text, as this workspace read the file when it was made (so its "
+                                       "pair_ids stay valid)")
             return
-        if not marked.all():
-            first = self._location_of_position(int(np.flatnonzero(~marked)[0]))
-            report.role_text_reason = (f"kept as text: {int((~marked).sum()):,} of {len(marked):,} pairs do not read "
-                                       f"as role-marked dialogues (the first at {first})")
-            return
+        if decision is None:
+            if len(found) > 1:
+                report.role_text_reason = f"kept as text: the pairs mix role markers ({', '.join(found)})"
+                return
+            if not marked.all():
+                first = self._location_of_position(int(np.flatnonzero(~marked)[0]))
+                report.role_text_reason = (f"kept as text: {int((~marked).sum()):,} of {len(marked):,} pairs do not "
+                                           f"read as role-marked dialogues (the first at {first})")
+                return
+            family = found[0]
+            report.role_text_reason = ("every pair reads as a role-marked dialogue, so each model's chat template "
+                                       "applies when scoring; --keep-role-text keeps the text")
+        else:
+            family = decision
+            report.role_markers = family
+            report.role_text_reason = (f"this workspace reads {family} dialogues as conversations (so its pair_ids "
+                                       "stay valid); pairs that are not one are rejected (not_role_marked)")
         report.role_text = "conversations"
-        report.role_text_reason = ("every pair reads as a role-marked dialogue, so each model's chat template applies "
-                                   "when scoring; --keep-role-text keeps the text")
         self.normaliser.format = "conversational"
+        code = FAMILY_NAMES.index(family)
         for piece in self.pieces:
-            prompts, chosen, rejected = zip(*piece.messages)
+            messages = piece.messages or [None] * len(piece)
+            for position in np.flatnonzero(piece.family != code).tolist():
+                detail = (f"reads as {FAMILY_NAMES[piece.family[position]]} dialogues, not {family}"
+                          if piece.family[position] >= 0 else f"does not read as a role-marked dialogue ({family})")
+                self._reject_after(piece, position, "not_role_marked", detail)
+            prompts, chosen, rejected = zip(*(pair or ([], [], []) for pair in messages))
             piece.prompt = pa.array(list(prompts), MESSAGE_TYPE)
             piece.chosen = pa.array(list(chosen), MESSAGE_TYPE)
             piece.rejected = pa.array(list(rejected), MESSAGE_TYPE)
             piece.ids, piece.keys = _ids(piece.prompt, piece.chosen, piece.rejected)
-            for position, (_, reply, other) in enumerate(piece.messages):
-                if reply == other:  # replies that differed only in the whitespace around them
-                    row = int(piece.row_index[position])
-                    self._dropped_after.add(row)
-                    self.report.rejected["identical_responses"] += 1
-                    self.report.rejections.append(Rejection(
-                        "identical_responses", self._location(piece, position), row, self.columns["chosen"],
-                        "chosen equals rejected once read as a conversation"))
+            for position, pair in enumerate(messages):
+                if pair is not None and piece.family[position] == code and pair[1] == pair[2]:
+                    # replies that differed only in the whitespace around them
+                    self._reject_after(piece, position, "identical_responses",
+                                       "chosen equals rejected once read as a conversation")
+
+    def _reject_after(self, piece: _Piece, position: int, reason: str, detail: str) -> None:
+        """Reject a row that loaded but whose pair the whole-file decisions refuse."""
+        row = int(piece.row_index[position])
+        self._dropped_after.add(row)
+        self.report.rejected[reason] += 1
+        self.report.rejections.append(Rejection(reason, self._location(piece, position), row, self.columns["chosen"],
+                                                detail))
 
     # Duplicates ------------------------------------------------------------------------
     def _duplicates(self) -> list[Rejection]:

@@ -509,8 +509,9 @@ class Workspace:
                 f"{root} curates {workspace.dataset.source}, not {source}",
                 "pass --workspace with another folder for this dataset",
             )
-        load_config = replace(load_config, strict=False)
-        if load_config != workspace.load_config and load_config != LoadConfig():
+        # what the workspace recorded of role-marked text at its first load is not an option the user gives
+        load_config = replace(load_config, strict=False, role_text_decision=workspace.load_config.role_text_decision)
+        if load_config != workspace.load_config and replace(load_config, role_text_decision=None) != LoadConfig():
             raise WorkspaceError(
                 f"{root} was made with other load options ({workspace.load_config.mapping() or 'defaults'})",
                 "leave the options out to use the workspace's own, or pass --workspace with a new folder",
@@ -560,6 +561,12 @@ class Workspace:
             except (OSError, ValueError, KeyError, pa.ArrowException):
                 pass  # a damaged cache is rebuilt from the dataset below
         loaded = load_dataset(self.dataset.source, self.load_config, progress, cancel)
+        decided = self.load_config.with_role_decision(loaded.report)
+        if decided != self.load_config:  # recorded, so that later versions of the file keep its pair_ids
+            self.load_config = decided
+            self._save()
+            key = self._cache_key()
+            cache = self.cache_dir / key
         atomic_write_arrow(cache / "pairs.arrow", loaded.pairs)
         atomic_write_arrow(cache / "records.arrow", loaded.records)
         if loaded.numbers is not None:

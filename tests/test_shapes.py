@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.errors import LoadError
 from core.load_report import REASONS, SHAPES
 from core.loading import LoadConfig, load_dataset
 from core.margin_sources import MarginSpec, resolve_margins
@@ -304,3 +305,49 @@ def test_a_workspace_made_before_role_text_conversion_keeps_its_text(tmp_path):
     row = HH_ROWS[2]
     cut = shared_text_prefix(row["chosen"], row["rejected"])
     assert old.pairs["pair_id"][2].as_py() == pair_id(row["chosen"][:cut], row["chosen"][cut:], row["rejected"][cut:])
+
+
+def test_a_workspace_keeps_reading_role_marked_text_as_at_its_first_load(tmp_path):
+    """One appended pair that is not a dialogue must not turn the file into text (nor its
+    removal turn text into conversations): every unchanged pair keeps its pair_id."""
+    from core.workspace import Workspace
+
+    plain = {"chosen": "Plain text answer A", "rejected": "Plain text answer B"}
+    data = tmp_path / "hh.jsonl"
+    write_jsonl(data, HH_ROWS[:3])
+    workspace = Workspace.create(tmp_path / "hh.dmtui", str(data))
+    ids = workspace.load().pairs["pair_id"].to_pylist()
+    assert Workspace.open(tmp_path / "hh.dmtui").load_config.role_text_decision == "hh"
+    write_jsonl(data, HH_ROWS[:3] + [plain])
+    reloaded = Workspace.open(tmp_path / "hh.dmtui", accept_changes=True).load()
+    assert reloaded.pairs["pair_id"].to_pylist() == ids and reloaded.report.format == "conversational"
+    assert dict(reloaded.report.rejected) == {"not_role_marked": 1}
+    assert reloaded.report.rejections[0].location == "line 4" and "pair_ids stay" in reloaded.report.role_text_reason
+    # the same options given again are the workspace's own, recorded decision or not
+    assert Workspace.open_or_create(str(data), tmp_path / "hh.dmtui", LoadConfig(max_field_chars=1_000_000),
+                                    accept_changes=True).load_config.role_text_decision == "hh"
+
+    write_jsonl(data, HH_ROWS[:3] + [plain])
+    text = Workspace.create(tmp_path / "text.dmtui", str(data))
+    text_ids = text.load().pairs["pair_id"].to_pylist()
+    assert text.load_config.role_text_decision == "text"
+    write_jsonl(data, HH_ROWS[:3])
+    again = Workspace.open(tmp_path / "text.dmtui", accept_changes=True).load()
+    assert again.report.format == "standard" and again.pairs["pair_id"].to_pylist() == text_ids[:3]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_recorded_role_family_rejects_other_pairs_in_file_order(tmp_path, monkeypatch, fast):
+    import core.loading
+
+    monkeypatch.setattr(core.loading, "FAST_IMPORT", fast)
+    vicuna = {"chosen": "USER: hi ASSISTANT: hello", "rejected": "USER: hi ASSISTANT: go"}
+    rows = [HH_ROWS[0], {"chosen": "Plain answer A", "rejected": "Plain answer B"}, vicuna, HH_ROWS[1]]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    loaded = load(path, role_text_decision="hh")
+    assert loaded.report.loaded == 2 and dict(loaded.report.rejected) == {"not_role_marked": 2}
+    assert [r.detail for r in loaded.report.rejections] == [
+        "does not read as a role-marked dialogue (hh)", "reads as vicuna dialogues, not hh"]
+    path = write_jsonl(tmp_path / "strict.jsonl", [rows[1], HH_ROWS[0], {"chosen": None, "rejected": "x"}])
+    with pytest.raises(LoadError, match="line 1.*not_role_marked"):
+        load_dataset(path, LoadConfig(role_text_decision="hh", strict=True))
