@@ -12,7 +12,7 @@ from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
 from test_curation import run_cli
 from textual.widgets import Checkbox, Input, RichLog, Select
 
-from core.annotations import AnnotationStore
+from core.annotations import FLAGS, AnnotationStore
 from core.export import rebuild_from_manifest
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
@@ -61,6 +61,9 @@ async def test_the_apps_export_is_what_dmtui_export_writes_for_the_workspace(wor
         await settle(app, pilot)
         await pilot.press("4")
         run = app.screen.query_one(RunPane)
+        drop = {flag: str(run.query_one(f"#drop-{flag}", Checkbox).render()) for flag in FLAGS}
+        assert "✓" in drop["toxic"] and "✓" in drop["mislabeled"] and "✓" not in drop["other"]  # not colour alone
+        assert all("✓" in str(box.render()) for box in curation.query(".fuse-name").results(Checkbox))
         run.query_one("#drop-other", Checkbox).value = True
         out = tmp_path / "app-export"
         run.query_one("#export-out", Input).value = str(out)

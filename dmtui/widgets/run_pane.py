@@ -34,6 +34,7 @@ from core.annotations import FLAGS, SWAP_ANSWERS
 from core.curation import DEFAULT_DROP_FLAGGED, ExportPlan
 
 from core.runs import CURVES
+from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.widgets.static_text import update_text
 from dmtui.widgets.training_curves import TrainingCurves, number
 from dmtui.workers import JsonlProcess, dmtui_command
@@ -93,12 +94,12 @@ class RunPane(Vertical):
         with Horizontal(classes="run-row"):
             yield Label("export to", classes="run-name")
             yield Input(str(self.workspace_root / "exports" / f"selection-{stamp}"), id="export-out", compact=True)
-            yield Checkbox("scores", value=True, id="export-scores", compact=True)
+            yield StateCheckbox("scores", value=True, id="export-scores", compact=True)
             yield Button("Export", id="export", compact=True, variant="primary")
         with Horizontal(classes="run-row"):
             yield Label("drop", classes="run-name")
             for flag in FLAGS:
-                yield Checkbox(f"{flag}-flagged", value=flag in DEFAULT_DROP_FLAGGED, id=f"drop-{flag}", compact=True,
+                yield StateCheckbox(f"{flag}-flagged", value=flag in DEFAULT_DROP_FLAGGED, id=f"drop-{flag}", compact=True,
                                tooltip=f"leave pairs flagged {flag} out of the export (default: "
                                f"{', '.join(DEFAULT_DROP_FLAGGED)})"
                                + ("; a swapped one is kept: the swap fixed it" if flag in SWAP_ANSWERS else ""))

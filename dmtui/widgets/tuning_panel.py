@@ -33,6 +33,7 @@ from core.curation import (
 )
 from core.errors import DmtuiError
 from core.selection import DEFAULT_M1, DEFAULT_TAU, DEFAULT_TAU_OTHER, DEFAULT_TRIM, MODES, SINGLE_SOURCE_MODES
+from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.widgets.static_text import update_text
 
 TIE_LABELS = {"pair-id": "ties: pair_id (paper)", "margin-sum": "ties: margin sum"}
@@ -91,7 +92,7 @@ class TuningPanel(Vertical):
                 yield Label("weight", classes="cell")
             for slot, name in enumerate(self.sources):  # ids by position: a source name may hold a "."
                 with Horizontal(classes="row"):
-                    yield Checkbox(name[:9], value=name in fused, compact=True, id=f"fuse-{slot}",
+                    yield StateCheckbox(name[:9], value=name in fused, compact=True, id=f"fuse-{slot}",
                                    classes="fuse-name", tooltip=f"fuse {name} (IFD only when asked)")
                     yield Input(choices.m1.get(name, ""), placeholder=f"{DEFAULT_M1:g}", id=f"m1-{slot}",
                                 classes="cell for-bounds", compact=True,
