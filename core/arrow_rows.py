@@ -41,7 +41,8 @@ def table_format(table: pa.Table, roles: dict[str, str]) -> Format | None:
     """The format when the prompt, chosen and rejected columns are all strings or all
     message lists (with string role and content); None for any other combination."""
     names = [roles.get("prompt"), roles["chosen"], roles["rejected"]]
-    if names[0] is None or "system" in roles or any(name not in table.column_names for name in names):
+    if names[0] is None or set(roles) - {"prompt", "chosen", "rejected"} or any(
+            name not in table.column_names for name in names):  # a system or input column: per row
         return None
     types = [table.schema.field(name).type for name in names]
     if all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types):

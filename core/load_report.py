@@ -43,6 +43,7 @@ SHAPES: dict[str, str] = {
     "system_column": "a system column beside the prompt (Orca-DPO-pairs)",
     "role_marked": "role-marked dialogues in chosen and rejected (HH-RLHF and kin)",
     "role_marked_prompt": "a role-marked prompt column (Alpaca / Vicuna style)",
+    "instruction_and_input": "instruction and input columns, joined as the prompt (Alpaca)",
     "implicit_text": "whole texts in chosen and rejected, no prompt column",
     "implicit_conversation": "whole conversations in chosen and rejected, no prompt column",
 }

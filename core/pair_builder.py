@@ -509,6 +509,8 @@ class PairBuilder:
         top = max(rules, key=rules.get) if rules else None
         if "system" in report.columns:
             return "system_column"
+        if "input" in report.columns:
+            return "instruction_and_input"
         if top == "last_assistant_turn":
             return "role_marked"
         if top == "role_marked_prompt":

@@ -35,6 +35,7 @@ PROMPT_RULES: dict[str, str] = {
     "last_assistant_turn": "the role-marked dialogue, cut where its last assistant turn begins",
     "shared_beginning": "the longest beginning the two texts share, moved back to a word boundary",
     "role_marked_prompt": "the prompt column, read as role-marked turns",
+    "instruction_and_input": "the instruction column, then the input column after a blank line (Alpaca)",
 }
 """How a pair's prompt was found; keys of `LoadReport.prompt_rules` (an API, like REASONS)."""
 
@@ -42,6 +43,9 @@ PROMPT_COLUMNS = ("prompt", "question", "instruction")
 """Column names taken as the prompt, in this order, when --prompt-col is not given."""
 SYSTEM_COLUMN = "system"
 """Taken as the system column when the data has a prompt column and this holds text."""
+ALPACA_COLUMNS = ("instruction", "input")
+"""Alpaca's prompt is two columns: an `instruction` prompt column is followed by the row's
+`input` (the text the instruction is about), after a blank line, where that is not empty."""
 COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
     "prompt": ("prompt", "question", "instruction", "query", "input", "context", "history"),
     "chosen": ("chosen", "good", "accepted", "preferred", "better", "winner", "positive", "chosen_response",
@@ -50,6 +54,10 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
                  "response_rejected", "response_k", "answer_rejected"),
 }
 """Names a column of each role often has, for suggesting a mapping."""
+
+
+PAIR_ROLES = ("prompt", "chosen", "rejected")
+"""Roles read as the pair's fields; the others (system, input) add to the prompt."""
 
 
 class RowRejected(Exception):
@@ -101,7 +109,8 @@ class ColumnChoice:
     """The columns each role comes from, and which of them were guessed."""
 
     roles: dict[str, str]
-    """prompt (absent: implicit prompt), system (optional), chosen, rejected."""
+    """prompt (absent: implicit prompt), input (Alpaca's, after an instruction prompt),
+    system (optional), chosen, rejected."""
     guessed: tuple[str, ...] = ()
     """Roles whose column was picked by a usual name (question, system) rather than given."""
 
@@ -126,6 +135,10 @@ def choose_columns(keys: list[str], head: list[dict[str, Any]], *, prompt_col: s
             guessed.append("system")
     missing = [c for c in (chosen, rejected, prompt_col, system_col) if c and c not in keys]
     roles = {"prompt": prompt} if prompt else {}
+    if (prompt, ALPACA_COLUMNS[1]) == ALPACA_COLUMNS and ALPACA_COLUMNS[1] in keys and ALPACA_COLUMNS[1] not in (
+            chosen, rejected, system):
+        roles["input"] = ALPACA_COLUMNS[1]
+        guessed.append("input")
     if system:
         roles["system"] = system
     roles.update(chosen=chosen, rejected=rejected)
@@ -172,7 +185,7 @@ class RowNormaliser:
         assert self.columns is not None
         self.seen_keys.update(dict.fromkeys(value))
         columns = self.columns
-        fields = {role: self._field(value, column) for role, column in columns.items() if role != "system"}
+        fields = {role: self._field(value, column) for role, column in columns.items() if role in PAIR_ROLES}
         system = self._system(value, columns["system"]) if "system" in columns else None
         chosen, rejected = fields["chosen"], fields["rejected"]
         if self.format is None:
@@ -182,10 +195,23 @@ class RowNormaliser:
             raise RowRejected("identical_responses", columns["chosen"], "chosen equals rejected")
         if "prompt" not in fields:
             return self._split_implicit(chosen, rejected)
-        prompt = fields["prompt"]
+        prompt, rule = fields["prompt"], "prompt_column"
+        if "input" in columns:
+            prompt, rule = self._with_input(prompt, value, columns["input"])
         if self.format == "standard":
-            return self._standard(prompt, chosen, rejected)
+            return self._standard(prompt, chosen, rejected, rule)
         return self._conversation(prompt, chosen, rejected, system, location)
+
+    def _with_input(self, prompt: Any, record: dict, column: str) -> tuple[Any, str]:
+        """Alpaca's prompt: the instruction, then the row's input where it has one."""
+        text = self._system(record, column)  # absent, null or blank: no input, as with a system message
+        if text is None:
+            return prompt, "prompt_column"
+        if not isinstance(prompt, str):
+            raise RowRejected("wrong_type", column, "an input beside a prompt that is not a string")
+        joined = f"{prompt}\n\n{text}"
+        self._check_size(len(joined), self.columns["prompt"])
+        return joined, "instruction_and_input"
 
     def _check_kinds(self, fields: dict[str, Any]) -> None:
         """Strings or message lists, as the format wants. Conversations may have a string
@@ -202,14 +228,14 @@ class RowNormaliser:
         if loose and isinstance(fields["chosen"], list) != isinstance(fields["rejected"], list):
             raise RowRejected("wrong_type", self.columns["rejected"], "chosen and rejected must be of one kind")
 
-    def _standard(self, prompt: str, chosen: str, rejected: str) -> Normalised:
+    def _standard(self, prompt: str, chosen: str, rejected: str, rule: str) -> Normalised:
         if re.search(ANY_MARKER, prompt):
             read = prompt_as_messages(prompt, (chosen, rejected))
             if read is not None:
                 family, messages = read
                 replies = ([_assistant(chosen)], [_assistant(rejected)])
                 return Normalised(prompt, chosen, rejected, "role_marked_prompt", family, (messages, *replies))
-        return Normalised(prompt, chosen, rejected, "prompt_column")
+        return Normalised(prompt, chosen, rejected, rule)
 
     def _conversation(self, prompt: Any, chosen: Any, rejected: Any, system: str | None,
                       location: str) -> Normalised:
@@ -285,12 +311,12 @@ class RowNormaliser:
         raise RowRejected("wrong_type", column, f"a {type(value).__name__}, expected a string or a list of messages")
 
     def _system(self, record: dict, column: str) -> str | None:
-        """The system message of a row: absent, null or blank means none."""
+        """The system message (or Alpaca input) of a row: absent, null or blank means none."""
         value = record.get(column)
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if not isinstance(value, str):
-            raise RowRejected("wrong_type", column, f"a {type(value).__name__}, expected the system message as a string")
+            raise RowRejected("wrong_type", column, f"a {type(value).__name__}, expected a string")
         self._check_size(len(value), column)
         return value
 

@@ -62,7 +62,7 @@ from core.sources import resolve_source
 WORKSPACE_FILE = "workspace.json"
 WORKSPACE_VERSION = 1
 # Bump when loading would produce different pairs from the same bytes: invalidates caches.
-LOADER_VERSION = 4
+LOADER_VERSION = 5
 WORKSPACE_SUFFIX = ".dmtui"
 LOCK_FILE = "lock.json"
 

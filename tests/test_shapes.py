@@ -214,6 +214,32 @@ def test_alpaca_prompt_column_becomes_a_conversation(tmp_path):
     assert kept.pairs.to_pylist()[1]["prompt"] == rows[1]["prompt"]
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_alpaca_input_column_follows_the_instruction_in_the_prompt(tmp_path, monkeypatch, fast):
+    import core.loading
+
+    monkeypatch.setattr(core.loading, "FAST_IMPORT", fast)
+    rows = [{"instruction": "Translate to English.", "input": "bonjour", "chosen": "hello", "rejected": "bye"},
+            {"instruction": "Name a colour.", "input": "", "chosen": "Blue.", "rejected": "Seven."},
+            {"instruction": "Add the numbers.", "input": None, "chosen": "3", "rejected": "4"},
+            {"instruction": "Sum.", "input": [1, 2], "chosen": "3", "rejected": "4"}]
+    loaded = load(write_jsonl(tmp_path / "alpaca.jsonl", rows))
+    report = loaded.report
+    assert report.columns == {"prompt": "instruction", "input": "input", "chosen": "chosen", "rejected": "rejected"}
+    assert set(report.guessed_columns) == {"prompt", "input"} and "input" not in report.extra_columns
+    assert report.shape == "instruction_and_input"
+    assert [pair["prompt"] for pair in loaded.pairs.to_pylist()] == [
+        "Translate to English.\n\nbonjour", "Name a colour.", "Add the numbers."]
+    assert report.prompt_rules == {"instruction_and_input": 1, "prompt_column": 2}
+    assert [(r.reason, r.location, r.column) for r in report.rejections] == [("wrong_type", "line 4", "input")]
+    # the export's reload (training) names the prompt column: the input still follows it
+    again = load(write_jsonl(tmp_path / "alpaca.jsonl", rows[:1]), prompt_col="instruction")
+    assert again.pairs["prompt"].to_pylist() == ["Translate to English.\n\nbonjour"]
+    # an input column beside another prompt column is just kept
+    other = load(write_jsonl(tmp_path / "q.jsonl", [{"question": "q", "input": "x", "chosen": "a", "rejected": "b"}]))
+    assert other.pairs["prompt"].to_pylist() == ["q"] and other.report.extra_columns == ["input"]
+
+
 # ---------------------------------------------------------------------------------
 # Orca-DPO-pairs (system, question, chosen, rejected) and multi-turn prompts
 # ---------------------------------------------------------------------------------
