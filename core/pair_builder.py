@@ -98,6 +98,11 @@ class PairBuilder:
         config = self.config
         choice, missing = choose_columns(list(keys), head, prompt_col=config.prompt_col, chosen_col=config.chosen_col,
                                          rejected_col=config.rejected_col, system_col=config.system_col)
+        if config.system_col and "prompt" not in choice.roles:
+            raise LoadError(f"{self.report.source}: --system-col {config.system_col}, but the data has no prompt "
+                            "column (chosen and rejected hold whole texts or conversations), so a system message "
+                            "has no prompt to precede", "leave --system-col out, or name the prompt column with "
+                            "--prompt-col")
         if uniform and missing:
             required = [role if role == column else f"{role} ({column})"
                         for role, column in (("prompt", config.prompt_col or "prompt"),

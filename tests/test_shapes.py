@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -238,6 +239,23 @@ def test_alpaca_input_column_follows_the_instruction_in_the_prompt(tmp_path, mon
     # an input column beside another prompt column is just kept
     other = load(write_jsonl(tmp_path / "q.jsonl", [{"question": "q", "input": "x", "chosen": "a", "rejected": "b"}]))
     assert other.pairs["prompt"].to_pylist() == ["q"] and other.report.extra_columns == ["input"]
+
+
+@pytest.mark.parametrize("replies", ["role_marked_text", "conversations"])
+def test_a_system_column_without_a_prompt_column_is_refused(tmp_path, replies):
+    if replies == "conversations":
+        row = {"sys": "Be nice.", "chosen": [u("hi"), a("hello")], "rejected": [u("hi"), a("go away")]}
+    else:
+        row = {"sys": "Be nice.", **HH_ROWS[0]}
+    path = write_jsonl(tmp_path / "sys.jsonl", [row])
+    with pytest.raises(LoadError, match=r"sys\.jsonl: --system-col sys, but the data has no prompt column") as error:
+        load_dataset(path, LoadConfig(system_col="sys"))
+    assert "--prompt-col" in error.value.hint
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([row]), buffer)
+    (tmp_path / "sys.parquet").write_bytes(buffer.getvalue())
+    with pytest.raises(LoadError, match="no prompt column"):
+        load_dataset(str(tmp_path / "sys.parquet"), LoadConfig(system_col="sys"))
 
 
 # ---------------------------------------------------------------------------------
