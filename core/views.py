@@ -28,6 +28,7 @@ import pyarrow.json as pa_json
 from core.annotations import AnnotationMasks
 from core.errors import DmtuiError
 from core.loading import LoadedDataset
+from core.plotdata import same_values
 from core.progress import ProgressFn
 from core.roles import parse_dialogue
 from core.selection import Selection, SelectionParams, select, used_sources
@@ -271,18 +272,12 @@ class RowOrder:
     def _full_order(self, key: np.ndarray, descending: bool) -> np.ndarray:
         with self._lock:
             for cached_key, cached_descending, order in self._sorted:
-                if cached_descending == descending and _same_values(cached_key, key):
+                if cached_descending == descending and same_values(cached_key, key):
                     return order
         order = sorted_order(key, descending)
         with self._lock:
             self._sorted = [(key, descending, order), *self._sorted][: self._keep]
         return order
-
-
-def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit for bit equal (NaN equal to the same NaN): cheaper than a float compare."""
-    return a is b or (a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64)))
-
 
 
 # The examples table's rows -------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_ticks_are_round_and_counts_whole():
     assert [short_count(n) for n in (7, 1500, 12_345, 999_999, 1_234_567)] == ["7", "1.5k", "12k", "1M", "1.2M"]
 
 
-def test_the_memo_bins_a_margin_again_only_when_the_array_changes(monkeypatch):
+def test_the_memo_bins_all_pairs_again_only_when_the_values_change(monkeypatch):
     import core.plotdata as plotdata
     from core.plotdata import HistogramMemo, selection_plots
     from core.selection import SelectionParams, select
@@ -126,9 +126,13 @@ def test_the_memo_bins_a_margin_again_only_when_the_array_changes(monkeypatch):
         selection = select(margins, SelectionParams(mode="top", source="m", budget=budget))
         plots = selection_plots(margins, selection, selection.score, "score", memo=memo)
         assert plots.views[0].selected.counts.sum() == budget
-    assert binned.count(5000) == 1 + 3  # the margin once, the score each time
-    selection_plots({"m": margins["m"].copy()}, selection, None, "score", memo=memo)
-    assert binned.count(5000) == 5  # a new array (a swap made one) is binned again
+    assert binned.count(5000) == 2  # the margin once, the score once: a budget edit re-ranks nothing
+    swapped = margins["m"].copy()
+    swapped[7] = -swapped[7]
+    selection_plots({"m": swapped}, selection, None, "score", memo=memo)
+    assert binned.count(5000) == 3  # new values (a swap) are binned again
+    selection_plots({"m": swapped.copy()}, selection, None, "score", memo=memo)
+    assert binned.count(5000) == 3  # the same values in another array are not
 
 
 def test_cell_grids_for_bars_and_braille():
