@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from app_pilot import open_curate, settle
 from textual.containers import VerticalScroll
-from textual.widgets import Input, Select
+from textual.widgets import Input, Select, TabbedContent
 
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.pair_detail import DIFF_WORK_LIMIT, PairDetailScreen, marked_difference
+from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.margin_plots import MarginPlots
 
@@ -161,7 +162,7 @@ async def test_plots_follow_the_swapped_margins(hh_workspace):
         assert plots.view == 0
 
 
-async def test_filter_and_sort_are_remembered_with_the_settings(hh_workspace):
+async def test_filter_sort_and_tab_are_remembered_with_the_settings(hh_workspace):
     app = DmtuiApp(hh_workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         pane, _ = await table_in_focus(app, pilot)
@@ -173,15 +174,33 @@ async def test_filter_and_sort_are_remembered_with_the_settings(hh_workspace):
     assert Workspace.open(hh_workspace.root).read_settings()["view"] == {
         "filter": "selected", "sort": "implicit", "descending": False}
 
+    assert Workspace.open(hh_workspace.root).read_settings()["tab"] == "curate"
+
     app = DmtuiApp(Workspace.open(hh_workspace.root), margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
-        pane = await open_curate(app, pilot)
+        await settle(app, pilot)  # no key pressed: it opens on the Curate tab, the table focused
+        assert app.screen.query_one(TabbedContent).active == "curate"
+        pane = app.screen.query_one(CurationPane)
+        assert app.focused is pane.query_one(ExamplesTable)
         assert pane.query_one("#row-filter", Select).value == "selected"
         table = pane.query_one(ExamplesTable)
         assert pane.selection.mask[table.rows].all() and len(table.rows) == pane.selection.selected
         implicit = pane.session.effective_margin("implicit")[table.rows]
         assert (np.diff(implicit) >= 0).all()
         assert "sorted by implicit ↑" in str(table.border_title)
+
+    read_only = Workspace.open(hh_workspace.root)
+    read_only.set_read_only("opened with --read-only")
+    before = read_only.settings_path.read_bytes()
+    app = DmtuiApp(read_only, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane, _ = await table_in_focus(app, pilot)
+        await pilot.press("o", "1")  # a read-only window changes its view and tab, and remembers neither
+        await settle(app, pilot)
+        await pilot.pause(0.3)
+        assert pane.view.sort != "implicit" and app.screen.query_one(TabbedContent).active == "dataset"
+        assert not [n for n in app._notifications if n.severity == "error"]
+    assert read_only.settings_path.read_bytes() == before
 
 
 async def test_dm_mul_pairs_whose_score_rounds_to_one_are_told_apart_by_log_odds(hh_workspace):

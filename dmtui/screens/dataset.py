@@ -55,6 +55,10 @@ THREAD_WORK = {"load": "loading the dataset", "demo-models": "building the demo 
 FOOTER_FIRST = ("quit", "help", "score", "export", "train", "stop_work")
 """Actions the footer shows before any other, in this order."""
 
+TAB_SETTINGS_KEY = "tab"
+"""settings.json key of the tab the workspace was last left on (opened there next time)."""
+REMEMBERED_TABS = ("dataset", "curate", "score", "run")
+
 
 class DatasetScreen(Screen):
     CSS_PATH = Path(__file__).with_name("dataset.tcss")
@@ -79,6 +83,9 @@ class DatasetScreen(Screen):
         self.workspace = workspace
         self.build_demo_models = build_demo_models
         self.margin_specs = margin_specs or []
+        self._tab_saved: str | None = None
+        self._tab_restored = False
+        """Tabs are remembered only once the stored one was read (not the first tab shown)."""
         self.model_trust = model_trust
         self.work = WorkControl(self)
 
@@ -175,7 +182,8 @@ class DatasetScreen(Screen):
         self.query_one(DatasetSummary).show(self.workspace, report)
         self.query_one(RejectionSummary).show(report)
         self.query_one(PairsPreview).show(event.dataset.pairs)
-        self.query_one(PairsPreview).focus()
+        if not (report.loaded and self._restore_tab()):  # focus elsewhere would switch the tab back
+            self.query_one(PairsPreview).focus()
         self.query_one(ScorePane).set_pair_count(report.loaded)
         if report.loaded == 0:
             mostly_missing = report.rejected.get("missing_column", 0) * 2 >= report.read > 0
@@ -190,6 +198,23 @@ class DatasetScreen(Screen):
                 Text(f"No usable pairs: {report.nothing_usable_hint()}{discarded}"))
             return
         self.resolve_margins(event.dataset)
+
+    def _restore_tab(self) -> bool:
+        """Open on the tab the workspace was last left on (settings key "tab"); whether
+        that is another tab than the Dataset tab."""
+        stored = self.workspace.read_settings().get(TAB_SETTINGS_KEY)
+        self._tab_saved, self._tab_restored = stored, True
+        if stored not in REMEMBERED_TABS or stored == "dataset":
+            return False
+        self.query_one("#tabs", TabbedContent).active = stored
+        return True
+
+    @work(thread=True, exit_on_error=False, group="tab-settings")
+    def _remember_tab(self, tab: str) -> None:
+        """A read-only window remembers nothing (its selection controls say so once); a
+        failed write is said by `_worker_state`."""
+        if not self.workspace.write_refusal():
+            self.workspace.update_settings(TAB_SETTINGS_KEY, tab)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="margins")
     def resolve_margins(self, dataset) -> None:
@@ -210,8 +235,10 @@ class DatasetScreen(Screen):
         # replaces the old one, whose removal must be over before the new one takes its id.
         await self.query("#curate-placeholder").remove()
         await self.query(CurationPane).remove()
-        self.query_one("#curate", TabPane).mount(CurationPane(self.workspace, event.dataset, event.resolved,
-                                                              id="curation"))
+        await self.query_one("#curate", TabPane).mount(CurationPane(self.workspace, event.dataset, event.resolved,
+                                                                    id="curation"))
+        if self.query_one("#tabs", TabbedContent).active == "curate":  # opened on Curate: keys go to the table
+            self.query_one(ExamplesTable).focus()
 
     def _score_defaults(self) -> dict[str, str]:
         """The demo world's models when the app runs on it (with the demo's seed DPO rate)."""
@@ -259,7 +286,11 @@ class DatasetScreen(Screen):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        """Put the keyboard where the tab's work is (focusing earlier would switch tabs)."""
+        """Put the keyboard where the tab's work is (focusing earlier would switch tabs), and
+        remember the tab for the next start."""
+        if self._tab_restored and event.pane.id in REMEMBERED_TABS and event.pane.id != self._tab_saved:
+            self._tab_saved = event.pane.id
+            self._remember_tab(event.pane.id)
         if event.pane.id == "curate":
             tables = self.query(ExamplesTable)
             if tables:

@@ -469,10 +469,12 @@ class CurationPane(Vertical):
 
     @work(thread=True, exit_on_error=False, group="view-settings")
     def _save_view(self) -> None:
-        """Remember the table's filter and sort (a failure is said by `_worker_failed`). The
-        view is read under the lock, so whichever write comes last writes the latest view."""
+        """Remember the table's filter and sort, unless the window is read-only (the
+        selection controls say so once). A failure is said by `_worker_failed`. The view is
+        read under the lock, so whichever write comes last writes the latest view."""
         with self._view_lock:
-            self.workspace.update_settings(VIEW_SETTINGS_KEY, self.view.to_json())
+            if not self.workspace.write_refusal():
+                self.workspace.update_settings(VIEW_SETTINGS_KEY, self.view.to_json())
 
     @on(Input.Submitted, "#search")
     @on(Input.Changed, "#search")
