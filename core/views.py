@@ -18,7 +18,7 @@ import re
 import json
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -31,31 +31,13 @@ from core.loading import LoadedDataset
 from core.plotdata import same_values
 from core.progress import ProgressFn
 from core.roles import parse_dialogue
-from core.selection import Selection, SelectionParams, select, used_sources
+from core.selection import Selection, SelectionParams, used_sources
 
-Region = Literal["top", "mid", "bot"]
-RowFilter = Literal["all", "selected", "unselected", "flagged", "excluded", "swapped", "unscored"]
 ROW_FILTERS: tuple[str, ...] = ("all", "selected", "unselected", "flagged", "excluded", "swapped", "unscored")
 
 TEXT_FIELDS = ("prompt", "chosen", "rejected")
 KEPT_CHUNK_ROWS = 65_536
 """JSON records are parsed for their kept columns this many at a time (bounded memory)."""
-
-
-def region_mask(
-    margins: dict[str, np.ndarray],
-    source: str,
-    region: Region,
-    params: SelectionParams,
-    annotations: AnnotationMasks,
-    tie_break: np.ndarray | None = None,
-) -> np.ndarray:
-    """Pairs in the TOP / MID / BOT region of one source, as those baselines would pick
-    them with the current budget, trim and tau. Pass the selection's `tie_break` keys so
-    that MID samples by pair_id hash, as a MID selection does, not by row position."""
-    regional = replace(params, mode=region, source=source)
-    return select(margins, regional, excluded=annotations.excluded, swapped=annotations.swapped,
-                  tie_break=tie_break).mask
 
 
 def filter_mask(
@@ -332,9 +314,11 @@ class ExamplesView:
     kept between calls: the full sort of each key, the last search's matches and the
     kept text columns. Safe to call from one worker thread at a time."""
 
-    def __init__(self, dataset: LoadedDataset, tie_break: np.ndarray | None) -> None:
+    def __init__(self, dataset: LoadedDataset, select_pairs: Callable[[SelectionParams], Selection]) -> None:
+        """`select_pairs` is the selection itself (the session's `select`: exclusions, swaps,
+        pair_id tie-break), so a region filter shows exactly the pairs that baseline picks."""
         self.dataset = dataset
-        self.tie_break = tie_break
+        self.select_pairs = select_pairs
         self.order = RowOrder()
         self._search: tuple[str, np.ndarray] | None = None
         self._kept: pa.Table | None = None
@@ -345,20 +329,21 @@ class ExamplesView:
         selection: Selection | None,
         params: SelectionParams | None,
         annotations: AnnotationMasks,
-        margins: dict[str, np.ndarray],
         effective: dict[str, np.ndarray],
     ) -> np.ndarray:
-        """Row indices, in table order. A region filter reruns its baseline on the raw
-        `margins` with `params`' budget, trim and tau (the defaults while no choice is
-        valid); `effective` margins (swaps negated) are what a source sort orders by."""
+        """Row indices, in table order. A region filter (`bot:implicit`) shows the pairs its
+        baseline selects with `params`' budget, trim and tau (the defaults while no choice
+        is valid): the current selection's own pairs when it is that baseline.
+        `effective` margins (swaps negated) are what a source sort orders by."""
         n = self.dataset.pairs.num_rows
         if ":" in view.row_filter:
             region, source = view.row_filter.split(":", 1)
-            if source not in margins:
+            if source not in effective or n == 0:
                 mask = np.zeros(n, bool)
             else:
-                regional = params if params is not None else SelectionParams(source=source)
-                mask = region_mask(margins, source, region, regional, annotations, self.tie_break)
+                regional = replace(params or SelectionParams(source=source), mode=region, source=source)
+                same = selection is not None and selection.params == regional
+                mask = (selection if same else self.select_pairs(regional)).mask
         else:
             mask = filter_mask(view.row_filter, selection, annotations, n)
         if view.query.strip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from textual.widgets import Input, Select
 from core.annotations import AnnotationStore
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
-from core.views import region_mask
 from dmtui.screens.pair_detail import PairDetailScreen, marked_difference
 from dmtui.screens.source_picker import SourcePicker
 from dmtui.widgets.curation_pane import CurationPane
@@ -136,7 +136,7 @@ async def test_spot_check_walks_the_bot_region_of_the_source_picked(workspace):
         screen = app.screen
         assert isinstance(screen, PairDetailScreen) and screen.walk_title == "spot-check BOT of implicit"
         implicit = pane.session.effective_margin("implicit")
-        region = region_mask(pane.margins, "implicit", "bot", pane.selection.params, pane.annotations, pane.session.tie_keys)
+        region = pane.session.select(replace(pane.selection.params, mode="bot", source="implicit")).mask
         assert pane.view.row_filter == "bot:implicit"  # the table shows what B walks
         assert sorted(screen.rows.tolist()) == np.flatnonzero(region).tolist()
         walked = [implicit[screen.index]]

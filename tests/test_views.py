@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -11,18 +12,21 @@ import pyarrow.parquet as pq
 import pytest
 
 import core.views as views
-from core.annotations import AnnotationMasks
+from core.annotations import Annotation, AnnotationMasks
+from core.curation import CurationSession
 from core.loading import LoadConfig, load_dataset
+from core.margin_sources import MarginSpec, resolve_margins
 from core.selection import SelectionParams, select, tie_keys_from_pair_ids
 from core.views import (
+    ExamplesView,
     RowOrder,
+    ViewChoice,
     column_contains,
     kept_text_columns,
     kept_values,
     last_turn,
     ordered_rows,
     prompt_turns,
-    region_mask,
     search_mask,
     sorted_order,
     trim_leading_blank_lines,
@@ -148,21 +152,46 @@ def test_row_order_reuses_the_sort_when_the_key_is_unchanged(monkeypatch):
     np.testing.assert_array_equal(order.rows(masks[0], None, True), np.arange(key.size)[::-1])
 
 
-def test_mid_region_samples_by_pair_id_hash_not_row_position(tmp_path):
-    rows = [{"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}", "m": float(i % 5) * 0.1}
-            for i in range(400)]
-    forward = load_dataset(write_jsonl(tmp_path / "f.jsonl", rows))
-    backward = load_dataset(write_jsonl(tmp_path / "b.jsonl", rows[::-1]))
-    params = SelectionParams(mode="dm-mul", budget=50, sources=("m",))
+def ultrafeedback_like(count: int, seed: int) -> list[dict]:
+    """Scores in half points, as UltraFeedback's: many pairs tie on their margin."""
+    rng = np.random.default_rng(seed)
+    return [{"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}", "score_chosen": int(rng.integers(10, 21)) / 2,
+             "score_rejected": int(rng.integers(2, 13)) / 2} for i in range(count)]
+
+
+def test_a_region_filter_shows_exactly_the_pairs_its_baseline_selects(tmp_path):
+    """Ties broken by pair_id, MID sampled by pair_id hash, swaps and exclusions honoured:
+    the `top:` / `mid:` / `bot:SOURCE` filter is the selection, not a look-alike."""
+    rows = ultrafeedback_like(300, seed=3)
+    dataset = load_dataset(write_jsonl(tmp_path / "uf.jsonl", rows))
+    margins = resolve_margins(dataset, [MarginSpec.parse("external=score_chosen,score_rejected")])
+    annotations = AnnotationMasks.empty(dataset.pairs.num_rows)
+    ids = dataset.pairs["pair_id"].to_pylist()
+    annotations.set(0, Annotation(ids[0], swapped=True))
+    annotations.set(1, Annotation(ids[1], excluded=True))
+    session = CurationSession(dataset, margins, annotations)
+    margin = margins.margins["external"]
+    assert np.unique(margin).size < margin.size // 3  # ties everywhere
+    view = ExamplesView(dataset, session.select)
+    effective = {"external": session.effective_margin("external")}
+    for region in ("top", "mid", "bot"):
+        for budget in (5, 20, 37, 150):
+            params = SelectionParams(mode="dm-mul", budget=budget, trim=0.0)
+            rows_shown = view.rows(ViewChoice(row_filter=f"{region}:external", sort="row", descending=False), None, params, annotations,
+                                   effective)
+            baseline = session.select(replace(params, mode=region, source="external"))
+            assert rows_shown.tolist() == sorted(baseline.indices.tolist())
 
     def mid_ids(loaded) -> set[str]:
-        margins = {"m": np.array([float(json.loads(t)["m"]) for t in loaded.records["_json"].to_pylist()])}
-        ids = loaded.pairs["pair_id"].combine_chunks()
-        mask = region_mask(margins, "m", "mid", params, AnnotationMasks.empty(len(ids)), tie_keys_from_pair_ids(ids))
-        assert mask.sum() == 50
-        return set(ids.filter(pa.array(mask)).to_pylist())
+        own = CurationSession(loaded, resolve_margins(loaded, [MarginSpec.parse("external=score_chosen,score_rejected")]))
+        shown = ExamplesView(loaded, own.select).rows(
+            ViewChoice(row_filter="mid:external", sort="row", descending=False), None, SelectionParams(budget=30), own.annotations,
+            {"external": own.effective_margin("external")})
+        assert shown.size == 30
+        return set(loaded.pairs["pair_id"].take(pa.array(shown)).to_pylist())
 
-    assert mid_ids(forward) == mid_ids(backward)
+    backward = load_dataset(write_jsonl(tmp_path / "backward.jsonl", rows[::-1]))
+    assert mid_ids(dataset) == mid_ids(backward)  # by pair_id hash, not row position
 
 
 def test_hh_prompts_collapse_to_their_last_turn():

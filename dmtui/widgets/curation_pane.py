@@ -146,7 +146,7 @@ class CurationPane(Vertical):
                         *(f"{region}:{name}" for name in self.sources for region in ("top", "mid", "bot"))]
         self.view = ViewChoice.from_stored(workspace.read_settings().get(VIEW_SETTINGS_KEY), self.filters,
                                            [name for name, _ in sort_steps(self.sources)])
-        self.examples = ExamplesView(dataset, self.session.tie_keys)
+        self.examples = ExamplesView(dataset, self.session.select)
         self._histograms = HistogramMemo()
         self._view_lock = threading.Lock()
         self.kept_names = kept_column_names(dataset)
@@ -284,7 +284,7 @@ class CurationPane(Vertical):
             if worker.is_cancelled:
                 return
             self.post_message(SelectionReady(selection, plots, generation))
-        rows = self.examples.rows(view, selection, params, self.annotations, self.margins, self._effective_margins())
+        rows = self.examples.rows(view, selection, params, self.annotations, self._effective_margins())
         if worker.is_cancelled:
             return
         self.post_message(RowsReady(rows, keep_cursor, generation))
