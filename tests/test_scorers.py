@@ -102,6 +102,26 @@ def test_the_padding_tolerance_follows_the_dtype(dtype, safe):
     assert padding_is_safe(NoisyPadding(dtype, shift=1e-5), SEQUENCES, pad_id=0)
 
 
+def test_a_bf16_reward_model_keeps_padded_batches_that_the_fp32_tolerance_would_refuse(llama3_reward):
+    """A real (tiny) Llama classifier cast to bf16 on the CPU: its padded-vs-alone gap is bf16
+    rounding, above fp32's tolerance and well below bf16's, so scoring stays batched, near fp32."""
+    import copy
+
+    tokenizer, model = llama3_reward
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    pairs = Pairs(*hh_pairs(6, seed=4), conversational=False)
+    fp32_scorer, bf16_scorer = (RewardScorer(m, tokenizer, batch_tokens=300) for m in (model, bf16))
+    fp32, bf16_columns = (external_columns(scorer, pairs, Limits(None), lambda index, passes: None)
+                          for scorer in (fp32_scorer, bf16_scorer))
+    chosen, _ = fp32_scorer.encode_pairs(pairs, Limits(None))
+    sequences = [p + r for p, r in zip(chosen.prompt_ids, chosen.response_ids)]
+    gap = scorers.padding_gap(bf16, sequences, scorers.pad_id_of(bf16, tokenizer))
+    assert scorers.PADDING_CHECK_TOLERANCE[torch.float32] < gap < scorers.PADDING_CHECK_TOLERANCE[torch.bfloat16]
+    assert bf16_scorer.padding_safe is True and bf16_scorer.notes == []
+    np.testing.assert_allclose(bf16_columns["reward_chosen"], fp32["reward_chosen"], atol=0.05 * (1 + np.abs(
+        fp32["reward_chosen"]).max()))
+
+
 def test_the_padding_check_looks_beyond_the_shortest_and_longest():
     assert scorers.PADDING_CHECK_SEQUENCES >= 3
     assert not padding_is_safe(NoisyPadding(torch.float32, shift=0.0, broken_length=9), SEQUENCES, pad_id=0)
