@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 from app_pilot import settle, wait_for
 from textual.widgets import Checkbox, Input, TabbedContent
@@ -70,3 +71,13 @@ async def test_scoring_without_models_shows_the_error(tmp_path):
         status = str(app.screen.query_one(ScorePane).query_one("#score-status").render())
         assert status.startswith("failed:") and "model" in status
         assert app.is_running
+
+
+def test_the_finished_summary_says_what_the_run_warned_about(tmp_path):
+    note = ("pi_1 (run/) and pi_0 (sft/) have different chat templates: conversations are encoded with pi_0's, "
+            "which pi_1 may not have been trained on")
+    source = {"scored": 120, "reused": 0, "notes": [note],
+              "truncation_summary": "0 of 120 pairs (0.0%) cut to fit 256 tokens"}
+    ok, summary = ScorePane(tmp_path, {})._summary({"event": "done", "sources": {"implicit": source}},
+                                                   job=SimpleNamespace(stopping=False))
+    assert ok and summary.splitlines()[1:] == [f"implicit: {note}"]

@@ -209,9 +209,12 @@ class ScorePane(Vertical):
                           + (f", {r['token_identical']:,} token-identical" if r.get("token_identical") else "")
                           + f", {r['truncation_summary']}"  # pairs cut to fit the source's token limit
                           for name, r in outcome.get("sources", {}).items())
+        # What the run warned about (pi_1's other chat template, a reward model scored unbatched, ...).
+        notes = "".join(f"\n{name}: {note}" for name, r in outcome.get("sources", {}).items()
+                        for note in r.get("notes", []))
         kind = outcome.get("event")
         if kind == "done":
-            return True, f"done in {elapsed}: {parts}"
+            return True, f"done in {elapsed}: {parts}{notes}"
         if kind == "cancelled" or (job.stopping and kind != "error"):  # a stop before any chunk: nothing lost
             return False, f"cancelled after {elapsed}; finished chunks are kept and the next run resumes" + (
                 f" ({parts})" if parts else "")
