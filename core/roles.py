@@ -14,9 +14,10 @@ This module finds those turns, so that
   applies each model's own chat template instead of feeding it foreign markers.
 
 A marker counts only where it starts a line (or the text), except Vicuna's upper-case
-``USER:`` / ``ASSISTANT:``, which follow any whitespace. Text before the first marker
-(Alpaca's "Below is an instruction ...") is a system turn. A dialogue is well formed
-when its turns alternate, starting with the user.
+``USER:`` / ``ASSISTANT:``, which follow any whitespace; a pair that does not split so
+is read again with markers only after a blank line (a reply may quote a dialogue). Text
+before the first marker (Alpaca's "Below is an instruction ...") is a system turn. A
+dialogue is well formed when its turns alternate, starting with the user.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ class RoleMarkers:
     @property
     def pattern(self) -> re.Pattern[str]:
         before = r"(?:^|(?<=\n))" if self.line_start else r"(?:^|(?<=\s))"
+        return self._markers_after(before)
+
+    @property
+    def paragraph_pattern(self) -> re.Pattern[str]:
+        """Markers only at the text start or after a blank line (HH's "\\n\\nHuman:")."""
+        return self._markers_after(r"(?:^|(?<=\n\n))")
+
+    def _markers_after(self, before: str) -> re.Pattern[str]:
         return re.compile(f"{before}(?:(?P<user>{re.escape(self.user)})|(?P<assistant>{re.escape(self.assistant)}))")
 
 
@@ -54,6 +63,7 @@ FAMILIES: tuple[RoleMarkers, ...] = (
 """Tried in this order; the first family that reads a text as a well-formed dialogue wins."""
 BY_NAME = {family.name: family for family in FAMILIES}
 _PATTERNS = {family.name: family.pattern for family in FAMILIES}
+_PARAGRAPH_PATTERNS = {family.name: family.paragraph_pattern for family in FAMILIES if family.line_start}
 
 ANY_MARKER = "|".join(dict.fromkeys(marker.removeprefix("### ") for family in FAMILIES
                                     for marker in (family.user, family.assistant)))
@@ -92,7 +102,8 @@ class Dialogue:
         return [{"role": turn.role, "content": self.content(turn)} for turn in (self.turns if turns is None else turns)]
 
 
-def parse_dialogue(text: str, family: str | None = None) -> Dialogue | None:
+def parse_dialogue(text: str, family: str | None = None,
+                   patterns: dict[str, re.Pattern[str]] = _PATTERNS) -> Dialogue | None:
     """`text` as a well-formed dialogue of `family` (or of the first family that fits), else None.
 
     >>> d = parse_dialogue("\\n\\nHuman: hi\\n\\nAssistant: hello")
@@ -105,14 +116,16 @@ def parse_dialogue(text: str, family: str | None = None) -> Dialogue | None:
     """
     families = (BY_NAME[family],) if family else FAMILIES
     for markers in families:
-        dialogue = _parse(text, markers)
+        if markers.name not in patterns:
+            continue
+        dialogue = _parse(text, markers, patterns[markers.name])
         if dialogue is not None:
             return dialogue
     return None
 
 
-def _parse(text: str, markers: RoleMarkers) -> Dialogue | None:
-    found = list(_PATTERNS[markers.name].finditer(text))
+def _parse(text: str, markers: RoleMarkers, pattern: re.Pattern[str]) -> Dialogue | None:
+    found = list(pattern.finditer(text))
     if not found:
         return None
     turns: list[Turn] = []
@@ -157,11 +170,28 @@ def split_dialogues(chosen: str, rejected: str) -> DialogueSplit | None:
     ('\\n\\nHuman: hi?\\n\\nAssistant:', " I'm not sure.", " I'm sorry.")
     >>> s.messages[0]
     [{'role': 'user', 'content': 'hi?'}]
+
+    A reply may quote a dialogue ("Human: hi" at a line start inside it). When the markers
+    at every line start do not split the pair, those at paragraph starts (after a blank
+    line, as HH separates turns) are tried before the pair is given up as unsplittable.
     """
-    chosen_dialogue = parse_dialogue(chosen)
+    try:
+        return _split_dialogues(chosen, rejected, _PATTERNS)
+    except Unsplittable:
+        try:
+            split = _split_dialogues(chosen, rejected, _PARAGRAPH_PATTERNS)
+        except Unsplittable:
+            split = None
+        if split is None:
+            raise
+        return split
+
+
+def _split_dialogues(chosen: str, rejected: str, patterns: dict[str, re.Pattern[str]]) -> DialogueSplit | None:
+    chosen_dialogue = parse_dialogue(chosen, patterns=patterns)
     if chosen_dialogue is None or not any(turn.role == "assistant" for turn in chosen_dialogue.turns):
         return None
-    rejected_dialogue = parse_dialogue(rejected, chosen_dialogue.family)
+    rejected_dialogue = parse_dialogue(rejected, chosen_dialogue.family, patterns)
     if rejected_dialogue is None:
         return None
     for name, dialogue in (("chosen", chosen_dialogue), ("rejected", rejected_dialogue)):

@@ -167,6 +167,19 @@ def test_hh_rlhf_kept_as_text_never_cuts_inside_a_reply(tmp_path):
     assert pairs[2]["pair_id"] == pair_id(row["chosen"][:cut], row["chosen"][cut:], row["rejected"][cut:])
 
 
+def test_a_reply_that_quotes_a_dialogue_is_split_at_the_real_last_turn(tmp_path):
+    question = "write a script with a line 'Human: hi'"
+    rows = [{"chosen": hh(question, "Here:\nHuman: hi\nAssistant: hello"), "rejected": hh(question, "no.")},
+            HH_ROWS[2]]
+    loaded = load(write_jsonl(tmp_path / "quote.jsonl", rows))
+    assert loaded.report.rejected_total == 0 and loaded.report.role_text == "conversations"
+    pair = loaded.pairs.to_pylist()[0]
+    assert (pair["prompt"], pair["chosen"], pair["rejected"]) == (
+        [u(question)], [a("Here:\nHuman: hi\nAssistant: hello")], [a("no.")])
+    text = load(write_jsonl(tmp_path / "quote.jsonl", rows), keep_role_text=True).pairs.to_pylist()[0]
+    assert text["prompt"] == hh(question, "")[:-1] and text["chosen"] == " Here:\nHuman: hi\nAssistant: hello"
+
+
 def test_role_marked_text_with_an_unmarked_row_stays_text_and_says_why(tmp_path):
     rows = HH_ROWS[:3] + [{"chosen": "Plain text, good answer", "rejected": "Plain text, bad one"}]
     report = load(write_jsonl(tmp_path / "hh.jsonl", rows)).report
