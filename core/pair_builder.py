@@ -487,7 +487,7 @@ class PairBuilder:
         for code in np.flatnonzero(counts).tolist():
             positions = np.flatnonzero(rules == code)[:EXAMPLES_PER_RULE].tolist()
             report.prompt_examples[RULES[code]] = [self._example(pieces, pairs, p) for p in positions]
-        report.shape = self._shape()
+        report.shape = self._shape() if report.loaded else None  # nothing loaded: no shape was read
         _report_rendered_templates(report, pairs)
         self._report_scores(records if numbers is None else numbers)
         notes = self.normaliser.notes

@@ -202,8 +202,12 @@ def test_wrong_column_names_are_named_with_what_the_file_has(tmp_path):
     assert result.returncode == 1
     assert ("needs prompt/chosen/rejected; the file has: question, good, bad; "
             "pass --prompt-col question --chosen-col good --rejected-col bad") in result.stderr
+    # nothing loaded: no shape is claimed, and the columns the file lacks are marked
+    assert "shape:" not in result.stdout
+    assert "chosen=chosen (not in the file) rejected=rejected (not in the file)" in result.stdout
+    assert "prompt=question (by its name) chosen" in result.stdout
     data = json.loads(dmtui("info", path, "--json").stdout)
-    assert data["file_columns"] == ["question", "good", "bad"]
+    assert data["shape"] is None and data["file_columns"] == ["question", "good", "bad"]
     assert data["suggested_mapping"] == {"prompt": "question", "chosen": "good", "rejected": "bad"}
 
 

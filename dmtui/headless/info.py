@@ -95,8 +95,9 @@ def print_report(report, show_all: bool = False) -> None:
     console.print(f"[bold]{escape(report.source)}[/]  ({report.source_kind}, {report.format or 'unknown format'}, {style})")
     if report.shape:
         console.print(f"shape: {SHAPES.get(report.shape, report.shape)}", markup=False)
-    guessed = set(report.guessed_columns)
+    guessed, in_file = set(report.guessed_columns), set(report.file_columns)
     mapping = " ".join(f"{role}={column}{' (by its name)' if role in guessed else ''}"
+                       f"{' (not in the file)' if in_file and column not in in_file else ''}"
                        for role, column in report.columns.items())
     kept = f"; kept: {', '.join(report.extra_columns)}" if report.extra_columns else ""
     console.print(f"columns: {mapping}{kept}", markup=False)
