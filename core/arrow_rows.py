@@ -149,7 +149,8 @@ def numeric_columns(table: pa.Table, loaded: np.ndarray) -> tuple[dict[str, pa.A
         if column.null_count == len(column):
             continue
         if pa.types.is_integer(data_type) or pa.types.is_floating(data_type):
-            numbers[name] = column.cast(pa.float64())
+            # unsafe: an integer beyond 2**53 rounds to the nearest double, as float() does
+            numbers[name] = column.cast(pa.float64(), safe=False)
         else:
             other.add(name)
     return numbers, other

@@ -509,10 +509,12 @@ def _score_source(plan, dataset, workspace, config, mine, report, progress, canc
 
 def record_truncation(store: ScoreStore, pair_ids: pa.Array) -> dict[str, Any]:
     """Write into the table's meta how many of `pair_ids` (the dataset's pairs) were cut to fit, and
-    under which limit, so the manifest of an export that uses these scores says so."""
+    under which limit, so the manifest of an export that uses these scores says so. A table whose
+    record is already right is left untouched (a fully reused source writes nothing)."""
     table = store.read()
     flags = {name: values_for(table, pair_ids, name) == 1 for name in ("truncated", "skipped", "token_identical")}
     meta = store.read_meta()
+    recorded = meta.get("truncation")
     settings = meta.get("settings", {})
     n = len(pair_ids)
     meta["truncation"] = {
@@ -520,7 +522,8 @@ def record_truncation(store: ScoreStore, pair_ids: pa.Array) -> dict[str, Any]:
         "share": round(float(flags["truncated"].sum()) / n, 4) if n else 0.0,
         "skipped": int(flags["skipped"].sum()), "token_identical": int(flags["token_identical"].sum()),
         "max_length": settings.get("max_length"), "min_prompt_tokens": settings.get("min_prompt_tokens")}
-    store.write_meta({k: v for k, v in meta.items() if k not in ("source", "fingerprint", "updated_at")})
+    if meta["truncation"] != recorded:
+        store.write_meta({k: v for k, v in meta.items() if k not in ("source", "fingerprint", "updated_at")})
     return meta["truncation"]
 
 

@@ -23,10 +23,11 @@ async def open_curate(app, pilot) -> CurationPane:
     return app.screen.query_one(CurationPane)
 
 
-async def wait_for(predicate, pilot, seconds: float = 120.0) -> None:
-    """Poll `predicate` every 0.1 s while the app runs; fail after `seconds`."""
+async def wait_for(predicate, pilot, seconds: float = 120.0, seen=None) -> None:
+    """Poll `predicate` every 0.1 s while the app runs; fail after `seconds`, with what `seen()`
+    returns (what the test was watching) in the message."""
     for _ in range(int(seconds * 10)):
         if predicate():
             return
         await pilot.pause(0.1)
-    raise AssertionError("timed out waiting")
+    raise AssertionError("timed out waiting" + (f"; seen:\n{seen()}" if seen is not None else ""))

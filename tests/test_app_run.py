@@ -118,16 +118,17 @@ async def test_training_runs_in_a_subprocess_streams_curves_and_stops(workspace,
         assert run.running
         await pilot.press("escape")  # Esc never stops work
         assert run.running
+        asking = lambda: isinstance(app.screen, ConfirmScreen)  # noqa: E731
         await pilot.press("X")  # asks before stopping a training run
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+        await wait_for(asking, pilot, 10)
         await pilot.press("n")
+        await wait_for(lambda: not asking(), pilot, 10)
         assert run.running
         await pilot.press("X")
-        await pilot.pause()
+        await wait_for(asking, pilot, 10)  # a "y" before the question shows would be lost
         await pilot.press("y")  # stops the subprocess cleanly
         await wait_for(lambda: not run.running, pilot)
-        await wait_for(lambda: "exited with code 130" in log_text(run), pilot, 30)
+        await wait_for(lambda: "exited with code 130" in log_text(run), pilot, 60, lambda: log_text(run))
         text = log_text(run)
         assert "stopped at step" in text and "checkpoint" in text, text
         assert re.search(r"step \d+/\d+  loss \d\.\d+", text), text  # 4 significant digits, not 16

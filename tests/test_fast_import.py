@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import core.loading
@@ -129,6 +129,8 @@ conversation_rows = st.lists(
 
 @FUZZ
 @given(rows=conversation_rows)
+@example(rows=[{"prompt": "0", "score": 2**53 + 1, "chosen": [{"role": "", "content": "00"}],
+                "rejected": [{"role": "", "content": "0"}]}])  # an integer a double cannot hold
 def test_conversations_load_alike_on_both_paths(tmp_path, monkeypatch, small_blocks, rows):
     path = tmp_path / "c.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

@@ -295,12 +295,15 @@ def cli_world(tmp_path, monkeypatch):
     It is the current folder, one level below `tmp_path`, so that a write beside the
     current folder shows up in `tmp_path`.
     """
+    import textual_serve.server
+
     import dmtui.app
 
     tmp_path = tmp_path / "cwd"
     tmp_path.mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dmtui.app.DmtuiApp, "run", lambda self, *a, **k: None)  # `open` starts no app
+    monkeypatch.setattr(textual_serve.server.Server, "serve", lambda self, *a, **k: None)  # nor `serve` a server
     rows = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "score": i % 3 - 1.0,
              "score_chosen": float(i), "score_rejected": 1.0, "[/]": float(i)} for i in range(12)]
     good = tmp_path / "good.jsonl"

@@ -27,13 +27,12 @@ from rich.console import Console
 from safetensors.torch import load_file
 from test_fuzz import run_cli
 from textual.coordinate import Coordinate
-from textual.widgets import DataTable, Input, Label, Select, Static
+from textual.widgets import Input, Label, Select, Static
 from tiny_models import save_tiny_llama
 
 import core.paths
 import core.scoring
 from core.annotations import AnnotationStore
-from core.errors import DmtuiError
 from core.export import ExportError, read_manifest, rebuild_from_manifest
 from core.loading import LoadConfig
 from core.model_trust import ModelTrust
@@ -47,6 +46,7 @@ from core.scoring import ScoringConfig
 from core.training import TrainConfig, train
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
+from dmtui.headless.score import config_from_args
 from dmtui.cli import build_parser, main
 from dmtui.screens.pair_detail import PairDetailScreen
 from dmtui.screens.rejections import RejectionsScreen
@@ -55,6 +55,7 @@ from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.run_pane import RunPane
+from dmtui.widgets.score_pane import ScorePane
 
 ROWS = [{"prompt": f"question {i}", "chosen": f"good answer {i}", "rejected": f"bad answer {i}",
          "score": float(i % 5)} for i in range(16)]
@@ -253,14 +254,9 @@ def test_scoring_and_training_pass_the_flags_to_every_loader(tiny_model, tmp_pat
 
 @pytest.mark.parametrize("trust", [ModelTrust(), ModelTrust(trust_remote_code=True, allow_pickle=True)])
 async def test_the_app_shows_and_passes_on_what_models_may_do(tmp_path, monkeypatch, trust):
-    scored: list[ScoringConfig] = []
+    score_commands: list[list[str]] = []
     commands: list[list[str]] = []
-
-    def fake_score(dataset, workspace, config, **kwargs):
-        scored.append(config)
-        raise DmtuiError("stopped by the test")
-
-    monkeypatch.setattr(core.scoring, "score", fake_score)
+    monkeypatch.setattr(ScorePane, "run_scoring", lambda self, command: score_commands.append(command))
     monkeypatch.setattr(RunPane, "run_training", lambda self, command: commands.append(command))
     workspace = Workspace.open_or_create(str(write_jsonl(tmp_path / "d.jsonl", ROWS)), tmp_path / "ws")
     app = DmtuiApp(workspace, model_trust=trust)
@@ -284,7 +280,10 @@ async def test_the_app_shows_and_passes_on_what_models_may_do(tmp_path, monkeypa
         run.last_export = str(tmp_path / "export")
         run.query_one("#train-model", Input).value = "some-model"
         await pilot.click("#train")
-    assert [(c.trust_remote_code, c.allow_pickle) for c in scored] == [(trust.trust_remote_code, trust.allow_pickle)]
+    assert len(score_commands) == 1 and score_commands[0][1:3] == ["-m", "dmtui"]
+    # the app scores in a `dmtui score` child: what that child makes of the command it is given
+    config = config_from_args(build_parser().parse_args(score_commands[0][3:]))
+    assert (config.trust_remote_code, config.allow_pickle) == (trust.trust_remote_code, trust.allow_pickle)
     assert len(commands) == 1
     assert ("--trust-remote-code" in commands[0], "--allow-pickle" in commands[0]) == \
         (trust.trust_remote_code, trust.allow_pickle)
@@ -506,8 +505,10 @@ async def test_user_text_is_shown_literally_never_as_markup(tmp_path):
         assert "[/]prompt" in summary and "[b]kept[/b]" in summary
         await pilot.press("b")
         assert isinstance(app.screen, RejectionsScreen)
-        cells = [str(app.screen.query_one(DataTable).get_cell_at(Coordinate(0, column))) for column in range(4)]
+        rejected = app.screen.query_one(ExamplesTable)
+        cells = [column.cell(int(rejected.rows[0])) for column in rejected.columns]
         assert cells[1:3] == ["[/]prompt", "missing_column"] and "'[/]prompt'" in cells[3]
+        assert "[/]prompt" in "".join(segment.text for segment in rejected.render_line(1))
         assert "d[red].jsonl" in str(app.screen.query_one("#title", Static).render())
         await pilot.press("escape")
 

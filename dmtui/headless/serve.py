@@ -8,6 +8,7 @@ as `dmtui open DATA ...`; closing the tab ends it. Ctrl-C (or SIGTERM) stops the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import shlex
 import socket
@@ -65,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"dmtui serves {args.data} at {url}  (Ctrl-C stops it)", flush=True)
     print(f"from another machine: ssh -L {args.port}:{HOST}:{args.port} {getpass.getuser()}@{socket.gethostname()}"
           f"  then open {url}", flush=True)
+    asyncio.set_event_loop(asyncio.new_event_loop())  # the server takes the current loop: never a closed one
     Server(shlex.join(app_command(args)), host=HOST, port=args.port, title="dmtui").serve()
     return 0
