@@ -324,8 +324,9 @@ def mode_requirement(mode: str, sources: Sequence[str]) -> str | None:
     return None
 
 
-_MISSING_MARGIN_HINT = ("score the dataset (the Score tab, or `dmtui score`), or give a margin the data has with "
+MISSING_MARGIN_HINT = ("score the dataset (the Score tab, or `dmtui score`), or give a margin the data has with "
                         "--margin NAME=COLUMN (or NAME=CHOSEN_COL,REJECTED_COL); Random needs no margin")
+"""The hint of a mode whose margin is missing (the app says it in keys: the Curate tab)."""
 
 
 def parse_choices(choices: SelectionChoices, sources: Sequence[str]) -> ParsedChoices:
@@ -357,7 +358,7 @@ def parse_choices(choices: SelectionChoices, sources: Sequence[str]) -> ParsedCh
         return ParsedChoices(choices, None, tuple(problems), (), tuple(drop))
     need = mode_requirement(mode, sources)
     if need:
-        problems.append(Problem("mode", need, _MISSING_MARGIN_HINT))
+        problems.append(Problem("mode", need, MISSING_MARGIN_HINT))
 
     options: dict[str, Any] = {"mode": mode, "budget": budget, "sources": ()}
     if mode in SINGLE_SOURCE_MODES:

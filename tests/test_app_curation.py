@@ -153,11 +153,27 @@ async def test_spot_check_walks_the_bot_region_of_the_source_picked(workspace):
         assert isinstance(app.screen, PairDetailScreen) and app.screen.walk_title == "spot-check BOT of implicit"
 
 
-async def test_without_margins_the_curate_tab_says_what_to_do_and_random_works(tmp_path):
+def unscored_workspace(tmp_path) -> Workspace:
     data = tmp_path / "plain.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}"}) + "\n"
                             for i in range(30)))
-    app = DmtuiApp(Workspace.open_or_create(str(data), tmp_path / "ws"))
+    return Workspace.open_or_create(str(data), tmp_path / "ws")
+
+
+async def test_at_80x24_an_unscored_curate_tab_shows_the_keys_to_score(tmp_path):
+    """Review 1 item 20: the mode's problem said the CLI's long hint, which pushed "press 3,
+    then S" below the fold; the app says the keys (the CLI keeps its own words)."""
+    app = DmtuiApp(unscored_workspace(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = await open_curate(app, pilot)
+        problem = pane.query_one("#problem-mode")
+        text = " ".join(str(problem.render()).split())
+        assert "DM-MUL needs margins" in text and "press 3, then S, to score" in text and "dmtui score" not in text
+        assert problem.region.height and problem.region.bottom <= app.screen.region.bottom - 2  # above the footer
+
+
+async def test_without_margins_the_curate_tab_says_what_to_do_and_random_works(tmp_path):
+    app = DmtuiApp(unscored_workspace(tmp_path))
     async with app.run_test(size=(100, 30)) as pilot:
         pane = await open_curate(app, pilot)
         stats = str(pane.query_one("#selection-stats").render())

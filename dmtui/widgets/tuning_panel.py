@@ -22,6 +22,7 @@ from textual.widgets._select import SelectOverlay
 from core.curation import (
     FUSED_MODES,
     MODE_DESCRIPTIONS,
+    MISSING_MARGIN_HINT,
     MODE_LABELS,
     SAMPLED_MODES,
     TRIMMED_MODES,
@@ -35,6 +36,10 @@ from core.errors import DmtuiError
 from core.selection import DEFAULT_M1, DEFAULT_TAU, DEFAULT_TAU_OTHER, DEFAULT_TRIM, MODES, SINGLE_SOURCE_MODES
 from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.widgets.static_text import update_text
+
+MISSING_MARGIN_KEYS = "press 3, then S, to score the dataset (or open it with --margin); Random needs no margin"
+"""The app's words for core.curation.MISSING_MARGIN_HINT: the keys first and short, so an
+80x24 Curate tab shows them above the fold."""
 
 TIE_LABELS = {"pair-id": "ties: pair_id (paper)", "margin-sum": "ties: margin sum"}
 
@@ -201,8 +206,9 @@ class TuningPanel(Vertical):
             problem = parsed.problem_for(key)
             message = self.query_one(f"#problem-{control}", Static)
             message.display = problem is not None
-            update_text(message, "" if problem is None
-                        else problem.message + (f": {problem.hint}" if problem.hint else ""))
+            hint = MISSING_MARGIN_KEYS if problem is not None and problem.hint == MISSING_MARGIN_HINT \
+                else problem.hint if problem is not None else None
+            update_text(message, "" if problem is None else problem.message + (f": {hint}" if hint else ""))
             fields = self.query(f"#{control}")
             if fields and isinstance(fields.first(), Input):
                 fields.first().set_class(problem is not None, "invalid")
