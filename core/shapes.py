@@ -243,10 +243,8 @@ class RowNormaliser:
             chosen, rejected = [_assistant(chosen)], [_assistant(rejected)]
         rule = "prompt_column"
         if isinstance(prompt, str):
-            shared = shared_message_prefix(chosen, rejected)
+            shared = self._prompt_messages(chosen, rejected)
             if shared:
-                if shared == len(chosen) or shared == len(rejected):
-                    raise RowRejected("identical_responses", self.columns["chosen"], "one conversation contains the other")
                 head, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
                 self._compare_prompt(prompt, head, location)
                 prompt, rule = head, "shared_messages"
@@ -260,6 +258,18 @@ class RowNormaliser:
                 raise RowRejected("empty_field", self.columns[role], "nothing left after the shared prompt")
         return Normalised(prompt, chosen, rejected, rule)
 
+    def _prompt_messages(self, chosen: list[Message], rejected: list[Message]) -> int:
+        """How many leading messages both conversations share (the prompt). When one holds
+        the whole other one, the shorter has no reply of its own: an empty field, not
+        identical responses. (TRL's maybe_extract_prompt would cut one message earlier and
+        make [u, a] / [u, a, u2] the replies [a] / [a, u2]: not a preference between replies.)"""
+        shared = shared_message_prefix(chosen, rejected)
+        if shared == min(len(chosen), len(rejected)):
+            shorter = "chosen" if len(chosen) < len(rejected) else "rejected"
+            raise RowRejected("empty_field", self.columns[shorter],
+                              "no reply after the messages both conversations share (the other one continues it)")
+        return shared
+
     def _compare_prompt(self, prompt: str, head: list[Message], location: str) -> None:
         users = [m["content"] for m in head if m["role"] == "user"]
         if not users or users[-1].strip() != prompt.strip():
@@ -269,9 +279,7 @@ class RowNormaliser:
     def _split_implicit(self, chosen: Any, rejected: Any) -> Normalised:
         rule = "shared_messages"
         if isinstance(chosen, list):
-            shared = shared_message_prefix(chosen, rejected)
-            if shared == len(chosen) or shared == len(rejected):
-                raise RowRejected("identical_responses", self.columns["chosen"], "one conversation contains the other")
+            shared = self._prompt_messages(chosen, rejected)
         else:
             split = None
             if re.search(ANY_MARKER, chosen):

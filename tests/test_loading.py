@@ -305,7 +305,9 @@ def test_implicit_prompt_text_rejections(tmp_path, chosen, rejected, reason):
 def test_implicit_prompt_conversation_containing_the_other(tmp_path):
     rows = [{"chosen": [u("hi"), a("hello")], "rejected": [u("hi"), a("hello"), u("more")]}]
     rejection = only_rejection(load(write_jsonl(tmp_path / "i.jsonl", rows)).report)
-    assert (rejection.reason, rejection.location, rejection.column) == ("identical_responses", "line 1", "chosen")
+    # the replies are not identical: chosen has none after the shared messages (review1 21c)
+    assert (rejection.reason, rejection.location, rejection.column) == ("empty_field", "line 1", "chosen")
+    assert "no reply after the messages both conversations share" in rejection.detail
 
 
 @pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])

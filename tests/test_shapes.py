@@ -106,6 +106,17 @@ def test_ultrafeedback_prompt_that_is_not_the_repeated_turn_is_warned(tmp_path):
     assert any("1 rows have a prompt column" in w and "line 3" in w for w in report.warnings)
 
 
+@pytest.mark.parametrize("prompt", [None, "hi"])
+def test_a_conversation_that_holds_the_other_is_an_empty_reply_not_identical(tmp_path, prompt):
+    rows = [{"chosen": [u("hi"), a("one"), a("two")], "rejected": [u("hi"), a("one")]},
+            {"chosen": [u("hi"), a("good")], "rejected": [u("hi"), a("bad")]}]
+    if prompt is not None:
+        rows = [{"prompt": prompt, **row} for row in rows]
+    report = load(write_jsonl(tmp_path / "c.jsonl", rows)).report
+    assert report.loaded == 1
+    assert [(r.reason, r.location, r.column) for r in report.rejections] == [("empty_field", "line 1", "rejected")]
+
+
 def test_string_prompt_before_reply_only_messages_becomes_the_user_turn(tmp_path):
     rows = [{"prompt": "2+2?", "chosen": [a("4")], "rejected": [a("5")]}]
     loaded = load(write_jsonl(tmp_path / "d.jsonl", rows))
