@@ -14,9 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list a workspace's annotations: flags, notes, exclusions, swaps",
         description="List every annotated pair of a workspace (or of the dataset whose workspace sits next to "
         "it), in the dataset's row order, with its row, flags, note, exclusion and swap. Pairs annotated "
-        "before the dataset changed, and no longer in it, come last, marked as such. It only reads: when the "
-        "dataset is missing or changed, the annotations are still listed (they are all in the workspace), "
-        "their rows unknown.",
+        "before the dataset changed, and no longer in it, come last, marked as such. It records nothing in the "
+        "workspace, and when the dataset is missing or changed the annotations are still listed (they are all "
+        "in the workspace), their rows unknown.",
     )
     parser.add_argument("workspace", metavar="WORKSPACE", type=path_argument,
                         help="a workspace folder, or a dataset that has one next to it")
