@@ -53,24 +53,20 @@ Computation (`response_logprobs`)
     soft-cap when the config has one. Architectures that transform logits otherwise
     after the LM head (Cohere logit_scale, Granite logits_scaling, ...) use the model's
     own forward instead, keeping only the logits from the first response position on
-    (`logits_to_keep`; there the logits are in the model's dtype). Out-of-memory halves the token budget (to half the failed batch) and retries that
-    batch; the smaller budget stays for the rest of the run.
+    (`logits_to_keep`; there the logits are in the model's dtype). Out-of-memory halves
+    the token budget (to half the failed batch) and retries that batch; the smaller
+    budget stays for the rest of the run.
 
-Shared prompt (measured, see bench/bench_logprobs.py)
+Shared prompt
     `pair_logprobs` runs a prompt shared by chosen and rejected once, repeats its KV
-    cache for the two responses and runs only the responses again. Measured on CPU
-    (2 threads, Llama 19.5M params: vocab 32k, hidden 256, 4 layers; 16 pairs,
-    prompt ~200, responses ~50 tokens; best of 3, busy shared machine):
-        naive per-sequence full logits   4548 tok/s   x1.00
-        response_logprobs (engine)       9274 tok/s   x2.04
-        pair_logprobs (shared prompt)   12726 tok/s   x2.80  (x1.37 over the engine)
-    and it agrees with the plain path to 1e-4 (both within 1e-4 of naive). The
-    saving is the second prompt pass, so it grows with prompt/response length
-    ratio; kept. It falls back to the plain path for pairs whose prompts differ
+    cache for the two responses and runs only the responses again; it agrees with the
+    plain path to 1e-4. The saving is the second prompt pass, so it grows with the
+    prompt/response length ratio (bench/bench_logprobs.py measures it; figures in
+    bench/README.md). It falls back to the plain path for pairs whose prompts differ
     after truncation, empty contexts, and full-forward architectures.
-    Logits memory: the engine never exceeds LOGITS_CHUNK_ELEMENTS (128 MiB fp32;
-    92 MiB in that run) whatever the batch, where a batched full forward of the
-    same 16 x 250 tokens would build 16 x 250 x 32k fp32 logits = 488 MiB.
+    Logits memory: the engine never holds more than LOGITS_CHUNK_ELEMENTS (128 MiB
+    fp32) of logits whatever the batch, where a batched full forward builds
+    batch x length x vocab of them (bench/logits_memory.py).
 """
 
 from __future__ import annotations
