@@ -62,7 +62,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -558,7 +558,3 @@ def _round_report(r: int, policy: str, round_dir: Path, resumed: list[str]) -> R
         mean_oracle_reward=stats["mean_oracle_reward"], train_steps=training.get("steps"),
         generation_backend=manifest.get("generation", {}).get("backend", "transformers"), resumed_stages=resumed,
     )
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(IterateConfig)]

@@ -256,12 +256,6 @@ _loaded: OrderedDict[tuple, Any] = OrderedDict()
 _loaded_lock = threading.Lock()
 
 
-def clear_model_cache() -> None:
-    """Forget every model kept loaded between `score` calls (frees their memory)."""
-    with _loaded_lock:
-        _loaded.clear()
-
-
 def _cached(key: tuple, load: Callable[[], Any]) -> Any:
     """Keyed by fingerprint, not path, so retrained weights in the same folder are reloaded."""
     with _loaded_lock:

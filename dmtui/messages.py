@@ -27,15 +27,6 @@ class DatasetLoaded(Message):
 
 
 @dataclass
-class WorkFailed(Message):
-    """A background worker stopped with an error a person should see."""
-
-    group: str
-    message: str
-    hint: str | None = None
-
-
-@dataclass
 class DemoModelsReady(Message):
     """The demo world's tiny models exist (built now or found in the cache)."""
 
