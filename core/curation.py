@@ -42,7 +42,6 @@ from core.margin_sources import MarginSpec, ResolvedMargins
 from core.progress import ProgressFn
 from core.selection import (
     DEFAULT_M1,
-    DEFAULT_TRIM,
     EXTERNAL,
     IFD,
     IMPLICIT,

@@ -15,7 +15,6 @@ from core.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.pair_detail import PairDetailScreen, marked_difference
 from dmtui.screens.source_picker import SourcePicker
-from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
 
