@@ -8,14 +8,22 @@ is its own:
    workspace cache), beside `pyarrow.json.read_json` of the same file alone (the floor:
    Arrow's reader, nothing checked or hashed), each in its own process;
 2. reopen: the cache memory-mapped, no text read;
-3. the app (Textual pilot, 160x50): process start to the first selection on screen,
-   twice; then budget edits (keystroke to redrawn selection) beside `select` alone at
-   the same size, and page-down / end / home in the examples table;
+3. the app (Textual pilot, 160x50): process start to the first selection painted on the
+   Curate tab, twice; then budget edits (an edit to the plots and the table painted with
+   the new selection) beside `select` alone on the same data, and page-down / end / home
+   in the examples table (a key to the table painted);
 4. export of a 100k-pair subset with `dmtui export` (JSONL, as the input), then as
    Parquet.
 
     python bench/bench_million.py                 # 1M pairs, in a temp folder
     python bench/bench_million.py --pairs 200000 --work /tmp/m1 --keep   # reuse the data made before
+    python bench/bench_million.py --work /tmp/m1 --keep --app-only       # only the app phases, again
+    python bench/bench_million.py --work /tmp/m1 --keep --app-only --baseline /tmp/old   # and an older checkout's
+
+`--baseline CHECKOUT` runs the app phases a second time with the code of another checkout
+(e.g. `git archive COMMIT | tar -x -C /tmp/old`) right after this one's, on the same
+data (in a workspace of its own, `ws-baseline`, as cache formats differ between
+versions), so a change is measured against what it replaced under the same load.
 
 Peak memory is each process's maximum resident set size (`ru_maxrss`). It counts the
 pages of the memory-mapped cache that a phase read (an export of 100k random rows reads
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -35,12 +44,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 MARGINS = ["external=sc,sr", "implicit=im"]
+PAGE_DOWNS = 8
 WORDS = ("the a rice cook python function garden water plant soil test value file read print loop error "
          "fix help tomato basil seed step answer question because then when why how list").split()
 
@@ -69,11 +80,11 @@ def peak_mb() -> float:
 
 # Phases, each run as `bench_million.py --phase NAME ...` in a fresh process --------------
 
-def phase_load(data: Path, work: Path) -> dict:
+def phase_load(data: Path, ws: Path) -> dict:
     from core.workspace import Workspace
 
     started = time.perf_counter()
-    dataset = Workspace.open_or_create(str(data), work / "ws").load()
+    dataset = Workspace.open_or_create(str(data), ws).load()
     return {"seconds": time.perf_counter() - started, "pairs": dataset.pairs.num_rows, "peak_mb": peak_mb()}
 
 
@@ -85,63 +96,151 @@ def phase_read_json(data: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "rows": table.num_rows, "peak_mb": peak_mb()}
 
 
-async def _drive_app(work: Path, process_started: float, edits: int) -> dict:
+@dataclass(frozen=True)
+class Stamp:
+    """A moment: wall time and the process's CPU time (all threads)."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> "Stamp":
+        return cls(time.perf_counter(), time.process_time())
+
+    def since(self, start: "Stamp") -> tuple[float, float]:
+        return self.wall - start.wall, self.cpu - start.cpu
+
+
+class PaintClock:
+    """When the new state reached the widgets, and when they were next painted.
+
+    Wraps `MarginPlots.show`, `ExamplesTable.show` and `._move_to` (the state arrives) and the
+    widgets' render methods (a paint). A figure "to redrawn" ends at the first paint
+    after the state arrived, not when a pilot call returns (the pilot waits on every
+    widget's queue, which costs more than the redraw itself). Each moment is kept as wall
+    time and as the process's CPU time (every thread): on a busy box the wall time counts
+    the waits for a core, the CPU time only the work.
+    """
+
+    def __init__(self) -> None:
+        from dmtui.widgets.examples_table import ExamplesTable
+        from dmtui.widgets.margin_plots import MarginPlots
+
+        self.last = {name: Stamp(0.0, 0.0) for name in ("table", "plots", "selection", "rows", "cursor")}
+        self._changed = asyncio.Event()
+        self._wrap(ExamplesTable, "render_line", "table", before=True)
+        self._wrap(MarginPlots, "render", "plots", before=True)
+        self._wrap(MarginPlots, "show", "selection", before=False)
+        self._wrap(ExamplesTable, "show", "rows", before=False)
+        self._wrap(ExamplesTable, "_move_to", "cursor", before=False)
+
+    def _wrap(self, cls, method: str, name: str, before: bool) -> None:
+        original = getattr(cls, method)
+
+        def timed(widget, *args, **kwargs):  # called on the event loop, like the waits below
+            if before:
+                self._stamp(name)
+            result = original(widget, *args, **kwargs)
+            if not before:
+                self._stamp(name)
+            return result
+
+        setattr(cls, method, timed)
+
+    def _stamp(self, name: str) -> None:
+        self.last[name] = Stamp.now()
+        self._changed.set()
+
+    async def wait(self, event: str, after: Stamp, timeout: float = 60.0) -> Stamp:
+        """The moment `event` happened after `after`."""
+        while self.last[event].wall <= after.wall:
+            self._changed.clear()
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        return self.last[event]
+
+    async def painted(self, event: str, after: Stamp, *widgets: str) -> Stamp:
+        """The moment `widgets` were all painted after `event` happened (after `after`)."""
+        arrived = await self.wait(event, after)
+        return max([await self.wait(widget, arrived) for widget in widgets], key=lambda stamp: stamp.wall)
+
+
+async def _drive_app(ws: Path, process_started: float, edits: int) -> dict:
+    from textual import events
+    from textual.widgets import TabbedContent
+
     from core.workspace import Workspace
     from dmtui.app import DmtuiApp
     from dmtui.widgets.curation_pane import CurationPane
     from dmtui.widgets.examples_table import ExamplesTable
 
-    app = DmtuiApp(Workspace.open(work / "ws"), margin_specs=MARGINS)
+    clock = PaintClock()
+    app = DmtuiApp(Workspace.open(ws), margin_specs=MARGINS)
     async with app.run_test(size=(160, 50)) as pilot:
-        while not app.screen.query(CurationPane) or app.screen.query_one(CurationPane).selection is None:
-            await pilot.pause(0.01)
-        opened = time.time() - process_started
-        await pilot.press("2")
-        await pilot.pause(0.2)
+        await pilot.press("2")  # on the Curate tab, the first selection is painted when it arrives
+        arrived = await clock.wait("selection", Stamp(0.0, 0.0))
+        tabs = app.screen.query_one(TabbedContent)
+        if tabs.active != "curate":  # "2" came before the tabs were shown
+            tabs.active = "curate"
+        await clock.wait("plots", arrived)
+        await clock.wait("table", await clock.wait("rows", Stamp(0.0, 0.0)))  # the first rows, in order
+        opened, opened_cpu = time.time() - process_started, time.process_time()
+        await pilot.pause(0.3)
         pane = app.screen.query_one(CurationPane)
         budget = pane.query_one("#budget")
         refresh = []
-        for edit in range(edits):
-            previous = pane.selection
-            started = time.perf_counter()
-            budget.value = f"{5 + edit}%"
-            while pane.selection is previous:
-                await pilot.pause(0.001)
-            await pilot.pause(0)  # the redraw it scheduled
-            refresh.append(time.perf_counter() - started)
+        remembered = budget.value  # setting the value a field holds changes nothing: skip it
+        for value in [f"{percent}%" for percent in range(5, 6 + edits) if f"{percent}%" != remembered][:edits]:
+            started = Stamp.now()
+            budget.value = value
+            refresh.append((await clock.painted("selection", started, "plots", "table")).since(started))
+            await pilot.pause(0.05)
         table = pane.query_one(ExamplesTable)
         table.focus()
         await pilot.pause(0.1)
         scroll = []
-        for key in ["pagedown"] * 5 + ["end", "home"]:
-            started = time.perf_counter()
-            await pilot.press(key)
-            await pilot.pause(0)
-            scroll.append(time.perf_counter() - started)
-    return {"open_s": opened, "refresh_s": refresh, "scroll_s": scroll, "peak_mb": peak_mb()}
+        for key in ["pagedown"] * PAGE_DOWNS + ["end", "home"]:
+            started = Stamp.now()
+            app.post_message(events.Key(key, None))
+            scroll.append((await clock.painted("cursor", started, "table")).since(started))
+            await pilot.pause(0.05)
+    return {"open_s": opened, "open_cpu_s": opened_cpu, "refresh_s": [wall for wall, _ in refresh],
+            "refresh_cpu_s": [cpu for _, cpu in refresh], "scroll_s": [wall for wall, _ in scroll],
+            "scroll_cpu_s": [cpu for _, cpu in scroll], "peak_mb": peak_mb()}
 
 
-def phase_app(work: Path, process_started: float, edits: int) -> dict:
-    return asyncio.run(_drive_app(work, process_started, edits))
+def phase_app(ws: Path, process_started: float, edits: int) -> dict:
+    return asyncio.run(_drive_app(ws, process_started, edits))
 
 
-def phase_select(pairs: int, repeats: int) -> dict:
-    from core.selection import SelectionParams, select
+def phase_select(ws: Path, edits: int) -> dict:
+    """`select` alone on the same workspace, margins and budgets as the app's edits."""
+    from core.margin_sources import MarginSpec, resolve_margins
+    from core.selection import SelectionParams, select, tie_keys_from_pair_ids
+    from core.workspace import Workspace
 
-    rng = np.random.default_rng(0)
-    margins = {"external": rng.normal(1, 3, pairs), "implicit": rng.normal(0, 3, pairs)}
-    keys = rng.integers(0, 2**63, pairs).astype(np.uint64)
+    workspace = Workspace.open(ws)
+    dataset = workspace.load()
+    margins = resolve_margins(dataset, [MarginSpec.parse(spec) for spec in MARGINS], workspace).margins
+    keys = tie_keys_from_pair_ids(dataset.pairs["pair_id"])
     times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        select(margins, SelectionParams(budget=0.1), tie_break=keys)
-        times.append(time.perf_counter() - started)
-    return {"median_s": statistics.median(times)}
+    for edit in range(edits):
+        started = Stamp.now()
+        select(margins, SelectionParams(budget=(5 + edit) / 100, sources=tuple(margins)), tie_break=keys)
+        times.append(Stamp.now().since(started))
+    return {"median_s": statistics.median(wall for wall, _ in times),
+            "median_cpu_s": statistics.median(cpu for _, cpu in times)}
 
 
-def run_phase(name: str, args: argparse.Namespace, *extra: str) -> dict:
+def workspace_of(work: Path, code: Path) -> Path:
+    """This checkout's workspace, or a baseline's own: cache formats differ between versions
+    and a load rebuilds a cache it cannot read, so the two never share one."""
+    return work / ("ws" if code.resolve() == REPO else "ws-baseline")
+
+
+def run_phase(name: str, args: argparse.Namespace, code: Path = REPO) -> dict:
+    """Run one phase in a fresh process, importing dmtui from the checkout `code`."""
     command = [sys.executable, __file__, "--phase", name, "--pairs", str(args.pairs), "--work", str(args.work),
-               "--edits", str(args.edits), "--process-started", repr(time.time()), *extra]
+               "--edits", str(args.edits), "--code", str(code), "--process-started", repr(time.time())]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         sys.exit(f"phase {name} failed:\n{result.stderr[-3000:]}")
@@ -167,15 +266,21 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=10)
     parser.add_argument("--work", type=Path, help="folder for the data and workspace (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="reuse the data generated in --work before")
+    parser.add_argument("--app-only", action="store_true",
+                        help="with --keep: only the app phases, on the workspace an earlier run left")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also run the app phases with this checkout's code, side by side")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--code", type=Path, default=REPO, help=argparse.SUPPRESS)
     parser.add_argument("--process-started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        sys.path.insert(0, str(REPO))
-        result = {"load": lambda: phase_load(args.work / "pairs.jsonl", args.work),
+        sys.path.insert(0, str(args.code))
+        ws = workspace_of(args.work, args.code)
+        result = {"load": lambda: phase_load(args.work / "pairs.jsonl", ws),
                   "read_json": lambda: phase_read_json(args.work / "pairs.jsonl"),
-                  "app": lambda: phase_app(args.work, args.process_started, args.edits),
-                  "select": lambda: phase_select(args.pairs, args.edits)}[args.phase]()
+                  "app": lambda: phase_app(ws, args.process_started, args.edits),
+                  "select": lambda: phase_select(ws, args.edits)}[args.phase]()
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as temp:
@@ -187,14 +292,14 @@ def main() -> None:
             write_dataset(data, args.pairs)
             print(f"generated {args.pairs:,} pairs ({data.stat().st_size / 2**20:,.0f} MiB JSONL) "
                   f"in {time.perf_counter() - started:.1f} s")
+        if args.app_only and (args.work / "ws").exists():
+            report_app(args)
+            return
         shutil.rmtree(args.work / "ws", ignore_errors=True)  # the first import is measured every run
         report(args)
 
 
 def report(args: argparse.Namespace) -> None:
-    def ms(values: list[float]) -> str:
-        return f"median {statistics.median(values) * 1000:.0f} ms, worst {max(values) * 1000:.0f} ms"
-
     first = run_phase("load", args)
     arrow = run_phase("read_json", args)
     print(f"first import: {first['seconds']:.1f} s ({first['pairs'] / first['seconds']:,.0f} pairs/s), "
@@ -203,18 +308,57 @@ def report(args: argparse.Namespace) -> None:
     reopen = run_phase("load", args)
     print(f"reopen (memory-mapped cache): {reopen['seconds']:.2f} s, peak {reopen['peak_mb']:,.0f} MiB "
           f"(first import / reopen = {first['seconds'] / reopen['seconds']:,.0f}x)")
-    for label in ("app, first open after the import", "app, next open"):
-        app = run_phase("app", args)
-        print(f"{label}: process start to first selection {app['open_s']:.2f} s, peak {app['peak_mb']:,.0f} MiB")
-    alone = run_phase("select", args)["median_s"]
-    median = statistics.median(app["refresh_s"])
-    print(f"  budget edit -> redrawn selection: {ms(app['refresh_s'])} ({args.edits} edits); "
-          f"select alone {alone * 1000:.0f} ms; refresh / select = {median / alone:.1f}x")
-    print(f"  examples table page-down / end / home: {ms(app['scroll_s'])}")
+    report_app(args, labels=("app, first open after the import", "app, next open"))
     for fmt in ("jsonl", "parquet"):
         export = run_export(args, fmt)
         print(f"export of a 100k subset ({fmt}): {export['seconds']:.1f} s including start-up, "
               f"peak {export['peak_mb']:,.0f} MiB")
+
+
+def ms(values: list[float]) -> str:
+    return f"median {statistics.median(values) * 1000:.0f} ms, worst {max(values) * 1000:.0f} ms"
+
+
+def ratio(a: list[float] | float, b: list[float] | float) -> float:
+    median = statistics.median
+    return (median(a) if isinstance(a, list) else a) / (median(b) if isinstance(b, list) else b)
+
+
+def report_app(args: argparse.Namespace, labels: tuple[str, ...] = ("app",)) -> None:
+    """The app's figures, wall time with CPU time beside it (a busy box stretches the wall
+    time; the CPU time is the work), and the same for a `--baseline` checkout."""
+    run_phase("load", args)  # a cache an older version left is rebuilt here, not timed as the app's start
+    if args.baseline:
+        run_phase("load", args, code=args.baseline)
+    loads = [os.getloadavg()[0]]
+    for label in labels:
+        app = run_phase("app", args)
+        print(f"{label}: process start to first selection painted {app['open_s']:.2f} s, CPU {app['open_cpu_s']:.2f} s "
+              f"(target <= 2 s), peak {app['peak_mb']:,.0f} MiB")
+    baseline = run_phase("app", args, code=args.baseline) if args.baseline else None
+    alone = run_phase("select", args)
+    loads.append(os.getloadavg()[0])
+    print(f"  budget edit -> redrawn selection (plots and table painted), {args.edits} edits: "
+          f"wall {ms(app['refresh_s'])}, CPU {ms(app['refresh_cpu_s'])}; `select` alone on the same data: "
+          f"wall {alone['median_s'] * 1000:.0f} ms, CPU {alone['median_cpu_s'] * 1000:.0f} ms; refresh / select = "
+          f"{ratio(app['refresh_s'], alone['median_s']):.1f}x wall, {ratio(app['refresh_cpu_s'], alone['median_cpu_s']):.1f}x CPU "
+          f"(targets: median <= 100 ms, <= 3x)")
+    page_down = slice(0, PAGE_DOWNS)
+    print(f"  examples table, key to repainted table: page-down wall {ms(app['scroll_s'][page_down])}, "
+          f"CPU {ms(app['scroll_cpu_s'][page_down])} (target <= 50 ms); end / home wall {ms(app['scroll_s'][PAGE_DOWNS:])}")
+    if baseline is not None:
+        print(f"baseline {args.baseline}, same data, right after: start to first selection {baseline['open_s']:.2f} s "
+              f"(CPU {baseline['open_cpu_s']:.2f} s); budget edit wall {ms(baseline['refresh_s'])}, "
+              f"CPU {ms(baseline['refresh_cpu_s'])}; page-down wall {ms(baseline['scroll_s'][page_down])}, "
+              f"CPU {ms(baseline['scroll_cpu_s'][page_down])}")
+        print("  this checkout / baseline (wall, CPU): "
+              f"start {ratio(app['open_s'], baseline['open_s']):.2f}x, {ratio(app['open_cpu_s'], baseline['open_cpu_s']):.2f}x; "
+              f"budget edit {ratio(app['refresh_s'], baseline['refresh_s']):.2f}x, "
+              f"{ratio(app['refresh_cpu_s'], baseline['refresh_cpu_s']):.2f}x; "
+              f"page-down {ratio(app['scroll_s'][page_down], baseline['scroll_s'][page_down]):.2f}x, "
+              f"{ratio(app['scroll_cpu_s'][page_down], baseline['scroll_cpu_s'][page_down]):.2f}x")
+    print(f"  load while measuring: {min(loads):.1f}-{max(loads):.1f} (1-minute average; the box has "
+          f"{os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":
