@@ -59,6 +59,7 @@ def test_layout_holds_in_a_real_terminal(dataset, width, height, min_rows):
         assert any("300 of 301 loaded" in line for line in screen)
 
         subprocess.run(["tmux", "send-keys", "-t", session, "2"], check=True)
+        wait_for_text(session, "Open pair")  # the table has the keys (on a busy box a moment after the tab shows)
         screen = wait_for_text(session, "Examples:")
         assert any("selected" in line for line in screen)  # the selection counts
         header = next(i for i, line in enumerate(screen) if "pair_id" in line and "external" in line)
