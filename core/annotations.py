@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -99,7 +99,7 @@ class Annotation:
     def is_blank(self) -> bool:
         return not self.flags and not self.note and not self.excluded and not self.swapped
 
-    def with_flag_toggled(self, flag: str) -> "Annotation":
+    def with_flag_toggled(self, flag: str) -> Annotation:
         present = set(self.flags) ^ {flag}
         return replace(self, flags=normalise_flags(present))
 
@@ -108,7 +108,7 @@ class Annotation:
                 "excluded": self.excluded, "swapped": self.swapped}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Annotation":
+    def from_json(cls, data: dict) -> Annotation:
         """Either shape: `flags` (a list), or a single `flag` as schema version 0 logged it."""
         flags = data.get("flags")
         if flags is None:
@@ -136,7 +136,7 @@ class AnnotationMasks:
     """Counts the changes `set` made, so readers can cache what they derive from the masks."""
 
     @classmethod
-    def empty(cls, n: int) -> "AnnotationMasks":
+    def empty(cls, n: int) -> AnnotationMasks:
         return cls(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), {f: np.zeros(n, bool) for f in FLAGS},
                    {})
 
@@ -210,7 +210,7 @@ class AnnotationStore:
     def close(self) -> None:
         self.connection.close()
 
-    def __enter__(self) -> "AnnotationStore":
+    def __enter__(self) -> AnnotationStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -205,7 +205,7 @@ class SelectionChoices:
         return data
 
     @classmethod
-    def from_json(cls, stored: Any, sources: Sequence[str]) -> "SelectionChoices":
+    def from_json(cls, stored: Any, sources: Sequence[str]) -> SelectionChoices:
         """Remembered choices with anything of the wrong shape, or about a source that is not
         there any more, dropped (its default applies): settings.json is a file a person may
         edit, and a bad value must not stop the app opening."""
@@ -561,7 +561,7 @@ class CurationSession:
 
     @classmethod
     def from_workspace(cls, dataset: LoadedDataset, resolved: ResolvedMargins, workspace: Workspace | None,
-                       **kwargs: Any) -> "CurationSession":
+                       **kwargs: Any) -> CurationSession:
         """A session whose annotations are read from the workspace's store (none without one)."""
         annotations = None
         if workspace is not None and workspace.annotations_path.exists():

@@ -59,9 +59,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -150,7 +151,7 @@ class SwapRule:
                 "follows_chosen": list(self.follows_chosen), "answers_flags": list(self.answers)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "SwapRule":
+    def from_json(cls, data: Mapping[str, Any]) -> SwapRule:
         return cls(tuple((a, b) for a, b in data["paired_columns"]), tuple(data["negated_columns"]),
                    tuple(data["follows_chosen"]), tuple(data["answers_flags"]))
 
@@ -745,7 +746,8 @@ def _manifest_problem(manifest: dict[str, Any], folder: Path) -> str | None:
             and all(strings(pair) and len(pair) == 2 for pair in swap["paired_columns"])
             and strings(swap.get("negated_columns")) and strings(swap.get("follows_chosen"))
             and strings(swap.get("answers_flags")) and set(swap["answers_flags"]) <= set(FLAGS)):
-        return "export.swap must list paired_columns (pairs of names), negated_columns, follows_chosen and answers_flags"
+        return ("export.swap must list paired_columns (pairs of names), negated_columns, follows_chosen "
+                "and answers_flags")
     return None
 
 

@@ -85,13 +85,13 @@ class LoadConfig:
     (`not_role_marked`). None: decided from the file (`with_role_decision`)."""
 
     @classmethod
-    def from_recorded(cls, options: dict[str, Any]) -> "LoadConfig":
+    def from_recorded(cls, options: dict[str, Any]) -> LoadConfig:
         """Options a workspace or manifest recorded. One recorded before an option existed
         gets the behaviour it was made with: role-marked text stays text there, so its
         pair_ids, scores and annotations stay valid."""
         return cls(**{**LEGACY_OPTIONS, **options})
 
-    def with_role_decision(self, report: "LoadReport") -> "LoadConfig":
+    def with_role_decision(self, report: LoadReport) -> LoadConfig:
         """This config with what `report`'s load made of role-marked text recorded (itself
         when there was none, or it was already recorded or asked for)."""
         if self.role_text_decision is not None or self.keep_role_text or report.role_text is None:
@@ -251,7 +251,7 @@ class LoadReport:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LoadReport":
+    def from_json(cls, data: dict[str, Any]) -> LoadReport:
         report = cls(
             source=data["source"],
             source_kind=data.get("source_kind", ""),

@@ -29,9 +29,10 @@ from __future__ import annotations
 import io
 import itertools
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -98,7 +99,7 @@ class LoadedDataset:
 
 def load_dataset(
     source: str,
-    config: LoadConfig = LoadConfig(),
+    config: LoadConfig = LoadConfig(),  # noqa: B008 (frozen: one shared default is safe)
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> LoadedDataset:

@@ -74,8 +74,8 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -36,7 +36,7 @@ class MarginSpec:
     """For a workspace score table: which one (default: the newest of that name)."""
 
     @classmethod
-    def parse(cls, text: str) -> "MarginSpec":
+    def parse(cls, text: str) -> MarginSpec:
         """``NAME``, ``NAME=COL`` or ``NAME=CHOSEN_COL,REJECTED_COL``.
 
         >>> MarginSpec.parse("external=score_chosen,score_rejected")

@@ -165,7 +165,8 @@ def split_dialogues(chosen: str, rejected: str) -> DialogueSplit | None:
     applies); `Unsplittable` when they are, but differ before their last reply or do
     not end with one.
 
-    >>> s = split_dialogues("\\n\\nHuman: hi?\\n\\nAssistant: I'm not sure.", "\\n\\nHuman: hi?\\n\\nAssistant: I'm sorry.")
+    >>> s = split_dialogues("\\n\\nHuman: hi?\\n\\nAssistant: I'm not sure.",
+    ...                     "\\n\\nHuman: hi?\\n\\nAssistant: I'm sorry.")
     >>> s.prompt, s.chosen, s.rejected
     ('\\n\\nHuman: hi?\\n\\nAssistant:', " I'm not sure.", " I'm sorry.")
     >>> s.messages[0]
@@ -196,7 +197,8 @@ def _split_dialogues(chosen: str, rejected: str, patterns: dict[str, re.Pattern[
         return None
     for name, dialogue in (("chosen", chosen_dialogue), ("rejected", rejected_dialogue)):
         if not dialogue.ends_with_assistant:
-            raise Unsplittable(f"the {name} dialogue ends with a {dialogue.turns[-1].role} turn, not an assistant reply")
+            raise Unsplittable(
+                f"the {name} dialogue ends with a {dialogue.turns[-1].role} turn, not an assistant reply")
     last_chosen, last_rejected = chosen_dialogue.turns[-1], rejected_dialogue.turns[-1]
     prompt = chosen[:last_chosen.marker_end]
     if rejected[:last_rejected.marker_end] != prompt:

@@ -62,6 +62,7 @@ from core.models import (
     pick_device,
     pick_dtype,
 )
+from core.progress import Progress, ProgressFn, Reporter
 from core.scorers import (
     Limits,
     Pairs,
@@ -72,7 +73,6 @@ from core.scorers import (
     ifd_columns,
     implicit_columns,
 )
-from core.progress import Progress, ProgressFn, Reporter
 from core.scores import ScoreStore, values_for
 from core.selection import MARGIN_SOURCES
 from core.workspace import Workspace
@@ -216,7 +216,8 @@ class SourceReport:
         cut = self.truncated + self.skipped_truncated
         how = "skipped" if self.skipped_truncated and not self.truncated else "cut"
         limit = "no limit" if self.max_length is None else f"{self.max_length:,} tokens"
-        kept = f" (context kept: at least {self.min_prompt_tokens:,})" if cut and self.min_prompt_tokens is not None else ""
+        kept = (f" (context kept: at least {self.min_prompt_tokens:,})"
+                if cut and self.min_prompt_tokens is not None else "")
         return f"{cut:,} of {self.pairs:,} pairs ({100 * self.truncated_share:.1f}%) {how} to fit {limit}{kept}"
 
     def to_json(self) -> dict[str, Any]:

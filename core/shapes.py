@@ -21,8 +21,9 @@ import (core.arrow_rows) hand it every row they cannot vouch for.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from core.errors import LoadError
 from core.pairs import Format, Message, is_conversation, shared_message_prefix, shared_text_prefix

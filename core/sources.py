@@ -20,9 +20,10 @@ import io
 import json
 import re
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -81,7 +82,7 @@ def resolve_source(source: str | Path) -> SourceSpec:
             return SourceSpec(text, "save_to_disk", path)
         return SourceSpec(text, "hub", path)
     if not path.exists():
-        if HUB_ID.match(text) and not Path(text).suffix in EXTENSION_KINDS:
+        if HUB_ID.match(text) and Path(text).suffix not in EXTENSION_KINDS:
             return SourceSpec(text, "hub", None)
         raise LoadError(
             f"{text}: no such file or folder",

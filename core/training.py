@@ -36,9 +36,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from core.errors import Cancelled, DmtuiError
 from core.progress import ProgressFn, Reporter
@@ -99,7 +100,8 @@ class TrainConfig:
     max_steps: int | None = _option(None, "stop after this many optimiser steps (overrides epochs)")
     collapse_ratio: float = _option(0.5, "warn when chosen and rejected log-probs have both fallen by more "
                                          "than this share of their starting size")
-    collapse_window: int = _option(3, "recent metrics records whose median the collapse warning compares with the start")
+    collapse_window: int = _option(3, "recent metrics records whose median the collapse warning compares "
+                                      "with the start")
 
     def validate(self) -> None:
         if not self.model:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import statistics
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from core.progress import Reporter
 

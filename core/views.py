@@ -14,11 +14,12 @@ sources they are read out of the kept record texts once, with Arrow's JSON reade
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -282,7 +283,7 @@ class ViewChoice:
         return {"filter": self.row_filter, "sort": self.sort, "descending": self.descending}
 
     @classmethod
-    def from_stored(cls, stored: Any, filters: list[str], sorts: list[str]) -> "ViewChoice":
+    def from_stored(cls, stored: Any, filters: list[str], sorts: list[str]) -> ViewChoice:
         """The remembered view, each value that no longer applies (a hand edit, a source
         not scored any more) back at its default."""
         if not isinstance(stored, dict):

@@ -45,10 +45,11 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as pa_ipc
@@ -277,7 +278,7 @@ class DatasetRef:
     size: int
     mtime_ns: int
 
-    def describe_change(self, other: "DatasetRef") -> str:
+    def describe_change(self, other: DatasetRef) -> str:
         return (
             f"{self.source} changed since this workspace last loaded it "
             f"(sha256 {self.checksum[:12]} -> {other.checksum[:12]}, {self.size:,} -> {other.size:,} bytes)"
@@ -403,7 +404,8 @@ class Workspace:
 
     # Life cycle ------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, source: str, load_config: LoadConfig = LoadConfig()) -> "Workspace":
+    def create(cls, root: str | Path, source: str,
+               load_config: LoadConfig = LoadConfig()) -> Workspace:  # noqa: B008 (frozen: one shared default is safe)
         root = Path(root)
         if is_workspace(root):
             raise WorkspaceError(f"{root} is already a workspace", "open it instead, or choose another folder")
@@ -429,7 +431,7 @@ class Workspace:
         return workspace
 
     @classmethod
-    def read(cls, root: str | Path) -> "Workspace":
+    def read(cls, root: str | Path) -> Workspace:
         """The workspace as its workspace.json records it, the dataset neither looked at nor
         checked and nothing written (`open` does both): for commands that only read what
         the workspace holds, such as `dmtui annotations`."""
@@ -466,7 +468,7 @@ class Workspace:
         return dataset_ref(recorded.source, known=recorded)
 
     @classmethod
-    def open(cls, root: str | Path, *, accept_changes: bool = False) -> "Workspace":
+    def open(cls, root: str | Path, *, accept_changes: bool = False) -> Workspace:
         """Open and check the dataset. A changed dataset raises unless `accept_changes`."""
         workspace = cls.read(root)
         recorded = workspace.dataset
@@ -490,10 +492,10 @@ class Workspace:
         cls,
         source: str,
         root: str | Path | None = None,
-        load_config: LoadConfig = LoadConfig(),
+        load_config: LoadConfig = LoadConfig(),  # noqa: B008 (frozen: one shared default is safe)
         *,
         accept_changes: bool = False,
-    ) -> "Workspace":
+    ) -> Workspace:
         """The workspace for `source`: `root` (or the default next to it), made if needed.
 
         An existing workspace for another dataset, or with other load options, is an
@@ -625,7 +627,7 @@ class Workspace:
     def lock_path(self) -> Path:
         return self.root / LOCK_FILE
 
-    def lock_holder(self) -> "LockHolder | None":
+    def lock_holder(self) -> LockHolder | None:
         """Who holds the workspace now: None when nobody does, or the holder's process has ended."""
         try:
             data = json.loads(self.lock_path.read_text("utf-8"))
