@@ -220,9 +220,17 @@ class SourceReport:
                 if cut and self.min_prompt_tokens is not None else "")
         return f"{cut:,} of {self.pairs:,} pairs ({100 * self.truncated_share:.1f}%) {how} to fit {limit}{kept}"
 
+    def boundary_summary(self) -> str | None:
+        """One line for people when pairs of this run had their response boundary moved back, else None."""
+        if not self.boundary_moved:
+            return None
+        return (f"{self.boundary_moved:,} pairs had a token merging across the prompt/response boundary: "
+                "it was scored with the response (as TRL does)")
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "token_identical": len(self.token_identical_ids),
                 "truncated_share": round(self.truncated_share, 4), "truncation_summary": self.truncation_summary(),
+                "boundary_summary": self.boundary_summary(),
                 "pairs_per_s": None if self.pairs_per_s is None else round(self.pairs_per_s, 2)}
 
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from app_pilot import settle, wait_for
 from textual.widgets import Checkbox, Input, TabbedContent
 
+from core.scoring import SourceReport
 from core.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.widgets.curation_pane import CurationPane
@@ -76,8 +77,9 @@ async def test_scoring_without_models_shows_the_error(tmp_path):
 def test_the_finished_summary_says_what_the_run_warned_about(tmp_path):
     note = ("pi_1 (run/) and pi_0 (sft/) have different chat templates: conversations are encoded with pi_0's, "
             "which pi_1 may not have been trained on")
-    source = {"scored": 120, "reused": 0, "notes": [note],
-              "truncation_summary": "0 of 120 pairs (0.0%) cut to fit 256 tokens"}
-    ok, summary = ScorePane(tmp_path, {})._summary({"event": "done", "sources": {"implicit": source}},
+    report = SourceReport("implicit", "0123", pairs=120, scored=120, boundary_moved=3, notes=[note])
+    ok, summary = ScorePane(tmp_path, {})._summary({"event": "done", "sources": {"implicit": report.to_json()}},
                                                    job=SimpleNamespace(stopping=False))
-    assert ok and summary.splitlines()[1:] == [f"implicit: {note}"]
+    assert ok and summary.splitlines()[1:] == [f"implicit: {report.boundary_summary()}", f"implicit: {note}"]
+    assert report.boundary_summary().startswith("3 pairs had a token merging across the prompt/response boundary")
+    assert SourceReport("implicit", "0123", pairs=120, scored=120).boundary_summary() is None

@@ -322,8 +322,7 @@ def print_report(report, workspace_root: Path) -> None:
     for name, source in report.sources.items():
         console.print(f"{name}: {source.truncation_summary()}", markup=False)
         if source.boundary_moved:
-            console.print(f"{name}: {source.boundary_moved:,} pairs had a token merging across the prompt/response "
-                          "boundary: it was scored with the response (as TRL does)", markup=False)
+            console.print(f"{name}: {source.boundary_summary()}", markup=False)
         if source.token_identical_ids:
             shown = ", ".join(source.token_identical_ids[:5]) + (" ..." if len(source.token_identical_ids) > 5 else "")
             console.print(f"{name}: {len(source.token_identical_ids)} pairs are token-identical as scored "

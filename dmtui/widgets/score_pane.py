@@ -209,9 +209,9 @@ class ScorePane(Vertical):
                           + (f", {r['token_identical']:,} token-identical" if r.get("token_identical") else "")
                           + f", {r['truncation_summary']}"  # pairs cut to fit the source's token limit
                           for name, r in outcome.get("sources", {}).items())
-        # What the run warned about (pi_1's other chat template, a reward model scored unbatched, ...).
+        # What the run warned about (a moved boundary, pi_1's other chat template, an unbatched reward model).
         notes = "".join(f"\n{name}: {note}" for name, r in outcome.get("sources", {}).items()
-                        for note in r.get("notes", []))
+                        for note in [r.get("boundary_summary"), *r.get("notes", [])] if note)
         kind = outcome.get("event")
         if kind == "done":
             return True, f"done in {elapsed}: {parts}{notes}"
