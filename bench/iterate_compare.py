@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.demo.models import DemoModelsConfig, ensure_demo_models  # noqa: E402
-from core.evaluation import evaluate, held_out_prompts  # noqa: E402
+from core.demo.oracle import OracleJudge, held_out_prompts  # noqa: E402
+from core.evaluation import evaluate  # noqa: E402
 from core.iteration import IterateConfig, iterate  # noqa: E402
 
 # (name, keep fraction, epochs per round). The paper trains one epoch per round, so DPO-DM
@@ -48,8 +49,8 @@ def run(args: argparse.Namespace, work: Path) -> list[dict]:
             started = time.perf_counter()
             report = iterate(config, work / f"seed{seed}-keep{keep:g}-epochs{epochs:g}", resume=True)
             for round_report in report.rounds:
-                evaluation = evaluate(round_report.policy_out, models.policy, prompts, seed=seed,
-                                      max_new_tokens=args.max_new_tokens)
+                evaluation = evaluate(round_report.policy_out, models.policy, prompts, judge=OracleJudge(),
+                                      seed=seed, max_new_tokens=args.max_new_tokens)
                 rows.append({
                     "variant": name, "seed": seed, "round": round_report.round + 1,
                     "pairs": round_report.pairs, "trained_on": round_report.selected,

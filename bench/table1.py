@@ -3,7 +3,7 @@
 Score the demo dataset once (external + implicit margins, core.scoring), then for every
 strategy and seed: select a subset at the same budget, export it (core.export), train
 the demo pi_0 on it with DPO the same way (core.training), and judge the trained policy
-against pi_0 on held-out prompts with the oracle (core.evaluation). Prints a table of
+against pi_0 on held-out prompts with the oracle (core.evaluation, core.demo.oracle). Prints a table of
 mean and spread over the seeds and writes it as markdown.
 
     .venv/bin/python bench/table1.py                  # the full table (10-15 min on an idle 2-core CPU)
@@ -131,6 +131,7 @@ def score_demo(workspace_root: Path, models, log) -> tuple:
 
 def run_one(strategy: Strategy, seed: int, plan: Plan, context: dict, work: Path) -> dict:
     """Select, export, train and evaluate one (strategy, seed); returns the row's numbers."""
+    from core.demo.oracle import OracleJudge
     from core.evaluation import evaluate
     from core.export import Annotated, export_selection, run_selection
     from core.training import TrainConfig, train
@@ -153,7 +154,7 @@ def run_one(strategy: Strategy, seed: int, plan: Plan, context: dict, work: Path
         shutil.rmtree(run_dir)
     result = train(config, export, run_dir, metrics_sink=lambda record: None)
     trained = time.monotonic()
-    report = evaluate(result.final, models.policy, context["prompts"], seed=seed)
+    report = evaluate(result.final, models.policy, context["prompts"], judge=OracleJudge(), seed=seed)
     stats = report.policy_stats
     oracle = [context["oracle"][pid] for pid in dataset.pairs["pair_id"].take(selection.indices).to_pylist()]
     return {"strategy": strategy.name, "seed": seed, "pairs": selection.selected, "steps": result.steps,
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     from core.demo.models import DemoModelsConfig, ensure_demo_models
-    from core.evaluation import held_out_prompts
+    from core.demo.oracle import held_out_prompts
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)

@@ -1,27 +1,21 @@
 """Judging a trained policy against the initial one: win rate by a judge, on the same prompts.
 
-`evaluate(policy, reference_policy, prompts, ...)` samples responses from both models to
-the same prompts (temperature 0.7 as in the paper's online rounds, seeded, batched,
-left-padded, through each tokenizer's chat template, on one device and dtype:
-core.models.LoadedModels), has a judge reward every response, and compares the two
-models prompt by prompt: the policy wins a prompt when its response earns more reward;
-ties count half.
+`evaluate(policy, reference_policy, prompts, judge=...)` samples responses from both
+models to the same prompts (temperature 0.7 as in the paper's online rounds, seeded,
+batched, left-padded, through each tokenizer's chat template, on one device and dtype:
+core.models.LoadedModels; the sampling itself is core.generation_backends'), has the
+judge reward every response, and compares the two models prompt by prompt: the policy
+wins a prompt when its response earns more reward; ties count half.
 
-Judges: `OracleJudge`, the demo world's true reward (which also counts toxic answers),
-and `RewardModelJudge`, any sequence-classification reward model, reading each exchange
-through its chat template exactly as core.scorers scores external margins. The oracle
-only knows demo prompts; real prompts (`read_prompts_file`) need a reward model.
+Judges: `RewardModelJudge`, any sequence-classification reward model, reading each
+exchange through its chat template exactly as core.scorers scores external margins, and
+the demo world's oracle (`core.demo.oracle.OracleJudge`, which also counts toxic
+answers; it only knows demo prompts). Real prompts (`read_prompts_file`) need a reward
+model. The engine never imports the demo: the caller picks the judge.
 
 Both models draw with the same seed (common random numbers), so a model evaluated
 against itself ties on every prompt and scores exactly 0.5, and two similar models
 differ only where their distributions do.
-
-Held-out prompts (`held_out_prompts`) come from the demo world's prompt generator on a
-stream of its own (`EVAL_PROMPT_STREAM`), not the dataset's. The world knows only 90
-prompt texts (10 topics x 3 tasks x 3 templates) and the 4,000 pairs use them all, so
-what is held out is the draw and every response, not the prompt wording: the test is
-whether a policy answers the world's questions better, not whether it generalises to
-new ones.
 """
 
 from __future__ import annotations
@@ -37,35 +31,21 @@ import numpy as np
 
 from core.defaults import DEFAULT_BATCH_TOKENS
 from core.errors import DmtuiError
-from core.progress import ProgressFn, Reporter
+from core.generation_backends import DEFAULT_BATCH_SIZE, Generations, generate_responses
+from core.progress import ProgressFn
 
 if TYPE_CHECKING:
-    from core.demo.world import WorldConfig
     from core.models import LoadedModels
 
-EVAL_PROMPT_STREAM = 6
-"""`ResponseSampler` stream of held-out prompts (the dataset uses 0-1, the demo models 2-5)."""
 DEFAULT_PROMPTS = 256
 DEFAULT_MAX_NEW_TOKENS = 64
 """pi_0's demo answers run to about 45 tokens; longer generations are cut and judged as they are
 (a cut sentence reads as an unknown one, -0.5)."""
-DEFAULT_BATCH_SIZE = 256
 EXAMPLES_KEPT = 3
 
 
 class EvaluationError(DmtuiError):
     """An evaluation that cannot run as asked."""
-
-
-@dataclass(frozen=True)
-class Generations:
-    """Sampled responses, `samples_per_prompt` consecutive ones per prompt."""
-
-    texts: list[str]
-    token_counts: list[int]
-    """Generated tokens of each response, the end-of-sequence token not counted."""
-    backend: str = "transformers"
-    """The generation backend that sampled them (core.generation_backends)."""
 
 
 @dataclass(frozen=True)
@@ -87,22 +67,6 @@ class Judge(Protocol):
     def rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray: ...
 
     def toxic(self, prompts: list[str], responses: list[str]) -> np.ndarray | None: ...
-
-
-class OracleJudge:
-    """The demo world's true reward (core.demo.world), recomputed from the text."""
-
-    name = "demo oracle"
-
-    def rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        from core.demo.world import oracle_reward
-
-        return np.array([oracle_reward(p, r) for p, r in zip(prompts, responses)], dtype=np.float64)
-
-    def toxic(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        from core.demo.world import response_features
-
-        return np.array([response_features(p, r)["toxic"] > 0 for p, r in zip(prompts, responses)])
 
 
 class RewardModelJudge:
@@ -153,7 +117,7 @@ class EvalReport:
     """The first few comparisons: prompt, both responses and their rewards."""
     generation_backend: str = "transformers"
     """The backend that sampled both models' responses (core.generation_backends)."""
-    judge: str = OracleJudge.name
+    judge: str = "demo oracle"
     """Who rewarded the responses: the demo oracle or a reward model's path."""
     device: str = "cpu"
     dtype: str = "float32"
@@ -164,20 +128,6 @@ class EvalReport:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "comparisons": self.comparisons}
-
-
-def held_out_prompts(n: int, seed: int = 0, world: WorldConfig | None = None) -> list[str]:
-    """`n` demo prompts drawn on `EVAL_PROMPT_STREAM` (see the module doc on what is held out).
-
-    >>> held_out_prompts(2) == held_out_prompts(2) != held_out_prompts(2, seed=1)
-    True
-    """
-    from core.demo.world import ResponseSampler, WorldConfig
-
-    if n < 1:
-        raise EvaluationError(f"the number of prompts must be at least 1, not {n}")
-    sampler = ResponseSampler((world or WorldConfig()).seed, EVAL_PROMPT_STREAM + 10 * seed)
-    return [sampler.prompt()[1] for _ in range(n)]
 
 
 def read_prompts_file(path: str | os.PathLike) -> list[str]:
@@ -200,108 +150,6 @@ def read_prompts_file(path: str | os.PathLike) -> list[str]:
     return prompts
 
 
-def generate_responses(
-    model_path: str | os.PathLike,
-    prompts: list[str],
-    *,
-    samples_per_prompt: int,
-    temperature: float,
-    max_new_tokens: int,
-    seed: int,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    backend: str = "auto",
-    models: LoadedModels | None = None,
-    progress: ProgressFn | None = None,
-    cancel: threading.Event | None = None,
-) -> Generations:
-    """Sample responses from the causal LM at `model_path` to each prompt, in fixed batches.
-
-    `backend` is auto, transformers or vllm (core.generation_backends.resolve_backend).
-    `models` gives the device and dtype and keeps the model loaded for later steps
-    (default: a fresh set on the auto device). With transformers the seed is set once
-    before the first batch, so the same call gives the same texts; the batch size is part
-    of that promise (sampling draws for a whole batch at once).
-    """
-    from core.generation_backends import generate_with_vllm, resolve_backend
-    from core.models import LoadedModels
-
-    models = models or LoadedModels()
-    sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
-                "max_new_tokens": max_new_tokens, "seed": seed}
-    if resolve_backend(backend, models.device) == "vllm":
-        return generate_with_vllm(model_path, prompts, dtype=models.dtype, progress=progress, cancel=cancel,
-                                  **sampling)
-    return _generate_with_transformers(model_path, prompts, models, batch_size=batch_size, progress=progress,
-                                       cancel=cancel, **sampling)
-
-
-def chat_prompt_texts(tokenizer, prompts: list[str], model_path: str | os.PathLike) -> list[str]:
-    """Each prompt as a user turn through the tokenizer's chat template, ready for the assistant's answer.
-
-    Every generation backend samples from exactly these strings.
-    """
-    if not tokenizer.chat_template:
-        raise EvaluationError(f"{model_path}'s tokenizer has no chat template",
-                              "evaluate a chat model (the demo models have one)")
-    return [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                          add_generation_prompt=True)
-            for prompt in prompts]
-
-
-def _generate_with_transformers(model_path, prompts, models, *, samples_per_prompt, temperature, max_new_tokens,
-                                seed, batch_size, progress, cancel) -> Generations:
-    import torch
-
-    from core.models import load_tokenizer
-
-    tokenizer = load_tokenizer(model_path, padding_side="left")
-    texts = [text for text in chat_prompt_texts(tokenizer, prompts, model_path) for _ in range(samples_per_prompt)]
-    model = models.causal_lm(model_path)
-    reporter = Reporter("generate", len(texts), progress, cancel, unit="responses")
-    stop_ids = stop_token_ids(model.generation_config, tokenizer)
-    responses: list[str] = []
-    token_counts: list[int] = []
-    torch.manual_seed(seed)
-    for start in range(0, len(texts), batch_size):
-        reporter.check()
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(models.device)
-        with torch.no_grad():
-            output = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=sorted(stop_ids))
-        for row in output[:, batch["input_ids"].shape[1]:].tolist():
-            generated = until_stop(row, stop_ids)
-            token_counts.append(len(generated))
-            responses.append(tokenizer.decode(generated, skip_special_tokens=True).strip())
-        reporter.advance(len(output))
-    reporter.finish()
-    return Generations(responses, token_counts, backend="transformers")
-
-
-def stop_token_ids(generation_config, tokenizer) -> set[int]:
-    """The ids that end a response: the generation config's end-of-sequence ids and the tokenizer's."""
-    configured = generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured]) - {None}
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    if not ids:
-        raise EvaluationError("the model names no end-of-sequence token, so its responses would never end")
-    return ids
-
-
-def until_stop(token_ids: list[int], stop_ids: set[int]) -> list[int]:
-    """The generated ids before the first stop token (padding follows it).
-
-    >>> until_stop([5, 6, 2, 0, 0], {2})
-    [5, 6]
-    """
-    for position, token in enumerate(token_ids):
-        if token in stop_ids:
-            return token_ids[:position]
-    return token_ids
-
-
 def response_stats(rewards: np.ndarray, toxic: np.ndarray | None, generations: Generations) -> ResponseStats:
     """Mean reward, length and toxic share of one model's responses."""
     n = len(generations.texts)
@@ -318,7 +166,7 @@ def evaluate(
     reference_policy: str | os.PathLike,
     prompts: list[str],
     *,
-    judge: Judge | None = None,
+    judge: Judge,
     samples_per_prompt: int = 1,
     temperature: float = 0.7,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -329,7 +177,7 @@ def evaluate(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> EvalReport:
-    """Win rate of `policy` against `reference_policy` on `prompts`, judged by `judge` (default: the demo oracle).
+    """Win rate of `policy` against `reference_policy` on `prompts`, judged by `judge`.
 
     Both are causal-LM folders (or model ids) with chat templates; a training run's
     ``final/`` folder is one. Response k of prompt i of the policy is compared with
@@ -344,7 +192,6 @@ def evaluate(
         raise EvaluationError("samples_per_prompt and max_new_tokens must be at least 1")
     if not temperature > 0:
         raise EvaluationError(f"temperature must be above 0, not {temperature}", "sampling at 0 is greedy decoding")
-    judge = judge or OracleJudge()
     models = models or LoadedModels()
     sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
                 "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "backend": backend,

@@ -1,4 +1,4 @@
-"""Which library samples responses: transformers (always there) or vLLM (optional, GPU only).
+"""Sampling responses from a policy: `generate_responses`, on transformers (always there) or vLLM (optional, GPU only).
 
 `resolve_backend` turns the requested backend into the one that runs: ``auto`` means
 vLLM when it is installed, a CUDA GPU is visible and the run's device is a GPU, else
@@ -6,7 +6,7 @@ transformers; asking for ``vllm`` where it cannot run is an error, never a
 silent fallback. vLLM runs in the run's dtype (core.models.LoadedModels). vLLM is never
 required: it is imported only inside `generate_with_vllm`.
 
-Both backends sample from the same prompt strings (`core.evaluation.chat_prompt_texts`),
+Both backends sample from the same prompt strings (`chat_prompt_texts`),
 cut each response at the same stop ids and decode it with the same tokenizer, and
 return the same `Generations`. vLLM gets the prompts as token ids, encoded exactly as
 the transformers path encodes them (no special tokens added): handed the strings, vLLM
@@ -27,19 +27,39 @@ import gc
 import importlib.util
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import DmtuiError
-from core.evaluation import Generations, chat_prompt_texts, stop_token_ids, until_stop
 from core.progress import ProgressFn, Reporter
 
+if TYPE_CHECKING:
+    from core.models import LoadedModels
+
 GENERATION_BACKENDS = ("auto", "transformers", "vllm")
+DEFAULT_BATCH_SIZE = 256
 VLLM_CHUNK_RESPONSES = 4096
 """Responses per `LLM.generate` call: progress and cancel checks come between chunks."""
 
 
+class GenerationError(DmtuiError):
+    """A model whose responses cannot be sampled (no chat template, no end-of-sequence token)."""
+
+
 class GenerationBackendError(DmtuiError):
     """A generation backend that is unknown or cannot run on this machine."""
+
+
+@dataclass(frozen=True)
+class Generations:
+    """Sampled responses, `samples_per_prompt` consecutive ones per prompt."""
+
+    texts: list[str]
+    token_counts: list[int]
+    """Generated tokens of each response, the end-of-sequence token not counted."""
+    backend: str = "transformers"
+    """The backend that sampled them: transformers or vllm."""
 
 
 def resolve_backend(requested: str, device=None) -> str:
@@ -101,7 +121,7 @@ def generate_with_vllm(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> Generations:
-    """`core.evaluation.generate_responses` on vLLM: N samples per prompt, the GPU freed afterwards.
+    """`generate_responses` on vLLM: N samples per prompt, the GPU freed afterwards.
 
     `dtype` (a torch.dtype; None: the model's own) is the precision vLLM loads the weights in.
     """
@@ -157,3 +177,104 @@ def _release_vllm_memory() -> None:
     destroy_distributed_environment()
     gc.collect()
     torch.cuda.empty_cache()
+
+
+def generate_responses(
+    model_path: str | os.PathLike,
+    prompts: list[str],
+    *,
+    samples_per_prompt: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    backend: str = "auto",
+    models: LoadedModels | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Generations:
+    """Sample responses from the causal LM at `model_path` to each prompt, in fixed batches.
+
+    `backend` is auto, transformers or vllm (`resolve_backend`).
+    `models` gives the device and dtype and keeps the model loaded for later steps
+    (default: a fresh set on the auto device). With transformers the seed is set once
+    before the first batch, so the same call gives the same texts; the batch size is part
+    of that promise (sampling draws for a whole batch at once).
+    """
+    from core.models import LoadedModels
+
+    models = models or LoadedModels()
+    sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
+                "max_new_tokens": max_new_tokens, "seed": seed}
+    if resolve_backend(backend, models.device) == "vllm":
+        return generate_with_vllm(model_path, prompts, dtype=models.dtype, progress=progress, cancel=cancel,
+                                  **sampling)
+    return _generate_with_transformers(model_path, prompts, models, batch_size=batch_size, progress=progress,
+                                       cancel=cancel, **sampling)
+
+
+def chat_prompt_texts(tokenizer, prompts: list[str], model_path: str | os.PathLike) -> list[str]:
+    """Each prompt as a user turn through the tokenizer's chat template, ready for the assistant's answer.
+
+    Every generation backend samples from exactly these strings.
+    """
+    if not tokenizer.chat_template:
+        raise GenerationError(f"{model_path}'s tokenizer has no chat template",
+                              "evaluate a chat model (the demo models have one)")
+    return [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                          add_generation_prompt=True)
+            for prompt in prompts]
+
+
+def _generate_with_transformers(model_path, prompts, models, *, samples_per_prompt, temperature, max_new_tokens,
+                                seed, batch_size, progress, cancel) -> Generations:
+    import torch
+
+    from core.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path, padding_side="left")
+    texts = [text for text in chat_prompt_texts(tokenizer, prompts, model_path) for _ in range(samples_per_prompt)]
+    model = models.causal_lm(model_path)
+    reporter = Reporter("generate", len(texts), progress, cancel, unit="responses")
+    stop_ids = stop_token_ids(model.generation_config, tokenizer)
+    responses: list[str] = []
+    token_counts: list[int] = []
+    torch.manual_seed(seed)
+    for start in range(0, len(texts), batch_size):
+        reporter.check()
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(models.device)
+        with torch.no_grad():
+            output = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=sorted(stop_ids))
+        for row in output[:, batch["input_ids"].shape[1]:].tolist():
+            generated = until_stop(row, stop_ids)
+            token_counts.append(len(generated))
+            responses.append(tokenizer.decode(generated, skip_special_tokens=True).strip())
+        reporter.advance(len(output))
+    reporter.finish()
+    return Generations(responses, token_counts, backend="transformers")
+
+
+def stop_token_ids(generation_config, tokenizer) -> set[int]:
+    """The ids that end a response: the generation config's end-of-sequence ids and the tokenizer's."""
+    configured = generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured]) - {None}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise GenerationError("the model names no end-of-sequence token, so its responses would never end")
+    return ids
+
+
+def until_stop(token_ids: list[int], stop_ids: set[int]) -> list[int]:
+    """The generated ids before the first stop token (padding follows it).
+
+    >>> until_stop([5, 6, 2, 0, 0], {2})
+    [5, 6]
+    """
+    for position, token in enumerate(token_ids):
+        if token in stop_ids:
+            return token_ids[:position]
+    return token_ids

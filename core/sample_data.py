@@ -12,11 +12,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import core
 from core.errors import DmtuiError
 
-HERE = Path(__file__).resolve().parent
-CHECKOUT = HERE.parent / "sample_data"
-PACKAGED = HERE / "_sample_data"
+CORE = Path(core.__file__).resolve().parent
+"""The engine's folder: found from the package, so this module may live at any depth in it."""
+CHECKOUT = CORE.parent / "sample_data"
+PACKAGED = CORE / "_sample_data"
 DEMO_FILES = ("pairs.jsonl", "oracle.jsonl", "world.json")
 
 

@@ -12,14 +12,14 @@ import pytest
 
 from core import evaluation
 from core.demo.world import oracle_reward, prompt_topic
+from core.demo.oracle import OracleJudge, held_out_prompts
 from core.evaluation import (
     EvaluationError,
-    Generations,
     RewardModelJudge,
     evaluate,
     final_model,
-    held_out_prompts,
 )
+from core.generation_backends import Generations
 from core.models import LoadedModels
 from dmtui.cli import main
 from tests.conftest import REPO_ROOT
@@ -41,7 +41,8 @@ SAMPLING = {"samples_per_prompt": 1, "temperature": 0.7, "max_new_tokens": 24}
 def self_reports(demo_models):
     """pi_0 against itself twice with seed 3, and pi_0's responses with seed 4, on 6 prompts."""
     prompts = held_out_prompts(6)
-    run = lambda: evaluate(demo_models.policy, demo_models.policy, prompts, seed=3, **SAMPLING)
+    run = lambda: evaluate(demo_models.policy, demo_models.policy, prompts, judge=OracleJudge(), seed=3,
+                           **SAMPLING)
     return run(), run(), evaluation.generate_responses(demo_models.policy, prompts, seed=4, **SAMPLING)
 
 
@@ -76,7 +77,7 @@ def test_win_rate_toxic_share_and_lengths_come_from_the_oracle(monkeypatch):
 
     monkeypatch.setattr(evaluation, "generate_responses", fake_generate)
     prompts = list(GOOD)
-    report = evaluate("good-policy", "bad-reference", prompts, samples_per_prompt=2, seed=7)
+    report = evaluate("good-policy", "bad-reference", prompts, judge=OracleJudge(), samples_per_prompt=2, seed=7)
     assert calls == [("good-policy", 7), ("bad-reference", 7)]
     assert (report.wins, report.ties, report.losses) == (2, 2, 0)
     assert report.win_rate == 0.75
@@ -87,7 +88,7 @@ def test_win_rate_toxic_share_and_lengths_come_from_the_oracle(monkeypatch):
     assert report.policy_stats.mean_tokens == pytest.approx((9 + 6) / 2)  # the fake counts words
     assert report.examples[0]["policy_reward"] == oracle_reward(prompts[0], GOOD[prompts[0]])
 
-    swapped = evaluate("bad-reference", "good-policy", prompts, seed=7)
+    swapped = evaluate("bad-reference", "good-policy", prompts, judge=OracleJudge(), seed=7)
     assert swapped.win_rate == 0.25
 
 

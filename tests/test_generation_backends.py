@@ -21,9 +21,9 @@ import torch
 import core.models
 from core import generation_backends, iteration
 from core.errors import Cancelled
-from core.evaluation import generate_responses
 from core.generation_backends import (
     GenerationBackendError,
+    generate_responses,
     request_seed,
     resolve_backend,
 )

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as transformers_logging
 
-    from core.evaluation import OracleJudge, RewardModelJudge, evaluate, final_model
+    from core.demo.oracle import OracleJudge
+    from core.evaluation import RewardModelJudge, evaluate, final_model
     from core.models import LoadedModels
 
     if args.demo and args.reference:
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _prompts(value: str, prompt_seed: int) -> tuple[list[str], bool]:
     """(prompts, drawn from the demo world?) for --prompts N|FILE."""
-    from core.evaluation import held_out_prompts, read_prompts_file
+    from core.demo.oracle import held_out_prompts
+    from core.evaluation import read_prompts_file
 
     if Path(value).is_file():
         return read_prompts_file(value), False
