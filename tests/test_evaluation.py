@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from core import evaluation
-from core.demo.world import oracle_reward, prompt_topic
 from core.demo.oracle import OracleJudge, held_out_prompts
+from core.demo.world import oracle_reward, prompt_topic
 from core.evaluation import (
     EvaluationError,
     RewardModelJudge,
