@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from pathlib import Path
 
 from textual import events
 from textual.app import App
 from textual.binding import Binding
-from textual.widgets import Input
+from textual.message_pump import MessagePump
 
 from core.loading import LoadedDataset
 from core.model_trust import ModelTrust
 from core.workspace import Workspace
 from dmtui.commands import DmtuiCommands
+
+KEY_CHECK_S = 0.5
+"""How often a key still on its way through the focus chain is looked at: a widget removed
+while the key waited in its queue never reports it, and the keys behind it go out then."""
+KEY_WAIT_S = 10.0
+"""The longest the keys behind one may wait for it (a handler that awaits something long)."""
 
 
 class DmtuiApp(App):
@@ -42,6 +50,11 @@ class DmtuiApp(App):
         self.dataset: LoadedDataset | None = None
         self.main_screen = None
         self._quitting = False
+        self._keys_waiting: deque[events.Key] = deque()
+        self._key_on_its_way: events.Key | None = None
+        self._key_at: MessagePump | None = None
+        self._key_turn_scheduled = False
+        self._key_overdue: asyncio.TimerHandle | None = None
 
     def on_mount(self) -> None:
         if self.workspace is None:
@@ -69,23 +82,77 @@ class DmtuiApp(App):
             self.push_screen(self.main_screen)
 
     async def on_event(self, event: events.Event) -> None:
-        """Editing keys of a focused field run in the field's own queue, in the order typed.
+        """Keys go through the focus chain one at a time, each to the focus its predecessor left.
 
-        Textual inserts printable keys when the field handles the key event, but runs
-        bound keys (backspace, delete, cursor moves) only once the event has bubbled up to
-        the app: in a burst (a paste, a fast typist, keys over a slow SSH link) the digits
-        after three backspaces were typed first and then deleted. Queued on the field, the
-        action runs after the keys before it and before the keys after it.
+        Textual routes a key to the focused widget as soon as it arrives and runs the key's
+        bindings only once it has bubbled back up to the app. In a burst (a paste, a fast
+        typist, keys over a slow SSH link) every key was therefore routed before the first
+        one had acted: after `/` the letters of a search still went to the table (`q`
+        quit the app), and an Input's backspaces ran after the digits typed behind them.
+        Here a key waits until the one before it has bubbled back to the app or been
+        consumed on its way, and the focus changes the earlier key asked for are made.
         """
-        focused = self.focused if isinstance(event, events.Key) and not event.is_forwarded else None
-        if isinstance(focused, Input):
-            action = next((binding.action for key in event.aliases
-                           for binding in focused._bindings.key_to_bindings.get(key, [])), None)
-            if action is not None:
-                if not await self._check_bindings(event.key, priority=True):
-                    focused.call_later(focused.run_action, action)
-                return
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            self._keys_waiting.append(event)
+            if self._key_on_its_way is None and not self._key_turn_scheduled:
+                await self._send_waiting_keys()
+            return
         await super().on_event(event)
+        if isinstance(event, events.Key) and event is self._key_on_its_way:
+            self._key_done(event)  # back at the app, its bindings (for the focus as it is now) ran
+
+    async def _send_waiting_keys(self) -> None:
+        self._key_turn_scheduled = False
+        while self._keys_waiting and self._key_on_its_way is None and not self._key_turn_scheduled:
+            key = self._keys_waiting.popleft()
+            target = self.focused or self.screen
+            self._key_on_its_way, self._key_at = key, target
+            await super().on_event(key)  # Textual's routing: priority bindings, else to the focus
+            if not key.is_forwarded:  # a priority binding took it
+                self._key_done(key)
+            else:
+                self._watch_key(key, 0.0)
+                if not target.call_later(self._follow_key, key, target):
+                    self._key_done(key)
+
+    def _watch_key(self, key: events.Key, waited: float) -> None:
+        """Let the next keys go if the node holding `key` was removed (or after KEY_WAIT_S)."""
+        if key is not self._key_on_its_way:
+            return
+        node = self._key_at
+        alive = node is not None and not (node._closing or node._closed) and (node is self or node.is_attached)
+        if alive and waited < KEY_WAIT_S:
+            self._key_overdue = asyncio.get_running_loop().call_later(KEY_CHECK_S, self._watch_key, key,
+                                                                      waited + KEY_CHECK_S)
+        else:
+            self._key_done(key)
+
+    def _follow_key(self, key: events.Key, node: MessagePump) -> None:
+        """Called once `node` has handled `key`: done if it went no further, else follow it up.
+
+        The last hop is always followed on the app: a key that came back is handled there
+        before this call, so it is done by then, and one that did not is done here."""
+        if key is not self._key_on_its_way:
+            return
+        parent = node._parent
+        stopped = key._stop_propagation or not (node.is_parent_active and node.is_attached)
+        if node is self or parent is None or (stopped and parent is not self):
+            self._key_done(key)
+        elif parent.call_later(self._follow_key, key, parent):
+            self._key_at = parent
+        else:
+            self._key_done(key)  # the parent is closing: the key went nowhere
+
+    def _key_done(self, key: events.Key) -> None:
+        """The next key goes out after what this one queued on the app (a deferred focus) has run."""
+        if key is not self._key_on_its_way:
+            return
+        if self._key_overdue is not None:
+            self._key_overdue.cancel()
+            self._key_overdue = None
+        self._key_on_its_way = self._key_at = None
+        self._key_turn_scheduled = True
+        self.call_later(self._send_waiting_keys)
 
     def action_help(self) -> None:
         from dmtui.screens.help import HelpScreen

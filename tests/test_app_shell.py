@@ -235,10 +235,38 @@ def test_dmtui_folder_opens_the_launcher_there(tmp_path, monkeypatch, data_is):
     assert main([]) == 0 and started["workspace"] is None  # `dmtui` alone: the launcher
 
 
-async def test_a_burst_of_keys_edits_a_field_in_the_order_typed(workspace):  # noqa: F811
-    """Backspaces then digits arriving in one read (a paste, a fast typist) all land, in order."""
+def type_burst(app, text: str) -> None:
+    """`text` as the terminal sends it, arriving in one read (a paste, a fast typist, a slow SSH link)."""
     from textual._xterm_parser import XTermParser
 
+    for event in XTermParser().feed(text):
+        app._driver.process_message(event)
+
+
+async def test_keys_after_a_key_that_moves_focus_go_to_the_new_focus(workspace):  # noqa: F811
+    """`/` then a word in one burst searches for the word (its `q` does not quit, its `o` does
+    not sort); `m`, Tab, then an edit of the budget edits the budget (its digits switch no tab)."""
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        assert isinstance(app.screen.focused, ExamplesTable)
+        sort, search, budget = pane.view.sort, app.screen.query_one("#search", Input), app.screen.query_one("#budget", Input)
+        type_burst(app, "/question")
+        await wait_for(lambda: search.value == "question" or app.return_code is not None, pilot, 20)
+        assert app.return_code is None and search.value == "question" and app.screen.focused is search
+        await pilot.press("escape")
+        type_burst(app, "/\x15ok")  # ctrl+u clears the field first
+        await wait_for(lambda: search.value == "ok", pilot, 20)
+        assert pane.view.sort == sort
+        await pilot.press("escape")
+        tabs = app.screen.query_one("#tabs", TabbedContent)
+        type_burst(app, "m\t\x1b[F\x7f\x7f\x7f\x7f\x7f\x7f42")  # End, then backspaces
+        await wait_for(lambda: budget.value == "42" or tabs.active != "curate", pilot, 20)
+        assert tabs.active == "curate" and budget.value == "42"
+
+
+async def test_a_burst_of_keys_edits_a_field_in_the_order_typed(workspace):  # noqa: F811
+    """Backspaces then digits arriving in one read (a paste, a fast typist) all land, in order."""
     app = DmtuiApp(workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
@@ -246,7 +274,6 @@ async def test_a_burst_of_keys_edits_a_field_in_the_order_typed(workspace):  # n
         field = app.screen.query_one("#score-device", Input)
         field.focus()
         await pilot.pause()
-        for event in XTermParser().feed("cpx\x7f\x7f\x7fcuda:12\x1b[D\x7f\x1b[C3"):  # as the terminal sends it
-            app._driver.process_message(event)
+        type_burst(app, "cpx\x7f\x7f\x7fcuda:12\x1b[D\x7f\x1b[C3")
         await pilot.pause(0.5)
         assert field.value == "cuda:23"

@@ -84,7 +84,9 @@ def test_layout_holds_in_a_real_terminal(dataset, width, height, min_rows):
 
 
 def test_a_burst_of_keys_reaches_the_field_whole(dataset):
-    """Backspaces then digits sent in one go (as a paste or a fast typist does) all land."""
+    """Keys sent in one go (as a paste or a fast typist does) all land where the key before
+    them put the focus: `/` then a search with backspaces (its `q` does not quit the app),
+    and `m`, Tab, a cleared budget and two digits (the digits switch no tab)."""
     session = f"dmtui-{uuid.uuid4().hex[:8]}"
     command = (f"env -u COLUMNS -u LINES {sys.executable} -m dmtui open {dataset} "
                "--margin external=sc,sr --margin implicit=im")
@@ -93,11 +95,14 @@ def test_a_burst_of_keys_reaches_the_field_whole(dataset):
         wait_for_text(session, "Rejected rows: 1")
         subprocess.run(["tmux", "send-keys", "-t", session, "2"], check=True)
         wait_for_text(session, "selected")
-        subprocess.run(["tmux", "send-keys", "-t", session, "/"], check=True)  # into the search field
-        time.sleep(0.5)
-        subprocess.run(["tmux", "send-keys", "-t", session, "q", "u", "e", "s", "t", "BSpace", "BSpace", "BSpace",
-                        "e", "s", "t", "i", "o", "n", " ", "2", "9", "9"], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", session, "/", "q", "u", "e", "s", "t", "BSpace", "BSpace",
+                        "BSpace", "e", "s", "t", "i", "o", "n", " ", "2", "9", "9"], check=True)
         screen = wait_for_text(session, "Examples: 1 shown")
         assert any("question 299" in line for line in screen), "\n".join(screen)
+        subprocess.run(["tmux", "send-keys", "-t", session, "Escape"], check=True)
+        time.sleep(1.0)  # alone: Escape with a key right behind it reads as Alt+key in any terminal
+        subprocess.run(["tmux", "send-keys", "-t", session, "m", "Tab", "C-u", "4", "2"], check=True)
+        screen = wait_for_text(session, "42 of 300 selected")
+        assert any("Curate" in line for line in screen[:3])
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -20,6 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import (
     Footer,
     Header,
@@ -286,15 +287,15 @@ class DatasetScreen(Screen):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        """Put the keyboard where the tab's work is (focusing earlier would switch tabs), and
-        remember the tab for the next start."""
+        """Put the keyboard where the tab's work is (a tab chosen with the mouse), and remember
+        the tab for the next start. No focus moves before the loaded dataset is shown, nor for
+        a tab no longer shown: a focus in another tab switches back to it."""
         if self._tab_restored and event.pane.id in REMEMBERED_TABS and event.pane.id != self._tab_saved:
             self._tab_saved = event.pane.id
             self._remember_tab(event.pane.id)
-        if event.pane.id == "curate":
-            tables = self.query(ExamplesTable)
-            if tables:
-                tables.first().focus()
+        shown = self._tab_restored and self.query_one("#tabs", TabbedContent).active == event.pane.id
+        if shown and (home := self._tab_home(event.pane.id)) is not None:
+            self.set_focus(home)
 
     def action_curation(self, action: str) -> None:
         """Run a Curate-tab action from anywhere (the command palette)."""
@@ -309,7 +310,11 @@ class DatasetScreen(Screen):
         self.app.action_help()
 
     def action_tab(self, tab: str) -> None:
+        """1-4; the focus moves at once (after the switch: a focus in another tab switches back),
+        so the next key of a burst already goes to the new tab's table."""
         self.query_one("#tabs", TabbedContent).active = tab
+        if (home := self._tab_home(tab)) is not None:
+            self.set_focus(home)
 
     @on(Worker.StateChanged)
     def _worker_state(self, event: Worker.StateChanged) -> None:
@@ -419,10 +424,13 @@ class DatasetScreen(Screen):
     # Focus -------------------------------------------------------------------------
     def action_leave_field(self) -> None:
         """Esc: out of a field, onto the tab's table (or nothing), where the one-letter keys work."""
-        tab = self.query_one("#tabs", TabbedContent).active
+        self.set_focus(self._tab_home(self.query_one("#tabs", TabbedContent).active))
+
+    def _tab_home(self, tab: str) -> Widget | None:
+        """The table where a tab's one-letter keys work (none on Score and Run)."""
         home = {"dataset": PairsPreview, "curate": ExamplesTable}.get(tab)
         targets = self.query(home) if home is not None else []
-        self.set_focus(targets.first() if targets else None)
+        return targets.first() if targets else None
 
     @on(events.DescendantFocus)
     def _no_select_all(self, event: events.DescendantFocus) -> None:

@@ -261,7 +261,7 @@ class PairDetailScreen(Screen):
         note = self.query_one("#note", Input)
         note.value = self.store.get(self.pair_ids[self.index].as_py()).note
         note.add_class("open")
-        note.focus()
+        self.set_focus(note)
 
     @on(Input.Submitted, "#note")
     def _note_saved(self, event: Input.Submitted) -> None:

@@ -485,10 +485,10 @@ class CurationPane(Vertical):
 
     def action_edit_selection(self) -> None:
         """m: to the selection controls (the mode; Tab goes on to the budget and the rest)."""
-        self.query_one("#mode", Select).focus()
+        self.screen.set_focus(self.query_one("#mode", Select))
 
     def action_search(self) -> None:
-        self.query_one("#search", Input).focus()
+        self.screen.set_focus(self.query_one("#search", Input))
 
     def action_toggle_kept_columns(self) -> None:
         """Show the dataset's own columns (an id, a topic, ...) in the table, or hide them."""
