@@ -57,6 +57,10 @@ def dmtui_command(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "dmtui", *arguments]
 
 
+LINE_LIMIT = 64 * 1024 * 1024
+"""The longest line read from a child (asyncio's default of 64 KiB is too short for a report)."""
+
+
 class JsonlProcess:
     """A `dmtui … --jsonl` child: its events one by one, its last error line, a clean stop."""
 
@@ -70,7 +74,7 @@ class JsonlProcess:
         """Start the child and yield each JSON object it prints; other lines as {"event": "text"}."""
         self.process = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE, limit=LINE_LIMIT)
         stderr_task = asyncio.create_task(self._read_stderr())
         try:
             async for raw in self.process.stdout:

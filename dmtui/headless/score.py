@@ -165,9 +165,18 @@ def emit_failure(error: DmtuiError) -> None:
     if isinstance(error, Cancelled):
         report = getattr(error, "report", None)
         print(json.dumps({"event": "cancelled", "message": error.message,
-                          **(report.to_json() if report is not None else {})}), flush=True)
+                          **(event_report(report) if report is not None else {})}), flush=True)
     else:
         print(json.dumps({"event": "error", "message": error.message, "hint": error.hint}), flush=True)
+
+
+def event_report(report) -> dict:
+    """The report for a --jsonl event: counts, not id lists (a line stays small whatever the
+    dataset; the token-identical pairs are marked in the score tables)."""
+    data = report.to_json()
+    for source in data["sources"].values():
+        source.pop("token_identical_ids", None)
+    return data
 
 
 @contextmanager
@@ -230,7 +239,7 @@ def run_shard(args: argparse.Namespace, shard: Shard) -> int:
         report.seed_policy = seed_policy
     if args.jsonl:
         if cancelled is None:
-            print(json.dumps({"event": "done", **report.to_json(), "workspace": str(workspace.root),
+            print(json.dumps({"event": "done", **event_report(report), "workspace": str(workspace.root),
                               "cancelled": some_rank_stopped}), flush=True)
     elif args.json:
         print(json.dumps({**report.to_json(), "workspace": str(workspace.root), "cancelled": some_rank_stopped,
