@@ -42,8 +42,8 @@ def path_argument(text: str) -> str:
     return text
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """DATA plus the loading options every command that reads a dataset accepts."""
+def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True) -> list[argparse.Action]:
+    """DATA plus the loading options every command that reads a dataset accepts; returns the options."""
     parser.add_argument(
         "data",
         metavar="DATA",
@@ -52,23 +52,31 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True
         help="a .jsonl/.json/.parquet/.csv file, a datasets.save_to_disk folder, or a hub id",
     )
     group = parser.add_argument_group("loading")
-    group.add_argument("--prompt-col", metavar="COL", help="column holding the prompt")
-    group.add_argument("--chosen-col", metavar="COL", help="column holding the chosen response")
-    group.add_argument("--rejected-col", metavar="COL", help="column holding the rejected response")
-    group.add_argument("--system-col", metavar="COL",
-                       help="column holding a system message put before the prompt (default: system, when present)")
-    group.add_argument("--keep-role-text", action="store_true",
-                       help="keep role-marked text (HH-RLHF Human:/Assistant: ...) as text, split at its last "
-                       "assistant turn, instead of turning it into conversations")
-    group.add_argument("--split", default=None, help="split of a hub or save_to_disk dataset (default: train)")
-    group.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
-    group.add_argument(
-        "--max-field-chars",
-        type=int,
-        default=None,
-        metavar="N",
-        help="reject fields longer than N characters (default: 1,000,000)",
-    )
+    return [
+        group.add_argument("--prompt-col", metavar="COL", help="column holding the prompt"),
+        group.add_argument("--chosen-col", metavar="COL", help="column holding the chosen response"),
+        group.add_argument("--rejected-col", metavar="COL", help="column holding the rejected response"),
+        group.add_argument("--system-col", metavar="COL", help="column holding a system message put before "
+                           "the prompt (default: system, when present)"),
+        group.add_argument("--keep-role-text", action="store_true",
+                           help="keep role-marked text (HH-RLHF Human:/Assistant: ...) as text, split at its last "
+                           "assistant turn, instead of turning it into conversations"),
+        group.add_argument("--split", default=None, help="split of a hub or save_to_disk dataset (default: train)"),
+        group.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it"),
+        group.add_argument("--max-field-chars", type=int, default=None, metavar="N",
+                           help="reject fields longer than N characters (default: 1,000,000)"),
+    ]
+
+
+def dataset_options(args: argparse.Namespace) -> list[str]:
+    """The loading options given in `args`, as the words that pass them on to another `dmtui` command."""
+    words: list[str] = []
+    for option in add_dataset_arguments(argparse.ArgumentParser(add_help=False)):
+        value = getattr(args, option.dest, None)
+        if value is None or value is False:
+            continue
+        words += [option.option_strings[0]] if option.nargs == 0 else [option.option_strings[0], str(value)]
+    return words
 
 
 def load_config_from_args(args: argparse.Namespace):

@@ -14,7 +14,7 @@ import shlex
 import socket
 import sys
 
-from dmtui.headless.common import add_dataset_arguments, fail, path_argument
+from dmtui.headless.common import add_dataset_arguments, dataset_options, fail, path_argument
 
 HOST = "127.0.0.1"
 
@@ -38,13 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def app_command(args: argparse.Namespace) -> list[str]:
     """The `dmtui open` each browser tab runs, with the options given here."""
-    command = [sys.executable, "-m", "dmtui", "open", args.data]
-    for option in ("prompt_col", "chosen_col", "rejected_col", "split", "workspace"):
-        value = getattr(args, option)
-        if value is not None:
-            command += ["--" + option.replace("_", "-"), value]
-    if args.max_field_chars is not None:
-        command += ["--max-field-chars", str(args.max_field_chars)]
+    command = [sys.executable, "-m", "dmtui", "open", args.data, *dataset_options(args)]
+    if args.workspace is not None:
+        command += ["--workspace", args.workspace]
     if args.demo_models:
         command.append("--demo-models")
     for margin in args.margin:
