@@ -64,8 +64,7 @@ async def test_a_typed_path_completes_with_tab_and_enter_opens_it(tmp_path):
     async with app.run_test(size=(100, 30)) as pilot:
         await shown(pilot)
         field = app.screen.query_one("#path", Input)
-        assert app.screen.focused is field  # no recent workspaces: the path field waits
-        await pilot.press(*str(tmp_path / "pref"))
+        await pilot.press("p", *str(tmp_path / "pref"))  # p: into the path field
         await pilot.pause(0.3)
         await pilot.press("tab")
         assert field.value == str(data)
@@ -81,7 +80,7 @@ async def test_a_path_that_does_not_load_says_why(tmp_path):
     async with app.run_test(size=(100, 30)) as pilot:
         await shown(pilot)
         app.screen.query_one("#path", Input).value = str(tmp_path / "missing.jsonl")
-        await pilot.press("enter")
+        await pilot.press("p", "enter")
         await wait_for(lambda: "Opening" not in str(app.screen.query_one("#launcher-error").render()), pilot, 10)
         assert isinstance(app.screen, LauncherScreen)
         assert "no such file" in str(app.screen.query_one("#launcher-error").render())
@@ -114,10 +113,19 @@ async def test_d_opens_the_demo_with_its_models(tmp_path, monkeypatch):
     app = DmtuiApp(start_folder=tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await shown(pilot)
-        app.screen.set_focus(None)
-        await pilot.press("d")
+        await pilot.press("d")  # the first screen as it comes: no recent workspace, focus untouched
         await wait_for(lambda: bool(opened), pilot, 60)
+        assert app.screen.query_one("#path", Input).value == ""
     assert opened["source"].endswith("sample_data/demo/pairs.jsonl") and opened["demo"] is True
+
+
+async def test_q_quits_from_the_first_screen(tmp_path):
+    app = DmtuiApp(start_folder=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await shown(pilot)
+        await pilot.press("q")
+        await wait_for(lambda: app.return_code is not None, pilot, 10)
+    assert app.return_code == 0
 
 
 def test_ago_reads_like_a_person_would_say_it():

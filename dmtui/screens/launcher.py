@@ -60,6 +60,7 @@ class LauncherScreen(Screen):
     CSS_PATH = Path(__file__).with_name("launcher.tcss")
     BINDINGS = [
         Binding("d", "open_demo", "Open the demo"),
+        Binding("p", "type_path", "Type a path"),
         Binding("escape", "leave_field", "Leave field", show=False),
     ]
 
@@ -71,15 +72,14 @@ class LauncherScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="launcher"):
-            yield Label(Text.assemble(("Open a dataset or a workspace", "bold"),
-                                      "  ·  Enter opens the choice · Tab moves · d opens the demo · q quits"),
+            yield Label(Text.assemble(("Open a dataset or a workspace\n", "bold"),
+                                      "Enter opens · Tab moves · p types a path · d opens the demo · q quits"),
                         id="launcher-help")
             yield Label("Recent workspaces", id="recent-title", classes="launcher-title")
             yield DataTable(id="recent", cursor_type="row")
             yield Label("Dataset or workspace path (Tab completes)", classes="launcher-title")
             with Horizontal(id="path-row"):
-                yield PathInput(placeholder=f"{self.folder}/…  a .jsonl/.json/.parquet/.csv file or a folder",
-                                id="path")
+                yield PathInput(placeholder="a .jsonl/.json/.parquet/.csv file, or a folder", id="path")
                 yield Button("Open", id="open-path", compact=True, variant="primary")
                 yield Button("Open the demo (d)", id="open-demo", compact=True)
             yield Label("", id="launcher-error")
@@ -99,10 +99,10 @@ class LauncherScreen(Screen):
                           Text(str(entry.root) + (f"  ({entry.problem})" if entry.problem else "")), key=str(index))
         if self.recent:
             table.focus()
-        else:
+        else:  # the browser rather than the path field, where d and q would be typed
             table.display = False
             self.query_one("#recent-title", Label).update("Recent workspaces: none yet")
-            self.query_one("#path", Input).focus()
+            self.query_one("#browser", DataTree).focus()
 
     # Choosing ------------------------------------------------------------------
     @on(DataTable.RowSelected, "#recent")
@@ -136,6 +136,9 @@ class LauncherScreen(Screen):
     @on(Button.Pressed, "#open-demo")
     def action_open_demo(self) -> None:
         self.open_path(None, demo=True)
+
+    def action_type_path(self) -> None:
+        self.set_focus(self.query_one("#path", Input))
 
     def action_leave_field(self) -> None:
         self.set_focus(self.query_one("#browser"))
