@@ -277,3 +277,27 @@ async def test_a_burst_of_keys_edits_a_field_in_the_order_typed(workspace):  # n
         type_burst(app, "cpx\x7f\x7f\x7fcuda:12\x1b[D\x7f\x1b[C3")
         await pilot.pause(0.5)
         assert field.value == "cuda:23"
+
+
+async def test_t_trains_on_an_export_written_before_the_app_started(workspace):  # noqa: F811
+    """The newest finished export under exports/ (one without its manifest is not finished)."""
+    from dmtui.widgets.run_pane import RunPane
+
+    for age, (name, selected) in enumerate([("unfinished", None), ("newer", 9), ("older", 7)]):
+        folder = workspace.root / "exports" / name
+        folder.mkdir(parents=True)
+        if selected is not None:
+            (folder / "manifest.json").write_text(json.dumps({"counts": {"selected": selected, "total": 300}}))
+            os.utime(folder / "manifest.json", (1e9 - age * 100, 1e9 - age * 100))
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_curate(app, pilot)
+        run = app.screen.query_one(RunPane)
+        run.query_one("#train-model", Input).value = "some/model"
+        plan = run.plan_training()
+        assert plan.export == str(workspace.root / "exports" / "newer") and "of 9 pairs" in plan.steps
+        await pilot.press("T")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "exports/newer" in str(app.screen.query_one("#confirm-body").render())
+        await pilot.press("n")

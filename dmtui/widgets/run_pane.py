@@ -32,7 +32,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RichLog, Static
 
 from core.annotations import FLAGS, SWAP_ANSWERS
 from core.curation import DEFAULT_DROP_FLAGGED, ExportPlan
-
+from core.export import MANIFEST_NAME
 from core.runs import CURVES
 from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.widgets.static_text import update_text
@@ -41,6 +41,13 @@ from dmtui.workers import JsonlProcess, dmtui_command
 
 DEMO_TRAIN_ARGS = "--epochs 1 --lr 1e-4 --max-steps 40"
 """Training options for the demo world's tiny models (the paper's 5e-7 barely moves them)."""
+
+
+def latest_export(exports: Path) -> Path | None:
+    """The newest finished export under a workspace's exports/ (its manifest is written last)."""
+    manifests = [(path.stat().st_mtime, path.parent) for path in exports.glob(f"*/{MANIFEST_NAME}")
+                 if not path.parent.name.startswith(".")]
+    return max(manifests)[1] if manifests else None
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,13 @@ class RunPane(Vertical):
                         tooltip="extra `dmtui train` options, split like a shell line")
         yield TrainingCurves(id="curves")
         yield RichLog(id="run-log", max_lines=2000, wrap=True, markup=True)
+
+    def on_mount(self) -> None:
+        """T trains on the latest export, also one written before the app started (or by `dmtui export`)."""
+        found = latest_export(self.workspace_root / "exports")
+        if found is not None:
+            self.last_export = str(found)
+            self.log_line(f"latest export: {escape(str(found))} (T trains on it; E writes a new one)")
 
     # Export --------------------------------------------------------------------
     @on(Button.Pressed, "#export")
