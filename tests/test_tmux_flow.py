@@ -1,7 +1,7 @@
-"""The whole daily loop in a real terminal (tmux), keys only: the launcher opens the demo,
-S scores, E exports, T trains (after its confirmation), q asks and y stops the training
-run and quits; then no process of the app is left. Skipped where tmux is missing
-(`./dev test` installs it as root)."""
+"""The whole daily loop in a real terminal (tmux), keys only: the launcher opens a copy of
+the demo world (`dmtui open --demo-models`, a path typed), S scores, E exports, T trains
+(after its confirmation), q asks and y stops the training run and quits; then no process
+of the app is left. Skipped where tmux is missing (`./dev test` installs it as root)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import uuid
 import pytest
 from processes import alive, descendants
 
-from core.sample_data import demo_dataset
-from core.workspace import default_workspace_path
+from core.sample_data import DEMO_FILES, demo_dataset
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -44,17 +43,24 @@ def wait_for(session: str, *texts: str, seconds: float = 120, any_of: bool = Fal
 
 def test_launcher_demo_score_export_train_quit_leaves_nothing(tmp_path, demo_cache_dir, demo_models):
     session = f"dmtui-flow-{uuid.uuid4().hex[:8]}"
+    demo = tmp_path / "demo"  # a copy: the checkout's own demo workspace is left alone
+    demo.mkdir()
+    for name in DEMO_FILES:
+        shutil.copyfile(demo_dataset().with_name(name), demo / name)
+    workspace = demo / "pairs.dmtui"
     env = (f"env -u COLUMNS -u LINES DMTUI_STATE_DIR={tmp_path / 'state'} DMTUI_CACHE={demo_cache_dir} "
            f"HF_HUB_OFFLINE=1")
-    command = f"cd {tmp_path} && {env} {sys.executable} -m dmtui; echo DMTUI-EXITED $?; sleep 60"
+    command = f"cd {demo} && {env} {sys.executable} -m dmtui open --demo-models; echo DMTUI-EXITED $?; sleep 60"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command], check=True)
     shell = int(subprocess.run(["tmux", "display", "-p", "-t", session, "#{pane_pid}"],
                                capture_output=True, text=True).stdout)
     seen: set[int] = set()
     started = time.time()
     try:
-        wait_for(session, "Open a dataset or a workspace", "Open the demo")
-        keys(session, "Escape", "d")  # out of the path field, then the demo
+        wait_for(session, "Open a dataset or a workspace", "pairs.jsonl")
+        keys(session, "p")  # into the path field
+        subprocess.run(["tmux", "send-keys", "-t", session, "-l", "pairs.jsonl"], check=True)
+        keys(session, "Enter")
         wait_for(session, "1 Dataset", "loaded", "no scores yet")
         keys(session, "3")
         screen = wait_for(session, "reward model", "seed DPO")
@@ -70,12 +76,9 @@ def test_launcher_demo_score_export_train_quit_leaves_nothing(tmp_path, demo_cac
         keys(session, "Escape", "S")  # out of the field, then score (external only: minutes faster)
         wait_for(session, "scoring…")
         seen |= descendants(shell)
-        # The first checkpoint (1,000 pairs) is enough to curate; X stops there and keeps it. (A rerun
-        # on a workspace scored before reuses its scores and finishes at once.)
-        workspace = default_workspace_path(str(demo_dataset()))
-        parts = set(workspace.glob("scores/external/*/part-*.parquet"))
+        # The first checkpoint (1,000 pairs) is enough to curate; X stops there and keeps it.
         deadline = time.monotonic() + 600
-        while set(workspace.glob("scores/external/*/part-*.parquet")) <= parts and "done in" not in capture(session):
+        while not any(workspace.glob("scores/external/*/part-*.parquet")) and "done in" not in capture(session):
             assert time.monotonic() < deadline, capture(session)
             time.sleep(0.5)
         keys(session, "X")
@@ -92,7 +95,8 @@ def test_launcher_demo_score_export_train_quit_leaves_nothing(tmp_path, demo_cac
         screen = wait_for(session, "Start training?", "lr", "steps")
         assert "1e-04" in screen or "0.0001" in screen  # the demo's rate, shown before anything starts
         keys(session, "y")
-        wait_for(session, "started run", seconds=120)
+        # the log box is 4 lines: with long paths "started run" may already have scrolled away
+        wait_for(session, "started run", "step 1/", seconds=120, any_of=True)
         seen |= descendants(shell)
         keys(session, "q")
         wait_for(session, "Stop the work and quit?", "training")

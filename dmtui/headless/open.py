@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None or opens_launcher(args.data):
         from dmtui.app import DmtuiApp
 
-        DmtuiApp(model_trust=trust, start_folder=Path(args.data or ".")).run()
+        DmtuiApp(build_demo_models=args.demo_models, model_trust=trust, start_folder=Path(args.data or ".")).run()
         return 0
     if is_workspace(args.data):
         workspace = Workspace.open(args.data, accept_changes=args.accept_changes)

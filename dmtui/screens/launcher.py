@@ -149,7 +149,8 @@ class LauncherScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="open")
     def open_path(self, path: str | None, demo: bool = False) -> None:
         """Open or create the workspace off the UI thread (creating one checksums the dataset).
-        `path` None with `demo`: the demo world's dataset, wherever this copy of dmtui keeps it."""
+        `path` None with `demo`: the demo world's dataset, wherever this copy of dmtui keeps it.
+        The demo's models are filled in for the demo, and for any choice under `dmtui open --demo-models`."""
         from core.errors import DmtuiError
         from core.sample_data import demo_dataset
         from core.workspace import Workspace, is_workspace
@@ -161,4 +162,4 @@ class LauncherScreen(Screen):
         except DmtuiError as error:
             self.app.call_from_thread(self.show_error, error.message + (f"\n{error.hint}" if error.hint else ""))
             return
-        self.app.call_from_thread(self.app.open_workspace, workspace, demo)
+        self.app.call_from_thread(self.app.open_workspace, workspace, demo or self.app.build_demo_models)
