@@ -234,7 +234,7 @@ class LoadReport:
             "suggested_mapping": self.suggested_mapping(),
             "read": self.read,
             "loaded": self.loaded,
-            "rejected": dict(sorted(self.rejected.items())),
+            "rejected": dict(self.rejected),  # file order, as counted: a reopened workspace lists them alike
             "rejected_total": self.rejected_total,
             "first_locations": self.first_locations(),
             ("rejections" if include_all else "examples"): [asdict(r) for r in listed],

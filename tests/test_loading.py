@@ -622,6 +622,7 @@ def test_every_reason_counted_in_one_file(tmp_path):
     json.dumps(data)  # plain JSON types only
     again = LoadReport.from_json(report.to_json(include_all=True))
     assert again.rejections == report.rejections and again.rejected == report.rejected
+    assert list(again.rejected) == list(report.rejected)  # the order too: a reopened workspace lists them alike
 
 
 # ---------------------------------------------------------------------------------
