@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -171,9 +172,9 @@ class AnnotationStore:
         refused with that reason."""
         self.path = Path(path)
         self.refusal = refusal
-        self.connection: sqlite3.Connection | None = None
+        self._connection: sqlite3.Connection | None = None
         with self._writing():
-            self.connection = sqlite3.connect(self.path, isolation_level=None)
+            self._connection = sqlite3.connect(self.path, isolation_level=None)
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=FULL")
             self._migrate()
@@ -183,7 +184,6 @@ class AnnotationStore:
 
         All of it is one transaction: a crash leaves the old file as it was."""
         connection = self.connection
-        assert connection is not None
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
@@ -207,6 +207,12 @@ class AnnotationStore:
             connection.execute(_HISTORY_TABLE)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The store's connection (None only while `__init__` opens it)."""
+        assert self._connection is not None, "AnnotationStore.__init__ opens the connection"
+        return self._connection
+
     def close(self) -> None:
         self.connection.close()
 
@@ -226,10 +232,10 @@ class AnnotationStore:
         rows = self.connection.execute("SELECT pair_id, flags, note, excluded, swapped FROM annotation")
         return {row[0]: _from_row(row) for row in rows}
 
-    def update(self, pair_id: str, **changes: object) -> Annotation:
+    def update(self, pair_id: str, **changes: Any) -> Annotation:
         """Change some fields of one pair's annotation; logged for undo; durable on return."""
         if "flags" in changes:
-            changes["flags"] = normalise_flags(changes["flags"])  # type: ignore[arg-type]
+            changes["flags"] = normalise_flags(changes["flags"])
         before = self.get(pair_id)
         after = replace(before, **changes)
         if after == before:
@@ -294,8 +300,8 @@ class AnnotationStore:
         try:
             yield
         except (sqlite3.Error, OSError) as error:
-            if self.connection is not None and self.connection.in_transaction:
-                self.connection.rollback()
+            if self._connection is not None and self._connection.in_transaction:
+                self._connection.rollback()
             locked = isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
             raise disk_failure(self.path, error) or WorkspaceError(
                 f"cannot write {self.path}: {error}",

@@ -135,10 +135,10 @@ def _score_store(spec: MarginSpec, workspace: Workspace | None) -> ScoreStore:
         if not store.parts():
             raise DmtuiError(f"no {spec.name} scores with fingerprint {spec.fingerprint} in {workspace.root}")
         return store
-    store = latest_score_table(workspace.scores_dir, spec.name)
-    if store is None:
+    latest = latest_score_table(workspace.scores_dir, spec.name)
+    if latest is None:
         raise DmtuiError(
             f"no {spec.name!r} scores in workspace {workspace.root}",
             f"run `dmtui score` first, or give --margin {spec.name}=COLUMN",
         )
-    return store
+    return latest

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,8 @@ class _Piece:
     records: Any
     """JSON sources: each row's text; CSV: its cells as a string table; Arrow: None."""
     ids: pa.Array = None
-    keys: np.ndarray = None
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Per row, what duplicates are found by; `_add_piece` sets it with `ids` (empty before)."""
 
     def __len__(self) -> int:
         return len(self.row_index)
@@ -208,7 +209,7 @@ class PairBuilder:
             clean = None
             mask = np.zeros(count, dtype=bool)
         else:
-            clean = clean_rows(table, self.columns, fmt, self.config.max_field_chars)
+            clean = clean_rows(table, self.normaliser.chosen_columns, fmt, self.config.max_field_chars)
             mask = clean.mask
             if mask.any() and self.normaliser.format is None:
                 self.normaliser.format = fmt
@@ -421,7 +422,8 @@ class PairBuilder:
         row = int(piece.row_index[position])
         self._dropped_after.add(row)
         self.report.rejected[reason] += 1
-        self.report.rejections.append(Rejection(reason, self._location(piece, position), row, self.columns["chosen"],
+        self.report.rejections.append(Rejection(reason, self._location(piece, position), row,
+                                                self.normaliser.chosen_columns["chosen"],
                                                 detail))
 
     # Duplicates ------------------------------------------------------------------------
@@ -512,7 +514,7 @@ class PairBuilder:
     def _shape(self) -> str:
         report = self.report
         rules = report.prompt_rules
-        top = max(rules, key=rules.get) if rules else None
+        top = max(rules, key=rules.__getitem__) if rules else None
         if "system" in report.columns:
             return "system_column"
         if "input" in report.columns:

@@ -81,8 +81,8 @@ class ScoreStore:
         """Store one checkpoint of scores atomically; returns the part written."""
         if "pair_id" not in table.column_names or "margin" not in table.column_names:
             raise ValueError("a score table needs pair_id and margin columns")
-        numbers = [int(PART_PATTERN.match(p.name).group(2)) for p in self.parts()
-                   if int(PART_PATTERN.match(p.name).group(1)) == rank]
+        matches = [PART_PATTERN.match(p.name) for p in self.parts()]  # parts() lists only names that match
+        numbers = [int(m.group(2)) for m in matches if m is not None and int(m.group(1)) == rank]
         part = self.path / f"part-r{rank:04d}-{(max(numbers) + 1 if numbers else 0):06d}.parquet"
         atomic_write_parquet(part, table)
         meta = self.read_meta()

@@ -179,13 +179,18 @@ class RowNormaliser:
         self.seen_keys: dict[str, None] = {}
         self.notes = ShapeNotes()
 
+    @property
+    def chosen_columns(self) -> dict[str, str]:
+        """`columns`, which the reader chooses before the first record."""
+        assert self.columns is not None, "the columns are chosen before the first record"
+        return self.columns
+
     def normalise(self, value: Any, location: str) -> Normalised:
         """The pair of one record, or `RowRejected`. `columns` must be chosen first."""
         if not isinstance(value, dict):
             raise RowRejected("not_an_object", None, f"a JSON {type(value).__name__}, not an object")
-        assert self.columns is not None
         self.seen_keys.update(dict.fromkeys(value))
-        columns = self.columns
+        columns = self.chosen_columns
         fields = {role: self._field(value, column) for role, column in columns.items() if role in PAIR_ROLES}
         system = self._system(value, columns["system"]) if "system" in columns else None
         chosen, rejected = fields["chosen"], fields["rejected"]
@@ -211,7 +216,7 @@ class RowNormaliser:
         if not isinstance(prompt, str):
             raise RowRejected("wrong_type", column, "an input beside a prompt that is not a string")
         joined = f"{prompt}\n\n{text}"
-        self._check_size(len(joined), self.columns["prompt"])
+        self._check_size(len(joined), self.chosen_columns["prompt"])
         return joined, "instruction_and_input"
 
     def _check_kinds(self, fields: dict[str, Any]) -> None:
@@ -219,15 +224,16 @@ class RowNormaliser:
         prompt (it precedes message-list replies); with a system column, string replies
         too (they become assistant messages), chosen and rejected of one kind."""
         conversational = self.format == "conversational"
-        loose = "system" in self.columns
+        loose = "system" in self.chosen_columns
         for role, value in fields.items():
             is_list = isinstance(value, list)
             fits = (is_list or role == "prompt" or loose) if conversational else not is_list
             if not fits:
                 expected = "a list of messages" if conversational else "a string"
-                raise RowRejected("wrong_type", self.columns[role], f"expected {expected} like the rows before it")
+                raise RowRejected("wrong_type", self.chosen_columns[role],
+                                  f"expected {expected} like the rows before it")
         if loose and isinstance(fields["chosen"], list) != isinstance(fields["rejected"], list):
-            raise RowRejected("wrong_type", self.columns["rejected"], "chosen and rejected must be of one kind")
+            raise RowRejected("wrong_type", self.chosen_columns["rejected"], "chosen and rejected must be of one kind")
 
     def _standard(self, prompt: str, chosen: str, rejected: str, rule: str) -> Normalised:
         if re.search(ANY_MARKER, prompt):
@@ -256,7 +262,7 @@ class RowNormaliser:
             self.notes.system_messages += 1
         for role, value in (("chosen", chosen), ("rejected", rejected)):
             if not _has_text(value):
-                raise RowRejected("empty_field", self.columns[role], "nothing left after the shared prompt")
+                raise RowRejected("empty_field", self.chosen_columns[role], "nothing left after the shared prompt")
         return Normalised(prompt, chosen, rejected, rule)
 
     def _prompt_messages(self, chosen: list[Message], rejected: list[Message]) -> int:
@@ -267,7 +273,7 @@ class RowNormaliser:
         shared = shared_message_prefix(chosen, rejected)
         if shared == min(len(chosen), len(rejected)):
             shorter = "chosen" if len(chosen) < len(rejected) else "rejected"
-            raise RowRejected("empty_field", self.columns[shorter],
+            raise RowRejected("empty_field", self.chosen_columns[shorter],
                               "no reply after the messages both conversations share (the other one continues it)")
         return shared
 
@@ -287,7 +293,7 @@ class RowNormaliser:
                 try:
                     split = split_dialogues(chosen, rejected)
                 except Unsplittable as reason:
-                    raise RowRejected("unsplittable_dialogue", self.columns["chosen"], str(reason)) from None
+                    raise RowRejected("unsplittable_dialogue", self.chosen_columns["chosen"], str(reason)) from None
             if split is not None:
                 pair = Normalised(split.prompt, split.chosen, split.rejected, "last_assistant_turn", split.family,
                                   split.messages)
@@ -295,17 +301,18 @@ class RowNormaliser:
                 return pair
             shared, rule = shared_text_prefix(chosen, rejected), "shared_beginning"
         if shared == 0:
-            raise RowRejected("no_shared_prompt", self.columns["chosen"], "no common beginning to use as the prompt")
+            raise RowRejected("no_shared_prompt", self.chosen_columns["chosen"],
+                              "no common beginning to use as the prompt")
         prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
         if not _has_text(prompt):  # shared messages that are all blank, as an explicit prompt may not be
-            raise RowRejected("empty_field", self.columns["chosen"], "the shared prompt messages are all empty")
+            raise RowRejected("empty_field", self.chosen_columns["chosen"], "the shared prompt messages are all empty")
         self._check_replies(chosen, rejected)
         return Normalised(prompt, chosen, rejected, rule)
 
     def _check_replies(self, chosen: Any, rejected: Any) -> None:
         for role, value in (("chosen", chosen), ("rejected", rejected)):
             if not _has_text(value):
-                raise RowRejected("empty_field", self.columns[role], "nothing left after the shared prompt")
+                raise RowRejected("empty_field", self.chosen_columns[role], "nothing left after the shared prompt")
 
     def _field(self, record: dict, column: str) -> Any:
         if column not in record:

@@ -157,7 +157,7 @@ def _sniff(head: bytes, expected: SourceKind | None) -> SourceKind | None:
     return "jsonl" if expected == "jsonl" else None
 
 
-def _open_binary(spec: SourceSpec) -> io.BufferedIOBase:
+def _open_binary(spec: SourceSpec) -> gzip.GzipFile | io.BufferedReader:
     assert spec.path is not None
     return gzip.open(spec.path, "rb") if spec.compressed else spec.path.open("rb")
 
@@ -244,7 +244,8 @@ def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
     yields the whole lines read before it, then raises `LoadError` naming the last one,
     as `guard_reading` does for the per-row reader.
     """
-    line, parts, size = 1, [], 0
+    line, size = 1, 0
+    parts: list[bytes] = []
     with _open_binary(spec) as handle:
         while True:
             try:

@@ -38,13 +38,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.errors import Cancelled, DmtuiError
 from core.progress import ProgressFn, Reporter
 from core.training_callbacks import MetricsSink, progress_callback
 from core.versions import library_versions
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 LossName = Literal["dpo", "ipo", "hinge", "kto"]
 LOSSES: tuple[str, ...] = ("dpo", "ipo", "hinge", "kto")
@@ -341,10 +345,11 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
 
     from core.models import load_causal_lm, load_tokenizer
 
+    assert config.model is not None, "train() validated the config: it names a model"
     precision = _precision(config.precision)
     per_device, accumulation = split_batch(config.batch_size, config.per_device_batch_size,
                                            int(os.environ.get("WORLD_SIZE", "1")))
-    common = dict(
+    common: dict[str, Any] = dict(
         output_dir=str(checkpoints),
         learning_rate=config.lr,
         num_train_epochs=config.epochs,
@@ -379,21 +384,20 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
     if pairs and isinstance(pairs[0]["chosen"], list) and not tokenizer.chat_template:
         raise TrainError(f"the data is conversational but {config.model}'s tokenizer has no chat template",
                          "use a chat model's tokenizer, or export the data in the standard (text) format")
+    make_trainer: Callable[..., Trainer]  # KTOTrainer or DPOTrainer, each bound to its own config class
     if config.loss == "kto":
-        from trl import KTOConfig as TrlConfig
-        from trl import KTOTrainer as TrlTrainer
+        from trl import KTOConfig, KTOTrainer
 
-        args = TrlConfig(**common)
+        make_trainer = partial(KTOTrainer, args=KTOConfig(**common))
         dataset = Dataset.from_list(unpaired(pairs))
     else:
-        from trl import DPOConfig as TrlConfig
-        from trl import DPOTrainer as TrlTrainer
+        from trl import DPOConfig, DPOTrainer
 
-        args = TrlConfig(**common, loss_type=[TRL_DPO_LOSS[config.loss]])
+        make_trainer = partial(DPOTrainer, args=DPOConfig(**common, loss_type=[TRL_DPO_LOSS[config.loss]]))
         dataset = Dataset.from_list(pairs)
     # After the config: with DeepSpeed ZeRO-3 the config must exist before models load.
-    load = dict(device="cpu", dtype=model_dtype, trust_remote_code=config.trust_remote_code,
-                allow_pickle=config.allow_pickle)
+    load: dict[str, Any] = dict(device="cpu", dtype=model_dtype, trust_remote_code=config.trust_remote_code,
+                                allow_pickle=config.allow_pickle)
     model = load_causal_lm(config.model, **load)
     peft_config = None
     if config.lora:
@@ -406,8 +410,8 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
     same_reference = config.ref_model in (None, config.model)
     ref_model = None if (peft_config is not None and same_reference) else \
         load_causal_lm(config.ref_model or config.model, **load)
-    trainer = TrlTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config)
+    trainer = make_trainer(model=model, ref_model=ref_model, train_dataset=dataset, processing_class=tokenizer,
+                           peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, which --jsonl owns
     return trainer
 
