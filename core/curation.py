@@ -64,7 +64,7 @@ from core.workspace import DatasetRef, Workspace
 SETTINGS_KEY = "curation"
 """Where a workspace's settings.json keeps the selection choices."""
 
-MODE_LABELS: dict[str, str] = {
+MODE_LABELS: dict[Mode, str] = {
     "dm-mul": "DM-MUL",
     "dm-add": "DM-ADD",
     "top": "TOP",
@@ -108,7 +108,7 @@ def parse_mode(text: str) -> Mode:
     key = re.sub(r"\s*\(.*\)\s*$", "", text.strip()).lower().replace("_", "-").replace(" ", "-")
     for mode, label in MODE_LABELS.items():
         if key in (mode, label.lower()):
-            return mode  # type: ignore[return-value]
+            return mode
     raise SelectionError(
         f"unknown mode {text!r}",
         hint="one of: " + ", ".join(f"{mode} ({label})" if label.lower() != mode else mode
@@ -308,7 +308,7 @@ class ParsedChoices:
         return SelectionError(f"{len(self.problems)} settings cannot be used: {text}", hint=hints or None)
 
 
-def mode_requirement(mode: str, sources: Sequence[str]) -> str | None:
+def mode_requirement(mode: Mode, sources: Sequence[str]) -> str | None:
     """Why `mode` cannot run on these margin sources, naming the margin it needs; None if it can."""
     if mode == "random":
         return None

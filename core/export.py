@@ -555,7 +555,7 @@ def export_selection(
         reporter.done = len(indices)
         reporter.finish()
         flagged_written = {flag: sum(flag in flags.get(pid, ()) for pid in selected_ids) for flag in FLAGS}
-        manifest = {
+        manifest: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "input": {**asdict(input_ref), "load_config": asdict(load_config),

@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -150,7 +151,7 @@ def _load_arrow(spec: SourceSpec, config: LoadConfig, report: LoadReport, progre
         block = table.slice(start, CHUNK_ROWS)
         if FAST_IMPORT and _valid_utf8(block):
             builder.add_table(block, start, np.arange(start, start + block.num_rows), None,
-                              lambda rows, block=block, start=start: iter_arrow_records(block, start, rows))
+                              partial(iter_arrow_records, block, start))
         else:
             for record in iter_arrow_records(block, start):
                 builder.add_record(record)

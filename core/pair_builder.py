@@ -14,7 +14,7 @@ and ``strict`` stop at the same row whichever path read it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,7 +191,7 @@ class PairBuilder:
 
     # The fast path ---------------------------------------------------------------------
     def add_table(self, table: pa.Table, first_row: int, where: np.ndarray | None, records: Any,
-                  values: Callable[[np.ndarray], list[RawRecord]], plain: bool = False) -> None:
+                  values: Callable[[np.ndarray], Iterable[RawRecord]], plain: bool = False) -> None:
         """A block of rows read by Arrow: row k has row_index ``first_row + k``.
 
         `where` holds each row's location number (None: not known until needed); `records`

@@ -44,7 +44,7 @@ from core.errors import DmtuiError
 from core.fusion import FloatArray, auto_m2, dm_add, dm_mul_log_odds, margin_probability, sigmoid
 
 Mode = Literal["dm-mul", "dm-add", "top", "mid", "bot", "random", "low-gap"]
-MODES: tuple[str, ...] = get_args(Mode)
+MODES: tuple[Mode, ...] = get_args(Mode)
 SINGLE_SOURCE_MODES = ("top", "mid", "bot")
 
 EXTERNAL = "external"
@@ -128,8 +128,7 @@ class SelectionParams:
     or 'margin-sum' (rank by fused log-odds, then by the sum of standardised margins)."""
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise SelectionError(f"unknown mode {self.mode!r}", hint=f"one of: {', '.join(MODES)}")
+        checked_mode(self.mode)
         _check_budget(self.budget)
         if self.mode in SINGLE_SOURCE_MODES and not self.source:
             raise SelectionError(f"mode {self.mode!r} needs a margin source")
@@ -422,6 +421,13 @@ def select(
     )
 
 
+def checked_mode(text: str) -> Mode:
+    """`text` as a mode, or the SelectionError an unknown one gets."""
+    if text not in MODES:
+        raise SelectionError(f"unknown mode {text!r}", hint=f"one of: {', '.join(MODES)}")
+    return text
+
+
 def _check_budget(budget: int | float) -> None:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise SelectionError(f"the budget must be a count or a fraction, got {budget!r}")
@@ -451,7 +457,7 @@ def _pair_count(
     used: tuple[str, ...],
     *masks: NDArray | None,
 ) -> int:
-    lengths = {name: len(margins[name]) for name in (used or tuple(margins))}
+    lengths = {name: len(np.asarray(margins[name])) for name in (used or tuple(margins))}
     if not lengths:  # random needs no margin: the annotation or tie-break arrays count the pairs
         sized = [mask for mask in masks if mask is not None]
         if not sized:

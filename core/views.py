@@ -30,9 +30,8 @@ from core.annotations import AnnotationMasks
 from core.errors import DmtuiError
 from core.loading import LoadedDataset
 from core.plotdata import same_values
-from core.progress import ProgressFn
 from core.roles import parse_dialogue
-from core.selection import Selection, SelectionParams, used_sources
+from core.selection import Selection, SelectionParams, checked_mode, used_sources
 
 ROW_FILTERS: tuple[str, ...] = ("all", "selected", "unselected", "flagged", "excluded", "swapped", "unscored")
 
@@ -138,7 +137,7 @@ def format_kept_value(value: Any, width: int) -> str:
 
 def kept_text_columns(
     dataset: LoadedDataset,
-    progress: ProgressFn | None = None,
+    progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> pa.Table:
     """The kept columns that hold text, one Arrow string column each, aligned with the pairs.
@@ -146,7 +145,8 @@ def kept_text_columns(
     Arrow-backed and CSV sources have them typed already. JSON sources keep each record's
     text: the kept fields are read out of it with Arrow's JSON reader, a chunk of records
     at a time. A field that is not text in every record (a number, a list, an object)
-    is left out; numeric fields are in `dataset.numbers`.
+    is left out; numeric fields are in `dataset.numbers`. `progress(done, total)` gets the
+    records read so far.
     """
     names = [name for name in kept_column_names(dataset)
              if dataset.numbers is None or name not in dataset.numbers.column_names]
@@ -290,8 +290,8 @@ class ViewChoice:
             return cls()
         default = cls()
         return cls(
-            row_filter=stored.get("filter") if stored.get("filter") in filters else default.row_filter,
-            sort=stored.get("sort") if stored.get("sort") in sorts else default.sort,
+            row_filter=stored["filter"] if stored.get("filter") in filters else default.row_filter,
+            sort=stored["sort"] if stored.get("sort") in sorts else default.sort,
             descending=stored["descending"] if isinstance(stored.get("descending"), bool) else default.descending,
         )
 
@@ -342,9 +342,11 @@ class ExamplesView:
             if source not in effective or n == 0:
                 mask = np.zeros(n, bool)
             else:
-                regional = replace(params or SelectionParams(source=source), mode=region, source=source)
-                same = selection is not None and selection.params == regional
-                mask = (selection if same else self.select_pairs(regional)).mask
+                regional = replace(params or SelectionParams(source=source), mode=checked_mode(region), source=source)
+                if selection is not None and selection.params == regional:
+                    mask = selection.mask
+                else:
+                    mask = self.select_pairs(regional).mask
         else:
             mask = filter_mask(view.row_filter, selection, annotations, n)
         if view.query.strip():

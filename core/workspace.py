@@ -208,7 +208,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def _atomic_write_with(path: Path, write: Callable[[str], None]) -> None:
+def _atomic_write_with(path: Path, write: Callable[[str], object]) -> None:
     """Let `write` fill a temp file beside `path`, sync it, then rename it over `path`.
 
     The temp, ``.NAME.<owner>-XXXX.tmp``, is hidden and matches no reader's pattern; a failed
