@@ -36,6 +36,7 @@ from core.progress import ProgressFn
 
 if TYPE_CHECKING:
     from core.models import LoadedModels
+    from core.pairs import Field
 
 DEFAULT_PROMPTS = 256
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -87,8 +88,8 @@ class RewardModelJudge:
 
         scorer = RewardScorer(self.models.reward_model(self.path), self.models.tokenizer(self.path),
                               batch_tokens=self.batch_tokens)
-        chat_prompts = [[{"role": "user", "content": p}] for p in prompts]
-        chat_responses = [[{"role": "assistant", "content": r}] for r in responses]
+        chat_prompts: list[Field] = [[{"role": "user", "content": p}] for p in prompts]
+        chat_responses: list[Field] = [[{"role": "assistant", "content": r}] for r in responses]
         return scorer.item_rewards(chat_prompts, chat_responses, conversational=True, limits=Limits(self.max_length))
 
     def toxic(self, prompts: list[str], responses: list[str]) -> None:
@@ -193,9 +194,9 @@ def evaluate(
     if not temperature > 0:
         raise EvaluationError(f"temperature must be above 0, not {temperature}", "sampling at 0 is greedy decoding")
     models = models or LoadedModels()
-    sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
-                "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size, "backend": backend,
-                "models": models, "cancel": cancel}
+    sampling: dict[str, Any] = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
+                                "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size,
+                                "backend": backend, "models": models, "cancel": cancel}
     policy_out = generate_responses(policy, prompts, progress=_staged(progress, "policy"), **sampling)
     models.release(policy)
     reference_out = generate_responses(reference_policy, prompts, progress=_staged(progress, "reference"), **sampling)

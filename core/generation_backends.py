@@ -29,7 +29,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import DmtuiError
 from core.progress import ProgressFn, Reporter
@@ -204,8 +204,8 @@ def generate_responses(
     from core.models import LoadedModels
 
     models = models or LoadedModels()
-    sampling = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
-                "max_new_tokens": max_new_tokens, "seed": seed}
+    sampling: dict[str, Any] = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
+                                "max_new_tokens": max_new_tokens, "seed": seed}
     if resolve_backend(backend, models.device) == "vllm":
         return generate_with_vllm(model_path, prompts, dtype=models.dtype, progress=progress, cancel=cancel,
                                   **sampling)

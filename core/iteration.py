@@ -64,7 +64,7 @@ import math
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class IterateConfig:
     """Share of each round's pairs kept by DM-MUL (the paper: 25%); 1.0 is plain iterative DPO."""
     m1: float = -2.0
     """DM-MUL lower clip M1 (core.selection's default)."""
-    m2: float | str = "auto"
+    m2: float | Literal["auto"] = "auto"
     """DM-MUL upper clip M2: a number or 'auto' (core.fusion.auto_m2 per round, per source)."""
     beta: float = 0.1
     """DPO beta."""
@@ -345,11 +345,13 @@ def _score_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, mo
     generations = _read_jsonl(round_dir / GENERATIONS)
     prompts = [g["prompt"] for g in generations]
     responses = [g["response"] for g in generations]
-    reward = RewardScorer(models.reward_model(config.reward_model), models.tokenizer(config.reward_model),
+    reward_model = config.reward_model
+    assert reward_model is not None, "IterateConfig.validate requires a reward model"
+    reward = RewardScorer(models.reward_model(reward_model), models.tokenizer(reward_model),
                           batch_tokens=config.batch_tokens)
     rewards = reward.item_rewards(*_chat(prompts, responses), conversational=True,
-                                  limits=_limits(config, config.reward_model), progress=progress, cancel=cancel)
-    models.release(config.reward_model)
+                                  limits=_limits(config, reward_model), progress=progress, cancel=cancel)
+    models.release(reward_model)
     oracle = None
     if config.prompts_file is None:
         from core.demo.world import oracle_reward
@@ -416,6 +418,7 @@ def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, m
     reward_records = _read_jsonl(round_dir / REWARDS)
     rewards = [rec["reward"] for rec in reward_records]
     pairs, tied = best_worst_pairs(generations, rewards)
+    assert config.policy is not None, "IterateConfig.validate requires pi_0"
     implicit = implicit_margins(policy, config.policy, pairs, models, _limits(config, policy, config.policy),
                                 batch_tokens=config.batch_tokens, progress=progress, cancel=cancel)
     models.release()

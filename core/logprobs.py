@@ -75,7 +75,7 @@ import inspect
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 import torch
@@ -120,13 +120,15 @@ class Encoded:
     prompt_ids: list[list[int]]
     response_ids: list[list[int]]
     truncated: np.ndarray
-    boundary_moved: np.ndarray | None = None
+    boundary_moved: np.ndarray = field(init=False)
     """Per item: the prompt's own ids were not a prefix of the joint ids (a merge across the
-    boundary), so the boundary moved back to where they diverge. None: no item moved."""
+    boundary), so the boundary moved back to where they diverge."""
+    moved: InitVar[np.ndarray | None] = None
+    """`boundary_moved` as given to the constructor; None: no item moved."""
 
-    def __post_init__(self) -> None:
-        if self.boundary_moved is None:
-            object.__setattr__(self, "boundary_moved", np.zeros(len(self.prompt_ids), dtype=bool))
+    def __post_init__(self, moved: np.ndarray | None) -> None:
+        object.__setattr__(self, "boundary_moved",
+                           np.zeros(len(self.prompt_ids), dtype=bool) if moved is None else moved)
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -194,7 +196,6 @@ def _encode(tokenizer, prompts, sides, conversational, max_length, min_prompt_to
     else:
         contexts, joints, empty = _plain_token_ids(tokenizer, prompts, sides)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    floor = None if max_length is None else (max_length // 2 if min_prompt_tokens is None else min_prompt_tokens)
     out: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in sides]
     for i, context in enumerate(contexts):
         side_joints = [joint[i] for joint in joints]
@@ -205,6 +206,7 @@ def _encode(tokenizer, prompts, sides, conversational, max_length, min_prompt_to
         truncated = False
         if max_length is not None and len(context) + max(map(len, responses)) > max_length:
             header = 0 if not context else _header_length(tokenizer, prompts[i], context, conversational, empty[i])
+            floor = max_length // 2 if min_prompt_tokens is None else min_prompt_tokens
             context, responses = _fit(context, responses, header, max_length, floor)
             truncated = True
         for side, response in enumerate(responses):
@@ -411,10 +413,8 @@ def pair_logprobs(
 
     run_batches(shared, pair_cost, batch_tokens, score_shared, reporter, per_item=2)
     reporter.finish()
-    return tuple(
-        LogprobResult(results[0][side], results[1][side], encoded.truncated.copy())
-        for side, encoded in enumerate((chosen, rejected))
-    )
+    return (LogprobResult(results[0][0], results[1][0], chosen.truncated.copy()),
+            LogprobResult(results[0][1], results[1][1], rejected.truncated.copy()))
 
 
 def _worth_sharing(prompt: int, chosen: int, rejected: int) -> bool:
@@ -480,6 +480,7 @@ class _Scorer:
     @torch.inference_mode()
     def score_shared_prompt(self, rows: list[tuple[list[int], list[int], list[int]]]):
         """(prompt, chosen, rejected) rows: prompt once (left-padded), KV cache x2, responses right-padded."""
+        assert self.cache_kwarg is not None, "called only when can_share_prompt"
         width = max(len(p) for p, _, _ in rows)
         prompt_ids = torch.zeros(len(rows), width, dtype=torch.long)
         prompt_mask = torch.zeros_like(prompt_ids)

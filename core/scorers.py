@@ -126,18 +126,22 @@ class RewardScorer:
     def encode_items(self, prompts: list[Field], responses: list[Field], *, conversational: bool,
                      limits: Limits) -> Encoded:
         """Each (prompt, response) as the reward model reads it, cut to fit its own response."""
-        return self._encode([prompts, responses], conversational, limits, encode)
+        (items,) = self._encode([prompts, responses], conversational, limits, encode)
+        return items
 
     def encode_pairs(self, pairs: Pairs, limits: Limits) -> tuple[Encoded, Encoded]:
         """Chosen and rejected as the reward model reads them, one context per pair."""
-        return self._encode([pairs.prompts, pairs.chosen, pairs.rejected], pairs.conversational, limits,
-                            encode_pairs)
+        chosen, rejected = self._encode([pairs.prompts, pairs.chosen, pairs.rejected], pairs.conversational, limits,
+                                        encode_pairs)
+        return chosen, rejected
 
-    def _encode(self, columns: list[list[Field]], conversational: bool, limits: Limits, encoder) -> Encoded:
-        """Standard rows go through the template as one exchange, unless the text carries one already."""
+    def _encode(self, columns: list[list[Field]], conversational: bool, limits: Limits,
+                encoder) -> tuple[Encoded, ...]:
+        """Standard rows go through the template as one exchange, unless the text carries one
+        already; one encoding per response column."""
         prompts = columns[0]
-        as_chat = np.array([conversational or (self.templates_standard_text and rendered_template(p) is None)
-                            for p in prompts], dtype=bool)
+        as_chat = np.array([conversational or (self.templates_standard_text and rendered_template(_text(p)) is None)
+                            for p in prompts], dtype=np.bool_)
         parts = []
         for chat in (True, False):
             rows = np.flatnonzero(as_chat == chat)
@@ -145,13 +149,12 @@ class RewardScorer:
                 continue
             texts = [[column[i] for i in rows] for column in columns]
             if chat and not conversational:
-                texts = [[[{"role": "user", "content": p.strip()}] for p in texts[0]],
-                         *[[[{"role": "assistant", "content": r.strip()}] for r in side] for side in texts[1:]]]
+                texts = [[_one_turn("user", p) for p in texts[0]],
+                         *[[_one_turn("assistant", r) for r in side] for side in texts[1:]]]
             encoded = encoder(self.tokenizer, *texts, conversational=chat, max_length=limits.max_length,
                               min_prompt_tokens=limits.min_prompt_tokens)
             parts.append((rows, encoded if isinstance(encoded, tuple) else (encoded,)))
-        sides = _merge(parts, len(prompts), len(columns) - 1)
-        return sides if encoder is encode_pairs else sides[0]
+        return _merge(parts, len(prompts), len(columns) - 1)
 
     def scores(self, sequences: list[list[int]], *, progress: ProgressFn | None = None,
                cancel: threading.Event | None = None) -> np.ndarray:
@@ -182,6 +185,17 @@ class RewardScorer:
         encoded = self.encode_items(prompts, responses, conversational=conversational, limits=limits)
         return self.scores([p + r for p, r in zip(encoded.prompt_ids, encoded.response_ids)],
                            progress=progress, cancel=cancel)
+
+
+def _text(field: Field) -> str:
+    """A standard row's field (a string by the pair's format)."""
+    assert isinstance(field, str), "standard rows hold strings"
+    return field
+
+
+def _one_turn(role: str, text: Field) -> Field:
+    """A standard row's field as the one message of `role` the chat template reads."""
+    return [{"role": role, "content": _text(text).strip()}]
 
 
 def _merge(parts: list[tuple[np.ndarray, tuple[Encoded, ...]]], n: int, n_sides: int) -> tuple[Encoded, ...]:
@@ -307,7 +321,7 @@ def ifd_columns(reference, tokenizer, pairs: Pairs, limits: Limits, *, batch_tok
     chosen, rejected = chosen.subset(run), rejected.subset(run)
     conditional = pair_logprobs(reference, chosen, rejected, batch_tokens=batch_tokens,
                                 progress=pass_progress(0, 2), cancel=cancel)
-    empty = [] if pairs.conversational else ""
+    empty: Field = [] if pairs.conversational else ""
     context = encode(tokenizer, [empty], [pairs.chosen[0]], conversational=pairs.conversational,
                      max_length=None).prompt_ids[0]
     responses = chosen.response_ids + rejected.response_ids
