@@ -354,13 +354,7 @@ class DatasetScreen(Screen):
         from dmtui.screens.confirm import ConfirmScreen
 
         pane = self.query_one(RunPane)
-        if pane.running:
-            self.notify("Training is already running (X stops it)", severity="warning")
-            return
-        try:
-            plan = pane.plan_training()
-        except ValueError as error:
-            self.notify(f"Train: {error}", severity="warning", markup=False)
+        if (plan := pane.ready_plan()) is None:
             return
 
         def answered(yes: bool | None) -> None:

@@ -215,15 +215,22 @@ class RunPane(Vertical):
         steps = math.ceil(math.ceil(examples / config.batch_size) * config.epochs)
         return f"about {steps:,} ({config.epochs:g} epochs of {pairs:,} pairs, batch {config.batch_size})"
 
+    def ready_plan(self) -> TrainingPlan | None:
+        """The run Train and T would start now, or None after saying why none can."""
+        if self.running:
+            self.notify("Training is already running (X stops it)", severity="warning")
+            return None
+        try:
+            return self.plan_training()
+        except ValueError as error:
+            self.notify(f"Train: {error}", severity="warning", markup=False)
+            return None
+
     @on(Button.Pressed, "#train")
     def _train(self) -> None:
         """The Train button starts at once (it is pressed on purpose); T asks first."""
-        try:
-            plan = self.plan_training()
-        except ValueError as error:
-            self.notify(f"Train: {error}", severity="warning", markup=False)
-            return
-        self.start_training(plan)
+        if (plan := self.ready_plan()) is not None:
+            self.start_training(plan)
 
     def start_training(self, plan: TrainingPlan) -> None:
         if self.running:
