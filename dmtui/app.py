@@ -21,6 +21,8 @@ KEY_CHECK_S = 0.5
 while the key waited in its queue never reports it, and the keys behind it go out then."""
 KEY_WAIT_S = 10.0
 """The longest the keys behind one may wait for it (a handler that awaits something long)."""
+QUIT_WAIT_S = 15.0
+"""After a yes to quit, how long the work may take to stop before the app offers to kill it."""
 
 
 class DmtuiApp(App):
@@ -168,15 +170,17 @@ class DmtuiApp(App):
         if not running:
             self.exit()
             return
-        if self._quitting:
+        if self._quitting:  # q again while the work stops: offer to kill it now
+            self._offer_to_kill()
             return
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self._quitting = True
-                self.notify("Stopping " + ", ".join(item.split(" (")[0] for item in running) + " before quitting…",
-                            timeout=60)
+                self.notify("Stopping " + ", ".join(item.split(" (")[0] for item in running) + " before quitting… "
+                            "(q again to kill it)", timeout=60)
                 self.run_worker(self._stop_and_exit(), group="quit")
+                self.set_timer(QUIT_WAIT_S, self._offer_to_kill)
 
         body = "Still running:\n" + "\n".join(f"  • {item}" for item in running)
         await self.push_screen(ConfirmScreen("Stop the work and quit?", body, yes="stop it and quit",
@@ -185,3 +189,22 @@ class DmtuiApp(App):
     async def _stop_and_exit(self) -> None:
         await self.main_screen.stop_all_work()
         self.exit()
+
+    def _offer_to_kill(self) -> None:
+        """Work that does not stop (a hung GPU step, a stuck collective): ask to kill it and quit."""
+        from dmtui.screens.confirm import ConfirmScreen
+
+        waiting = self.main_screen.running_work()
+        if not waiting or self._exit or isinstance(self.screen, ConfirmScreen):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.main_screen.kill_children()
+                self.exit()
+
+        body = ("Still waiting for:\n" + "\n".join(f"  • {item.split(' (')[0]}" for item in waiting)
+                + "\n\nKilling stops scoring and training at once: what they saved at their last checkpoint "
+                "is kept, the chunk or step in progress is lost.")
+        self.push_screen(ConfirmScreen("The work has not stopped", body, yes="kill it and quit",
+                                       no="keep waiting"), answered)

@@ -111,6 +111,12 @@ class JsonlProcess:
             self.stopping = True
             self.process.send_signal(signal.SIGTERM)
 
+    def kill(self) -> None:
+        """SIGKILL, for a child that did not stop after SIGTERM: checkpoints written so far are kept."""
+        if self.running:
+            self.stopping = True
+            self.process.kill()
+
     async def wait(self) -> None:
         if self.process is not None:
             await self.process.wait()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,35 @@ async def test_t_trains_on_an_export_written_before_the_app_started(workspace): 
         assert isinstance(app.screen, ConfirmScreen)
         assert "exports/newer" in str(app.screen.query_one("#confirm-body").render())
         await pilot.press("n")
+
+
+STUBBORN_CHILD = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                  "print('{\"event\": \"progress\", \"stage\": \"external\", \"done\": 0, \"total\": 10}', flush=True); "
+                  "time.sleep(600)")
+"""A scoring child that ignores SIGTERM, as one stuck in a GPU call or a collective would."""
+
+
+async def test_quit_offers_to_kill_work_that_does_not_stop(tmp_path, monkeypatch):
+    monkeypatch.setattr("dmtui.app.QUIT_WAIT_S", 1.0)
+    app = DmtuiApp(Workspace.open_or_create(str(small_demo(tmp_path, 50)), tmp_path / "ws"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        pane = app.screen.query_one(ScorePane)
+        pane.run_scoring([sys.executable, "-c", STUBBORN_CHILD])
+        await wait_for(lambda: pane.running, pilot, 30)
+        child = pane.job.process.pid
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")  # SIGTERM, ignored
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen), pilot, 20)
+        assert "has not stopped" in str(app.screen.query_one("#confirm-title").render())
+        assert "scoring" in str(app.screen.query_one("#confirm-body").render())
+        await pilot.press("n")  # keep waiting
+        await pilot.pause(0.3)
+        assert app.is_running and alive(child)
+        await pilot.press("q")  # q again: the offer comes at once
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(lambda: app._exit, pilot, 20)
+    assert not alive(child)

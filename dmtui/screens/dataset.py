@@ -410,6 +410,12 @@ class DatasetScreen(Screen):
             if worker.is_running and worker.group in THREAD_WORK:
                 await worker.wait()
 
+    def kill_children(self) -> None:
+        """SIGKILL the scoring and training children (quitting, when SIGTERM was not enough)."""
+        for pane in (self.query_one(ScorePane), self.query_one(RunPane)):
+            if pane.job is not None:
+                pane.job.kill()
+
     def action_runs(self) -> None:
         from dmtui.screens.runs import RunsScreen
 

@@ -44,7 +44,7 @@ A field's text is kept when you enter it: typing adds at the cursor.
 | `R` | compare the workspace's training runs |
 | `b` | every rejected row (Enter shows the raw line) |
 | `?` | this help |
-| `q` | quit; asks first while scoring or training runs |
+| `q` | quit; asks first while scoring or training runs (`q` again while it stops: kill it) |
 
 ## From anywhere, a field included
 
