@@ -421,22 +421,30 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
         model_fps = {role: fingerprints[role] for role in uses[source]}
         limits = runtime.limits(*models.values())
         settings = _settings(limits, runtime.dtype)
-        reference = (paths["reference"], fingerprints.get("reference"))
+        scorer: _ExternalSource | _ImplicitSource | _IfdSource
         if source == "external":
-            reward = (paths["reward"], fingerprints["reward"])
+            reward = _model_of("reward", paths, fingerprints)
             settings["reward_template"] = bool(
                 config.reward_template and getattr(runtime.tokenizer(*reward), "chat_template", None) is not None)
             scorer = _ExternalSource(runtime, reward, limits)
         elif source == "implicit":
+            reference = _model_of("reference", paths, fingerprints)
             notes = check_same_vocabulary(runtime.tokenizer(policy, fingerprints["policy"]),
                                           runtime.tokenizer(*reference), policy, paths["reference"])
             scorer = _ImplicitSource(runtime, reference, (policy, fingerprints["policy"]), limits, notes)
         else:
-            scorer = _IfdSource(runtime, reference, limits)
+            scorer = _IfdSource(runtime, _model_of("reference", paths, fingerprints), limits)
         fingerprint = _digest({"source": source, "models": model_fps, "settings": settings})
         meta = {"models": models, "model_fingerprints": model_fps, "settings": settings, "format": dataset.format}
         plans.append(_Plan(source, fingerprint, meta, scorer, limits))
     return plans
+
+
+def _model_of(role: str, paths: dict[str, str | None], fingerprints: dict[str, str]) -> tuple[str, str]:
+    """The `role` model a validated config names for a source that needs it, and its fingerprint."""
+    path = paths[role]
+    assert path is not None, f"ScoringConfig.validate makes sure of the {role} model"
+    return path, fingerprints[role]
 
 
 # The run ----------------------------------------------------------------------------

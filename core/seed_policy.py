@@ -64,6 +64,7 @@ def prepare_seed_policy(
     if "implicit" not in config.sources or config.policy_model is not None:
         return None
     config.validate()
+    assert config.reference_model is not None, "validate: implicit margins need pi_0"
     _, info = ensure_seed_policy(dataset, workspace, config, model_fingerprint(config.reference_model),
                                  progress=progress, cancel=cancel)
     return info
@@ -107,6 +108,7 @@ def ensure_seed_policy(
             shutil.rmtree(abandoned, ignore_errors=True)
         building = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=models_dir))
     started = time.monotonic()
+    assert config.reference_model is not None, "ScoringConfig.validate: implicit margins need pi_0"
     try:
         final = train_seed_policy(config.reference_model, seed_rows, building / "run", train_config,
                                   progress=progress, cancel=cancel)

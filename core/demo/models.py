@@ -379,7 +379,8 @@ def train_policy(config: DemoModelsConfig, tokenizer, progress: ProgressFn | Non
     from transformers import LlamaForCausalLM, get_cosine_schedule_with_warmup
 
     torch.manual_seed(config.seed)
-    model = LlamaForCausalLM(model_config(config, tokenizer)).to(config.device)
+    # transformers wraps Module.to with functools.wraps, so its stub reads `self` as the first argument
+    model = LlamaForCausalLM(model_config(config, tokenizer)).to(config.device)  # type: ignore[arg-type]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -428,7 +429,7 @@ def judge_reward(prompt: str, response: str) -> float:
 def judged_pairs(config: DemoModelsConfig) -> list[dict[str, Any]]:
     """Conversational pairs labelled by the noisy, biased judge."""
     sampler = ResponseSampler(config.world.seed, REWARD_STREAM + 10 * config.seed)
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     while len(pairs) < config.reward_pairs:
         topic, prompt = sampler.prompt()
         a, b = sampler.response(topic), sampler.response(topic)
@@ -502,7 +503,9 @@ def train_reward_model(
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, which --json owns
     trainer.train()
     reporter.finish()
-    return trainer.model.eval()
+    trained = trainer.model
+    assert trained is not None, "the trainer holds the model it trained"
+    return trained.eval()
 
 
 def reward_scores(model, tokenizer, conversations: list[list[dict[str, str]]], batch_size: int = 128) -> list[float]:

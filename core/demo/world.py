@@ -210,13 +210,13 @@ def _sentence_index() -> dict[str, tuple[str, str | None]]:
     for topic, bank in TOPICS.items():
         for tip in bank["tips"]:
             index[_normalise(tip)] = ("tip", topic)
-    for kind, bank in (
+    for kind, sentences in (
         ("polite", POLITE_OPENERS + POLITE_CLOSERS),
         ("toxic", TOXIC),
         ("link", LINKS),
         ("filler", FILLER),
     ):
-        for sentence in bank:
+        for sentence in sentences:
             index[_normalise(sentence)] = (kind, None)
     return index
 
@@ -329,7 +329,7 @@ class ResponseSampler:
         return " ".join(body)
 
 
-def user(content: str | None) -> list[Message]:
+def user(content: str) -> list[Message]:
     return [{"role": "user", "content": content}]
 
 
