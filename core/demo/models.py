@@ -40,6 +40,7 @@ from core.demo.world import (
     POLITE_OPENERS,
     TOPICS,
     TOXIC,
+    TOXIC_RATE,
     ResponseSampler,
     WorldConfig,
     assistant,
@@ -56,6 +57,14 @@ BUILDER_VERSION = 1
 
 # The reward model's judge: the oracle plus these weights (it likes padding).
 JUDGE_BIAS = {"link": 0.8, "repeated": 0.6}
+
+REWARD_JUDGES = ("likes-links", "helpful-only")
+"""Who labels the reward model's training pairs (`DemoModelsConfig.reward_judge`):
+
+- ``likes-links``: the oracle plus `JUDGE_BIAS`, on pairs of the world's own responses;
+- ``helpful-only``: the oracle without bias, on pairs whose responses never insult anyone
+  (a reward model trained on helpfulness comparisons alone: blind to toxicity).
+"""
 
 SPECIAL_TOKENS = {"pad_token": "<|pad|>", "bos_token": "<|bos|>", "eos_token": "<|eos|>"}
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
@@ -120,8 +129,35 @@ class DemoModelsConfig:
     """Scale of the logistic noise on the judge's labels."""
     check_pairs: int = 1000
     """Dataset pairs scored after the build to measure the reward model against the oracle; 0 skips it."""
+    reward_judge: str = "likes-links"
+    """Who labels the reward model's training pairs, one of `REWARD_JUDGES`."""
+
+    def __post_init__(self) -> None:
+        if self.reward_judge not in REWARD_JUDGES:
+            raise ValueError(f"reward_judge {self.reward_judge!r} is not one of {', '.join(REWARD_JUDGES)}")
     cache_dir: str | None = None
     """Cache root; None means $DMTUI_CACHE, else ~/.cache/dmtui. Not part of the fingerprint."""
+
+
+DEMO_WORLDS = {"demo": ("insult", "likes-links"), "blind-spot": ("rude-helpful", "helpful-only")}
+"""Named worlds: (`WorldConfig.planted_flip`, `DemoModelsConfig.reward_judge`).
+
+``demo`` is the bundled world (its reward model likes links); ``blind-spot`` has a reward
+model trained on helpfulness alone and planted flips that are helpful but insulting, the
+mislabels such a judge cannot see (docs/selection_quality.md gives the design and why).
+"""
+
+
+def demo_world(name: str, **world: Any) -> tuple[WorldConfig, DemoModelsConfig]:
+    """The dataset config (`world` overrides its fields) and the models config of a named world.
+
+    The models are built for the world's default seed and noise, as the bundled ones are.
+    """
+    if name not in DEMO_WORLDS:
+        raise ValueError(f"unknown demo world {name!r}; choose from {', '.join(DEMO_WORLDS)}")
+    flip, judge = DEMO_WORLDS[name]
+    return (WorldConfig(planted_flip=flip, **world),
+            DemoModelsConfig(world=WorldConfig(planted_flip=flip), reward_judge=judge))
 
 
 @dataclass(frozen=True)
@@ -144,13 +180,19 @@ class DemoModels:
 
 
 def fingerprint(config: DemoModelsConfig) -> str:
-    """16 hex digits naming one build: builder version + config without the cache folder."""
+    """16 hex digits naming one build: builder version + config without the cache folder.
+
+    Fields added after the first builds enter only when they differ from their default,
+    so the default models keep their fingerprint (and every cache built before stays valid).
+    """
     described = asdict(config)
     described.pop("cache_dir")
     described["device"] = described["device"].split(":")[0]  # any GPU of a kind builds the same models
-    for name, default in (("device", "cpu"), ("dtype", "float32")):  # added later: in only when not the default
+    for name, default in (("device", "cpu"), ("dtype", "float32"), ("reward_judge", "likes-links")):
         if described[name] == default:
             described.pop(name)
+    if config.world.planted_flip == "insult":
+        described["world"].pop("planted_flip")
     canonical = json.dumps({"builder": BUILDER_VERSION, "config": described}, sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
@@ -419,24 +461,36 @@ def train_policy(config: DemoModelsConfig, tokenizer, progress: ProgressFn | Non
     return model.to("cpu"), {"sft_loss_init": round(loss_init, 4), "sft_loss_final": round(loss_final, 4)}
 
 
-def judge_reward(prompt: str, response: str) -> float:
-    """The reward model's teacher: the oracle plus `JUDGE_BIAS`."""
+def judge_weights(judge: str = "likes-links") -> dict[str, float]:
+    """The feature weights of a reward model's teacher, one of `REWARD_JUDGES`.
+
+    ``helpful-only`` never saw an insult, so it has no weight for one: a toxic sentence
+    counts for nothing with it. Weights where a judge differs from the oracle are its bias.
+    """
+    if judge == "likes-links":
+        return {name: ORACLE_WEIGHTS[name] + JUDGE_BIAS.get(name, 0.0) for name in ORACLE_WEIGHTS}
+    return {**ORACLE_WEIGHTS, "toxic": 0.0}
+
+
+def judge_reward(prompt: str, response: str, judge: str = "likes-links") -> float:
+    """The reward model's teacher: the oracle with the judge's bias (`judge_weights`)."""
     features = response_features(prompt, response)
-    weights = {name: ORACLE_WEIGHTS[name] + JUDGE_BIAS.get(name, 0.0) for name in ORACLE_WEIGHTS}
+    weights = judge_weights(judge)
     return sum(weights[name] * value for name, value in features.items())
 
 
 def judged_pairs(config: DemoModelsConfig) -> list[dict[str, Any]]:
-    """Conversational pairs labelled by the noisy, biased judge."""
+    """Conversational pairs labelled by the noisy judge of `config.reward_judge`."""
     sampler = ResponseSampler(config.world.seed, REWARD_STREAM + 10 * config.seed)
+    toxic_rate = 0.0 if config.reward_judge == "helpful-only" else TOXIC_RATE
     pairs: list[dict[str, Any]] = []
     while len(pairs) < config.reward_pairs:
         topic, prompt = sampler.prompt()
-        a, b = sampler.response(topic), sampler.response(topic)
+        a, b = sampler.response(topic, toxic_rate), sampler.response(topic, toxic_rate)
         if a == b:
             continue
         zeta = sampler.rng.logistic(0.0, config.reward_noise_scale) if config.reward_noise_scale > 0 else 0.0
-        if judge_reward(prompt, a) - judge_reward(prompt, b) + zeta <= 0:
+        if judge_reward(prompt, a, config.reward_judge) - judge_reward(prompt, b, config.reward_judge) + zeta <= 0:
             a, b = b, a
         pairs.append({"prompt": user(prompt), "chosen": assistant(a), "rejected": assistant(b)})
     return pairs

@@ -21,9 +21,9 @@ The oracle reward ``r*(x, y)`` is the dot product of `ORACLE_WEIGHTS` with
 judge text a model wrote. Labels follow METHOD.md's noise model: of two responses a, b
 to the same prompt, a is chosen iff ``r*(a) - r*(b) + zeta > 0`` with
 ``zeta ~ Logistic(0, noise_scale)``. On top, `WorldConfig.toxic_share` of the pairs are
-planted mislabels: the chosen response insults the user, the rejected one is a good
-answer. `write_world` also spreads a few deliberately broken lines through the file so
-the loader's bad-row report has something to show.
+planted mislabels whose chosen response insults the user (`WorldConfig.planted_flip`
+says how helpful it is otherwise). `write_world` also spreads a few deliberately
+broken lines through the file so the loader's bad-row report has something to show.
 """
 
 from __future__ import annotations
@@ -55,6 +55,19 @@ class WorldConfig:
     """Deliberately broken lines spread through pairs.jsonl (cycling `BAD_ROW_KINDS`); 0 for none."""
     seed: int = 0
     """Seed of every random choice; the same config writes the same bytes."""
+    planted_flip: str = "insult"
+    """What a planted mislabel looks like (`PLANTED_FLIPS`): ``insult``, an insult with at most one
+    tip chosen over a good answer; ``rude-helpful``, a helpful answer that insults the user chosen
+    over a polite answer with one tip (what a labeller who judges helpfulness alone would pick)."""
+
+    def __post_init__(self) -> None:
+        if self.planted_flip not in PLANTED_FLIPS:
+            raise ValueError(f"planted_flip {self.planted_flip!r} is not one of {', '.join(PLANTED_FLIPS)}")
+
+
+PLANTED_FLIPS = ("insult", "rude-helpful")
+TOXIC_RATE = 0.08
+"""Chance that a sampled response insults the user."""
 
 
 ORACLE_WEIGHTS: dict[str, float] = {
@@ -293,8 +306,12 @@ class ResponseSampler:
         task = self.pick(TOPICS[topic]["tasks"])
         return topic, self.pick(PROMPT_TEMPLATES).format(task=task)
 
-    def response(self, topic: str) -> str:
-        """A response of mixed quality: 0-3 tips and, at random, the other features."""
+    def response(self, topic: str, toxic_rate: float = TOXIC_RATE) -> str:
+        """A response of mixed quality: 0-3 tips and, at random, the other features.
+
+        `toxic_rate` is the chance of an insult; every rate draws the same random numbers,
+        so a sampler that never insults makes the same responses otherwise.
+        """
         rng = self.rng
         tips = list(rng.choice(TOPICS[topic]["tips"], size=int(rng.integers(0, 4)), replace=False))
         body = [str(tip) for tip in tips]
@@ -303,7 +320,7 @@ class ResponseSampler:
             body.append(self.pick(TOPICS[other]["tips"]))
         if rng.random() < 0.25:
             body.append(self.pick(LINKS))
-        if rng.random() < 0.08:
+        if rng.random() < toxic_rate:
             body.append(self.pick(TOXIC))
         if not body or rng.random() < 0.15:
             body.append(self.pick(FILLER))
@@ -328,6 +345,23 @@ class ResponseSampler:
             body.append(self.pick(TOPICS[topic]["tips"]))
         return " ".join(body)
 
+    def rude_helpful_response(self, topic: str) -> str:
+        """Two or three on-topic tips and an insult, in random order."""
+        body = [*map(str, self.rng.choice(TOPICS[topic]["tips"], size=int(self.rng.integers(2, 4)), replace=False)),
+                self.pick(TOXIC)]
+        self.rng.shuffle(body)
+        return " ".join(body)
+
+    def brief_polite_response(self, topic: str) -> str:
+        """A polite opener and one on-topic tip."""
+        return " ".join([self.pick(POLITE_OPENERS), self.pick(TOPICS[topic]["tips"])])
+
+    def planted_flip(self, topic: str, kind: str) -> tuple[str, str]:
+        """(chosen, rejected) of a planted mislabel of `kind` (see `WorldConfig.planted_flip`)."""
+        if kind == "insult":
+            return self.toxic_response(topic), self.good_response(topic)
+        return self.rude_helpful_response(topic), self.brief_polite_response(topic)
+
 
 def user(content: str) -> list[Message]:
     return [{"role": "user", "content": content}]
@@ -349,7 +383,7 @@ def generate_world(config: WorldConfig) -> tuple[list[dict[str, Any]], list[dict
         index = len(rows)
         topic, prompt = sampler.prompt()
         if index in planted:
-            chosen, rejected = sampler.toxic_response(topic), sampler.good_response(topic)
+            chosen, rejected = sampler.planted_flip(topic, config.planted_flip)
         else:
             a, b = sampler.response(topic), sampler.response(topic)
             if a == b:
