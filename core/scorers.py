@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,9 +70,18 @@ class Pairs:
     chosen: list[Field]
     rejected: list[Field]
     conversational: bool
+    pair_ids: list[str] | None = None
+    """The dataset's ids of these pairs, when they come from one (core.scoring)."""
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def subset(self, mask: np.ndarray) -> Pairs:
+        """The pairs where `mask` (booleans, one per pair) is True."""
+        keep = np.flatnonzero(mask)
+        pick = (lambda column: None if column is None else [column[i] for i in keep])
+        return Pairs(pick(self.prompts), pick(self.chosen), pick(self.rejected), self.conversational,
+                     pick(self.pair_ids))
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,8 @@ def spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _encoded_pairs(tokenizer, pairs: Pairs, limits: Limits) -> tuple[Encoded, Encoded, dict, np.ndarray]:
+def encoded_pairs(tokenizer, pairs: Pairs, limits: Limits) -> tuple[Encoded, Encoded, dict, np.ndarray]:
+    """Chosen and rejected as log-prob margins score them, the pairs' flags, and which pairs run (`screen`)."""
     chosen, rejected = encode_pairs(tokenizer, pairs.prompts, pairs.chosen, pairs.rejected,
                                     conversational=pairs.conversational, max_length=limits.max_length,
                                     min_prompt_tokens=limits.min_prompt_tokens)
@@ -298,13 +309,20 @@ def check_same_vocabulary(policy_tokenizer, reference_tokenizer, policy: str, re
 
 def implicit_columns(policy, reference, tokenizer, pairs: Pairs, limits: Limits, *, batch_tokens: int,
                      pass_progress: PassProgress, cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
-    """m_im = (lp1_c - lp0_c) - (lp1_r - lp0_r), sums over the response tokens of pi_0's encoding."""
-    chosen, rejected, flags, run = _encoded_pairs(tokenizer, pairs, limits)
+    """m_im = (lp1_c - lp0_c) - (lp1_r - lp0_r), sums over the response tokens of pi_0's encoding.
+
+    `policy` and `reference` are models, or views of one shared model with a ``lend()``
+    context manager that yields it switched to their state (core.seed_policy.AdapterView:
+    LoRA adapters on one base, kept unmerged).
+    """
+    chosen, rejected, flags, run = encoded_pairs(tokenizer, pairs, limits)
     chosen, rejected = chosen.subset(run), rejected.subset(run)
     columns = {}
     for index, (name, model) in enumerate((("policy", policy), ("reference", reference))):
-        lp_c, lp_r = pair_logprobs(model, chosen, rejected, batch_tokens=batch_tokens,
-                                   progress=pass_progress(index, 2), cancel=cancel)
+        lend = getattr(model, "lend", None)
+        with lend() if callable(lend) else nullcontext(model) as lent:
+            lp_c, lp_r = pair_logprobs(lent, chosen, rejected, batch_tokens=batch_tokens,
+                                       progress=pass_progress(index, 2), cancel=cancel)
         columns[f"logp_{name}_chosen"] = spread(lp_c.logprob_sum, run)
         columns[f"logp_{name}_rejected"] = spread(lp_r.logprob_sum, run)
     columns["tokens_chosen"] = spread(lp_c.n_tokens, run)
@@ -317,7 +335,7 @@ def implicit_columns(policy, reference, tokenizer, pairs: Pairs, limits: Limits,
 def ifd_columns(reference, tokenizer, pairs: Pairs, limits: Limits, *, batch_tokens: int,
                 pass_progress: PassProgress, cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
     """IFD_c - IFD_r; PPL(y) scores the very response tokens PPL(y|x) scored, after BOS alone."""
-    chosen, rejected, flags, run = _encoded_pairs(tokenizer, pairs, limits)
+    chosen, rejected, flags, run = encoded_pairs(tokenizer, pairs, limits)
     chosen, rejected = chosen.subset(run), rejected.subset(run)
     conditional = pair_logprobs(reference, chosen, rejected, batch_tokens=batch_tokens,
                                 progress=pass_progress(0, 2), cancel=cancel)

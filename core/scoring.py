@@ -44,7 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -69,13 +69,18 @@ from core.scorers import (
     PassProgress,
     RewardScorer,
     check_same_vocabulary,
+    encoded_pairs,
     external_columns,
     ifd_columns,
     implicit_columns,
 )
 from core.scores import ScoreStore, values_for
+from core.seed_report import implicit_external_spearman
 from core.selection import MARGIN_SOURCES
 from core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from core.seed_policy import SeedPolicy
 
 SOURCES = MARGIN_SOURCES
 SCORER_VERSION = 2
@@ -104,22 +109,38 @@ class ScoringConfig:
     """pi_0, the SFT model: the reference of implicit margins and the model of IFD."""
     policy_model: str | None = None
     """pi_1 (a folder, hub id or LoRA adapter on pi_0). None with implicit requested: seed DPO makes it."""
+    seed_split: str = "cross-fit"
+    """Seed DPO: how D0 is kept from inflating its own margins (core.seed_policy): cross-fit
+    (two pi_1, each scoring the fold it did not train on) or exclude (D0 gets no implicit margin)."""
     seed_pairs: int = 2000
-    """Seed DPO: most pairs in D0 (the paper's 2,000 random pairs)."""
-    seed_fraction: float = 0.1
-    """Seed DPO on a small dataset: D0 is this share of it when that is below `seed_pairs` ..."""
+    """Seed DPO: most pairs one pi_1 trains on (the paper's 2,000 random pairs)."""
+    seed_fraction: float | None = None
+    """Seed DPO on a small dataset: D0 is this share of its candidates when that is below `seed_pairs`
+    (None: all of a cross-fit fold, 10% under exclude) ..."""
     seed_min_pairs: int = 64
     """... but never fewer pairs than this (nor more than the dataset has)."""
-    seed_epochs: float = 2.0
-    """Seed DPO: passes over D0."""
+    seed_epochs: float = 10.0
+    """Seed DPO: most passes over D0; training stops earlier at the held-out accuracy plateau."""
     seed_steps: int | None = None
-    """Seed DPO: stop after this many optimiser steps (overrides `seed_epochs`)."""
+    """Seed DPO: most optimiser steps (overrides `seed_epochs`)."""
+    seed_patience: int = 4
+    """Seed DPO: evaluations (one every half epoch) without a new best held-out accuracy before it stops."""
+    seed_min_gain: float = 0.005
+    """Seed DPO: a held-out accuracy counts as a new best only when it beats the best so far by more."""
+    seed_eval_pairs: int = 1000
+    """Seed DPO: most held-out pairs each pi_1's accuracy is measured on."""
+    seed_lora: bool = False
+    """Seed DPO: train a LoRA adapter (kept unmerged for scoring) instead of every weight."""
+    seed_lora_r: int = 16
+    """Seed DPO: LoRA rank (alpha is twice the rank)."""
     seed_lr: float = 5e-7
     """Seed DPO: peak learning rate (the paper's, for 3B models; tiny models want ~1e-4 or more)."""
     seed_beta: float = 0.1
     """Seed DPO: beta."""
     seed_batch_size: int = 32
     """Seed DPO: global batch in pairs."""
+    seed_per_device_batch_size: int = 4
+    """Seed DPO: most pairs one device processes at once (gradient accumulation makes up the rest)."""
     seed: int = 0
     """Seed of the D0 draw and of seed DPO."""
     batch_tokens: int = DEFAULT_BATCH_TOKENS
@@ -161,7 +182,10 @@ class ScoringConfig:
                 f"{' and '.join(s for s in self.sources if s != 'external')} margins need the reference model pi_0",
                 "pass --reference-model (the SFT model)",
             )
-        for name in ("checkpoint_every", "batch_tokens", "seed_pairs", "seed_min_pairs", "seed_batch_size"):
+        if self.seed_split not in ("cross-fit", "exclude"):
+            raise ScoringError(f"unknown seed split {self.seed_split!r}", "choose cross-fit or exclude")
+        for name in ("checkpoint_every", "batch_tokens", "seed_pairs", "seed_min_pairs", "seed_batch_size",
+                     "seed_per_device_batch_size", "seed_patience", "seed_eval_pairs", "seed_lora_r"):
             if getattr(self, name) < 1:
                 raise ScoringError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 2:
@@ -170,7 +194,9 @@ class ScoringConfig:
                 0 <= self.min_prompt_tokens < (self.max_length or MAX_LENGTH_CAP)):
             raise ScoringError(f"min_prompt_tokens must be from 0 to below the token limit "
                                f"({self.max_length or MAX_LENGTH_CAP}), not {self.min_prompt_tokens}")
-        if not 0 < self.seed_fraction <= 1:
+        if not 0 <= self.seed_min_gain < 1:
+            raise ScoringError(f"seed_min_gain must be in [0, 1), not {self.seed_min_gain}")
+        if self.seed_fraction is not None and not 0 < self.seed_fraction <= 1:
             raise ScoringError(f"seed_fraction must be in (0, 1], not {self.seed_fraction}")
 
 
@@ -244,11 +270,14 @@ class ScoringReport:
     rank: int = 0
     world_size: int = 1
     seed_policy: dict[str, Any] | None = None
+    implicit_external_spearman: float | None = None
+    """Spearman of implicit against external margins over the pairs both score (this rank's)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"sources": {name: report.to_json() for name, report in self.sources.items()},
                 "device": self.device, "dtype": self.dtype, "rank": self.rank,
-                "world_size": self.world_size, "seed_policy": self.seed_policy}
+                "world_size": self.world_size, "seed_policy": self.seed_policy,
+                "implicit_external_spearman": self.implicit_external_spearman}
 
 
 class ScoringCancelled(Cancelled):
@@ -299,16 +328,20 @@ class _Runtime:
                        lambda: load_tokenizer(path, trust_remote_code=self.config.trust_remote_code))
 
     def limits(self, *paths: str) -> Limits:
-        """The token limit of a source whose models are `paths` (see `source_max_length`)."""
-        limit = source_max_length(self.config, paths)
-        floor = self.config.min_prompt_tokens
-        return Limits(limit, limit // 2 if floor is None else min(floor, limit - 1), self.config.skip_truncated)
+        return source_limits(self.config, paths)
 
 
 def source_max_length(config: ScoringConfig, paths) -> int:
     """`config.max_length` (or `MAX_LENGTH_CAP`) capped by the context of every model in `paths`."""
     limits = [n for n in (model_context_length(path) for path in paths if path) if n]
     return min([config.max_length or MAX_LENGTH_CAP, *limits])
+
+
+def source_limits(config: ScoringConfig, paths) -> Limits:
+    """The token limits of a source whose models are `paths` (see `source_max_length`)."""
+    limit = source_max_length(config, paths)
+    floor = config.min_prompt_tokens
+    return Limits(limit, limit // 2 if floor is None else min(floor, limit - 1), config.skip_truncated)
 
 
 def seed_config(config: ScoringConfig) -> ScoringConfig:
@@ -341,17 +374,70 @@ class _ExternalSource:
 
 
 class _ImplicitSource:
-    """Implicit margins: pi_1 against pi_0, on pi_0's tokens."""
+    """Implicit margins: pi_1 against pi_0, on pi_0's tokens.
+
+    With a seed policy (core.seed_policy) each pair goes to the pi_1 that did not train
+    on it (`SeedPolicy.route`); pairs routed to none (D0 under ``exclude``) are encoded for
+    their flags only and get margin NaN and the flag ``seed_set``. A LoRA seed policy is
+    one fresh copy of pi_0 carrying every adapter, unmerged (`adapter_views`).
+    """
 
     def __init__(self, runtime: _Runtime, reference: tuple[str, str], policy: tuple[str, str], limits: Limits,
-                 notes: list[str]) -> None:
+                 notes: list[str], seed_policy: SeedPolicy | None = None) -> None:
         self.runtime, self.reference, self.policy, self.limits, self.notes = runtime, reference, policy, limits, notes
+        self.seed_policy = seed_policy
+
+    def _models(self) -> tuple[Any, list[Any]]:
+        """pi_0 and the pi_1 models, in the order `SeedPolicy.route` numbers them."""
+        runtime, seed = self.runtime, self.seed_policy
+        if seed is None:
+            return runtime.model("causal", *self.reference), [runtime.model("causal", *self.policy)]
+        if not seed.lora:
+            return runtime.model("causal", *self.reference), [
+                runtime.model("causal", str(path), model_fingerprint(path)) for path in seed.models]
+        config = runtime.config
+        from core.seed_policy import adapter_views
+
+        key = ("seed-adapters", self.reference[1], self.policy[1], str(runtime.device), str(runtime.dtype))
+        return _cached(key, lambda: adapter_views(
+            load_causal_lm(self.reference[0], device=runtime.device, dtype=runtime.dtype,
+                           trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle),
+            seed.models))
 
     def __call__(self, pairs: Pairs, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         runtime = self.runtime
-        return implicit_columns(runtime.model("causal", *self.policy), runtime.model("causal", *self.reference),
-                                runtime.tokenizer(*self.reference), pairs, self.limits,
-                                batch_tokens=runtime.config.batch_tokens, pass_progress=pass_progress, cancel=cancel)
+        tokenizer = runtime.tokenizer(*self.reference)
+        reference, policies = self._models()
+        route = (self.seed_policy.route(pairs.pair_ids) if self.seed_policy is not None
+                 else np.zeros(len(pairs), dtype=np.int64))
+        groups = [(k, route == k) for k in range(len(policies)) if (route == k).any()]
+        parts = []
+        for g, (k, mask) in enumerate(groups):
+            group_progress = (lambda index, passes, g=g: pass_progress(g * passes + index, passes * len(groups)))
+            parts.append((mask, implicit_columns(policies[k], reference, tokenizer, pairs.subset(mask), self.limits,
+                                                 batch_tokens=runtime.config.batch_tokens,
+                                                 pass_progress=group_progress, cancel=cancel)))
+        unrouted = route < 0
+        if unrouted.any():  # D0 under exclude: its flags, no margin
+            parts.append((unrouted, encoded_pairs(tokenizer, pairs.subset(unrouted), self.limits)[2]))
+        columns = _stitch(parts, len(pairs))
+        if self.seed_policy is not None and self.seed_policy.split == "exclude":
+            columns["seed_set"] = unrouted
+        return columns
+
+
+def _stitch(parts: list[tuple[np.ndarray, dict[str, np.ndarray]]], n: int) -> dict[str, np.ndarray]:
+    """Columns of disjoint row sets (boolean masks over `n` rows) put back in row order; a column a
+    part lacks is NaN there (False for flags)."""
+    names = dict.fromkeys(name for _, columns in parts for name in columns)
+    out = {}
+    for name in names:
+        flag = next(columns[name].dtype == bool for _, columns in parts if name in columns)
+        out[name] = np.zeros(n, dtype=bool) if flag else np.full(n, np.nan)
+        for mask, columns in parts:
+            if name in columns:
+                out[name][mask] = columns[name]
+    return out
 
 
 class _IfdSource:
@@ -398,7 +484,7 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
         fingerprints["reward"] = model_fingerprint(config.reward_model)
     if config.reference_model and {"implicit", "ifd"} & set(config.sources):
         fingerprints["reference"] = model_fingerprint(config.reference_model)
-    policy = config.policy_model
+    policy, seed_policy = config.policy_model, None
     if "implicit" in config.sources:
         if policy is None:
             trained = seed_config(config)
@@ -409,10 +495,11 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
                     "run rank 0 first (under torchrun or accelerate launch the other ranks wait for it), "
                     "or pass --policy-model",
                 )
-            path, report.seed_policy = ensure_seed_policy(
+            seed_policy, report.seed_policy = ensure_seed_policy(
                 dataset, workspace, trained, fingerprints["reference"], progress=progress, cancel=cancel)
-            policy = str(path)
-        fingerprints["policy"] = model_fingerprint(policy)
+            policy, fingerprints["policy"] = str(seed_policy.root), seed_policy.fingerprint()
+        else:
+            fingerprints["policy"] = model_fingerprint(policy)
     paths = {"reward": config.reward_model, "reference": config.reference_model, "policy": policy}
     uses = {"external": ("reward",), "implicit": ("policy", "reference"), "ifd": ("reference",)}
     plans = []
@@ -429,9 +516,10 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
             scorer = _ExternalSource(runtime, reward, limits)
         elif source == "implicit":
             reference = _model_of("reference", paths, fingerprints)
-            notes = check_same_vocabulary(runtime.tokenizer(policy, fingerprints["policy"]),
-                                          runtime.tokenizer(*reference), policy, paths["reference"])
-            scorer = _ImplicitSource(runtime, reference, (policy, fingerprints["policy"]), limits, notes)
+            notes = [] if seed_policy is not None else check_same_vocabulary(  # a seed pi_1 is pi_0 trained here
+                runtime.tokenizer(policy, fingerprints["policy"]), runtime.tokenizer(*reference), policy,
+                paths["reference"])
+            scorer = _ImplicitSource(runtime, reference, (policy, fingerprints["policy"]), limits, notes, seed_policy)
         else:
             scorer = _IfdSource(runtime, _model_of("reference", paths, fingerprints), limits)
         fingerprint = _digest({"source": source, "models": model_fps, "settings": settings})
@@ -481,7 +569,18 @@ def score(
             _score_source(plan, dataset, workspace, config, mine, report, progress, cancel, rank, world_size)
     except Cancelled as stop:
         raise ScoringCancelled(stop.message, report) from stop
+    report.implicit_external_spearman = _implicit_external_spearman(plans, workspace, dataset, mine)
     return report
+
+
+def _implicit_external_spearman(plans, workspace, dataset, mine) -> float | None:
+    """How much the two judges agree, over this rank's pairs."""
+    stores = {plan.source: ScoreStore(workspace.scores_dir, plan.source, plan.fingerprint) for plan in plans}
+    if not {"implicit", "external"} <= set(stores):
+        return None
+    my_ids = dataset.pairs["pair_id"].combine_chunks().take(pa.array(mine))
+    implicit, external = (values_for(stores[name].read(), my_ids, "margin") for name in ("implicit", "external"))
+    return implicit_external_spearman(implicit, external)
 
 
 def _score_source(plan, dataset, workspace, config, mine, report, progress, cancel, rank, world_size) -> None:
@@ -503,9 +602,10 @@ def _score_source(plan, dataset, workspace, config, mine, report, progress, canc
     for start in range(0, len(todo), config.checkpoint_every):
         indices = todo[start : start + config.checkpoint_every]
         rows = dataset.pairs.select(["prompt", "chosen", "rejected"]).take(pa.array(indices)).to_pydict()
-        chunk = Pairs(rows["prompt"], rows["chosen"], rows["rejected"], conversational)
+        chunk_ids = ids.take(pa.array(indices))
+        chunk = Pairs(rows["prompt"], rows["chosen"], rows["rejected"], conversational, chunk_ids.to_pylist())
         columns = plan.scorer(chunk, _pass_progress(progress, reporter, len(indices), started), cancel)
-        store.append(pa.table({"pair_id": ids.take(pa.array(indices)), **columns}), rank=rank)
+        store.append(pa.table({"pair_id": chunk_ids, **columns}), rank=rank)
         source_report.boundary_moved += int(columns["boundary_moved"].sum())
         source_report.scored += len(indices)
         source_report.seconds = time.monotonic() - started

@@ -36,7 +36,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -54,6 +54,7 @@ LossName = Literal["dpo", "ipo", "hinge", "kto"]
 LOSSES: tuple[str, ...] = ("dpo", "ipo", "hinge", "kto")
 TRL_DPO_LOSS = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
 RUN_JSON, METRICS_JSONL, CHECKPOINTS, FINAL = "run.json", "metrics.jsonl", "checkpoints", "final"
+FROZEN_DTYPES = ("auto", "float32", "bfloat16")
 _LIBRARIES = ("dmtui", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed")
 
 
@@ -90,6 +91,9 @@ class TrainConfig:
                                                    "'all-linear' = every linear layer but the output head)")
     precision: str = _option("auto", "auto (bf16 on a GPU that has it, else fp16; fp32 on CPU), bf16, fp16 or fp32",
                              choices=("auto", "bf16", "fp16", "fp32"))
+    frozen_dtype: str = _option("auto", "dtype of the weights that do not train: the reference model, and with LoRA "
+                                        "the base model too (auto: bfloat16 when training in bf16, else float32)",
+                                choices=FROZEN_DTYPES)
     gradient_checkpointing: bool = _option(True, "recompute activations in the backward pass to save memory")
     logging_steps: int = _option(10, "optimiser steps between two metrics records")
     save_steps: int = _option(200, "optimiser steps between two checkpoints (one is also saved at the end "
@@ -118,6 +122,8 @@ class TrainConfig:
             raise TrainError(f"warmup_ratio {self.warmup_ratio} is not in [0, 1)")
         if self.loss == "kto" and self.lora and self.ref_model not in (None, self.model):
             raise TrainError("KTO with LoRA uses the base model as its reference", "leave --ref-model out")
+        if self.frozen_dtype not in FROZEN_DTYPES:
+            raise TrainError(f"unknown frozen dtype {self.frozen_dtype!r}", f"one of: {', '.join(FROZEN_DTYPES)}")
 
 
 class TrainError(DmtuiError):
@@ -273,13 +279,15 @@ def train(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train `config.model` on `data` (see `preference_pairs`) into the run folder `out_dir`.
 
     A folder that already holds a run is refused unless ``config.resume_from`` is set.
     Metrics go to `metrics_sink` and ``metrics.jsonl``; every saved checkpoint to
     `on_checkpoint`. A set `cancel` stops the run at the end of the current optimiser
-    step, saves a checkpoint and raises `TrainingCancelled`.
+    step, saves a checkpoint and raises `TrainingCancelled`. `callbacks` are more
+    transformers `TrainerCallback`s (core.seed_policy stops at a plateau with one).
     """
     from core.workspace import writing
 
@@ -305,6 +313,8 @@ def train(
             trainer.add_callback(progress_callback(metrics_sink, out_dir / METRICS_JSONL, history, reporter, cancel,
                                                    on_checkpoint, config.collapse_ratio, config.collapse_window))
             trainer.add_callback(_stop_at_max_steps())
+            for callback in callbacks:
+                trainer.add_callback(callback)
             try:
                 output = trainer.train(resume_from_checkpoint=str(resume_checkpoint) if resume_checkpoint else None)
                 metrics = output.metrics
@@ -398,7 +408,8 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
     # After the config: with DeepSpeed ZeRO-3 the config must exist before models load.
     load: dict[str, Any] = dict(device="cpu", dtype=model_dtype, trust_remote_code=config.trust_remote_code,
                                 allow_pickle=config.allow_pickle)
-    model = load_causal_lm(config.model, **load)
+    frozen = dict(load, dtype=_frozen_dtype(config.frozen_dtype, precision))
+    model = load_causal_lm(config.model, **(frozen if config.lora else load))  # LoRA: the base does not train
     peft_config = None
     if config.lora:
         from peft import LoraConfig
@@ -409,7 +420,7 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
     # With LoRA and no other reference, TRL uses the base model (adapter switched off).
     same_reference = config.ref_model in (None, config.model)
     ref_model = None if (peft_config is not None and same_reference) else \
-        load_causal_lm(config.ref_model or config.model, **load)
+        load_causal_lm(config.ref_model or config.model, **frozen)
     trainer = make_trainer(model=model, ref_model=ref_model, train_dataset=dataset, processing_class=tokenizer,
                            peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, which --jsonl owns
@@ -424,6 +435,19 @@ def _precision(requested: str) -> str:
     if not torch.cuda.is_available():
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _frozen_dtype(requested: str, precision: str):
+    """The dtype of frozen weights: `requested`, or for auto bf16 when training in bf16, else fp32.
+
+    The trainable weights stay fp32 (mixed precision keeps fp32 master weights); the
+    frozen reference and a LoRA base only run forwards, and bf16 halves their memory.
+    """
+    import torch
+
+    if requested == "auto":
+        requested = "bfloat16" if precision == "bf16" else "float32"
+    return getattr(torch, requested)
 
 
 class _NothingLeftToTrain(Exception):

@@ -54,6 +54,7 @@ async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_pa
         status = str(pane.query_one("#score-status").render())
         assert status.startswith("done in ") and "scored" in status
         assert "external: 120 scored, 0 reused, 0 of 120 pairs (0.0%) cut to fit 256 tokens" in status
+        assert "held-out accuracy" in status and "implicit vs external Spearman" in status  # pi_1's quality
         finished = str(pane.query_one("#rate-external").render())
         assert "done in 0" in finished and "ETA" not in finished  # elapsed time, not "ETA 00:00"
 

@@ -150,9 +150,9 @@ async def test_score_tab_shows_effective_values_and_readable_checkboxes(tmp_path
         pane = app.screen.query_one(ScorePane)
         effective = pane.query_one("#score-seed-effective")
         await wait_for(lambda: "auto" in str(effective.render()), pilot, 30)
-        assert str(effective.render()) == "auto: min = 64"  # 10% of 120 is below the floor of 64
+        assert str(effective.render()) == "auto: 2 × 60 (all)"  # cross-fit: each half trains one pi_1 on all of it
         pane.query_one("#score-seed-pairs", Input).value = "50"
-        await wait_for(lambda: str(effective.render()) == "cap = 50", pilot, 10)
+        await wait_for(lambda: str(effective.render()) == "2 × 50 (cap)", pilot, 10)
         boxes = {box.id: str(box.render()) for box in pane.query(StateCheckbox)}
         assert "✓" in boxes["score-source-external"] and "✓" not in boxes["score-source-ifd"]
         pane.query_one("#score-batch-tokens", Input).value = "lots"

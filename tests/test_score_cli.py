@@ -93,7 +93,10 @@ def test_demo_scores_a_small_slice_end_to_end(demo_cache_dir, demo_models, tmp_p
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
     report = json.loads(out)
-    assert report["seed_policy"]["trained_now"] and report["seed_policy"]["seed_pairs"] == 64
+    assert report["seed_policy"]["trained_now"] and report["seed_policy"]["split"] == "cross-fit"
+    assert report["seed_policy"]["seed_pairs"] == 120  # cross-fit: each half of the pairs is one pi_1's D0
+    assert all(0 <= fold["held_out_accuracy"] <= 1 for fold in report["seed_policy"]["folds"])
+    assert -1 <= report["implicit_external_spearman"] <= 1
     assert {name: s["scored"] for name, s in report["sources"].items()} == {"external": 120, "implicit": 120}
     assert report["sources"]["external"]["models"]["reward"] == str(demo_models.reward)
     assert "Traceback" not in err

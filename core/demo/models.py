@@ -139,6 +139,11 @@ class DemoModelsConfig:
     """Cache root; None means $DMTUI_CACHE, else ~/.cache/dmtui. Not part of the fingerprint."""
 
 
+DEMO_SCORING = {"seed_lr": 1e-4, "seed_per_device_batch_size": 32}
+"""ScoringConfig settings for the demo's tiny models (`dmtui score --demo`, the app, the benches):
+the paper's seed DPO rate 5e-7 is for 3-8B models and barely moves a 2-layer one, and on a CPU
+one forward per optimiser step is about twice as fast as the default micro-batches of 4."""
+
 DEMO_WORLDS = {"demo": ("insult", "likes-links"), "blind-spot": ("rude-helpful", "helpful-only")}
 """Named worlds: (`WorldConfig.planted_flip`, `DemoModelsConfig.reward_judge`).
 

@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from core.distributed import Shard
 
 SOURCE_NAMES = MARGIN_SOURCES
-DEMO_SEED_LR = 1e-4
-"""Seed DPO learning rate for the tiny demo models (the paper's 5e-7 barely moves them)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,12 +71,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--trust-remote-code", action="store_true", help="allow models that ship Python code")
     models.add_argument("--allow-pickle", action="store_true", help="allow pickle weight files (can run code)")
     seed = parser.add_argument_group("seed policy pi_1 (when --policy-model is not given)")
+    seed.add_argument("--seed-split", choices=("cross-fit", "exclude"),
+                      help="keep D0 from inflating its own margins: cross-fit (default; two pi_1, each scores "
+                           "the half of the pairs it did not train on) or exclude (D0 gets no implicit margin)")
     seed.add_argument("--seed-pairs", type=int, metavar="N",
-                      help="pairs in D0 (default 2000; small datasets: 10%%, at least 64)")
-    seed.add_argument("--seed-epochs", type=float, metavar="E", help="DPO epochs over D0 (default 2)")
-    seed.add_argument("--seed-steps", type=int, metavar="N", help="DPO optimiser steps (overrides --seed-epochs)")
+                      help="most pairs one pi_1 trains on (default 2000; small datasets: all of a cross-fit "
+                           "half, 10%% under exclude; at least 64)")
+    seed.add_argument("--seed-epochs", type=float, metavar="E",
+                      help="most DPO epochs over D0 (default 10); training stops at the held-out accuracy plateau")
+    seed.add_argument("--seed-steps", type=int, metavar="N", help="most DPO optimiser steps (overrides --seed-epochs)")
+    seed.add_argument("--seed-patience", type=int, metavar="N",
+                      help="held-out evaluations (one per half epoch) without a new best before stopping (default 4)")
+    seed.add_argument("--seed-lora", action="store_true",
+                      help="train pi_1 as a LoRA adapter on a frozen pi_0 (bf16 on GPU): a 7-8B pi_0 fits one "
+                           "80 GB GPU")
+    seed.add_argument("--seed-lora-r", type=int, metavar="R", help="LoRA rank of --seed-lora (default 16)")
+    seed.add_argument("--seed-device-batch", type=int, metavar="N",
+                      help="most pairs one device takes per forward in seed DPO; lower it on out-of-memory "
+                           "(default 4; with --demo 32)")
     seed.add_argument("--seed-lr", type=float, metavar="LR",
-                      help=f"DPO learning rate (default 5e-7; with --demo {DEMO_SEED_LR:g})")
+                      help="DPO learning rate (default 5e-7; with --demo 1e-4)")
     seed.add_argument("--seed-beta", type=float, metavar="B", help="DPO beta (default 0.1)")
     seed.add_argument("--seed", type=int, metavar="N", help="seed of the D0 draw and of training (default 0)")
     run_group = parser.add_argument_group("running")
@@ -120,18 +132,21 @@ def config_from_args(args: argparse.Namespace):
         "reward_model": args.reward_model, "reference_model": args.reference_model,
         "policy_model": args.policy_model, "seed_pairs": args.seed_pairs, "seed_epochs": args.seed_epochs,
         "seed_steps": args.seed_steps, "seed_lr": args.seed_lr, "seed_beta": args.seed_beta, "seed": args.seed,
+        "seed_split": args.seed_split, "seed_patience": args.seed_patience, "seed_lora_r": args.seed_lora_r,
+        "seed_per_device_batch_size": args.seed_device_batch,
         "batch_tokens": args.batch_tokens, "device": args.device, "dtype": args.dtype,
         "max_length": args.max_length, "min_prompt_tokens": args.min_prompt_tokens,
         "checkpoint_every": args.checkpoint_every,
     }
     flags = {"skip_truncated": args.skip_truncated, "trust_remote_code": args.trust_remote_code,
-             "allow_pickle": args.allow_pickle, "reward_template": not args.no_reward_template}
+             "allow_pickle": args.allow_pickle, "reward_template": not args.no_reward_template,
+             "seed_lora": args.seed_lora}
     return ScoringConfig(sources=sources, **{k: v for k, v in given.items() if v is not None}, **flags)
 
 
 def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
     """--demo: the demo models wherever no model was named, and the demo dataset without DATA."""
-    from core.demo.models import DemoModelsConfig, ensure_demo_models
+    from core.demo.models import DEMO_SCORING, DemoModelsConfig, ensure_demo_models
 
     if args.data is None:
         from core.sample_data import demo_dataset
@@ -141,7 +156,9 @@ def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
     args.reward_model = args.reward_model or str(models.reward)
     args.reference_model = args.reference_model or str(models.policy)
     if args.seed_lr is None:
-        args.seed_lr = DEMO_SEED_LR
+        args.seed_lr = DEMO_SCORING["seed_lr"]
+    if args.seed_device_batch is None:
+        args.seed_device_batch = DEMO_SCORING["seed_per_device_batch_size"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -317,6 +334,8 @@ def print_report(report, workspace_root: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from core.seed_report import describe
+
     console = Console(highlight=False)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("source", "scored", "reused", "truncated", "skipped", "identical", "pairs/s", "seconds",
@@ -338,10 +357,11 @@ def print_report(report, workspace_root: Path) -> None:
                           f"(margin NaN): {shown}")
         for note in source.notes:
             console.print(f"{name}: {note}", markup=False)
+    quality = describe(report.seed_policy, report.implicit_external_spearman)
+    if quality:
+        console.print(quality, markup=False)
     if report.seed_policy:
-        seed = report.seed_policy
-        console.print(f"pi_1: {seed['path']} ({'trained now on' if seed['trained_now'] else 'reused, trained on'} "
-                      f"{seed['seed_pairs']:,} seed pairs)", markup=False)
+        console.print(f"pi_1 in {report.seed_policy['path']}", markup=False)
     console.print(f"scores in {workspace_root / 'scores'}  (device {report.device}, {report.dtype})", markup=False)
 
 

@@ -242,13 +242,15 @@ class DatasetScreen(Screen):
             self.query_one(ExamplesTable).focus()
 
     def _score_defaults(self) -> dict[str, str]:
-        """The demo world's models when the app runs on it (with the demo's seed DPO rate)."""
+        """The demo world's models when the app runs on it (with the demo's seed DPO settings)."""
         if not self.build_demo_models:
             return {}
-        from core.demo.models import DemoModelsConfig, demo_models_dir
+        from core.demo.models import DEMO_SCORING, DemoModelsConfig, demo_models_dir
 
         root = demo_models_dir(DemoModelsConfig())
-        return {"reward_model": str(root / "reward"), "reference_model": str(root / "policy"), "seed_lr": "1e-4"}
+        return {"reward_model": str(root / "reward"), "reference_model": str(root / "policy"),
+                "seed_lr": f"{DEMO_SCORING['seed_lr']:g}",
+                "seed_device_batch": str(DEMO_SCORING["seed_per_device_batch_size"])}
 
     @on(ScoringEnded)
     def _scoring_ended(self, event: ScoringEnded) -> None:

@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar
 
 from core.defaults import DEFAULT_BATCH_TOKENS
+from core.seed_report import describe
 from core.selection import MARGIN_SOURCES
 from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.workers import JsonlProcess, dmtui_command
@@ -114,18 +115,15 @@ class ScorePane(Vertical):
 
     @work(thread=True, exclusive=True, group="seed-set")
     def _compute_seed_set(self, n_pairs: int, text: str) -> None:
-        """The effective |D0| as scoring will draw it ("auto: 10% = 400"); the engine imports off the UI thread."""
+        """The effective |D0| as scoring will draw it ("auto: 2 × 600 (all)"); the engine imports off the UI thread."""
         from core.scoring import ScoringConfig
-        from core.seed_policy import seed_set_size
+        from core.seed_policy import seed_set_summary
 
         if text and not text.isdigit():
             shown = "not a whole number"
         else:
             config = ScoringConfig(seed_pairs=int(text)) if text else ScoringConfig()
-            size = seed_set_size(n_pairs, config)
-            rule = ("all" if size == n_pairs else "cap" if size == config.seed_pairs
-                    else "min" if size == config.seed_min_pairs else f"{config.seed_fraction:.0%}")
-            shown = f"{'' if text else 'auto: '}{rule} = {size:,}"
+            shown = f"{'' if text else 'auto: '}{seed_set_summary(n_pairs, config)}"
         self.app.call_from_thread(self.query_one("#score-seed-effective", Label).update, shown)
 
     def command(self) -> list[str]:
@@ -148,6 +146,8 @@ class ScorePane(Vertical):
                 raise ValueError(f"{option.lstrip('-').replace('-', ' ')} {text!r} is not "
                                  + ("a whole number" if kind is int else "a number")) from None
             arguments += [option, text]
+        if self.defaults.get("seed_device_batch"):  # the demo's tiny models train faster in one batch
+            arguments += ["--seed-device-batch", self.defaults["seed_device_batch"]]
         return dmtui_command("score", *arguments)
 
     # Running ---------------------------------------------------------------------
@@ -214,7 +214,8 @@ class ScorePane(Vertical):
                         for note in [r.get("boundary_summary"), *r.get("notes", [])] if note)
         kind = outcome.get("event")
         if kind == "done":
-            return True, f"done in {elapsed}: {parts}{notes}"
+            quality = describe(outcome.get("seed_policy"), outcome.get("implicit_external_spearman"))
+            return True, f"done in {elapsed}: {parts}{notes}" + (f"\n{quality}" if quality else "")
         if kind == "cancelled" or (job.stopping and kind != "error"):  # a stop before any chunk: nothing lost
             return False, f"cancelled after {elapsed}; finished chunks are kept and the next run resumes" + (
                 f" ({parts})" if parts else "")
