@@ -1,30 +1,36 @@
-"""Selection quality on the demo world, judged by its oracle (not run in CI).
+"""Selection quality on a demo world, judged by its oracle (not run in CI).
 
-For every (world seed, noise level): generate a demo world (core.demo.world) into a work
-folder, load it into a workspace, score it ONCE with the demo models the way
-`dmtui score --demo` does (external margins from the demo reward model, implicit margins
-from a seed-DPO pi_1 trained on this world's own D0 with lr 1e-4, IFD under pi_0), then
-for every strategy select 10% of the pairs (core.selection.select) and measure, with the
-oracle file, which the selection never sees:
+For every (world seed, noise level): generate a world (core.demo.world; ``--world demo``
+or ``blind-spot``, core.demo.models.demo_world) into a work folder, load it into a
+workspace, score it ONCE with the world's models the way `dmtui score --demo` does
+(external margins from its reward model, implicit margins from cross-fit seed-DPO pi_1
+trained to a held-out plateau, IFD under pi_0), then for every strategy select 10% of the
+pairs (core.selection.select) and measure, with the oracle file, which the selection
+never sees:
 
 - label precision: share of the selected pairs whose label agrees with the oracle
   (neither ``noise_flipped`` nor ``toxic_flip``);
 - mean oracle margin r*(x, y_w) - r*(x, y_l) of the selected pairs (negative for a wrong label);
-- per margin source, the share of the planted toxic flips that fall in its 5% BOT region
+- bias share: share of the selected pairs chosen only because of the reward model's bias,
+  i.e. wrong by the oracle (margin < 0) but right by the reward model's teacher
+  (core.demo.models.judge_reward with the world's judge);
+- per score, the share of the planted toxic flips that fall in its 5% BOT region
   (the lowest 5% of that raw margin, before any outlier trim);
-- per world, the Spearman correlation of each margin with the oracle margin.
+- per world, the Spearman correlation of each margin with the oracle margin, and the seed
+  policy's held-out accuracy.
 
-Prints mean +- std over the world seeds, per noise level, as markdown tables.
+Prints mean +- std over the world seeds, per noise level, as markdown tables, and the
+issue-19 goals against the noise-1 worlds.
 
     .venv/bin/python bench/selection_quality.py --quick           # 1 seed, noise 1.0, 1,000 pairs
     .venv/bin/python bench/selection_quality.py                   # 3 seeds x noise 0.5/1/2 x 4,000 pairs
-    .venv/bin/python bench/selection_quality.py --seeds 0,1,2 --noise 0.5,1,2 --pairs 4000 \
-        --work /tmp/sq --json-out /tmp/sq/results.json           # keep the workspaces: reruns reuse scores
+    .venv/bin/python bench/selection_quality.py --world blind-spot --work /tmp/sq-blind \
+        --json-out /tmp/sq-blind/results.json                    # keep the workspaces: reruns reuse scores
 
 The metric functions at the top are pure numpy and are tested in
-tests/test_selection_quality.py. The demo models are the default ones (built for world
-seed 0, noise 1.0); the reward model never saw any dataset pair (its own sample stream),
-so on other seeds and noise levels it is as out-of-sample as on the default world.
+tests/test_selection_quality.py. The models of a world are built for its seed 0, noise
+1.0; the reward model never saw any dataset pair (its own sample stream), so on other
+seeds and noise levels it is as out-of-sample as on the default world.
 """
 
 from __future__ import annotations
@@ -48,8 +54,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-DEMO_SEED_LR = 1e-4
-"""Seed DPO learning rate, the value `dmtui score --demo` uses (dmtui/headless/score.py)."""
 BUDGET = 0.1
 BOT_SHARE = 0.05
 SINGLE_SOURCES = ("external", "implicit", "ifd")
@@ -160,6 +164,26 @@ def fmt(values: Sequence[float], digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def bias_only(oracle_margin: Sequence[float], teacher_margin: Sequence[float]) -> np.ndarray:
+    """True where a label is wrong by the oracle but right by the reward model's teacher.
+
+    >>> bias_only([-0.4, 1.0, -2.0, -0.2], [0.4, 1.0, -1.0, 0.0]).tolist()
+    [True, False, False, False]
+    """
+    return (np.asarray(oracle_margin, dtype=np.float64) < 0) & (np.asarray(teacher_margin, dtype=np.float64) > 0)
+
+
+def teacher_margins(pairs: Sequence[dict[str, Any]], judge: str) -> np.ndarray:
+    """Margin of the reward model's teacher (the oracle with its judge's bias) for demo pairs."""
+    from core.demo.models import judge_reward
+
+    def text(messages: Any) -> str:
+        return messages[-1]["content"] if isinstance(messages, list) else messages
+
+    return np.array([judge_reward(text(p["prompt"]), text(p["chosen"]), judge)
+                     - judge_reward(text(p["prompt"]), text(p["rejected"]), judge) for p in pairs])
+
+
 def align_oracle(pair_ids: Sequence[str], oracle: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Oracle columns (oracle_margin, noise_flipped, toxic_flip) in the order of `pair_ids`."""
     by_id = {entry["pair_id"]: entry for entry in oracle}
@@ -193,6 +217,7 @@ def evaluate_world(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray]
             "selected": int(picked.size),
             "precision": label_precision(picked, correct),
             "oracle_margin": mean_oracle_margin(picked, oracle["oracle_margin"]),
+            "bias_share": label_precision(picked, oracle["bias_only"]),
             "toxic_selected": int(oracle["toxic_flip"][picked].sum()),
         }
         if strategy.mode in ("dm-mul", "dm-add") and selection.score is not None:
@@ -202,10 +227,10 @@ def evaluate_world(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray]
     k = math.floor(budget * correct.size + 0.5)
     oracle_top = np.argsort(-oracle["oracle_margin"], kind="stable")[:k]
     result["reference"] = {
-        "All pairs": {"precision": label_precision(everything, correct),
-                      "oracle_margin": mean_oracle_margin(everything, oracle["oracle_margin"])},
-        "Oracle TOP (ceiling)": {"precision": label_precision(oracle_top, correct),
-                                 "oracle_margin": mean_oracle_margin(oracle_top, oracle["oracle_margin"])},
+        name: {"precision": label_precision(rows, correct),
+               "oracle_margin": mean_oracle_margin(rows, oracle["oracle_margin"]),
+               "bias_share": label_precision(rows, oracle["bias_only"])}
+        for name, rows in (("All pairs", everything), ("Oracle TOP (ceiling)", oracle_top))
     }
     scores = {**margins, **fused}
     result["bot_toxic_catch"] = {name: bot_region_catch(v, oracle["toxic_flip"]) for name, v in scores.items()}
@@ -217,11 +242,14 @@ def evaluate_world(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray]
 
 # Scoring a world (models) ------------------------------------------------------------------
 
-def build_and_score(world_config, folder: Path, models, sources: tuple[str, ...], log) -> dict[str, Any]:
+def build_and_score(world_config, folder: Path, models, judge: str, sources: tuple[str, ...], seed_split: str,
+                    log) -> dict[str, Any]:
     """Write the world, score it once (cached in the workspace), return margins, oracle and timings."""
+    from core.demo.models import DEMO_SCORING
     from core.demo.world import write_world
     from core.margin_sources import MarginSpec, resolve_margins
     from core.scoring import ScoringConfig, score
+    from core.seed_policy import describe
     from core.selection import tie_keys_from_pair_ids
     from core.workspace import Workspace
 
@@ -231,21 +259,22 @@ def build_and_score(world_config, folder: Path, models, sources: tuple[str, ...]
         write_world(data, world_config)
     workspace = Workspace.open_or_create(str(data / "pairs.jsonl"), folder / "workspace")
     dataset = workspace.load()
-    config = ScoringConfig(sources=sources, reward_model=str(models.reward),
-                           reference_model=str(models.policy), seed_lr=DEMO_SEED_LR)
+    config = ScoringConfig(sources=sources, reward_model=str(models.reward), reference_model=str(models.policy),
+                           seed_split=seed_split, **DEMO_SCORING)
     report = score(dataset, workspace, config)
     seconds = time.monotonic() - started
     resolved = resolve_margins(dataset, [MarginSpec(s) for s in sources], workspace)
     pair_ids = dataset.pairs["pair_id"].to_pylist()
     oracle_rows = [json.loads(line) for line in (data / "oracle.jsonl").read_text("utf-8").splitlines() if line]
+    oracle = align_oracle(pair_ids, oracle_rows)
+    oracle["bias_only"] = bias_only(oracle["oracle_margin"], teacher_margins(dataset.pairs.to_pylist(), judge))
     log(f"  scored {len(pair_ids)} pairs in {seconds:.0f} s "
         + ", ".join(f"{n} {s.seconds:.0f}s ({s.reused} reused)" for n, s in report.sources.items())
-        + (f"; pi_1 trained in {report.seed_policy.get('train_seconds', 0):.0f} s on "
-           f"{report.seed_policy['seed_pairs']} pairs" if report.seed_policy and report.seed_policy["trained_now"]
-           else ""))
-    return {"margins": resolved.margins, "oracle": align_oracle(pair_ids, oracle_rows),
-            "tie_break": tie_keys_from_pair_ids(pair_ids), "seconds": seconds,
-            "seed_policy": report.seed_policy}
+        + (f"; pi_1 trained in {report.seed_policy['train_seconds']:.0f} s" if report.seed_policy else ""))
+    log(f"  {describe(report.seed_policy, report.implicit_external_spearman)}")
+    return {"margins": resolved.margins, "oracle": oracle, "tie_break": tie_keys_from_pair_ids(pair_ids),
+            "seconds": seconds, "seed_policy": report.seed_policy,
+            "implicit_external_spearman": report.implicit_external_spearman}
 
 
 # Tables ------------------------------------------------------------------------------------
@@ -268,9 +297,14 @@ def markdown_tables(results: list[dict[str, Any]], strategy_list: Sequence[Strat
         for n in noises:
             block = [r["strategies"].get(name) or r["reference"].get(name) for r in by_noise[n]]
             cells += [fmt([b["precision"] for b in block]), fmt([b["oracle_margin"] for b in block], 2)]
-        shown = f"**{name}**" if name == "DM-MUL" else (f"_{name}_" if name in ("All pairs",
-                                                                             "Oracle TOP (ceiling)") else name)
-        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+        lines.append(f"| {shown_name(name)} | " + " | ".join(cells) + " |")
+
+    lines += ["", "### Share of each selection chosen only because of the reward model's bias", "",
+              "| strategy | " + " | ".join(f"noise {n:g}" for n in noises) + " |", "|---|" + "---:|" * len(noises)]
+    for name in names:
+        cells = [fmt([(r["strategies"].get(name) or r["reference"].get(name))["bias_share"] for r in by_noise[n]])
+                 for n in noises]
+        lines.append(f"| {shown_name(name)} | " + " | ".join(cells) + " |")
 
     score_names = list(results[0]["bot_toxic_catch"])
     for key, title, digits in (
@@ -283,10 +317,50 @@ def markdown_tables(results: list[dict[str, Any]], strategy_list: Sequence[Strat
         for name in score_names:
             lines.append(f"| {name} | " + " | ".join(fmt([r[key][name] for r in by_noise[n]], digits)
                                                      for n in noises) + " |")
-    lines += ["", "### Per world", "", "| seed | noise | wrong labels | toxic flips | scoring s |", "|---:|---:|---:|---:|---:|"]
+    lines += ["", "### Per world", "",
+              "| seed | noise | wrong labels | toxic flips | bias-only pairs | pi_1 D0 | held-out accuracy "
+              "| best / last step | implicit vs external Spearman | pi_1 s | scoring s |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(results, key=lambda r: (r["noise"], r["seed"])):
-        lines.append(f"| {r['seed']} | {r['noise']:g} | {r['wrong_labels']} ({r['wrong_labels'] / r['pairs']:.1%}) "
-                     f"| {r['toxic_flips']} | {r['scoring_seconds']:.0f} |")
+        folds = r["seed_policy"]["folds"]
+        lines.append(
+            f"| {r['seed']} | {r['noise']:g} | {r['wrong_labels']} ({r['wrong_labels'] / r['pairs']:.1%}) "
+            f"| {r['toxic_flips']} | {r['bias_only']} | " + " + ".join(str(f["train_pairs"]) for f in folds)
+            + " | " + " / ".join(f"{f['held_out_accuracy']:.3f}" for f in folds)
+            + " | " + " / ".join(f"{f['best_step']}/{f['steps']}" for f in folds)
+            + f" | {r['implicit_external_spearman']:.3f} | {r['seed_policy']['train_seconds']:.0f} "
+              f"| {r['scoring_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def shown_name(name: str) -> str:
+    if name == "DM-MUL":
+        return f"**{name}**"
+    return f"_{name}_" if name in ("All pairs", "Oracle TOP (ceiling)") else name
+
+
+GOALS = (
+    ("implicit Spearman with the oracle >= 0.6", lambda w: w["spearman"]["implicit"], lambda v: v >= 0.6),
+    ("DM-MUL 10% precision >= best single-source TOP",
+     lambda w: w["strategies"]["DM-MUL"]["precision"] - max(
+         row["precision"] for name, row in w["strategies"].items() if name.endswith(" TOP")),
+     lambda v: v >= 0),
+    ("implicit BOT 5% catches >= 50% of the planted toxic flips", lambda w: w["bot_toxic_catch"]["implicit"],
+     lambda v: v >= 0.5),
+)
+"""Issue 19's goals that this bench measures: (text, value of one world, reached by the mean)."""
+
+
+def goals_report(results: list[dict[str, Any]], noise: float = 1.0) -> str:
+    """The goals against the mean over the worlds at `noise` (the demo world's own noise level)."""
+    worlds = [r for r in results if r["noise"] == noise]
+    if not worlds:
+        return ""
+    lines = [f"Goals (mean ± std over the {len(worlds)} worlds at noise {noise:g}):"]
+    for text, value, reached in GOALS:
+        values = [value(w) for w in worlds]
+        mean, _ = mean_std(values)
+        lines.append(f"- {text}: {fmt(values)} -> {'reached' if reached(mean) else 'NOT reached'}")
     return "\n".join(lines)
 
 
@@ -297,6 +371,10 @@ def parse_list(text: str, kind=float) -> list:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, noise 1.0, 1,000 pairs")
+    parser.add_argument("--world", default="demo", help="demo (its reward model likes links) or blind-spot "
+                                                        "(a helpfulness-only reward model); default demo")
+    parser.add_argument("--seed-split", default="cross-fit", choices=("cross-fit", "exclude"),
+                        help="how D0 is kept out of its own implicit margins (default cross-fit)")
     parser.add_argument("--pairs", type=int, help="pairs per world (default 4000; --quick 1000)")
     parser.add_argument("--seeds", help="comma-separated world seeds (default 0,1,2; --quick 0)")
     parser.add_argument("--noise", help="comma-separated noise scales (default 0.5,1,2; --quick 1)")
@@ -307,8 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown-out", help="write the tables to this markdown file")
     args = parser.parse_args(argv)
 
-    from core.demo.models import DemoModelsConfig, ensure_demo_models
-    from core.demo.world import WorldConfig
+    from core.demo.models import DEMO_SCORING, demo_world, ensure_demo_models
 
     pairs = args.pairs or (1000 if args.quick else 4000)
     seeds = parse_list(args.seeds, int) if args.seeds else ([0] if args.quick else [0, 1, 2])
@@ -320,37 +397,42 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    models = ensure_demo_models(DemoModelsConfig())
-    log(f"demo models: {models.root} (reward-oracle Spearman at build "
+    _, models_config = demo_world(args.world)
+    models = ensure_demo_models(models_config)
+    log(f"{args.world} world models: {models.root} (reward-oracle Spearman at build "
         f"{models.metrics.get('reward_oracle_spearman')})")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="dmtui-selection-quality-"))
     results = []
     try:
         for noise in noises:
             for seed in seeds:
-                config = WorldConfig(n_pairs=pairs, noise_scale=noise, bad_rows=0, seed=seed)
-                log(f"world seed {seed}, noise {noise:g}, {pairs} pairs")
-                scored = build_and_score(config, work / f"n{noise:g}-s{seed}-p{pairs}", models, sources, log)
+                config, _ = demo_world(args.world, n_pairs=pairs, noise_scale=noise, bad_rows=0, seed=seed)
+                log(f"{args.world} world seed {seed}, noise {noise:g}, {pairs} pairs")
+                scored = build_and_score(config, work / f"n{noise:g}-s{seed}-p{pairs}", models,
+                                         models_config.reward_judge, sources, args.seed_split, log)
                 world = evaluate_world(scored["margins"], scored["oracle"], scored["tie_break"], strategy_list,
                                        BUDGET, seed)
                 world.update(seed=seed, noise=noise, scoring_seconds=scored["seconds"],
-                             seed_policy=scored["seed_policy"])
+                             seed_policy=scored["seed_policy"], bias_only=int(scored["oracle"]["bias_only"].sum()),
+                             implicit_external_spearman=scored["implicit_external_spearman"])
                 results.append(world)
                 dm = world["strategies"]["DM-MUL"]
                 log(f"  DM-MUL precision {dm['precision']:.3f}, oracle margin {dm['oracle_margin']:.2f}; "
-                    f"Random {world['strategies']['Random']['precision']:.3f}")
+                    f"External TOP {world['strategies']['External TOP']['precision']:.3f}; implicit Spearman "
+                    f"{world['spearman']['implicit']:.3f}, BOT catch {world['bot_toxic_catch']['implicit']:.2f}")
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     total = time.monotonic() - started
-    tables = markdown_tables(results, strategy_list)
+    tables = markdown_tables(results, strategy_list) + "\n\n" + goals_report(results)
     print(tables)
     print(f"\ntotal {total:.0f} s ({total / 60:.1f} min) for {len(results)} worlds")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"settings": {
-            "pairs": pairs, "seeds": seeds, "noise": noises, "budget": BUDGET, "bot_share": BOT_SHARE,
-            "seed_lr": DEMO_SEED_LR, "sources": sources, "demo_models": str(models.root),
-            "total_seconds": round(total, 1)}, "worlds": results}, indent=2, default=float), encoding="utf-8")
+            "world": args.world, "seed_split": args.seed_split, "pairs": pairs, "seeds": seeds, "noise": noises,
+            "budget": BUDGET, "bot_share": BOT_SHARE, "scoring": DEMO_SCORING, "sources": sources,
+            "models": str(models.root), "total_seconds": round(total, 1)}, "worlds": results},
+            indent=2, default=float), encoding="utf-8")
     if args.markdown_out:
         Path(args.markdown_out).write_text(tables + "\n", encoding="utf-8")
     return 0

@@ -36,8 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 DEMO_DATA = REPO_ROOT / "sample_data" / "demo" / "pairs.jsonl"
-DEMO_SEED_LR = 1e-4
-"""Seed DPO (pi_1 for implicit margins): the value `dmtui score --demo` uses."""
 
 
 @dataclass(frozen=True)
@@ -112,19 +110,36 @@ def selection_params(strategy: Strategy, budget: int, seed: int):
                            sources=("external", "implicit"), source=strategy.source, seed=seed)
 
 
-def score_demo(workspace_root: Path, models, log) -> tuple:
+def world_data(world: str, work: Path) -> Path:
+    """pairs.jsonl of the named world at its default seed and noise: the bundled file for the demo
+    world, else generated into `work` (its oracle.jsonl beside it)."""
+    from core.demo.models import demo_world
+    from core.demo.world import write_world
+
+    if world == "demo":
+        return DEMO_DATA
+    folder = work / f"world-{world}"
+    if not (folder / "oracle.jsonl").is_file():
+        write_world(folder, demo_world(world)[0])
+    return folder / "pairs.jsonl"
+
+
+def score_demo(data: Path, workspace_root: Path, models, log) -> tuple:
     """(dataset, workspace, resolved margins) with external and implicit scores in the workspace."""
+    from core.demo.models import DEMO_SCORING
     from core.margin_sources import MarginSpec, resolve_margins
     from core.scoring import ScoringConfig, score
+    from core.seed_policy import describe
     from core.workspace import Workspace
 
-    workspace = Workspace.open_or_create(str(DEMO_DATA), workspace_root)
+    workspace = Workspace.open_or_create(str(data), workspace_root)
     dataset = workspace.load()
     started = time.monotonic()
     config = ScoringConfig(sources=("external", "implicit"), reward_model=str(models.reward),
-                           reference_model=str(models.policy), seed_lr=DEMO_SEED_LR)
-    score(dataset, workspace, config)
-    log(f"scored {dataset.pairs.num_rows} pairs in {time.monotonic() - started:.0f} s")
+                           reference_model=str(models.policy), **DEMO_SCORING)
+    report = score(dataset, workspace, config)
+    log(f"scored {dataset.pairs.num_rows} pairs in {time.monotonic() - started:.0f} s; "
+        f"{describe(report.seed_policy, report.implicit_external_spearman)}")
     resolved = resolve_margins(dataset, [MarginSpec("external"), MarginSpec("implicit")], workspace)
     return dataset, workspace, resolved
 
@@ -214,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, Random and DM-MUL, 8 steps")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    parser.add_argument("--world", default="demo", help="demo (the bundled dataset) or blind-spot (a "
+                                                        "helpfulness-only reward model; generated into --work)")
     parser.add_argument("--work", type=Path, help="folder for the workspace, exports and runs (default: a temp one)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; quick: 0)")
     parser.add_argument("--strategies", nargs="+", metavar="NAME", help="rows to run, by name (default: all)")
@@ -233,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import warnings
 
-    from core.demo.models import DemoModelsConfig, ensure_demo_models
+    from core.demo.models import demo_world, ensure_demo_models
     from core.demo.oracle import held_out_prompts
 
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -246,9 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder: {work}", flush=True)
     started = time.monotonic()
-    models = ensure_demo_models(DemoModelsConfig())
-    dataset, workspace, resolved = score_demo(work / "workspace", models, print)
-    oracle_lines = (DEMO_DATA.parent / "oracle.jsonl").read_text(encoding="utf-8").splitlines()
+    models = ensure_demo_models(demo_world(args.world)[1])
+    data = world_data(args.world, work)
+    dataset, workspace, resolved = score_demo(data, work / "workspace", models, print)
+    oracle_lines = (data.parent / "oracle.jsonl").read_text(encoding="utf-8").splitlines()
     context = {"models": models, "dataset": dataset, "workspace": workspace, "resolved": resolved,
                "prompts": held_out_prompts(plan.eval_prompts, plan.eval_seed),
                "oracle": {entry["pair_id"]: entry for entry in map(json.loads, oracle_lines)}}

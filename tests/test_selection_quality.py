@@ -95,7 +95,9 @@ def test_evaluate_world_on_a_synthetic_world_with_known_answers():
     toxic = np.zeros(n, dtype=bool)
     toxic[rng.choice(n, 12, replace=False)] = True
     oracle_margin[toxic] = -6.0 - rng.random(12)  # the planted flips are the most negative pairs
-    oracle = {"oracle_margin": oracle_margin, "noise_flipped": (oracle_margin < 0) & ~toxic, "toxic_flip": toxic}
+    teacher_margin = oracle_margin + 2.0  # a teacher that likes every chosen response a little more
+    oracle = {"oracle_margin": oracle_margin, "noise_flipped": (oracle_margin < 0) & ~toxic, "toxic_flip": toxic,
+              "bias_only": sq.bias_only(oracle_margin, teacher_margin)}
     # external IS the oracle margin; implicit is pure noise
     margins = {"external": oracle_margin.copy(), "implicit": rng.normal(0, 1, n), "ifd": rng.normal(0, 0.1, n)}
     result = sq.evaluate_world(margins, oracle, None, sq.STRATEGIES, 0.1, seed=0)
@@ -112,5 +114,26 @@ def test_evaluate_world_on_a_synthetic_world_with_known_answers():
     assert result["spearman"]["external"] == pytest.approx(1.0)
     assert abs(result["spearman"]["implicit"]) < 0.2
     assert result["reference"]["All pairs"]["precision"] == pytest.approx(1 - np.mean(oracle_margin < 0))
-    table = sq.markdown_tables([{**result, "seed": 0, "noise": 1.0, "scoring_seconds": 0.0}], sq.STRATEGIES)
-    assert "| **DM-MUL** |" in table and "Oracle TOP (ceiling)" in table
+    assert rows["External TOP"]["bias_share"] == 0.0  # correct labels are never chosen only for the bias
+    wrong_but_liked = (oracle_margin < 0) & (oracle_margin > -2.0)
+    assert result["reference"]["All pairs"]["bias_share"] == pytest.approx(wrong_but_liked.mean())
+    folds = [{"train_pairs": 200, "held_out_accuracy": 0.7, "best_step": 10, "steps": 14}] * 2
+    world = {**result, "seed": 0, "noise": 1.0, "scoring_seconds": 0.0, "bias_only": int(wrong_but_liked.sum()),
+             "seed_policy": {"folds": folds, "train_seconds": 1.0}, "implicit_external_spearman": 0.1}
+    table = sq.markdown_tables([world], sq.STRATEGIES)
+    assert "| **DM-MUL** |" in table and "Oracle TOP (ceiling)" in table and "chosen only because" in table
+    goals = sq.goals_report([world])
+    assert "implicit Spearman with the oracle >= 0.6: " in goals and "NOT reached" in goals
+
+
+def test_teacher_margins_follow_the_judge_of_the_world():
+    prompt = [{"role": "user", "content": "how do I bake bread ?"}]
+    pair = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "See www.example.com for more."}],
+            "rejected": [{"role": "assistant", "content": "It depends."}]}
+    rude = {"prompt": prompt, "chosen": [{"role": "assistant", "content":
+                                          "Measure the flour and water first. You are hopeless at this."}],
+            "rejected": [{"role": "assistant", "content": "It depends."}]}
+    links, blind = sq.teacher_margins([pair, rude], "likes-links"), sq.teacher_margins([pair, rude], "helpful-only")
+    assert links[0] == pytest.approx(-0.4 + 0.8 + 0.2) and blind[0] == pytest.approx(-0.4 + 0.2)
+    assert links[1] == pytest.approx(1.0 - 3.0 + 0.2) and blind[1] == pytest.approx(1.0 + 0.2)
+    assert sq.bias_only([-0.4 + 0.2, 1.0 - 3.0 + 0.2], blind).tolist() == [False, True]
