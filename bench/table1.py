@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("--world", default="demo", help="demo (the bundled dataset) or blind-spot (a "
                                                         "helpfulness-only reward model; generated into --work)")
+    parser.add_argument("--data", type=Path, help="the world's pairs.jsonl, its oracle.jsonl beside it (default: "
+                                                  "the bundled demo file, or the world generated into --work)")
+    parser.add_argument("--workspace", type=Path, help="workspace to score into or reuse, e.g. one "
+                                                       "bench/selection_quality.py scored (default: WORK/workspace)")
     parser.add_argument("--work", type=Path, help="folder for the workspace, exports and runs (default: a temp one)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; quick: 0)")
     parser.add_argument("--strategies", nargs="+", metavar="NAME", help="rows to run, by name (default: all)")
@@ -264,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work folder: {work}", flush=True)
     started = time.monotonic()
     models = ensure_demo_models(demo_world(args.world)[1])
-    data = world_data(args.world, work)
-    dataset, workspace, resolved = score_demo(data, work / "workspace", models, print)
+    data = args.data or world_data(args.world, work)
+    dataset, workspace, resolved = score_demo(data, args.workspace or work / "workspace", models, print)
     oracle_lines = (data.parent / "oracle.jsonl").read_text(encoding="utf-8").splitlines()
     context = {"models": models, "dataset": dataset, "workspace": workspace, "resolved": resolved,
                "prompts": held_out_prompts(plan.eval_prompts, plan.eval_seed),
