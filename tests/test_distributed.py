@@ -92,9 +92,10 @@ def test_torchrun_ranks_score_shards_and_merge_into_the_single_process_table(
     # (the launcher's variables visible) would have split its batch and moved elsewhere.
     seeds = [Path(r["seed_policy"]["path"]) for r in (report, single)]
     assert seeds[0].name == seeds[1].name
-    weights = [load_file(seed / "model.safetensors") for seed in seeds]
-    for name, value in weights[1].items():
-        np.testing.assert_allclose(weights[0][name], value, atol=1e-6, rtol=0, err_msg=name)
+    for fold in ("fold-0", "fold-1"):  # the two cross-fit pi_1
+        weights = [load_file(seed / fold / "model.safetensors") for seed in seeds]
+        for name, value in weights[1].items():
+            np.testing.assert_allclose(weights[0][name], value, atol=1e-6, rtol=0, err_msg=f"{fold} {name}")
     for source in ("external", "implicit"):
         store, reference = table_of(tmp_path / "sharded", source), table_of(tmp_path / "single", source)
         assert len(store.parts()) == 1, f"{source}: the ranks' parts were not merged"

@@ -421,6 +421,6 @@ def test_a_seed_training_killed_earlier_is_cleared_away_and_a_running_one_is_lef
     running = target.parent / f".{target.name}.building-{owner_tag()}-a1b2c3"  # this process: still at work
     for folder in (killed, running):
         (folder / "run").mkdir(parents=True)
-    path, info = ensure_seed_policy(dataset, workspace, config, fingerprint)
-    assert info["trained_now"] and (path / "seed.json").is_file()
+    policy, info = ensure_seed_policy(dataset, workspace, config, fingerprint)
+    assert info["trained_now"] and (policy.root / "seed.json").is_file()
     assert not killed.exists() and running.exists()
