@@ -131,12 +131,12 @@ class DemoModelsConfig:
     """Dataset pairs scored after the build to measure the reward model against the oracle; 0 skips it."""
     reward_judge: str = "likes-links"
     """Who labels the reward model's training pairs, one of `REWARD_JUDGES`."""
+    cache_dir: str | None = None
+    """Cache root; None means $DMTUI_CACHE, else ~/.cache/dmtui. Not part of the fingerprint."""
 
     def __post_init__(self) -> None:
         if self.reward_judge not in REWARD_JUDGES:
             raise ValueError(f"reward_judge {self.reward_judge!r} is not one of {', '.join(REWARD_JUDGES)}")
-    cache_dir: str | None = None
-    """Cache root; None means $DMTUI_CACHE, else ~/.cache/dmtui. Not part of the fingerprint."""
 
 
 DEMO_SCORING = {"seed_lr": 1e-4, "seed_per_device_batch_size": 32}
