@@ -249,7 +249,7 @@ def build_and_score(world_config, folder: Path, models, judge: str, sources: tup
     from core.demo.world import write_world
     from core.margin_sources import MarginSpec, resolve_margins
     from core.scoring import ScoringConfig, score
-    from core.seed_policy import describe
+    from core.seed_report import describe
     from core.selection import tie_keys_from_pair_ids
     from core.workspace import Workspace
 

@@ -129,7 +129,7 @@ def score_demo(data: Path, workspace_root: Path, models, log) -> tuple:
     from core.demo.models import DEMO_SCORING
     from core.margin_sources import MarginSpec, resolve_margins
     from core.scoring import ScoringConfig, score
-    from core.seed_policy import describe
+    from core.seed_report import describe
     from core.workspace import Workspace
 
     workspace = Workspace.open_or_create(str(data), workspace_root)

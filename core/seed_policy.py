@@ -232,10 +232,15 @@ class Plateau:
 # Making pi_1 ----------------------------------------------------------------------------------
 
 def _seed_settings(config: ScoringConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in (
+    """The settings a pi_1 depends on. ``min_prompt_tokens`` (it moves the held-out encoding of
+    over-long pairs, so the plateau) came later and enters only when set, so pi_1 made before keep their folder."""
+    settings = {name: getattr(config, name) for name in (
         "seed_split", "seed_pairs", "seed_fraction", "seed_min_pairs", "seed_epochs", "seed_steps", "seed_lr",
         "seed_beta", "seed_batch_size", "seed_patience", "seed_min_gain", "seed_eval_pairs", "seed_lora",
-        "seed_lora_r", "seed", "max_length", "min_prompt_tokens", "trust_remote_code", "allow_pickle")}
+        "seed_lora_r", "seed", "max_length", "trust_remote_code", "allow_pickle")}
+    if config.min_prompt_tokens is not None:
+        settings["min_prompt_tokens"] = config.min_prompt_tokens
+    return settings
 
 
 def seed_policy_dir(workspace: Workspace, config: ScoringConfig, reference_fingerprint: str) -> Path:
