@@ -7,7 +7,9 @@ for each scale, computes the implicit margins of demo pairs four ways, side by s
 - truth: fp32 pi_0 and fp32 pi_1 (the adapter merged in fp32);
 - bf16 merged: pi_1 = the fp32 merge cast to bf16, against pi_0 cast to bf16;
 - bf16 unmerged: one bf16 copy of pi_0 carrying the fp32 adapter, switched off for pi_0
-  (what core.seed_policy.PolicyModels does).
+  (core.seed_policy.adapter_views, what scoring does).
+
+Every way goes through core.scorers.implicit_columns, the scoring path.
 
 It prints each bf16 way's RMS error against the truth, relative to the spread (std) of the
 true margins, and the Spearman of each with the truth.
@@ -28,11 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 
-def margins(policy, reference, chosen, rejected) -> np.ndarray:
-    from core.logprobs import pair_logprobs
+def margins(policy, reference, tokenizer, pairs) -> np.ndarray:
+    from core.scorers import Limits, implicit_columns
 
-    (pc, pr), (rc, rr) = (pair_logprobs(model, chosen, rejected) for model in (policy, reference))
-    return (pc.logprob_sum - rc.logprob_sum) - (pr.logprob_sum - rr.logprob_sum)
+    return implicit_columns(policy, reference, tokenizer, pairs, Limits(1024), batch_tokens=8192,
+                            pass_progress=lambda index, passes: None)["margin"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from core.demo.models import DemoModelsConfig, ensure_demo_models
     from core.loading import LoadConfig, load_dataset
-    from core.logprobs import encode
     from core.models import load_causal_lm, load_tokenizer
+    from core.scorers import Pairs
+    from core.seed_policy import adapter_views
     from core.stats import spearman
     from core.training import TrainConfig, train
 
@@ -59,18 +62,18 @@ def main(argv: list[str] | None = None) -> int:
                          gradient_checkpointing=False)
     adapter = train(config, train_rows, Path(tempfile.mkdtemp()) / "run", metrics_sink=lambda r: None).final
     tokenizer = load_tokenizer(str(models.policy))
-    prompts = [p["prompt"] for p in score_rows]
-    chosen, rejected = (encode(tokenizer, prompts, [p[side] for p in score_rows], conversational=True,
-                               max_length=1024) for side in ("chosen", "rejected"))
+    scored = Pairs(*([p[side] for p in score_rows] for side in ("prompt", "chosen", "rejected")), True)
 
-    def with_adapter(dtype, scale):
-        base = load_causal_lm(models.policy, device="cpu", dtype=dtype)
-        model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    def scale_update(model, scale):
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if "lora_B" in name:
                     parameter.mul_(scale)
         return model
+
+    def with_adapter(dtype, scale):
+        base = load_causal_lm(models.policy, device="cpu", dtype=dtype)
+        return scale_update(PeftModel.from_pretrained(base, str(adapter)).eval(), scale)
 
     print(f"{len(score_rows)} demo pairs; LoRA r=16 after {args.steps} seed-DPO steps, update B A scaled by s")
     print("| s | spread of true margins | bf16 merged: RMS error / spread | Spearman | "
@@ -79,14 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     pi_0_fp32 = load_causal_lm(models.policy, device="cpu", dtype=torch.float32)
     pi_0_bf16 = load_causal_lm(models.policy, device="cpu", dtype=torch.bfloat16)
     for scale in (1.0, 0.1, 0.01):
-        truth = margins(with_adapter(torch.float32, scale).merge_and_unload(), pi_0_fp32, chosen, rejected)
+        truth = margins(with_adapter(torch.float32, scale).merge_and_unload(), pi_0_fp32, tokenizer, scored)
         merged = margins(with_adapter(torch.float32, scale).merge_and_unload().to(torch.bfloat16), pi_0_bf16,
-                         chosen, rejected)
-        unmerged_model = with_adapter(torch.bfloat16, scale)
-        policy_side = margins(unmerged_model, pi_0_bf16, chosen, rejected)
+                         tokenizer, scored)
+        reference, (policy,) = adapter_views(load_causal_lm(models.policy, device="cpu", dtype=torch.bfloat16),
+                                             [adapter])
+        scale_update(policy.model, scale)
+        unmerged = margins(policy, reference, tokenizer, scored)
         spread = float(np.std(truth))
         rows = []
-        for estimate in (merged, policy_side):
+        for estimate in (merged, unmerged):
             rms = float(np.sqrt(np.mean((estimate - truth) ** 2)))
             rows += [f"{rms / spread:.3f}", f"{spearman(estimate, truth):.3f}"]
         print(f"| {scale:g} | {spread:.3g} | " + " | ".join(rows) + " |", flush=True)
