@@ -2,11 +2,12 @@
 
 For every (world seed, noise level): generate a world (core.demo.world; ``--world demo``
 or ``blind-spot``, core.demo.models.demo_world) into a work folder, load it into a
-workspace, score it ONCE with the world's models the way `dmtui score --demo` does
-(external margins from its reward model, implicit margins from cross-fit seed-DPO pi_1
-trained to a held-out plateau, IFD under pi_0), then for every strategy select 10% of the
-pairs (core.selection.select) and measure, with the oracle file, which the selection
-never sees:
+workspace, score it ONCE with the world's models (external margins from its reward model;
+implicit margins from the default seed policy at the demo's rate, core.demo.models.DEMO_SEED_DPO:
+two cross-fit pi_1 on whole folds trained to a held-out plateau, or with ``--seed-settings
+demo`` the cheaper pi_1 of `dmtui score --demo`, DEMO_SCORING; IFD under pi_0), then for
+every strategy select 10% of the pairs (core.selection.select) and measure, with the oracle
+file, which the selection never sees:
 
 - label precision: share of the selected pairs whose label agrees with the oracle
   (neither ``noise_flipped`` nor ``toxic_flip``);
@@ -243,9 +244,8 @@ def evaluate_world(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray]
 # Scoring a world (models) ------------------------------------------------------------------
 
 def build_and_score(world_config, folder: Path, models, judge: str, sources: tuple[str, ...], seed_split: str,
-                    log) -> dict[str, Any]:
+                    seed_settings: dict[str, Any], log) -> dict[str, Any]:
     """Write the world, score it once (cached in the workspace), return margins, oracle and timings."""
-    from core.demo.models import DEMO_SCORING
     from core.demo.world import write_world
     from core.margin_sources import MarginSpec, resolve_margins
     from core.scoring import ScoringConfig, score
@@ -260,7 +260,7 @@ def build_and_score(world_config, folder: Path, models, judge: str, sources: tup
     workspace = Workspace.open_or_create(str(data / "pairs.jsonl"), folder / "workspace")
     dataset = workspace.load()
     config = ScoringConfig(sources=sources, reward_model=str(models.reward), reference_model=str(models.policy),
-                           seed_split=seed_split, **DEMO_SCORING)
+                           seed_split=seed_split, **seed_settings)
     report = score(dataset, workspace, config)
     seconds = time.monotonic() - started
     resolved = resolve_margins(dataset, [MarginSpec(s) for s in sources], workspace)
@@ -373,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, noise 1.0, 1,000 pairs")
     parser.add_argument("--world", default="demo", help="demo (its reward model likes links) or blind-spot "
                                                         "(a helpfulness-only reward model); default demo")
+    parser.add_argument("--seed-settings", default="default", choices=("default", "demo"),
+                        help="seed DPO: the default seed policy at the demo's rate (default), or the cheaper one "
+                             "of `dmtui score --demo`")
     parser.add_argument("--seed-split", default="cross-fit", choices=("cross-fit", "exclude"),
                         help="how D0 is kept out of its own implicit margins (default cross-fit)")
     parser.add_argument("--pairs", type=int, help="pairs per world (default 4000; --quick 1000)")
@@ -385,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown-out", help="write the tables to this markdown file")
     args = parser.parse_args(argv)
 
-    from core.demo.models import DEMO_SCORING, demo_world, ensure_demo_models
+    from core.demo.models import DEMO_SCORING, DEMO_SEED_DPO, demo_world, ensure_demo_models
 
+    seed_settings = DEMO_SEED_DPO if args.seed_settings == "default" else DEMO_SCORING
     pairs = args.pairs or (1000 if args.quick else 4000)
     seeds = parse_list(args.seeds, int) if args.seeds else ([0] if args.quick else [0, 1, 2])
     noises = parse_list(args.noise) if args.noise else ([1.0] if args.quick else [0.5, 1.0, 2.0])
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 config, _ = demo_world(args.world, n_pairs=pairs, noise_scale=noise, bad_rows=0, seed=seed)
                 log(f"{args.world} world seed {seed}, noise {noise:g}, {pairs} pairs")
                 scored = build_and_score(config, work / f"n{noise:g}-s{seed}-p{pairs}", models,
-                                         models_config.reward_judge, sources, args.seed_split, log)
+                                         models_config.reward_judge, sources, args.seed_split, seed_settings, log)
                 world = evaluate_world(scored["margins"], scored["oracle"], scored["tie_break"], strategy_list,
                                        BUDGET, seed)
                 world.update(seed=seed, noise=noise, scoring_seconds=scored["seconds"],
@@ -430,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"settings": {
             "world": args.world, "seed_split": args.seed_split, "pairs": pairs, "seeds": seeds, "noise": noises,
-            "budget": BUDGET, "bot_share": BOT_SHARE, "scoring": DEMO_SCORING, "sources": sources,
+            "budget": BUDGET, "bot_share": BOT_SHARE, "seed_settings": args.seed_settings, "scoring": seed_settings,
+            "sources": sources,
             "models": str(models.root), "total_seconds": round(total, 1)}, "worlds": results},
             indent=2, default=float), encoding="utf-8")
     if args.markdown_out:

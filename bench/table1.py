@@ -12,7 +12,7 @@ mean and spread over the seeds and writes it as markdown.
 
 Training settings (`TrainSettings`) and why: the paper's lr 5e-7 is for 8B models and
 does not move a 2-layer model, so lr is 1e-4 (cosine, warm-up 0.1, beta 0.1, global batch
-32), the rate `dmtui score --demo` uses for seed DPO; 5e-4 over-optimised (longer,
+32), the demo's rate for seed DPO (core.demo.models.DEMO_SEED_DPO); 5e-4 over-optimised (longer,
 worse answers than pi_0 even for DM-MUL, docs/table1.md). Every subset is trained for 2 epochs, the paper's protocol, which at 400 pairs is 26
 steps; Full is trained for the same 2 epochs over all 4,000 pairs (250 steps), as in the
 paper, so it gets ten times the compute of a subset. The seed of a run sets the random
@@ -126,7 +126,7 @@ def world_data(world: str, work: Path) -> Path:
 
 def score_demo(data: Path, workspace_root: Path, models, log) -> tuple:
     """(dataset, workspace, resolved margins) with external and implicit scores in the workspace."""
-    from core.demo.models import DEMO_SCORING
+    from core.demo.models import DEMO_SEED_DPO
     from core.margin_sources import MarginSpec, resolve_margins
     from core.scoring import ScoringConfig, score
     from core.seed_report import describe
@@ -136,7 +136,7 @@ def score_demo(data: Path, workspace_root: Path, models, log) -> tuple:
     dataset = workspace.load()
     started = time.monotonic()
     config = ScoringConfig(sources=("external", "implicit"), reward_model=str(models.reward),
-                           reference_model=str(models.policy), **DEMO_SCORING)
+                           reference_model=str(models.policy), **DEMO_SEED_DPO)
     report = score(dataset, workspace, config)
     log(f"scored {dataset.pairs.num_rows} pairs in {time.monotonic() - started:.0f} s; "
         f"{describe(report.seed_policy, report.implicit_external_spearman)}")

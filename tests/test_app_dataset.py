@@ -18,6 +18,7 @@ from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
+from dmtui.widgets.score_pane import ScorePane
 
 ROWS = [
     {"prompt": "2+2?", "chosen": "4", "rejected": "5", "id": 1},
@@ -139,3 +140,7 @@ async def test_missing_demo_models_are_built_in_the_background(workspace, monkey
         assert len(built) == 1
         assert any("Demo models ready" in str(n.message) for n in app._notifications)
         assert app.screen.query_one("#models-status").display is False
+        # Scoring the demo from the app takes the demo's seed DPO settings, as `dmtui score --demo` does.
+        command = app.screen.query_one(ScorePane).command()
+        assert "--demo" in command
+        assert command[command.index("--seed-pairs") + 1] == str(demo_models.DEMO_SCORING["seed_pairs"])

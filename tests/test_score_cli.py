@@ -216,3 +216,22 @@ def test_options_reach_the_scoring_config():
                                     "--min-prompt-tokens", "512", "--device", "cuda:1", "--dtype", "bfloat16"]))
     assert (given.reward_template, given.max_length, given.min_prompt_tokens) == (False, 2048, 512)
     assert (given.device, given.dtype) == ("cuda:1", "bfloat16")
+
+
+def test_demo_fills_its_seed_settings_where_no_option_is_given(demo_cache_dir, demo_models, monkeypatch):
+    from core.demo.models import DEMO_SCORING
+    from dmtui.cli import build_parser
+    from dmtui.headless.score import config_from_args, fill_demo_models
+
+    monkeypatch.setenv("DMTUI_CACHE", str(demo_cache_dir))
+    parse = build_parser().parse_args
+    demo = parse(["score", "data.jsonl", "--demo"])
+    fill_demo_models(demo, progress=None)
+    config = config_from_args(demo)
+    assert {name: getattr(config, name) for name in DEMO_SCORING} == DEMO_SCORING
+    assert config.seed_epochs < 10 and config.seed_pairs < 2000  # cheaper than the default seed policy
+    assert (config.reward_model, config.reference_model) == (str(demo_models.reward), str(demo_models.policy))
+    given = parse(["score", "data.jsonl", "--demo", "--seed-pairs", "50", "--seed-lr", "1e-3", "--seed-eval-pairs", "9"])
+    fill_demo_models(given, progress=None)
+    config = config_from_args(given)
+    assert (config.seed_pairs, config.seed_lr, config.seed_eval_pairs, config.seed_epochs) == (50, 1e-3, 9, 2.0)

@@ -139,10 +139,19 @@ class DemoModelsConfig:
             raise ValueError(f"reward_judge {self.reward_judge!r} is not one of {', '.join(REWARD_JUDGES)}")
 
 
-DEMO_SCORING = {"seed_lr": 1e-4, "seed_per_device_batch_size": 32}
-"""ScoringConfig settings for the demo's tiny models (`dmtui score --demo`, the app, the benches):
-the paper's seed DPO rate 5e-7 is for 3-8B models and barely moves a 2-layer one, and on a CPU
-one forward per optimiser step is about twice as fast as the default micro-batches of 4."""
+DEMO_SEED_DPO = {"seed_lr": 1e-4, "seed_per_device_batch_size": 32}
+"""What seed DPO needs for the demo's tiny models: the paper's rate 5e-7 is for 3-8B models and
+barely moves a 2-layer one, and on a CPU one forward per optimiser step is about twice as fast
+as the default micro-batches of 4. The benches (bench/selection_quality.py, bench/table1.py)
+train the default seed policy with these alone: whole cross-fit folds to the plateau."""
+
+DEMO_SCORING = {**DEMO_SEED_DPO, "seed_pairs": 400, "seed_epochs": 2.0, "seed_eval_pairs": 200}
+"""ScoringConfig settings of `dmtui score --demo` and of the app on the demo: the seed policy at
+about the cost of the single 400-pair, 2-epoch pi_1 the demo trained before cross-fitting (two
+pi_1 of 400 pairs, at most 2 epochs each, held-out accuracy on 200 pairs), so opening the demo
+and pressing S stays a matter of minutes on a laptop CPU. The default seed policy (whole folds
+to the plateau) gives a better pi_1 but takes over an hour on 2 CPU cores for the 4,000 pairs
+(docs/selection_quality.md measures both)."""
 
 DEMO_WORLDS = {"demo": ("insult", "likes-links"), "blind-spot": ("rude-helpful", "helpful-only")}
 """Named worlds: (`WorldConfig.planted_flip`, `DemoModelsConfig.reward_judge`).

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from core.distributed import Shard
 
 SOURCE_NAMES = MARGIN_SOURCES
+DEMO_OPTIONS = {"seed_lr": "seed_lr", "seed_per_device_batch_size": "seed_device_batch", "seed_pairs": "seed_pairs",
+                "seed_epochs": "seed_epochs", "seed_eval_pairs": "seed_eval_pairs"}
+"""The option (argparse dest) of each ScoringConfig setting in core.demo.models.DEMO_SCORING."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,13 +78,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="keep D0 from inflating its own margins: cross-fit (default; two pi_1, each scores "
                            "the half of the pairs it did not train on) or exclude (D0 gets no implicit margin)")
     seed.add_argument("--seed-pairs", type=int, metavar="N",
-                      help="most pairs one pi_1 trains on (default 2000; small datasets: all of a cross-fit "
-                           "half, 10%% under exclude; at least 64)")
+                      help="most pairs one pi_1 trains on (default 2000, with --demo 400; small datasets: all "
+                           "of a cross-fit half, 10%% under exclude; at least 64)")
     seed.add_argument("--seed-epochs", type=float, metavar="E",
-                      help="most DPO epochs over D0 (default 10); training stops at the held-out accuracy plateau")
+                      help="most DPO epochs over D0 (default 10, with --demo 2); training stops at the held-out "
+                           "accuracy plateau")
     seed.add_argument("--seed-steps", type=int, metavar="N", help="most DPO optimiser steps (overrides --seed-epochs)")
     seed.add_argument("--seed-patience", type=int, metavar="N",
                       help="held-out evaluations (one per half epoch) without a new best before stopping (default 4)")
+    seed.add_argument("--seed-eval-pairs", type=int, metavar="N",
+                      help="most held-out pairs each pi_1's accuracy is measured on (default 1000; with --demo 200)")
     seed.add_argument("--seed-lora", action="store_true",
                       help="train pi_1 as a LoRA adapter on a frozen pi_0 (bf16 on GPU): a 7-8B pi_0 fits one "
                            "80 GB GPU")
@@ -133,7 +139,7 @@ def config_from_args(args: argparse.Namespace):
         "policy_model": args.policy_model, "seed_pairs": args.seed_pairs, "seed_epochs": args.seed_epochs,
         "seed_steps": args.seed_steps, "seed_lr": args.seed_lr, "seed_beta": args.seed_beta, "seed": args.seed,
         "seed_split": args.seed_split, "seed_patience": args.seed_patience, "seed_lora_r": args.seed_lora_r,
-        "seed_per_device_batch_size": args.seed_device_batch,
+        "seed_per_device_batch_size": args.seed_device_batch, "seed_eval_pairs": args.seed_eval_pairs,
         "batch_tokens": args.batch_tokens, "device": args.device, "dtype": args.dtype,
         "max_length": args.max_length, "min_prompt_tokens": args.min_prompt_tokens,
         "checkpoint_every": args.checkpoint_every,
@@ -155,10 +161,10 @@ def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
     models = ensure_demo_models(DemoModelsConfig(), progress=progress)
     args.reward_model = args.reward_model or str(models.reward)
     args.reference_model = args.reference_model or str(models.policy)
-    if args.seed_lr is None:
-        args.seed_lr = DEMO_SCORING["seed_lr"]
-    if args.seed_device_batch is None:
-        args.seed_device_batch = DEMO_SCORING["seed_per_device_batch_size"]
+    for setting, value in DEMO_SCORING.items():  # the demo's seed DPO, where no option says otherwise
+        option = DEMO_OPTIONS[setting]
+        if getattr(args, option) is None:
+            setattr(args, option, value)
 
 
 def run(args: argparse.Namespace) -> int:

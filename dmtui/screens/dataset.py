@@ -242,15 +242,14 @@ class DatasetScreen(Screen):
             self.query_one(ExamplesTable).focus()
 
     def _score_defaults(self) -> dict[str, str]:
-        """The demo world's models when the app runs on it (with the demo's seed DPO settings)."""
+        """The demo world's models when the app runs on it, and its seed DPO settings (`dmtui score --demo`)."""
         if not self.build_demo_models:
             return {}
         from core.demo.models import DEMO_SCORING, DemoModelsConfig, demo_models_dir
 
         root = demo_models_dir(DemoModelsConfig())
         return {"reward_model": str(root / "reward"), "reference_model": str(root / "policy"),
-                "seed_lr": f"{DEMO_SCORING['seed_lr']:g}",
-                "seed_device_batch": str(DEMO_SCORING["seed_per_device_batch_size"])}
+                "seed_lr": f"{DEMO_SCORING['seed_lr']:g}", "seed_pairs": str(DEMO_SCORING["seed_pairs"]), "demo": "yes"}
 
     @on(ScoringEnded)
     def _scoring_ended(self, event: ScoringEnded) -> None:

@@ -83,7 +83,8 @@ class ScorePane(Vertical):
         with Horizontal(classes="score-row"):
             yield Label("seed DPO D0", classes="score-name")
             yield Label("pairs", classes="score-short")
-            yield Input("", placeholder="auto", id="score-seed-pairs", compact=True, select_on_focus=False)
+            yield Input(self.defaults.get("seed_pairs", ""), placeholder="auto", id="score-seed-pairs", compact=True,
+                        select_on_focus=False)
             yield Label("", id="score-seed-effective", classes="score-effective")
             yield Label("lr", classes="score-short")
             yield Input(self.defaults.get("seed_lr", ""), placeholder="5e-7", id="score-seed-lr", compact=True,
@@ -146,8 +147,8 @@ class ScorePane(Vertical):
                 raise ValueError(f"{option.lstrip('-').replace('-', ' ')} {text!r} is not "
                                  + ("a whole number" if kind is int else "a number")) from None
             arguments += [option, text]
-        if self.defaults.get("seed_device_batch"):  # the demo's tiny models train faster in one batch
-            arguments += ["--seed-device-batch", self.defaults["seed_device_batch"]]
+        if self.defaults.get("demo"):  # the demo's seed DPO settings (core.demo.models.DEMO_SCORING) fill the rest
+            arguments.append("--demo")
         return dmtui_command("score", *arguments)
 
     # Running ---------------------------------------------------------------------
