@@ -203,10 +203,10 @@ def summarise(rows: list[dict], strategies: tuple[Strategy, ...]) -> list[dict]:
 
 
 def markdown_table(table: list[dict]) -> str:
-    header = "| strategy | pairs | steps | " + " | ".join(label for _, label, _, _ in METRICS) + " |"
-    lines = [header, "|" + "---|" * (3 + len(METRICS))]
+    header = "| strategy | seeds | pairs | steps | " + " | ".join(label for _, label, _, _ in METRICS) + " |"
+    lines = [header, "|" + "---|" * (4 + len(METRICS))]
     for entry in table:
-        cells = [entry["strategy"], str(entry["pairs"]), str(entry["steps"])]
+        cells = [entry["strategy"], str(entry["seeds"]), str(entry["pairs"]), str(entry["steps"])]
         for key, _, _, digits in METRICS:
             mean, low, high = entry[key]
             cells.append(f"{mean:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})")

@@ -24,16 +24,19 @@ def small_demo(tmp_path, n: int = 120):
     return path
 
 
-async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_path, demo_models):
+async def test_scoring_from_the_app_keeps_keys_working_and_feeds_curation(tmp_path, demo_cache_dir, demo_models,
+                                                                          monkeypatch):
+    monkeypatch.setenv("DMTUI_CACHE", str(demo_cache_dir))  # the app's demo models are the tests' (and its child's)
     workspace = Workspace.open_or_create(str(small_demo(tmp_path)), tmp_path / "ws")
-    app = DmtuiApp(workspace)
+    app = DmtuiApp(workspace, build_demo_models=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         await pilot.press("3")
         pane = app.screen.query_one(ScorePane)
-        pane.query_one("#score-reward_model", Input).value = str(demo_models.reward)
-        pane.query_one("#score-reference_model", Input).value = str(demo_models.policy)
-        pane.query_one("#score-seed-lr", Input).value = "1e-4"
+        # On the demo the Score tab starts with its models and its seed DPO settings (DEMO_SCORING).
+        assert pane.query_one("#score-reward_model", Input).value == str(demo_models.reward)
+        assert pane.query_one("#score-reference_model", Input).value == str(demo_models.policy)
+        assert pane.query_one("#score-seed-lr", Input).value == "0.0001"
         pane.query_one("#score-source-implicit", Checkbox).value = True
         tabs = app.screen.query_one("#tabs", TabbedContent)
         await pilot.press("1")

@@ -89,7 +89,7 @@ def test_errors_are_messages_with_hints_not_tracebacks(demo_models, tmp_path, ca
 
 def test_demo_scores_a_small_slice_end_to_end(demo_cache_dir, demo_models, tmp_path):
     data = demo_slice(tmp_path / "pairs.jsonl", 120)
-    process = run_cli(["score", str(data), "--demo", "--device", "cpu", "--seed-steps", "4", "--json"],
+    process = run_cli(["score", str(data), "--demo", "--device", "cpu", "--seed-steps", "2", "--json"],
                       demo_cache_dir)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
