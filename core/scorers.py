@@ -79,7 +79,10 @@ class Pairs:
     def subset(self, mask: np.ndarray) -> Pairs:
         """The pairs where `mask` (booleans, one per pair) is True."""
         keep = np.flatnonzero(mask)
-        pick = (lambda column: None if column is None else [column[i] for i in keep])
+
+        def pick(column):
+            return None if column is None else [column[i] for i in keep]
+
         return Pairs(pick(self.prompts), pick(self.chosen), pick(self.rejected), self.conversational,
                      pick(self.pair_ids))
 

@@ -413,7 +413,9 @@ class _ImplicitSource:
         groups = [(k, route == k) for k in range(len(policies)) if (route == k).any()]
         parts = []
         for g, (k, mask) in enumerate(groups):
-            group_progress = (lambda index, passes, g=g: pass_progress(g * passes + index, passes * len(groups)))
+            def group_progress(index, passes, g=g):  # each group's passes in turn on one bar
+                return pass_progress(g * passes + index, passes * len(groups))
+
             parts.append((mask, implicit_columns(policies[k], reference, tokenizer, pairs.subset(mask), self.limits,
                                                  batch_tokens=runtime.config.batch_tokens,
                                                  pass_progress=group_progress, cancel=cancel)))

@@ -414,7 +414,8 @@ def _train_fold(dataset: LoadedDataset, fold: _Fold, index: int, count: int, bui
     train_config = TrainConfig(
         lr=config.seed_lr, epochs=config.seed_epochs, max_steps=config.seed_steps, beta=config.seed_beta,
         batch_size=config.seed_batch_size, per_device_batch_size=config.seed_per_device_batch_size,
-        max_length=config.max_length, seed=config.seed, scheduler="constant_with_warmup", save_steps=10**9, save_total_limit=1, lora=config.seed_lora,
+        max_length=config.max_length, seed=config.seed, scheduler="constant_with_warmup", save_steps=10**9,
+        save_total_limit=1, lora=config.seed_lora,
         lora_r=config.seed_lora_r, lora_alpha=2 * config.seed_lora_r, model=str(config.reference_model),
         trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle,
     )

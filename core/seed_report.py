@@ -28,10 +28,12 @@ def implicit_external_spearman(implicit: np.ndarray, external: np.ndarray) -> fl
 def describe(seed_policy: dict[str, Any] | None, implicit_external: float | None) -> str | None:
     """One line on pi_1 and what its margins agree with, for the CLI and the app's Score report.
 
-    >>> describe({"split": "cross-fit", "trained_now": True, "folds": [
+    >>> line = describe({"split": "cross-fit", "trained_now": True, "folds": [
     ...     {"train_pairs": 500, "held_out_accuracy": 0.712, "best_step": 40, "steps": 60},
     ...     {"train_pairs": 480, "held_out_accuracy": 0.698, "best_step": 32, "steps": 56}]}, 0.4567)
-    'pi_1: cross-fit seed DPO, trained now on 500 + 480 pairs; held-out accuracy 0.712 / 0.698 (best steps 40 / 32); implicit vs external Spearman 0.457'
+    >>> line.split("; ")  # doctest: +NORMALIZE_WHITESPACE
+    ['pi_1: cross-fit seed DPO, trained now on 500 + 480 pairs',
+     'held-out accuracy 0.712 / 0.698 (best steps 40 / 32)', 'implicit vs external Spearman 0.457']
     """
     parts = []
     if seed_policy:
