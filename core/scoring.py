@@ -408,8 +408,11 @@ class _ImplicitSource:
         runtime = self.runtime
         tokenizer = runtime.tokenizer(*self.reference)
         reference, policies = self._models()
-        route = (self.seed_policy.route(pairs.pair_ids) if self.seed_policy is not None
-                 else np.zeros(len(pairs), dtype=np.int64))
+        if self.seed_policy is None:
+            route = np.zeros(len(pairs), dtype=np.int64)
+        else:
+            assert pairs.pair_ids is not None, "core.scoring gives every chunk its pair_ids"
+            route = self.seed_policy.route(pairs.pair_ids)
         groups = [(k, route == k) for k in range(len(policies)) if (route == k).any()]
         parts = []
         for g, (k, mask) in enumerate(groups):
