@@ -1,6 +1,6 @@
 """Dual-Margin fusion: margins to probabilities, DM-ADD, DM-MUL, automatic M2.
 
-Plain functions over float64 numpy arrays; shared/METHOD.md is the spec.
+Plain functions over float64 numpy arrays; docs/method.md is the spec.
 
 Missing scores. A NaN margin means "not scored". Every function here lets NaN
 propagate: a pair with a NaN margin in any source gets a NaN probability and a NaN
@@ -144,7 +144,7 @@ def auto_m2(
     start_divisor: float = 2.0,
     ignore: NDArray[np.intp] | None = None,
 ) -> float:
-    """The smallest sparse-tail M2 found by the reference +1 search (METHOD.md, step 2).
+    """The smallest sparse-tail M2 found by the reference +1 search (docs/method.md, "M1 and M2").
 
     The search starts at ``max(int(max_margin / start_divisor), floor(M1) + 1)`` and
     raises M2 by 1 until the tail [M2, max_margin] holds fewer than `TAIL_MAX_PAIRS`

@@ -1,6 +1,6 @@
 """Iterative (online) DPO-DM: generate, score, pair, select by DM-MUL, train; repeat.
 
-Each round r of `iterate(config, out_dir)` (METHOD.md, "Iterative (online) DPO-DM"):
+Each round r of `iterate(config, out_dir)` (docs/method.md, "Iterative (online) DPO-DM"):
 
 1. generate: draw `prompts_per_round` prompts and sample `responses_per_prompt` responses
    to each from the CURRENT policy (pi_0 in round 0), with core.evaluation's sampler on

@@ -9,7 +9,7 @@ weights do not cover the model (a randomly initialised head or layer) is refused
 instead of scored. A folder holding ``adapter_config.json`` is a
 LoRA adapter: the base it names is loaded, the adapter applied and merged
 (``merge_and_unload``), because an unmerged adapter is the classic cause of implicit
-rewards that disagree with the ones logged during DPO (METHOD.md).
+rewards that disagree with the ones logged during DPO (docs/method.md).
 
 `model_fingerprint` names a model for score caching; see its docstring for what a
 local fingerprint covers and what it trades away on very large shards.

@@ -1,4 +1,4 @@
-"""Scoring every pair of a dataset with the margin sources of METHOD.md: external, implicit, IFD.
+"""Scoring every pair of a dataset with the margin sources of docs/method.md: external, implicit, IFD.
 
 What each source computes is in core.scorers (shared with the online rounds and the
 evaluation judge); this module runs them over a dataset into score tables:

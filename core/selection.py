@@ -69,7 +69,7 @@ AUTO_M2_START_DIVISOR = {IMPLICIT: 2.0, EXTERNAL: 1.5}
 DEFAULT_AUTO_M2_START_DIVISOR = 2.0
 
 DEFAULT_TAU = {IFD: 0.1}
-"""MID keeps |m| <= tau: 0.1 for IFD, 1.0 for every other source (METHOD.md)."""
+"""MID keeps |m| <= tau: 0.1 for IFD, 1.0 for every other source (docs/method.md, "Baselines")."""
 DEFAULT_TAU_OTHER = 1.0
 
 

@@ -67,7 +67,7 @@ def _option(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; defaults are the paper's (METHOD.md, Step 3)."""
+    """Everything a training run depends on; defaults are the paper's (docs/method.md, "Step 3: training")."""
 
     model: str | None = _option(None, "policy to train (pi_0): a local folder or a Hugging Face model id")
     ref_model: str | None = _option(None, "reference model; none means the same as --model")

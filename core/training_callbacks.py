@@ -63,7 +63,7 @@ def _number(value: Any) -> Any:
 
 
 def collapse_warning(history: list[dict[str, Any]], ratio: float, window: int) -> str | None:
-    """The small-beta failure of METHOD.md: chosen and rejected log-probs both collapse.
+    """The small-beta failure in docs/method.md ("Step 3: training"): chosen and rejected log-probs both collapse.
 
     DPO may push the rejected log-prob down as far as it likes, but when the chosen one
     falls with it the model is leaving the data altogether (beta 0.01 for 2 epochs gave

@@ -18,8 +18,8 @@ unknown          -0.5    a sentence in no bank (free model text that went astray
 
 The oracle reward ``r*(x, y)`` is the dot product of `ORACLE_WEIGHTS` with
 `response_features`, which reads the features back *from the text*, so it can also
-judge text a model wrote. Labels follow METHOD.md's noise model: of two responses a, b
-to the same prompt, a is chosen iff ``r*(a) - r*(b) + zeta > 0`` with
+judge text a model wrote. Labels follow the noise model of docs/method.md ("Why select
+at all"): of two responses a, b to the same prompt, a is chosen iff ``r*(a) - r*(b) + zeta > 0`` with
 ``zeta ~ Logistic(0, noise_scale)``. On top, `WorldConfig.toxic_share` of the pairs are
 planted mislabels whose chosen response insults the user (`WorldConfig.planted_flip`
 says how helpful it is otherwise). `write_world` also spreads a few deliberately
