@@ -4,9 +4,9 @@
 
 Paths, all on the same preference pairs (chosen and rejected share the prompt):
   naive    one sequence at a time, full [seq, vocab] logits, log_softmax, gather
-  engine   core.logprobs.response_logprobs: length-bucketed batches, LM head on
+  engine   core.models.logprobs.response_logprobs: length-bucketed batches, LM head on
            response positions only, chunked
-  shared   core.logprobs.pair_logprobs: the prompt runs once, its KV cache is
+  shared   core.models.logprobs.pair_logprobs: the prompt runs once, its KV cache is
            repeated for chosen and rejected, only the responses run again
 
 Tokens/s counts prompt + response tokens of every (prompt, response) sequence, i.e.
@@ -27,8 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.logprobs import Encoded, pair_logprobs, response_logprobs  # noqa: E402
 from logits_memory import LogitsPeak  # noqa: E402
+
+from core.models.logprobs import Encoded, pair_logprobs, response_logprobs  # noqa: E402
 
 
 def build_model(vocab: int, hidden: int, layers: int) -> torch.nn.Module:

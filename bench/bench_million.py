@@ -81,7 +81,7 @@ def peak_mb() -> float:
 # Phases, each run as `bench_million.py --phase NAME ...` in a fresh process --------------
 
 def phase_load(data: Path, ws: Path) -> dict:
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     started = time.perf_counter()
     dataset = Workspace.open_or_create(str(data), ws).load()
@@ -168,7 +168,7 @@ async def _drive_app(ws: Path, process_started: float, edits: int) -> dict:
     from textual import events
     from textual.widgets import TabbedContent
 
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
     from dmtui.app import DmtuiApp
     from dmtui.widgets.curation_pane import CurationPane
     from dmtui.widgets.examples_table import ExamplesTable
@@ -214,9 +214,9 @@ def phase_app(ws: Path, process_started: float, edits: int) -> dict:
 
 def phase_select(ws: Path, edits: int) -> dict:
     """`select` alone on the same workspace, margins and budgets as the app's edits."""
-    from core.margin_sources import MarginSpec, resolve_margins
-    from core.selection import SelectionParams, select, tie_keys_from_pair_ids
-    from core.workspace import Workspace
+    from core.selection.selector import SelectionParams, select, tie_keys_from_pair_ids
+    from core.store.margin_sources import MarginSpec, resolve_margins
+    from core.store.workspace import Workspace
 
     workspace = Workspace.open(ws)
     dataset = workspace.load()

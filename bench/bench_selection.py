@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.fusion import auto_m2, dm_mul, margin_probability  # noqa: E402
-from core.plotdata import HistogramMemo, histogram, selection_plots  # noqa: E402
-from core.selection import SelectionParams, select  # noqa: E402
+from core.selection.fusion import auto_m2, dm_mul, margin_probability  # noqa: E402
+from core.selection.plotdata import HistogramMemo, histogram, selection_plots  # noqa: E402
+from core.selection.selector import SelectionParams, select  # noqa: E402
 
 KEYPRESS_BUDGET_MS = 50.0
 

@@ -15,7 +15,7 @@ tensor the path built (MiB) with its ratio to TRL's:
           pairs right-padded into one batch of 16), the model patched with TRL's fused LM
           head (add_fused_lm_head) and DPOTrainer.compute_ref_log_probs itself, run on a
           stand-in trainer holding only what that method reads
-  engine  core.logprobs.pair_logprobs, as `dmtui score` calls it: length-bucketed
+  engine  core.models.logprobs.pair_logprobs, as `dmtui score` calls it: length-bucketed
           batches, the shared prompt run once with its KV cache serving both responses,
           only response positions through the LM head, in fp32 chunks
 
@@ -45,8 +45,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.logprobs import Encoded, pair_logprobs  # noqa: E402
 from logits_memory import LogitsPeak  # noqa: E402
+
+from core.models.logprobs import Encoded, pair_logprobs  # noqa: E402
 
 SHAPES = {"prompt-heavy": (512, 64), "response-heavy": (32, 384)}
 TRL_BATCH_PAIRS = 8

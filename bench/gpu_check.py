@@ -5,14 +5,14 @@
 
 Prints (and with --json writes one object):
 
-1. scoring throughput of the log-prob engine (core.logprobs.pair_logprobs, as `dmtui score`
+1. scoring throughput of the log-prob engine (core.models.logprobs.pair_logprobs, as `dmtui score`
    runs it) on a Llama-3.2-1B-shaped model in bf16: tokens/s and model FLOPs utilisation
    (MFU: the FLOPs the engine must do per second over the GPU's dense bf16 peak; the peak
    comes from a table of GPU names or --peak-tflops);
 2. bf16-vs-fp32 noise of implicit margins: pi_1 = pi_0 with its weights nudged, margins
    of the same pairs in both precisions; the noise (std of the difference) over the spread
    of the fp32 margins (their std), and the largest difference;
-3. the reward model's padding self-check (core.scorers.padding_is_safe) in bf16 on a
+3. the reward model's padding self-check (core.scoring.scorers.padding_is_safe) in bf16 on a
    Llama-shaped sequence classifier: its outcome and the largest padded-vs-alone gap
    relative to 1 + |score|, against the bf16 tolerance;
 4. peak memory (GPU: torch.cuda.max_memory_allocated; CPU: the process's peak RSS).
@@ -35,9 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.logprobs import Encoded, pair_logprobs  # noqa: E402
-from core.models import pick_device  # noqa: E402
-from core.scorers import pad_id_of, padding_gap, padding_tolerance  # noqa: E402
+from core.models.load import pick_device  # noqa: E402
+from core.models.logprobs import Encoded, pair_logprobs  # noqa: E402
+from core.scoring.scorers import pad_id_of, padding_gap, padding_tolerance  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40": 181.0, "A10G": 125.0,
                     "A10": 125.0, "L4": 121.0, "4090": 165.0, "3090": 71.0, "V100": 125.0, "T4": 65.0}

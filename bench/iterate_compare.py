@@ -1,8 +1,8 @@
 """Plain iterative DPO (keep 100%) against DPO-DM (keep the top 25% by DM-MUL) on the demo world.
 
-For each seed and each keep fraction, runs `core.iteration.iterate` for R rounds from the
+For each seed and each keep fraction, runs `core.online.iteration.iterate` for R rounds from the
 demo pi_0 with the demo reward model, then evaluates each round's policy against pi_0
-on held-out demo prompts with the oracle (`core.evaluation.evaluate`): win rate, mean
+on held-out demo prompts with the oracle (`core.generation.evaluation.evaluate`): win rate, mean
 oracle reward, mean length. Prints a markdown table of mean (min-max) over seeds.
 
     python bench/iterate_compare.py [--seeds 0 1] [--rounds 3] [--prompts 128] [--work DIR]
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.demo.models import DemoModelsConfig, ensure_demo_models  # noqa: E402
 from core.demo.oracle import OracleJudge, held_out_prompts  # noqa: E402
-from core.evaluation import evaluate  # noqa: E402
-from core.iteration import IterateConfig, iterate  # noqa: E402
+from core.generation.evaluation import evaluate  # noqa: E402
+from core.online.iteration import IterateConfig, iterate  # noqa: E402
 
 # (name, keep fraction, epochs per round). The paper trains one epoch per round, so DPO-DM
 # takes a quarter of the steps; the last variant gives it the same number of steps.

@@ -7,9 +7,9 @@ for each scale, computes the implicit margins of demo pairs four ways, side by s
 - truth: fp32 pi_0 and fp32 pi_1 (the adapter merged in fp32);
 - bf16 merged: pi_1 = the fp32 merge cast to bf16, against pi_0 cast to bf16;
 - bf16 unmerged: one bf16 copy of pi_0 carrying the fp32 adapter, switched off for pi_0
-  (core.seed_policy.adapter_views, what scoring does).
+  (core.scoring.seed_policy.adapter_views, what scoring does).
 
-Every way goes through core.scorers.implicit_columns, the scoring path.
+Every way goes through core.scoring.scorers.implicit_columns, the scoring path.
 
 It prints each bf16 way's RMS error against the truth, relative to the spread (std) of the
 true margins, and the Spearman of each with the truth.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 
 def margins(policy, reference, tokenizer, pairs) -> np.ndarray:
-    from core.scorers import Limits, implicit_columns
+    from core.scoring.scorers import Limits, implicit_columns
 
     return implicit_columns(policy, reference, tokenizer, pairs, Limits(1024), batch_tokens=8192,
                             pass_progress=lambda index, passes: None)["margin"]
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from peft import PeftModel
 
+    from core.data.loading import LoadConfig, load_dataset
     from core.demo.models import DemoModelsConfig, ensure_demo_models
-    from core.loading import LoadConfig, load_dataset
-    from core.models import load_causal_lm, load_tokenizer
-    from core.scorers import Pairs
-    from core.seed_policy import adapter_views
-    from core.stats import spearman
-    from core.training import TrainConfig, train
+    from core.models.load import load_causal_lm, load_tokenizer
+    from core.scoring.scorers import Pairs
+    from core.scoring.seed_policy import adapter_views
+    from core.selection.stats import spearman
+    from core.training.trainer import TrainConfig, train
 
     models = ensure_demo_models(DemoModelsConfig())
     pairs = load_dataset(str(REPO_ROOT / "sample_data" / "demo" / "pairs.jsonl"), LoadConfig()).pairs

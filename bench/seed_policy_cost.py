@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow as pa
 
     from core.demo.models import DEMO_SCORING, DEMO_SEED_DPO, DemoModelsConfig, ensure_demo_models
-    from core.models import model_fingerprint
-    from core.scoring import ScoringConfig, score, seed_config
-    from core.seed_policy import ensure_seed_policy
-    from core.training import TrainConfig, train
-    from core.workspace import Workspace
+    from core.models.load import model_fingerprint
+    from core.scoring.run import ScoringConfig, score, seed_config
+    from core.scoring.seed_policy import ensure_seed_policy
+    from core.store.workspace import Workspace
+    from core.training.trainer import TrainConfig, train
 
     models = ensure_demo_models(DemoModelsConfig())
     work = Path(tempfile.mkdtemp(prefix="dmtui-seed-cost-"))

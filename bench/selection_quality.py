@@ -6,7 +6,7 @@ workspace, score it ONCE with the world's models (external margins from its rewa
 implicit margins from the default seed policy at the demo's rate, core.demo.models.DEMO_SEED_DPO:
 two cross-fit pi_1 on whole folds trained to a held-out plateau, or with ``--seed-settings
 demo`` the cheaper pi_1 of `dmtui score --demo`, DEMO_SCORING; IFD under pi_0), then for
-every strategy select 10% of the pairs (core.selection.select) and measure, with the oracle
+every strategy select 10% of the pairs (core.selection.selector.select) and measure, with the oracle
 file, which the selection never sees:
 
 - label precision: share of the selected pairs whose label agrees with the oracle
@@ -98,7 +98,7 @@ STRATEGIES = strategies()
 
 
 def selection_params(strategy: Strategy, budget: float = BUDGET, seed: int = 0):
-    from core.selection import SelectionParams
+    from core.selection.selector import SelectionParams
 
     return SelectionParams(mode=strategy.mode, budget=budget, sources=FUSED_SOURCES,
                            source=strategy.source, seed=seed)
@@ -202,8 +202,8 @@ def align_oracle(pair_ids: Sequence[str], oracle: Sequence[dict[str, Any]]) -> d
 def evaluate_world(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray], tie_break: np.ndarray | None,
                    strategy_list: Sequence[Strategy], budget: float, seed: int) -> dict[str, Any]:
     """Every metric of one scored world (no models: margins and oracle columns in, numbers out)."""
-    from core.selection import select
-    from core.stats import spearman
+    from core.selection.selector import select
+    from core.selection.stats import spearman
 
     correct = label_correct(oracle["noise_flipped"], oracle["toxic_flip"])
     wrong = ~correct
@@ -247,11 +247,11 @@ def build_and_score(world_config, folder: Path, models, judge: str, sources: tup
                     seed_settings: dict[str, Any], log) -> dict[str, Any]:
     """Write the world, score it once (cached in the workspace), return margins, oracle and timings."""
     from core.demo.world import write_world
-    from core.margin_sources import MarginSpec, resolve_margins
-    from core.scoring import ScoringConfig, score
-    from core.seed_report import describe
-    from core.selection import tie_keys_from_pair_ids
-    from core.workspace import Workspace
+    from core.scoring.run import ScoringConfig, score
+    from core.scoring.seed_report import describe
+    from core.selection.selector import tie_keys_from_pair_ids
+    from core.store.margin_sources import MarginSpec, resolve_margins
+    from core.store.workspace import Workspace
 
     started = time.monotonic()
     data = folder / "world"

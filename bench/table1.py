@@ -1,9 +1,9 @@
 """A small reproduction of the paper's Table 1 on the demo world (not run in CI).
 
-Score the demo dataset once (external + implicit margins, core.scoring), then for every
-strategy and seed: select a subset at the same budget, export it (core.export), train
-the demo pi_0 on it with DPO the same way (core.training), and judge the trained policy
-against pi_0 on held-out prompts with the oracle (core.evaluation, core.demo.oracle). Prints a table of
+Score the demo dataset once (external + implicit margins, core.scoring.run), then for every
+strategy and seed: select a subset at the same budget, export it (core.export.exporter), train
+the demo pi_0 on it with DPO the same way (core.training.trainer), and judge the trained policy
+against pi_0 on held-out prompts with the oracle (core.generation.evaluation, core.demo.oracle). Prints a table of
 mean and spread over the seeds and writes it as markdown.
 
     .venv/bin/python bench/table1.py                  # the full table (10-15 min on an idle 2-core CPU)
@@ -104,7 +104,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def selection_params(strategy: Strategy, budget: int, seed: int):
-    from core.selection import SelectionParams
+    from core.selection.selector import SelectionParams
 
     return SelectionParams(mode=strategy.mode, budget=1.0 if strategy.full else budget,
                            sources=("external", "implicit"), source=strategy.source, seed=seed)
@@ -127,10 +127,10 @@ def world_data(world: str, work: Path) -> Path:
 def score_demo(data: Path, workspace_root: Path, models, log) -> tuple:
     """(dataset, workspace, resolved margins) with external and implicit scores in the workspace."""
     from core.demo.models import DEMO_SEED_DPO
-    from core.margin_sources import MarginSpec, resolve_margins
-    from core.scoring import ScoringConfig, score
-    from core.seed_report import describe
-    from core.workspace import Workspace
+    from core.scoring.run import ScoringConfig, score
+    from core.scoring.seed_report import describe
+    from core.store.margin_sources import MarginSpec, resolve_margins
+    from core.store.workspace import Workspace
 
     workspace = Workspace.open_or_create(str(data), workspace_root)
     dataset = workspace.load()
@@ -147,9 +147,9 @@ def score_demo(data: Path, workspace_root: Path, models, log) -> tuple:
 def run_one(strategy: Strategy, seed: int, plan: Plan, context: dict, work: Path) -> dict:
     """Select, export, train and evaluate one (strategy, seed); returns the row's numbers."""
     from core.demo.oracle import OracleJudge
-    from core.evaluation import evaluate
-    from core.export import Annotated, export_selection, run_selection
-    from core.training import TrainConfig, train
+    from core.export.exporter import Annotated, export_selection, run_selection
+    from core.generation.evaluation import evaluate
+    from core.training.trainer import TrainConfig, train
 
     dataset, workspace, resolved, models = (context[k] for k in ("dataset", "workspace", "resolved", "models"))
     slug = f"{strategy.name.lower().replace(' ', '-')}-seed{seed}"
@@ -215,7 +215,7 @@ def markdown_table(table: list[dict]) -> str:
 
 
 def describe(plan: Plan) -> str:
-    from core.evaluation import DEFAULT_MAX_NEW_TOKENS
+    from core.generation.evaluation import DEFAULT_MAX_NEW_TOKENS
 
     settings = asdict(plan.train)
     return (f"strategies: {', '.join(s.name for s in plan.strategies)}\n"

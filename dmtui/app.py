@@ -11,9 +11,9 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message_pump import MessagePump
 
-from core.loading import LoadedDataset
-from core.model_trust import ModelTrust
-from core.workspace import Workspace
+from core.data.loading import LoadedDataset
+from core.models.trust import ModelTrust
+from core.store.workspace import Workspace
 from dmtui.commands import DmtuiCommands
 
 KEY_CHECK_S = 0.5
@@ -69,7 +69,7 @@ class DmtuiApp(App):
     def open_workspace(self, workspace: Workspace, build_demo_models: bool = False,
                        margin_specs: list[str] | None = None) -> None:
         """Show `workspace` (from the command line or the launcher) and remember it as recent."""
-        from core.recent import remember_workspace
+        from core.store.recent import remember_workspace
         from dmtui.screens.dataset import DatasetScreen
 
         self.workspace, self.build_demo_models = workspace, build_demo_models

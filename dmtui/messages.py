@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from core.loading import LoadedDataset
-from core.margin_sources import ResolvedMargins
+from core.data.loading import LoadedDataset
 from core.progress import Progress
+from core.store.margin_sources import ResolvedMargins
 
 
 @dataclass

@@ -30,5 +30,5 @@ def demo_models(demo_cache_dir: Path):
 
 @pytest.fixture(autouse=True)
 def _own_recent_list(tmp_path_factory, monkeypatch):
-    """The app remembers opened workspaces (core.recent): in tests, in a folder of their own."""
+    """The app remembers opened workspaces (core.store.recent): in tests, in a folder of their own."""
     monkeypatch.setenv("DMTUI_STATE_DIR", str(tmp_path_factory.mktemp("state")))

@@ -322,7 +322,7 @@ def demo_rows(n: int) -> list[str]:
 
 def read_scores(workspace: Path) -> dict[str, dict[str, float]]:
     """Every score table's margins by pair_id, per source."""
-    from core.scores import ScoreStore, list_score_tables
+    from core.store.scores import ScoreStore, list_score_tables
 
     scores = {}
     for info in list_score_tables(workspace / "scores"):
@@ -361,7 +361,7 @@ class ScoringScenario(Scenario):
         self.reference = read_scores(folder / "ws")
 
     def after_kill(self, folder: Path, trial: Trial) -> None:
-        from core.workspace import WORKSPACE_FILE, Workspace
+        from core.store.workspace import WORKSPACE_FILE, Workspace
 
         workspace = folder / "ws"
         damaged, temps = check_tree(workspace)
@@ -411,7 +411,7 @@ def part_table(index: int, rows: int) -> Any:
 def append_parts(folder: Path, total: int, rows: int) -> None:
     """The store worker: append parts to a score table until it holds `total`; print each
     part's number once `append` has returned."""
-    from core.scores import ScoreStore
+    from core.store.scores import ScoreStore
 
     store = ScoreStore(folder, "external", "trial")
     for index in range(len(store.parts()), total):
@@ -457,7 +457,7 @@ class ScoreStoreScenario(Scenario):
     def compare(self, folder: Path, acknowledged: int, trial: Trial) -> None:
         import pyarrow.parquet as pq
 
-        from core.scores import ScoreStore
+        from core.store.scores import ScoreStore
 
         parts = ScoreStore(folder / "scores", "external", "trial").parts()
         if not acknowledged <= len(parts) <= acknowledged + 1:
@@ -481,7 +481,7 @@ def margin_rows(n: int, seed: int = 7) -> list[str]:
 
 def verify_export(out: Path) -> tuple[str | None, str | None]:
     """(the manifest's output checksum, None) for a whole export, else (None, what is wrong)."""
-    from core.export import MANIFEST_NAME, _tree_checksum
+    from core.export.exporter import MANIFEST_NAME, _tree_checksum
 
     try:
         manifest = json.loads((out / MANIFEST_NAME).read_text("utf-8"))
@@ -558,7 +558,7 @@ class ExportScenario(Scenario):
 
 def annotation_change(i: int) -> tuple[str, dict[str, Any]]:
     """The i-th update of the worker: a pair and the fields it changes (always a real change)."""
-    from core.annotations import FLAGS
+    from core.store.annotations import FLAGS
 
     changes: dict[str, Any] = {"note": f"note {i}"}
     kind = i % 4
@@ -575,7 +575,7 @@ def annotations_after(count: int) -> dict[str, Any]:
     """The annotations the first `count` updates make, computed without a database."""
     from dataclasses import replace
 
-    from core.annotations import Annotation
+    from core.store.annotations import Annotation
 
     state: dict[str, Annotation] = {}
     for i in range(count):
@@ -595,7 +595,7 @@ def committed_updates(db: Path) -> int:
 def annotate(db: Path, total: int) -> None:
     """The worker: continue the sequence of updates where the database stands; print each
     update's number once `update` has returned (the store promises it is durable then)."""
-    from core.annotations import AnnotationStore
+    from core.store.annotations import AnnotationStore
 
     done = committed_updates(db) if db.exists() else 0
     with AnnotationStore(db) as store:
@@ -638,7 +638,7 @@ class AnnotationScenario(Scenario):
         self.compare(db, self.updates, trial)
 
     def compare(self, db: Path, count: int, trial: Trial) -> None:
-        from core.annotations import AnnotationStore
+        from core.store.annotations import AnnotationStore
 
         with AnnotationStore(db) as store:
             if store.all() != annotations_after(count):
@@ -650,11 +650,11 @@ class AnnotationScenario(Scenario):
 
 def tiny_export(folder: Path, pairs: int = 10) -> Path:
     """An export of `pairs` demo pairs (top by a margin column) to train on."""
-    from core.export import Annotated, export_selection, run_selection
-    from core.loading import LoadConfig, load_dataset
-    from core.margin_sources import MarginSpec, resolve_margins
-    from core.selection import SelectionParams
-    from core.workspace import dataset_ref
+    from core.data.loading import LoadConfig, load_dataset
+    from core.export.exporter import Annotated, export_selection, run_selection
+    from core.selection.selector import SelectionParams
+    from core.store.margin_sources import MarginSpec, resolve_margins
+    from core.store.workspace import dataset_ref
 
     source = folder / "train-pairs.jsonl"
     rows = [json.loads(line) for line in demo_rows(3 * pairs)]
@@ -671,7 +671,7 @@ def tiny_export(folder: Path, pairs: int = 10) -> Path:
 
 def checkpoint_steps(run: Path) -> tuple[list[int], list[Path]]:
     """(steps of the whole checkpoints, folders of the unfinished ones) of a run folder."""
-    from core.training import _checkpoint_folders, _saved_step
+    from core.training.trainer import _checkpoint_folders, _saved_step
 
     whole, unfinished = [], []
     for path in _checkpoint_folders(run / "checkpoints"):

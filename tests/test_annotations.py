@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from core.annotations import FLAGS, SCHEMA_VERSION, Annotation, AnnotationStore
 from core.errors import WorkspaceError
+from core.store.annotations import FLAGS, SCHEMA_VERSION, Annotation, AnnotationStore
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_durable_across_a_new_connection(db):
     # no close(): a new process must see every change (as after a crash or kill)
     script = textwrap.dedent(
         f"""
-        from core.annotations import AnnotationStore
+        from core.store.annotations import AnnotationStore
         s = AnnotationStore({str(db)!r})
         a = s.all()
         assert a["p1"].flags == ("toxic",) and a["p1"].note == "x", a
@@ -189,7 +189,7 @@ def test_a_database_of_the_one_flag_schema_is_migrated_with_its_history(db):
 def test_a_migration_that_fails_leaves_the_old_database_as_it_was(db, monkeypatch):
     old_database(db)
     before = sqlite3.connect(db).execute("SELECT * FROM annotation ORDER BY pair_id").fetchall()
-    monkeypatch.setattr("core.annotations._HISTORY_TABLE", "CREATE TABLE broken (")  # fails mid-transaction
+    monkeypatch.setattr("core.store.annotations._HISTORY_TABLE", "CREATE TABLE broken (")  # fails mid-transaction
     with pytest.raises(Exception):
         AnnotationStore(db)
     connection = sqlite3.connect(db)

@@ -10,8 +10,8 @@ import pytest
 from app_pilot import open_curate, settle, wait_for
 from textual.widgets import Input, Select
 
-from core.annotations import AnnotationStore
-from core.workspace import Workspace
+from core.store.annotations import AnnotationStore
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.pair_detail import PairDetailScreen, marked_difference
 from dmtui.screens.source_picker import SourcePicker

@@ -12,8 +12,8 @@ from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
 from textual.widgets import Checkbox, Input, RichLog, Select, Static
 from textual.widgets._select import SelectOverlay
 
-from core.selection import MODES
-from core.workspace import Workspace, is_workspace
+from core.selection.selector import MODES
+from core.store.workspace import Workspace, is_workspace
 from dmtui.app import DmtuiApp
 from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.run_pane import RunPane
@@ -189,7 +189,7 @@ async def test_a_second_window_is_told_who_holds_the_workspace_and_opens_read_on
     from dmtui.screens.pair_detail import PairDetailScreen
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time\nfrom core.workspace import Workspace\n"
+        "import time\nfrom core.store.workspace import Workspace\n"
         f"Workspace.open({str(workspace.root)!r}).acquire_lock()\nprint('held', flush=True)\ntime.sleep(120)\n")],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -11,11 +11,11 @@ from rich.console import Console
 from textual.widgets import DataTable, Label, Static
 
 from core.errors import LoadError
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.rejections import RejectedRowScreen, RejectionsScreen
-from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.dataset_summary import DatasetSummary
+from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.rejection_summary import RejectionSummary
 from dmtui.widgets.score_pane import ScorePane

@@ -10,9 +10,9 @@ import pytest
 from app_pilot import open_curate, settle, wait_for
 from textual.widgets import Input
 
-import core.views as views
+import core.selection.views as views
 import dmtui.widgets.curation_pane as curation_pane
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.margin_plots import MarginPlots

@@ -12,9 +12,9 @@ from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
 from test_curation import run_cli
 from textual.widgets import Checkbox, Input, RichLog, Select
 
-from core.annotations import FLAGS, AnnotationStore
-from core.export import rebuild_from_manifest
-from core.workspace import Workspace
+from core.export.exporter import rebuild_from_manifest
+from core.store.annotations import FLAGS, AnnotationStore
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.confirm import ConfirmScreen
 from dmtui.widgets.run_pane import RunPane

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from app_pilot import settle, wait_for
 from textual.widgets import Checkbox, Input, TabbedContent
 
-from core.scoring import SourceReport
-from core.workspace import Workspace
+from core.scoring.run import SourceReport
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.score_pane import ScorePane

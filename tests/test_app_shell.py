@@ -14,14 +14,14 @@ import pytest
 from app_pilot import open_curate, settle, wait_for
 from processes import alive, descendants
 from test_app_curation import MARGINS
-from test_app_score import small_demo
-from test_app_dataset import rendered_text
 from test_app_curation import workspace as workspace  # noqa: F401 - the fixture
+from test_app_dataset import rendered_text
+from test_app_score import small_demo
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Markdown, TabbedContent
 from textual_plotext import PlotextPlot
 
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.cli import main
 from dmtui.commands import COMMANDS
@@ -33,6 +33,7 @@ from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.score_pane import ScorePane
 from dmtui.widgets.state_checkbox import StateCheckbox
+
 
 async def test_a_field_takes_its_keys_and_esc_gives_them_back(workspace):  # noqa: F811
     app = DmtuiApp(workspace, margin_specs=MARGINS)

@@ -12,7 +12,7 @@ from app_pilot import open_curate, settle
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Select, TabbedContent
 
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.pair_detail import DIFF_WORK_LIMIT, PairDetailScreen, marked_difference
 from dmtui.widgets.curation_pane import CurationPane

@@ -21,7 +21,7 @@ import torch
 from tiny_models import naive_logprobs
 from tokenizer_families import build, ultrafeedback_pairs
 
-from core.logprobs import encode_pairs, needs_full_forward, pair_logprobs, response_logprobs
+from core.models.logprobs import encode_pairs, needs_full_forward, pair_logprobs, response_logprobs
 
 WINDOW = 12
 

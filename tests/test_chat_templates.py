@@ -9,8 +9,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.chat_templates import TEMPLATE_FAMILIES, count_rendered_templates, rendered_template
-from core.loading import LoadReport, load_dataset
+from core.data.chat_templates import TEMPLATE_FAMILIES, count_rendered_templates, rendered_template
+from core.data.loading import LoadReport, load_dataset
 
 # Prompts as each family's chat template renders them (add_generation_prompt=True).
 RENDERED = {
@@ -98,13 +98,13 @@ def test_plain_data_reports_no_template(tmp_path):
 def test_doctests():
     import doctest
 
-    import core.chat_templates
+    import core.data.chat_templates
 
-    assert doctest.testmod(core.chat_templates).failed == 0
+    assert doctest.testmod(core.data.chat_templates).failed == 0
 
 
 def test_every_family_starts_with_a_bracket_for_the_quick_look():
-    from core.chat_templates import _START
+    from core.data.chat_templates import _START
 
     for text in RENDERED.values():
         assert re.match(_START, text), text

@@ -154,7 +154,7 @@ def test_missing_file(tmp_path):
 
 
 def test_info_workspace(tmp_path, mixed):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     root = tmp_path / "ws"
     Workspace.create(root, str(mixed))
@@ -169,7 +169,7 @@ def test_info_workspace(tmp_path, mixed):
 
 
 def test_info_workspace_with_changed_dataset(tmp_path, mixed):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     root = tmp_path / "ws"
     Workspace.create(root, str(mixed))
@@ -246,9 +246,9 @@ def test_all_lists_every_rejected_row(tmp_path):
 def test_info_on_a_workspace_summarises_scores_annotations_exports_and_runs(tmp_path):
     import pyarrow as pa
 
-    from core.annotations import AnnotationStore
-    from core.scores import ScoreStore
-    from core.workspace import Workspace
+    from core.store.annotations import AnnotationStore
+    from core.store.scores import ScoreStore
+    from core.store.workspace import Workspace
 
     rows = [{"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}", "m": i} for i in range(6)]
     data = write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in rows])

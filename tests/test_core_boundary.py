@@ -34,7 +34,8 @@ def test_core_never_imports_textual_or_rich():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     # discovery works and covers the modules this test was written against
-    assert {"core.loading", "core.sources", "core.workspace", "core.annotations", "core.pairs"} <= set(
+    assert {"core.data.loading", "core.data.sources", "core.store.workspace", "core.store.annotations",
+            "core.data.pairs"} <= set(
         report["modules"]
     )
     assert report["failed"] == {}, report["failed"]

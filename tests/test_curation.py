@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.annotations import AnnotationStore
-from core.curation import (
+from core.curation.session import (
     CurationSession,
     SelectionChoices,
     default_fused,
@@ -22,9 +21,10 @@ from core.curation import (
     used_controls,
 )
 from core.errors import DmtuiError
-from core.margin_sources import ResolvedMargins
-from core.selection import SelectionParams, select
-from core.workspace import Workspace
+from core.selection.selector import SelectionParams, select
+from core.store.annotations import AnnotationStore
+from core.store.margin_sources import ResolvedMargins
+from core.store.workspace import Workspace
 
 SOURCES = ["external", "implicit", "ifd"]
 
@@ -151,7 +151,7 @@ def test_trimmed_pairs_are_marked():
 
 
 def test_overlaps_with_each_top_at_the_same_budget(tmp_path):
-    from core.loading import load_dataset
+    from core.data.loading import load_dataset
 
     rows = [{"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(50)]
     path = tmp_path / "d.jsonl"

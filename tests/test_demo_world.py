@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import core.demo.world as world
+from core.data.pairs import pair_id
 from core.demo.world import (
     BAD_ROW_KINDS,
     WorldConfig,
@@ -20,7 +21,6 @@ from core.demo.world import (
     world_lines,
     write_world,
 )
-from core.pairs import pair_id
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
 SMALL = WorldConfig(n_pairs=300, seed=3)

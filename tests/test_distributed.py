@@ -1,4 +1,4 @@
-"""Sharded `dmtui score`: torchrun ranks, a rank rerun alone, the merge (core.distributed)."""
+"""Sharded `dmtui score`: torchrun ranks, a rank rerun alone, the merge (core.scoring.distributed)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ import pytest
 from safetensors.numpy import load_file
 from test_score_cli import demo_slice, model_args
 
-import core.distributed
-from core.distributed import (
+import core.scoring.distributed
+from core.scoring.distributed import (
     DistributedError,
     Shard,
     detect_shard,
     launcher_hidden,
     shard_device,
 )
-from core.scores import ScoreStore, latest_score_table
+from core.store.scores import ScoreStore, latest_score_table
 from dmtui.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -250,7 +250,7 @@ def test_a_reader_lists_again_when_a_merge_removes_parts_under_it(tmp_path, monk
 # Launcher detection ---------------------------------------------------------------------
 
 def test_doctests():
-    assert doctest.testmod(core.distributed).failed == 0
+    assert doctest.testmod(core.scoring.distributed).failed == 0
 
 
 TORCHRUN_RANK_1 = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1"}
@@ -302,15 +302,15 @@ def test_each_launched_rank_takes_the_gpu_of_its_local_rank(monkeypatch, request
 
 def test_when_another_rank_stopped_rank_0_reports_it_and_merges_nothing(demo_models, tmp_path, capsys, monkeypatch):
     """Every rank meets in the gather stopped or not; rank 0 learns who stopped and skips the merge."""
-    import core.distributed
+    import core.scoring.distributed
 
     def gathered_with_rank_1_stopped(value, shard):
         report, stopped = value
         return [(report, stopped), (report, True)]
 
-    monkeypatch.setattr(core.distributed, "gather_on_main", gathered_with_rank_1_stopped)
+    monkeypatch.setattr(core.scoring.distributed, "gather_on_main", gathered_with_rank_1_stopped)
     merges = []
-    monkeypatch.setattr(core.distributed, "merge_shards", lambda *args: merges.append(args))
+    monkeypatch.setattr(core.scoring.distributed, "merge_shards", lambda *args: merges.append(args))
     data = demo_slice(tmp_path / "pairs.jsonl", 4)
     code = main(["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "external",
                  *model_args(demo_models), "--rank", "0", "--world-size", "2", "--json"])

@@ -1,4 +1,4 @@
-"""Token-exact encoding (core.logprobs.encode / encode_pairs) on the tokenizer families users bring.
+"""Token-exact encoding (core.models.logprobs.encode / encode_pairs) on the tokenizer families users bring.
 
 Every family of tests/tokenizer_families.py, on UltraFeedback-like conversations,
 HH-RLHF-like standard text and HH dialogues turned into conversations, against the naive
@@ -20,7 +20,7 @@ from tokenizer_families import (
     ultrafeedback_pairs,
 )
 
-from core.logprobs import Encoded, encode, encode_pairs, pair_logprobs
+from core.models.logprobs import Encoded, encode, encode_pairs, pair_logprobs
 
 SHAPES = {"ultrafeedback": (ultrafeedback_pairs, True), "hh-text": (hh_pairs, False),
           "hh-conversations": (hh_conversations, True)}

@@ -1,4 +1,4 @@
-"""core.evaluation, `dmtui eval` and the plan of bench/table1.py."""
+"""core.generation.evaluation, `dmtui eval` and the plan of bench/table1.py."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import sys
 import numpy as np
 import pytest
 
-from core import evaluation
 from core.demo.oracle import OracleJudge, held_out_prompts
 from core.demo.world import oracle_reward, prompt_topic
-from core.evaluation import (
+from core.generation import evaluation
+from core.generation.backends import Generations
+from core.generation.evaluation import (
     EvaluationError,
     RewardModelJudge,
     evaluate,
     final_model,
 )
-from core.generation_backends import Generations
-from core.models import LoadedModels
+from core.models.load import LoadedModels
 from dmtui.cli import main
 from tests.conftest import REPO_ROOT
 
@@ -206,7 +206,7 @@ def test_table1_full_plan_covers_the_papers_rows_at_one_budget(table1, capsys):
         assert [f"{source} {kind}" in names for kind in ("TOP", "MID", "BOT")] == [True] * 3
     assert {"Random", "DM-ADD", "DM-MUL", "Full"} <= set(names)
 
-    from core.selection import select
+    from core.selection.selector import select
 
     rng = np.random.default_rng(0)
     margins = {"external": rng.normal(0, 2, 4000), "implicit": rng.normal(0, 2, 4000)}

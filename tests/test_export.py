@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.annotations import AnnotationStore
-from core.export import (
+from core.data.loading import LoadConfig, load_dataset
+from core.export.exporter import (
     Annotated,
     ExportError,
     annotated_from_workspace,
@@ -22,10 +22,10 @@ from core.export import (
     rebuild_from_manifest,
     run_selection,
 )
-from core.loading import LoadConfig, load_dataset
-from core.margin_sources import MarginSpec, resolve_margins
-from core.selection import SelectionParams
-from core.workspace import Workspace, dataset_ref
+from core.selection.selector import SelectionParams
+from core.store.annotations import AnnotationStore
+from core.store.margin_sources import MarginSpec, resolve_margins
+from core.store.workspace import Workspace, dataset_ref
 
 N = 60
 

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_export import read_back
 
-from core.curation import CurationSession
-from core.export import (
+from core.curation.session import CurationSession
+from core.data.loading import LoadConfig, load_dataset
+from core.export.exporter import (
     ANNOTATIONS_NAME,
     LEGACY_SWAP,
     Annotated,
@@ -29,10 +30,9 @@ from core.export import (
     rebuild_from_manifest,
     run_selection,
 )
-from core.loading import LoadConfig, load_dataset
-from core.margin_sources import MarginSpec, resolve_margins
-from core.selection import SelectionParams
-from core.workspace import dataset_ref
+from core.selection.selector import SelectionParams
+from core.store.margin_sources import MarginSpec, resolve_margins
+from core.store.workspace import dataset_ref
 
 N = 24
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -128,7 +128,7 @@ def flagged_session(tmp_path):
 
 
 def test_flagged_pairs_are_dropped_listed_and_annotations_written_beside_the_data(tmp_path):
-    from core.annotations import Annotation
+    from core.store.annotations import Annotation
 
     session = flagged_session(tmp_path)
     params = SelectionParams(mode="top", source="external", budget=8, trim=0.0)
@@ -160,7 +160,7 @@ def test_flagged_pairs_are_dropped_listed_and_annotations_written_beside_the_dat
 
 
 def test_no_drop_keeps_flagged_pairs_and_says_so(tmp_path):
-    from core.annotations import Annotation
+    from core.store.annotations import Annotation
 
     session = flagged_session(tmp_path)
     selection = session.select(SelectionParams(mode="top", source="external", budget=5, trim=0.0))
@@ -207,7 +207,7 @@ def test_jsonl_from_arrow_input_writes_dates_and_bytes_as_text(tmp_path):
 
 def test_training_refuses_a_csv_export_of_conversations(tmp_path):
     from core.errors import DmtuiError
-    from core.training import _export_pairs
+    from core.training.trainer import _export_pairs
 
     source = write_input(tmp_path, "conversational", "jsonl")
     dataset = load_dataset(source)
@@ -302,7 +302,7 @@ def test_a_mislabeled_pair_fixed_by_a_swap_is_exported_and_a_toxic_one_is_not(tm
     """The review's case: the pair with the lowest margin, flagged mislabeled and swapped,
     ranks among the best and is written (the swap fixed it); a swapped toxic pair is
     dropped; the plan, the manifest and a rebuild agree."""
-    from core.annotations import Annotation
+    from core.store.annotations import Annotation
 
     session = flagged_session(tmp_path)
     ids = session.pair_ids.to_pylist()
@@ -333,7 +333,7 @@ def test_a_mislabeled_pair_fixed_by_a_swap_is_exported_and_a_toxic_one_is_not(tm
 def test_a_version_2_manifest_rebuilds_by_its_own_rule(tmp_path):
     """Before version 3 a swap exchanged chosen and rejected only and a swapped mislabeled
     pair was dropped: a manifest that says nothing of the swap rule rebuilds that way."""
-    from core.annotations import Annotation
+    from core.store.annotations import Annotation
 
     session = flagged_session(tmp_path)
     ids = session.pair_ids.to_pylist()

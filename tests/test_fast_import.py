@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import core.loading
-import core.shapes
-import core.pair_builder
-import core.sources
+import core.data.loading
+import core.data.pair_builder
+import core.data.shapes
+import core.data.sources
+from core.data.loading import LoadConfig, load_dataset
+from core.data.pairs import pair_id
 from core.errors import LoadError
-from core.loading import LoadConfig, load_dataset
-from core.pairs import pair_id
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sample_data" / "demo" / "pairs.jsonl"
@@ -41,7 +41,7 @@ def both_paths(path: Path, monkeypatch, **config):
     """(per-row result, fast result), each a LoadedDataset or the LoadError message."""
     results = []
     for fast in (False, True):
-        monkeypatch.setattr(core.loading, "FAST_IMPORT", fast)
+        monkeypatch.setattr(core.data.loading, "FAST_IMPORT", fast)
         try:
             results.append(load_dataset(str(path), LoadConfig(**config)))
         except LoadError as error:
@@ -69,9 +69,9 @@ def assert_same(path: Path, monkeypatch, **config) -> None:
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of a few lines and chunks of a few rows, so that a small file spans many."""
-    monkeypatch.setattr(core.sources, "JSON_BLOCK_BYTES", 512)
-    monkeypatch.setattr(core.loading, "RETRY_BLOCK_BYTES", 128)
-    monkeypatch.setattr(core.pair_builder, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(core.data.sources, "JSON_BLOCK_BYTES", 512)
+    monkeypatch.setattr(core.data.loading, "RETRY_BLOCK_BYTES", 128)
+    monkeypatch.setattr(core.data.pair_builder, "CHUNK_ROWS", 4)
 
 
 def test_the_demo_data_keeps_its_pair_ids(monkeypatch):
@@ -163,15 +163,15 @@ def test_parquet_loads_alike_on_both_paths(tmp_path, monkeypatch, small_blocks, 
 
 
 def test_a_bad_line_sends_only_its_neighbourhood_down_the_per_row_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(core.sources, "JSON_BLOCK_BYTES", 4096)
-    monkeypatch.setattr(core.loading, "RETRY_BLOCK_BYTES", 256)
+    monkeypatch.setattr(core.data.sources, "JSON_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(core.data.loading, "RETRY_BLOCK_BYTES", 256)
     rows = [json.dumps({"prompt": f"q{i}", "chosen": f"a{i}", "rejected": f"b{i}"}) for i in range(300)]
     rows[150] = "{broken"
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(rows) + "\n")
     per_row = []
-    original = core.pair_builder.PairBuilder.add_record
-    monkeypatch.setattr(core.pair_builder.PairBuilder, "add_record",
+    original = core.data.pair_builder.PairBuilder.add_record
+    monkeypatch.setattr(core.data.pair_builder.PairBuilder, "add_record",
                         lambda self, record: (per_row.append(record.row_index), original(self, record))[1])
     loaded = load_dataset(str(path))
     assert (loaded.report.loaded, dict(loaded.report.rejected)) == (299, {"malformed_json": 1})
@@ -207,9 +207,9 @@ def test_big_and_tied_numbers_are_read_as_python_reads_them(tmp_path, monkeypatc
 
 
 def test_reading_a_json_line_block_in_pieces_keeps_line_numbers(tmp_path):
-    spec = core.sources.resolve_source(str(_write(tmp_path / "d.jsonl", "\n\n".join(['{"a": 1}'] * 5) + "\n")))
-    blocks = list(core.sources.read_line_blocks(spec))
-    parsed = core.sources.parse_json_block(blocks[0], None)
+    spec = core.data.sources.resolve_source(str(_write(tmp_path / "d.jsonl", "\n\n".join(['{"a": 1}'] * 5) + "\n")))
+    blocks = list(core.data.sources.read_line_blocks(spec))
+    parsed = core.data.sources.parse_json_block(blocks[0], None)
     assert parsed.lines.tolist() == [1, 3, 5, 7, 9]
     assert parsed.texts.to_pylist() == ['{"a": 1}\n'] * 5
 
@@ -225,8 +225,8 @@ def test_fast_import_needs_no_python_object_per_clean_row(tmp_path, monkeypatch)
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     calls = []
-    original = core.shapes.RowNormaliser.normalise
-    monkeypatch.setattr(core.shapes.RowNormaliser, "normalise",
+    original = core.data.shapes.RowNormaliser.normalise
+    monkeypatch.setattr(core.data.shapes.RowNormaliser, "normalise",
                         lambda self, value, location: (calls.append(location), original(self, value, location))[1])
     loaded = load_dataset(str(path))
     assert loaded.report.loaded == 2000 and calls == []
@@ -295,7 +295,7 @@ def test_json_lines_that_crash_arrows_reader_load_row_by_row(tmp_path, name):
     data = CRASHING_JSON_LINES[name]
     path = tmp_path / "d.jsonl"
     path.write_bytes(data)
-    script = ("import json, sys; from core.loading import load_dataset; r = load_dataset(sys.argv[1]).report; "
+    script = ("import json, sys; from core.data.loading import load_dataset; r = load_dataset(sys.argv[1]).report; "
               "print(json.dumps([r.read, r.loaded, dict(r.rejected)]))")
     done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True,
                           timeout=120)

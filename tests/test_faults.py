@@ -37,10 +37,10 @@ from faults import (
 from test_app_curation import MARGINS as APP_MARGINS
 from test_app_curation import workspace as workspace  # noqa: F401 - the app tests' workspace fixture
 
-import core.workspace as workspace_module
-from core.annotations import AnnotationStore
+import core.store.workspace as workspace_module
 from core.errors import WorkspaceError
-from core.workspace import atomic_write_json, disk_failure
+from core.store.annotations import AnnotationStore
+from core.store.workspace import atomic_write_json, disk_failure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARGINS = ["--margin", "external=score_chosen,score_rejected", "--margin", "implicit=implicit_m"]
@@ -311,7 +311,7 @@ def read_only(folder: Path):
 
 
 def test_cli_on_a_read_only_workspace_says_so_and_changes_nothing(margin_data, tmp_path):
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     ws = Workspace.create(tmp_path / "ws", str(margin_data))
     ws.load()
@@ -322,7 +322,7 @@ def test_cli_on_a_read_only_workspace_says_so_and_changes_nothing(margin_data, t
     with read_only(ws.root) as command:
         export = run_cli(command(dmtui("export", ws.root, *MARGINS, "--out", out)))
         annotate = run_cli(command([sys.executable, "-c", (
-            "import sys\nfrom core.annotations import AnnotationStore\nfrom core.errors import DmtuiError\n"
+            "import sys\nfrom core.store.annotations import AnnotationStore\nfrom core.errors import DmtuiError\n"
             f"try:\n    AnnotationStore({str(ws.annotations_path)!r}).update('p1', note='n')\n"
             "except DmtuiError as error:\n    sys.exit(str(error))")]))
     words = "read-only" if os.geteuid() == 0 else "permission denied"
@@ -339,7 +339,7 @@ def test_cli_on_a_read_only_workspace_says_so_and_changes_nothing(margin_data, t
 async def test_app_reports_a_refused_annotation_and_export_and_keeps_running(workspace, monkeypatch, tmp_path):  # noqa: F811
     from textual.widgets import Input
 
-    import core.export as export_module
+    import core.export.exporter as export_module
     from dmtui.app import DmtuiApp
     from dmtui.screens.pair_detail import PairDetailScreen
     from dmtui.widgets.examples_table import ExamplesTable

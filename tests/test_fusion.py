@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from core.fusion import (
+from core.selection.fusion import (
     PROBABILITY_EPS,
     FusionError,
     auto_m2,

@@ -28,9 +28,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from core.data.loading import REASONS, LoadConfig, LoadedDataset, load_dataset
+from core.data.pairs import TEXT_FIELDS
 from core.errors import LoadError
-from core.loading import REASONS, LoadConfig, LoadedDataset, load_dataset
-from core.pairs import TEXT_FIELDS
 
 LOCATION = re.compile(r"^(line|item|row) \d+$")
 # A longer hunt: DMTUI_FUZZ_EXAMPLES=3000 pytest tests/test_fuzz.py

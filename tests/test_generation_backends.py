@@ -1,4 +1,4 @@
-"""core.generation_backends: picking transformers or vLLM, and the vLLM path against a fake `vllm` module.
+"""core.generation.backends: picking transformers or vLLM, and the vLLM path against a fake `vllm` module.
 
 vLLM is not installed on the development machine and there is no GPU, so `fake_vllm`
 puts a stand-in module into sys.modules that records what dmtui hands vLLM's public
@@ -18,16 +18,17 @@ import weakref
 import pytest
 import torch
 
-import core.models
-from core import generation_backends, iteration
+import core.models.load
 from core.errors import Cancelled
-from core.generation_backends import (
+from core.generation import backends as generation_backends
+from core.generation.backends import (
     GenerationBackendError,
     generate_responses,
     request_seed,
     resolve_backend,
 )
-from core.models import LoadedModels, load_tokenizer
+from core.models.load import LoadedModels, load_tokenizer
+from core.online import iteration
 
 ANSWERS = ["Measure the flour and water first.", "Plant seeds after the last frost.", "Happy to help!"]
 PROMPTS = ["how do I bake bread ?", "how do I grow tomatoes ?", "how do I bake bread ?"]
@@ -172,7 +173,7 @@ def test_vllm_samples_each_prompt_n_times_with_its_own_seeds_and_frees_the_gpu(f
 
 def test_vllm_gets_exactly_the_prompt_transformers_generates_from(fake_vllm, gpu, demo_models, monkeypatch):
     seen = []
-    load_causal_lm = core.models.load_causal_lm
+    load_causal_lm = core.models.load.load_causal_lm
 
     def spying_load(*args, **kwargs):
         model = load_causal_lm(*args, **kwargs)
@@ -185,7 +186,7 @@ def test_vllm_gets_exactly_the_prompt_transformers_generates_from(fake_vllm, gpu
         model.generate = recording_generate
         return model
 
-    monkeypatch.setattr(core.models, "load_causal_lm", spying_load)
+    monkeypatch.setattr(core.models.load, "load_causal_lm", spying_load)
     generate_responses(demo_models.policy, PROMPTS, backend="transformers", models=LoadedModels("cpu"),
                        **{**SAMPLING, "max_new_tokens": 2})
     generate_responses(demo_models.policy, PROMPTS, backend="vllm", **SAMPLING)
@@ -212,7 +213,7 @@ def test_vllm_chunks_keep_the_order_and_cancel_between_chunks(fake_vllm, gpu, de
 
 
 def test_explicit_vllm_without_it_fails_before_loading_anything(no_vllm, demo_models, monkeypatch):
-    monkeypatch.setattr(core.models, "load_causal_lm", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(core.models.load, "load_causal_lm", lambda *a, **k: pytest.fail("loaded a model"))
     with pytest.raises(GenerationBackendError, match="vLLM is not installed"):
         generate_responses(demo_models.policy, PROMPTS, backend="vllm", **SAMPLING)
 

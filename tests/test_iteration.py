@@ -1,4 +1,4 @@
-"""Iterative DPO-DM (core.iteration, `dmtui iterate`): one tiny round, resume after a kill, the CLI."""
+"""Iterative DPO-DM (core.online.iteration, `dmtui iterate`): one tiny round, resume after a kill, the CLI."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from unittest.mock import patch
 
 import pytest
 
-from core import iteration
-from core.generation_backends import resolve_backend
-from core.iteration import IterateConfig, IterationError, iterate
+from core.generation.backends import resolve_backend
+from core.online import iteration
+from core.online.iteration import IterateConfig, IterationError, iterate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,13 +40,13 @@ def weights(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def round_loads() -> Counter:
-    """The models `one_round` loaded through core.models, counted by (stage, kind, path)."""
+    """The models `one_round` loaded through core.models.load, counted by (stage, kind, path)."""
     return Counter()
 
 
 @pytest.fixture(scope="module")
 def one_round(demo_models, tmp_path_factory, round_loads):
-    from core import models
+    from core.models import load as models
 
     out = tmp_path_factory.mktemp("iterate") / "run"
     stages, running = [], [""]

@@ -9,8 +9,8 @@ from pathlib import Path
 from app_pilot import settle, wait_for
 from textual.widgets import DataTable, Input
 
-from core.recent import recent_workspaces, remember_workspace
-from core.workspace import Workspace
+from core.store.recent import recent_workspaces, remember_workspace
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 from dmtui.screens.dataset import DatasetScreen
 from dmtui.screens.launcher import DataTree, LauncherScreen, ago

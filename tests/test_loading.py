@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.data.loading import REASONS, LoadConfig, LoadReport, load_dataset
+from core.data.pairs import pair_id
 from core.errors import LoadError
-from core.loading import REASONS, LoadConfig, LoadReport, load_dataset
-from core.pairs import pair_id
 
 ROWS = [
     {"prompt": "2+2?", "chosen": "4", "rejected": "5", "source": "math", "score": 1},

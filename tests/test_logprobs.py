@@ -2,7 +2,7 @@
 
 Models and tokenizers are built here, offline: a byte-level BPE trained on a small
 corpus (wrapped in PreTrainedTokenizerFast with a chat template) and a tiny seeded
-LlamaForCausalLM, saved with save_pretrained and loaded back through core.models.
+LlamaForCausalLM, saved with save_pretrained and loaded back through core.models.load.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from tiny_models import (
 )
 from transformers import PreTrainedTokenizerFast
 
-from core import logprobs
 from core.errors import Cancelled
-from core.logprobs import (
+from core.models import logprobs
+from core.models.load import load_causal_lm, load_tokenizer
+from core.models.logprobs import (
     Encoded,
     encode,
     needs_full_forward,
@@ -33,12 +34,11 @@ from core.logprobs import (
     response_logprobs,
     token_identical_pairs,
 )
-from core.models import load_causal_lm, load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """(model, tokenizer) saved to disk and loaded back through core.models."""
+    """(model, tokenizer) saved to disk and loaded back through core.models.load."""
     folder = save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
     model = load_causal_lm(folder, device="cpu", dtype=torch.float32)
     return model, load_tokenizer(folder)

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
+import core.data.pair_builder
+import core.data.sources
+from core.data.loading import LoadConfig, load_dataset
 from core.errors import DmtuiError
-import core.pair_builder
-import core.sources
-from core.loading import LoadConfig, load_dataset
-from core.margin_sources import MarginSpec, resolve_margins
-from core.workspace import Workspace
+from core.store.margin_sources import MarginSpec, resolve_margins
+from core.store.workspace import Workspace
 
 SPECS = [MarginSpec.parse("external=sc,sr"), MarginSpec.parse("implicit=im")]
 
@@ -34,8 +34,8 @@ def expected(count):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(core.pair_builder, "CHUNK_ROWS", 16)  # 100 rows load as 7 chunks
-    monkeypatch.setattr(core.sources, "JSON_BLOCK_BYTES", 2048)  # and as blocks of about 16 lines
+    monkeypatch.setattr(core.data.pair_builder, "CHUNK_ROWS", 16)  # 100 rows load as 7 chunks
+    monkeypatch.setattr(core.data.sources, "JSON_BLOCK_BYTES", 2048)  # and as blocks of about 16 lines
 
 
 def test_margins_from_json_columns_across_chunks_and_a_reopened_cache(tmp_path, small_chunks):

@@ -14,9 +14,8 @@ from safetensors.torch import load_file, save_file
 from tiny_models import build_llama, save_tiny_llama, standard_items
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-from core import models
-from core.logprobs import encode, response_logprobs
-from core.models import (
+from core.models import load as models
+from core.models.load import (
     ModelLoadError,
     load_causal_lm,
     load_reward_model,
@@ -25,6 +24,7 @@ from core.models import (
     pick_device,
     pick_dtype,
 )
+from core.models.logprobs import encode, response_logprobs
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.plotdata import MIN_GROUP_SHARE, downsample_scatter, histogram
+from core.selection.plotdata import MIN_GROUP_SHARE, downsample_scatter, histogram
 
 
 def test_histogram_matches_numpy_on_finite_values():
@@ -83,8 +83,8 @@ def test_downsample_is_stable_under_a_small_highlight_change():
 
 
 def test_selection_plots_bin_every_view_from_the_margins_the_selection_used():
-    from core.plotdata import HistogramPlot, ScatterPlot, selection_plots
-    from core.selection import SelectionParams, select
+    from core.selection.plotdata import HistogramPlot, ScatterPlot, selection_plots
+    from core.selection.selector import SelectionParams, select
 
     rng = np.random.default_rng(4)
     margins = {"external": rng.normal(1, 3, 20_000), "implicit": rng.normal(0, 2, 20_000)}
@@ -103,7 +103,7 @@ def test_selection_plots_bin_every_view_from_the_margins_the_selection_used():
 
 
 def test_ticks_are_round_and_counts_whole():
-    from core.plotdata import count_ticks, nice_ticks, short_count
+    from core.selection.plotdata import count_ticks, nice_ticks, short_count
 
     assert nice_ticks(-7.3, 12.9, 5) == [-5.0, 0.0, 5.0, 10.0] and nice_ticks(-7.3, 12.9, 3) == [0.0, 10.0]
     assert nice_ticks(0.0, 1.0, 5) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -113,9 +113,9 @@ def test_ticks_are_round_and_counts_whole():
 
 
 def test_the_memo_bins_all_pairs_again_only_when_the_values_change(monkeypatch):
-    import core.plotdata as plotdata
-    from core.plotdata import HistogramMemo, selection_plots
-    from core.selection import SelectionParams, select
+    import core.selection.plotdata as plotdata
+    from core.selection.plotdata import HistogramMemo, selection_plots
+    from core.selection.selector import SelectionParams, select
 
     margins = {"m": np.random.default_rng(5).normal(size=5000)}
     memo = HistogramMemo()
@@ -136,7 +136,7 @@ def test_the_memo_bins_all_pairs_again_only_when_the_values_change(monkeypatch):
 
 
 def test_cell_grids_for_bars_and_braille():
-    from core.plotdata import bar_eighths, braille_masks, column_counts, screen_position
+    from core.selection.plotdata import bar_eighths, braille_masks, column_counts, screen_position
 
     counts = np.array([1, 2, 3, 4], np.int64)
     np.testing.assert_array_equal(column_counts(counts, 8), [1, 1, 2, 2, 3, 3, 4, 4])  # wide: bins repeat
@@ -151,8 +151,8 @@ def test_cell_grids_for_bars_and_braille():
 async def test_the_plot_widget_draws_bars_guides_and_whole_counts():
     from textual.app import App
 
-    from core.plotdata import selection_plots
-    from core.selection import SelectionParams, select
+    from core.selection.plotdata import selection_plots
+    from core.selection.selector import SelectionParams, select
     from dmtui.widgets.margin_plots import MarginPlots
 
     rng = np.random.default_rng(6)

@@ -1,4 +1,4 @@
-"""core.scorers on the tokenizer families users bring: reward-model text, the padding self-check,
+"""core.scoring.scorers on the tokenizer families users bring: reward-model text, the padding self-check,
 pi_1/pi_0 vocabularies, and the external margin against a naive reward model."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import torch
 from tokenizer_families import build, hh_pairs
 
-from core import scorers
-from core.scorers import (
+from core.scoring import scorers
+from core.scoring.scorers import (
     Limits,
     Pairs,
     RewardScorer,

@@ -1,4 +1,4 @@
-"""core.scoring against naive per-sequence computations, plus caching, resume and reporting.
+"""core.scoring.run against naive per-sequence computations, plus caching, resume and reporting.
 
 Models are the demo world's (fixture `demo_models`); pi_1 is pi_0 with perturbed weights
 saved here, so no training is needed except in the oracle test, which trains the seed
@@ -22,10 +22,10 @@ from transformers import (
     AutoTokenizer,
 )
 
-from core.scores import ScoreStore, latest_score_table
-from core.scoring import ScoringCancelled, ScoringConfig, ScoringError, score
-from core.stats import spearman
-from core.workspace import Workspace
+from core.scoring.run import ScoringCancelled, ScoringConfig, ScoringError, score
+from core.selection.stats import spearman
+from core.store.scores import ScoreStore, latest_score_table
+from core.store.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_PAIRS = REPO_ROOT / "sample_data" / "demo" / "pairs.jsonl"
@@ -296,7 +296,7 @@ def test_truncation_is_counted_per_source_with_its_token_limit_in_report_and_tab
         meta = ScoreStore(workspace.scores_dir, name, source.fingerprint).read_meta()
         assert meta["truncation"] == {"pairs": 10, "truncated": 4, "share": 0.4, "skipped": 0, "token_identical": 4,
                                       "max_length": 40, "min_prompt_tokens": 8}
-    from core.margin_sources import MarginSpec, resolve_margins
+    from core.store.margin_sources import MarginSpec, resolve_margins
 
     provenance = resolve_margins(dataset, [MarginSpec("external", (), None)], workspace).provenance["external"]
     assert provenance["meta"]["truncation"]["truncated"] == 4, "an export's manifest carries the count"
@@ -343,7 +343,7 @@ def test_a_pi1_with_another_vocabulary_is_refused(demo_models, tmp_path):
 
     other = save_tiny_llama(tmp_path / "other-vocab")
     workspace, dataset = open_workspace(tmp_path, demo_rows(5))
-    from core.scorers import ScorerError
+    from core.scoring.scorers import ScorerError
 
     with pytest.raises(ScorerError, match="different vocabularies") as error:
         score(dataset, workspace, config_for(demo_models, sources=("implicit",), policy_model=str(other)))
@@ -406,9 +406,9 @@ def test_a_seed_training_killed_earlier_is_cleared_away_and_a_running_one_is_lef
     import subprocess
     import sys
 
-    from core.models import model_fingerprint
-    from core.seed_policy import ensure_seed_policy, seed_policy_dir
-    from core.workspace import owner_tag
+    from core.models.load import model_fingerprint
+    from core.scoring.seed_policy import ensure_seed_policy, seed_policy_dir
+    from core.store.workspace import owner_tag
 
     workspace, dataset = open_workspace(tmp_path, demo_rows(64))
     config = config_for(demo_models, sources=("implicit",), seed_steps=1, seed_batch_size=8)

@@ -30,24 +30,24 @@ from textual.coordinate import Coordinate
 from textual.widgets import Input, Label, Select, Static
 from tiny_models import save_tiny_llama
 
-import core.paths
-import core.scoring
-from core.annotations import AnnotationStore
-from core.export import ExportError, read_manifest, rebuild_from_manifest
-from core.loading import LoadConfig
-from core.model_trust import ModelTrust
-from core.models import (
+import core.io.paths
+import core.scoring.run
+from core.data.loading import LoadConfig
+from core.export.exporter import ExportError, read_manifest, rebuild_from_manifest
+from core.models.load import (
     ModelLoadError,
     load_causal_lm,
     load_reward_model,
     load_tokenizer,
 )
-from core.scoring import ScoringConfig
-from core.training import TrainConfig, train
-from core.workspace import Workspace
+from core.models.trust import ModelTrust
+from core.scoring.run import ScoringConfig
+from core.store.annotations import AnnotationStore
+from core.store.workspace import Workspace
+from core.training.trainer import TrainConfig, train
 from dmtui.app import DmtuiApp
-from dmtui.headless.score import config_from_args
 from dmtui.cli import build_parser, main
+from dmtui.headless.score import config_from_args
 from dmtui.screens.pair_detail import PairDetailScreen
 from dmtui.screens.rejections import RejectionsScreen
 from dmtui.widgets.curation_pane import CurationPane
@@ -229,11 +229,11 @@ class LoaderCalls:
 
 @pytest.mark.parametrize("trusted", [False, True])
 def test_scoring_and_training_pass_the_flags_to_every_loader(tiny_model, tmp_path, monkeypatch, trusted):
-    import core.models
+    import core.models.load
 
     calls = LoaderCalls()
-    monkeypatch.setattr(core.scoring, "_loaded", OrderedDict())  # nothing kept loaded from other tests
-    for module in (core.scoring, core.models):  # scoring imports the loaders; training imports them late
+    monkeypatch.setattr(core.scoring.run, "_loaded", OrderedDict())  # nothing kept loaded from other tests
+    for module in (core.scoring.run, core.models.load):  # scoring imports the loaders; training imports them late
         monkeypatch.setattr(module, "load_tokenizer", calls.tokenizer)
         monkeypatch.setattr(module, "load_reward_model", calls.model)
         monkeypatch.setattr(module, "load_causal_lm", calls.model)
@@ -242,7 +242,7 @@ def test_scoring_and_training_pass_the_flags_to_every_loader(tiny_model, tmp_pat
                            trust_remote_code=trusted, allow_pickle=trusted)
     calls.stage = "scoring"
     with pytest.raises(LoaderCalls.Stop):
-        core.scoring.score(workspace.load(), workspace, config)
+        core.scoring.run.score(workspace.load(), workspace, config)
     calls.stage = "training"
     with pytest.raises(LoaderCalls.Stop):
         train(TrainConfig(model=str(tiny_model), trust_remote_code=trusted, allow_pickle=trusted),
@@ -352,7 +352,7 @@ async def test_nothing_listens_on_a_network_port(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------
 
 def test_path_helpers():
-    assert doctest.testmod(core.paths).failed == 0
+    assert doctest.testmod(core.io.paths).failed == 0
 
 
 def craft(manifest_path: Path, change) -> Path:

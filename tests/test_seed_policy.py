@@ -1,4 +1,4 @@
-"""The seed policy pi_1 (core.seed_policy): D0 never scores itself, training stops at a plateau
+"""The seed policy pi_1 (core.scoring.seed_policy): D0 never scores itself, training stops at a plateau
 of held-out accuracy and keeps the best weights, and a LoRA pi_1 with a bf16 frozen base.
 
 Tiny worlds (the first demo rows, a few optimiser steps) keep every test to seconds.
@@ -14,15 +14,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-import core.seed_policy
-import core.seed_report
-from core.logprobs import encode_pairs, pair_logprobs
-from core.models import load_causal_lm, load_tokenizer
-from core.scoring import ScoringConfig, ScoringError, score
-from core.seed_policy import Plateau, SeedPolicy, _folds, fold_of, plateau_reached
-from core.training import TrainConfig, train
 from test_scoring import demo_rows, open_workspace, table_of
+
+import core.scoring.seed_policy
+import core.scoring.seed_report
+from core.models.load import load_causal_lm, load_tokenizer
+from core.models.logprobs import encode_pairs, pair_logprobs
+from core.scoring.run import ScoringConfig, ScoringError, score
+from core.scoring.seed_policy import Plateau, SeedPolicy, _folds, fold_of, plateau_reached
+from core.training.trainer import TrainConfig, train
 
 
 def tiny_seed_config(demo_models, **overrides) -> ScoringConfig:
@@ -42,8 +42,8 @@ def implicit_margins(policy, reference, tokenizer, pairs) -> np.ndarray:
 
 
 def test_doctests():
-    assert doctest.testmod(core.seed_policy).failed == 0
-    assert doctest.testmod(core.seed_report).failed == 0
+    assert doctest.testmod(core.scoring.seed_policy).failed == 0
+    assert doctest.testmod(core.scoring.seed_report).failed == 0
 
 
 def test_exclude_refuses_a_d0_that_leaves_no_pair_to_score():
@@ -124,7 +124,7 @@ def test_cross_fit_scores_every_pair_with_the_pi_1_that_did_not_train_on_it(demo
 
 
 def test_exclude_leaves_d0_without_an_implicit_margin(demo_models, tmp_path):
-    from core.selection import SelectionParams, select
+    from core.selection.selector import SelectionParams, select
 
     workspace, dataset = open_workspace(tmp_path, demo_rows(80))
     config = tiny_seed_config(demo_models, seed_split="exclude", sources=("external", "implicit"))
@@ -155,7 +155,7 @@ def test_seed_lora_is_scored_unmerged_and_equals_the_merged_model_in_fp32(demo_m
     tokenizer = load_tokenizer(str(demo_models.policy))
     folds, pairs = fold_of(ids, config.seed), dataset.pairs.to_pylist()
     for k, path in enumerate(policy.models):
-        merged = load_causal_lm(path, device="cpu", dtype=torch.float32)  # core.models merges an adapter
+        merged = load_causal_lm(path, device="cpu", dtype=torch.float32)  # core.models.load merges an adapter
         rows = np.flatnonzero(folds == 1 - k)
         np.testing.assert_allclose(stored[rows], implicit_margins(merged, pi_0, tokenizer, [pairs[i] for i in rows]),
                                    atol=1e-4)
@@ -164,7 +164,7 @@ def test_seed_lora_is_scored_unmerged_and_equals_the_merged_model_in_fp32(demo_m
 @pytest.mark.parametrize("lora", [True, False])
 def test_frozen_weights_train_against_a_bf16_copy(demo_models, tmp_path, lora):
     """frozen_dtype=bfloat16 on CPU: the LoRA base (or the reference) is bf16, the trained weights fp32."""
-    import core.training as training
+    import core.training.trainer as training
 
     seen = {}
     build = training._build_trainer
@@ -193,8 +193,9 @@ def test_frozen_weights_train_against_a_bf16_copy(demo_models, tmp_path, lora):
 
 
 def test_score_command_prints_pi_1_quality(demo_models, tmp_path, capsys):
-    from dmtui.cli import main
     from test_scoring import write_jsonl
+
+    from dmtui.cli import main
 
     data = write_jsonl(tmp_path / "pairs.jsonl", demo_rows(40))
     code = main(["score", str(data), "--workspace", str(tmp_path / "ws"), "--sources", "external,implicit",

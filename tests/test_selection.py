@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from core.selection import (
+from core.selection.selector import (
     SelectionError,
     SelectionParams,
     overlap,

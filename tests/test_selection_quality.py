@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import selection_quality as sq
 
-from core.selection import MODES, SINGLE_SOURCE_MODES
+from core.selection.selector import MODES, SINGLE_SOURCE_MODES
 
 
 def test_label_correct_is_neither_noise_nor_toxic_flip():

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.data.load_report import REASONS, SHAPES
+from core.data.loading import LoadConfig, load_dataset
+from core.data.pairs import pair_id, shared_text_prefix
+from core.data.shapes import MissingColumnsError
 from core.errors import LoadError
-from core.load_report import REASONS, SHAPES
-from core.loading import LoadConfig, load_dataset
-from core.margin_sources import MarginSpec, resolve_margins
-from core.pairs import pair_id, shared_text_prefix
-from core.shapes import MissingColumnsError
+from core.store.margin_sources import MarginSpec, resolve_margins
 
 
 def u(text: str) -> dict:
@@ -241,9 +241,9 @@ def test_alpaca_prompt_column_becomes_a_conversation(tmp_path):
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_alpaca_input_column_follows_the_instruction_in_the_prompt(tmp_path, monkeypatch, fast):
-    import core.loading
+    import core.data.loading
 
-    monkeypatch.setattr(core.loading, "FAST_IMPORT", fast)
+    monkeypatch.setattr(core.data.loading, "FAST_IMPORT", fast)
     rows = [{"instruction": "Translate to English.", "input": "bonjour", "chosen": "hello", "rejected": "bye"},
             {"instruction": "Name a colour.", "input": "", "chosen": "Blue.", "rejected": "Seven."},
             {"instruction": "Add the numbers.", "input": None, "chosen": "3", "rejected": "4"},
@@ -359,7 +359,7 @@ def test_distilabel_style_instruction_and_ratings(tmp_path):
 
 
 def test_a_workspace_made_before_role_text_conversion_keeps_its_text(tmp_path):
-    from core.workspace import WORKSPACE_FILE, Workspace
+    from core.store.workspace import WORKSPACE_FILE, Workspace
 
     data = write_jsonl(tmp_path / "hh.jsonl", HH_ROWS[:3])
     Workspace.create(tmp_path / "new.dmtui", data)
@@ -378,7 +378,7 @@ def test_a_workspace_made_before_role_text_conversion_keeps_its_text(tmp_path):
 def test_a_workspace_keeps_reading_role_marked_text_as_at_its_first_load(tmp_path):
     """One appended pair that is not a dialogue must not turn the file into text (nor its
     removal turn text into conversations): every unchanged pair keeps its pair_id."""
-    from core.workspace import Workspace
+    from core.store.workspace import Workspace
 
     plain = {"chosen": "Plain text answer A", "rejected": "Plain text answer B"}
     data = tmp_path / "hh.jsonl"
@@ -406,9 +406,9 @@ def test_a_workspace_keeps_reading_role_marked_text_as_at_its_first_load(tmp_pat
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_a_recorded_role_family_rejects_other_pairs_in_file_order(tmp_path, monkeypatch, fast):
-    import core.loading
+    import core.data.loading
 
-    monkeypatch.setattr(core.loading, "FAST_IMPORT", fast)
+    monkeypatch.setattr(core.data.loading, "FAST_IMPORT", fast)
     vicuna = {"chosen": "USER: hi ASSISTANT: hello", "rejected": "USER: hi ASSISTANT: go"}
     rows = [HH_ROWS[0], {"chosen": "Plain answer A", "rejected": "Plain answer B"}, vicuna, HH_ROWS[1]]
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)

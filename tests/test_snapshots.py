@@ -16,7 +16,7 @@ import pytest
 import textual
 from app_pilot import settle
 
-from core.workspace import Workspace
+from core.store.workspace import Workspace
 from dmtui.app import DmtuiApp
 
 RECORDED_WITH = "8.2.8"

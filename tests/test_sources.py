@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.data.sources import read_json_lines, resolve_source
 from core.errors import LoadError
-from core.sources import read_json_lines, resolve_source
 
 ROWS = [
     {"prompt": "2+2?", "chosen": "4", "rejected": "5"},

@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.stats import average_ranks, spearman
+from core.selection.stats import average_ranks, spearman
 
 
 def test_ties_share_their_average_rank():

@@ -1,4 +1,4 @@
-"""core.tables.take_rows: the same rows as Arrow's take, without concatenating chunks."""
+"""core.io.tables.take_rows: the same rows as Arrow's take, without concatenating chunks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.tables import take_rows
+from core.io.tables import take_rows
 
 
 @st.composite
@@ -52,9 +52,9 @@ def test_out_of_range_is_an_error_not_a_wrong_row():
 
 
 def test_many_requested_rows_come_back_in_batches_in_order(monkeypatch):
-    import core.tables
+    import core.io.tables
 
-    monkeypatch.setattr(core.tables, "BATCH_ROWS", 7)
+    monkeypatch.setattr(core.io.tables, "BATCH_ROWS", 7)
     data = pa.chunked_array([pa.array(range(start, start + 10)) for start in range(0, 50, 10)])
     indices = np.random.default_rng(0).integers(0, 50, 40)
     taken = take_rows(data, indices)

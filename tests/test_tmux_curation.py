@@ -17,8 +17,8 @@ import uuid
 import pytest
 from test_tmux_layout import capture, dataset  # noqa: F401 - the fixture
 
-from core.annotations import AnnotationStore
-from core.workspace import Workspace
+from core.store.annotations import AnnotationStore
+from core.store.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 MARGINS = ["--margin", "external=sc,sr", "--margin", "implicit=im"]

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from processes import alive, descendants
 
-from core.sample_data import DEMO_FILES, demo_dataset
+from core.demo.sample_data import DEMO_FILES, demo_dataset
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from core.export import Annotated, export_selection, run_selection
-from core.loading import LoadConfig, load_dataset
-from core.margin_sources import MarginSpec, resolve_margins
-from core.selection import SelectionParams
-from core.training import (
+from core.data.loading import LoadConfig, load_dataset
+from core.export.exporter import Annotated, export_selection, run_selection
+from core.selection.selector import SelectionParams
+from core.store.margin_sources import MarginSpec, resolve_margins
+from core.store.workspace import dataset_ref
+from core.training.callbacks import STABLE_KEYS, collapse_warning
+from core.training.trainer import (
     TrainConfig,
     TrainError,
     TrainingCancelled,
@@ -30,8 +32,6 @@ from core.training import (
     train,
     train_seed_policy,
 )
-from core.training_callbacks import STABLE_KEYS, collapse_warning
-from core.workspace import dataset_ref
 from dmtui.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def test_other_losses_run(loss, loss_at_zero_margin, demo_models, tmp_path):
 
 
 def test_seed_policy_with_lora_gives_a_loadable_pi_1(demo_models, tmp_path):
-    from core.models import load_causal_lm
+    from core.models.load import load_causal_lm
 
     config = tiny_config(demo_models, max_steps=2, lora=True, lora_r=4, lora_alpha=8)
     pi_1 = train_seed_policy(demo_models.policy, text_pairs(), tmp_path / "seed", config)

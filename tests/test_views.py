@@ -1,4 +1,4 @@
-"""core.views: search with Arrow kernels (text, conversations, kept columns), the sort cache."""
+"""core.selection.views: search with Arrow kernels (text, conversations, kept columns), the sort cache."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import core.views as views
-from core.annotations import Annotation, AnnotationMasks
-from core.curation import CurationSession
-from core.loading import LoadConfig, load_dataset
-from core.margin_sources import MarginSpec, resolve_margins
-from core.selection import SelectionParams, select, tie_keys_from_pair_ids
-from core.views import (
+import core.selection.views as views
+from core.curation.session import CurationSession
+from core.data.loading import LoadConfig, load_dataset
+from core.selection.selector import SelectionParams, select, tie_keys_from_pair_ids
+from core.selection.views import (
     ExamplesView,
     RowOrder,
     ViewChoice,
@@ -32,6 +30,8 @@ from core.views import (
     trim_leading_blank_lines,
     why_not_selected,
 )
+from core.store.annotations import Annotation, AnnotationMasks
+from core.store.margin_sources import MarginSpec, resolve_margins
 
 
 def conversation(user: str, assistant: str | None = None) -> list[dict]:

@@ -57,7 +57,7 @@ def test_the_wheel_carries_the_demo_world_and_scores_a_slice_of_it(installed, tm
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "demo-models").symlink_to(demo_cache_dir / "demo-models")  # built once for all tests
     where = run([str(installed / "python"), "-c",
-                 "import core, core.sample_data as s; print(core.__file__); print(s.demo_dataset())"],
+                 "import core, core.demo.sample_data as s; print(core.__file__); print(s.demo_dataset())"],
                 cwd=tmp_path, env=env).stdout.split()
     assert not where[0].startswith(str(REPO)), where  # the wheel's code, not this tree's
     demo = Path(where[1])

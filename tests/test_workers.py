@@ -4,7 +4,7 @@ import asyncio
 import json
 import sys
 
-from core.scoring import ScoringReport, SourceReport
+from core.scoring.run import ScoringReport, SourceReport
 from dmtui.headless.score import event_report
 from dmtui.workers import JsonlProcess
 

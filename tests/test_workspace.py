@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import core.workspace as workspace_module
+import core.store.workspace as workspace_module
+from core.data.loading import LoadConfig
 from core.errors import WorkspaceError
-from core.loading import LoadConfig
-from core.workspace import (
+from core.store.workspace import (
     WORKSPACE_FILE,
     Workspace,
     atomic_write_json,
@@ -309,7 +309,7 @@ def test_loaded_text_is_memory_mapped_from_the_cache_not_held_in_memory(tmp_path
 
 def test_a_cache_whose_tables_do_not_line_up_is_rebuilt(tmp_path, data, load_calls):
     """A mapped cache is trusted only when every table has the report's row count."""
-    from core.workspace import atomic_write_arrow, read_arrow_mapped
+    from core.store.workspace import atomic_write_arrow, read_arrow_mapped
 
     ws = Workspace.create(tmp_path / "ws", str(data))
     ws.load()
@@ -324,7 +324,7 @@ def test_one_writer_a_second_window_is_told_who_holds_it_and_a_take_over_turns_t
     import subprocess
     import sys
 
-    from core.workspace import WorkspaceLocked
+    from core.store.workspace import WorkspaceLocked
 
     first = Workspace.create(tmp_path / "ws", str(data))
     first.acquire_lock()
@@ -333,7 +333,7 @@ def test_one_writer_a_second_window_is_told_who_holds_it_and_a_take_over_turns_t
 
     # Another window takes it over: a real child process that claims the lock and waits.
     child = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom core.workspace import Workspace\n"
+        "import sys, time\nfrom core.store.workspace import Workspace\n"
         f"w = Workspace.open({str(tmp_path / 'ws')!r})\nw.acquire_lock(take_over=True)\n"
         "print('held', flush=True)\ntime.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
     try:

@@ -15,7 +15,7 @@ ships that family, with the family's real chat template:
 - ``sentencepiece_eos``: the same with ``add_eos_token=True`` (EOS after every text).
 
 `reference_encoding` is the naive joint tokenization the engine must reproduce, written
-from the rules rather than from core.logprobs.
+from the rules rather than from core.models.logprobs.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ from core.demo.world import (
 )
 from core.errors import DmtuiError
 from core.progress import ProgressFn, Reporter
-from core.stats import spearman
+from core.selection.stats import spearman
 
 # Bump whenever a change to this module changes the built weights.
 BUILDER_VERSION = 1

@@ -1,6 +1,6 @@
 """The demo world's judge: its true (oracle) reward, and the held-out prompts it knows.
 
-`OracleJudge` is a judge for core.evaluation.evaluate that recomputes the demo world's
+`OracleJudge` is a judge for core.generation.evaluation.evaluate that recomputes the demo world's
 true reward from the text, and also counts toxic answers. It only knows demo prompts.
 
 Held-out prompts (`held_out_prompts`) come from the demo world's prompt generator on a
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.demo.world import ResponseSampler, WorldConfig, oracle_reward, response_features
-from core.evaluation import EvaluationError
+from core.generation.evaluation import EvaluationError
 
 EVAL_PROMPT_STREAM = 6
 """`ResponseSampler` stream of held-out prompts (the dataset uses 0-1, the demo models 2-5)."""

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from core.pairs import Message, pair_id
+from core.data.pairs import Message, pair_id
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ def listed_pairs(workspace, accept_changes: bool):
     """The pairs whose rows the listing names, or None and why not. Nothing is written:
     the annotations are all in the store, so a missing or changed dataset only leaves the
     rows unknown, and --accept-changes reads the new version without recording it."""
+    from core.data.loading import load_dataset
     from core.errors import DmtuiError
-    from core.loading import load_dataset
 
     try:
         current = workspace.current_dataset()
@@ -54,7 +54,7 @@ def annotation_records(annotations: dict, pairs) -> list[dict]:
     and `in_data` None as well when `pairs` is None (the rows are unknown)."""
     import pyarrow.compute as pc
 
-    from core.pairs import as_text
+    from core.data.pairs import as_text
 
     if pairs is None:
         records = [{**a.to_json(), "row": None, "in_data": None, "prompt": None} for a in annotations.values()]
@@ -76,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from core.annotations import FLAGS
     from core.errors import WorkspaceError
-    from core.export import read_annotations
-    from core.workspace import Workspace, atomic_write_bytes, default_workspace_path, is_workspace
+    from core.export.exporter import read_annotations
+    from core.store.annotations import FLAGS
+    from core.store.workspace import Workspace, atomic_write_bytes, default_workspace_path, is_workspace
 
     root = args.workspace
     if not is_workspace(root) and Path(root).exists() and is_workspace(default_workspace_path(root)):

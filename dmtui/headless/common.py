@@ -80,7 +80,7 @@ def dataset_options(args: argparse.Namespace) -> list[str]:
 
 
 def load_config_from_args(args: argparse.Namespace):
-    from core.loading import LoadConfig
+    from core.data.loading import LoadConfig
 
     defaults = LoadConfig()
     return LoadConfig(
@@ -170,8 +170,8 @@ def open_data(args: argparse.Namespace, progress=None):
     """
     from pathlib import Path
 
-    from core.loading import load_dataset
-    from core.workspace import (
+    from core.data.loading import load_dataset
+    from core.store.workspace import (
         Workspace,
         dataset_ref,
         default_workspace_path,
@@ -197,8 +197,8 @@ _SELECTION_OPTIONS = ("margin", "mode", "source", "budget", "fuse", "weight", "m
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """The selection options. Each one left out takes the workspace's saved selection (what
     the app shows), else the default; `--defaults` ignores the saved selection."""
-    from core.curation import DEFAULT_BUDGET, MODE_LABELS
-    from core.selection import DEFAULT_M1, DEFAULT_TRIM, SATURATED_TIES
+    from core.curation.session import DEFAULT_BUDGET, MODE_LABELS
+    from core.selection.selector import DEFAULT_M1, DEFAULT_TRIM, SATURATED_TIES
 
     group = parser.add_argument_group(
         "margins and selection",
@@ -260,7 +260,7 @@ def _per_source(values: list[str], option: str, sources: list[str]) -> dict[str,
 
 
 def choice_options_from_args(args: argparse.Namespace, sources: list[str]) -> dict:
-    """The selection options given, as `core.curation.merge_choices` takes them (text per control)."""
+    """The selection options given, as `core.curation.session.merge_choices` takes them (text per control)."""
     options: dict = {}
     for name in ("mode", "budget", "source", "tau", "trim", "seed", "saturated_ties"):
         value = getattr(args, name, None)
@@ -290,8 +290,8 @@ def session_from_args(args: argparse.Namespace, progress=None):
     came from an option, the workspace or the default. Problems with the choices are raised
     as one error naming every control at fault.
     """
-    from core.curation import CurationSession, margin_specs_for, merge_choices
-    from core.margin_sources import MarginSpec, resolve_margins
+    from core.curation.session import CurationSession, margin_specs_for, merge_choices
+    from core.store.margin_sources import MarginSpec, resolve_margins
 
     dataset, workspace, ref, load_config = open_data(args, progress)
     specs = margin_specs_for(workspace, [MarginSpec.parse(text) for text in args.margin])
@@ -307,7 +307,7 @@ def session_from_args(args: argparse.Namespace, progress=None):
 
 def describe_settings(parsed, origins: dict) -> dict[str, dict[str, str]]:
     """The controls a selection used: their values and where each came from."""
-    from core.curation import used_controls
+    from core.curation.session import used_controls
 
     return {control: {"value": value, "from": origins.get(control, "default")}
             for control, value in used_controls(parsed.params, parsed.drop_flagged).items()}

@@ -64,7 +64,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def build_config(args: argparse.Namespace):
     """The DemoModelsConfig of `dmtui demo build`'s options, with device and dtype resolved (auto: the GPU)."""
     from core.demo.models import DemoModelsConfig
-    from core.models import pick_device, pick_dtype
+    from core.models.load import pick_device, pick_dtype
 
     device = pick_device(args.device)
     dtype = str(pick_dtype(device, args.dtype)).removeprefix("torch.")

@@ -9,7 +9,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def add_device_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default_device: str = "auto",
                          default_dtype: str = "auto") -> None:
-    """--device and --dtype, with the same meaning everywhere (core.models.pick_device / pick_dtype)."""
+    """--device and --dtype, with the same meaning everywhere (core.models.load.pick_device / pick_dtype)."""
     parser.add_argument("--device", metavar="D", default=default_device,
                         help=f"auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: {default_device})")
     parser.add_argument("--dtype", metavar="T", default=default_dtype, choices=DTYPES,

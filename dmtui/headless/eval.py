@@ -3,7 +3,7 @@
 On the demo world the judge is its oracle (`--judge oracle`, the default); on real prompts
 (`--prompts FILE`, JSON lines with a "prompt" string) it is a reward model
 (`--judge MODEL`), reading each exchange through its chat template as `dmtui score` does.
-With ``--json`` stdout carries one object, `core.evaluation.EvalReport.to_json`::
+With ``--json`` stdout carries one object, `core.generation.evaluation.EvalReport.to_json`::
 
     {"policy": "RUN/final", "reference": "...", "prompts": 256, "samples_per_prompt": 1,
      "temperature": 0.7, "max_new_tokens": 64, "seed": 0, "prompt_seed": 0, "generation_backend": "transformers",
@@ -27,8 +27,8 @@ from dmtui.headless.device_options import add_device_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from core.evaluation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS
-    from core.generation_backends import GENERATION_BACKENDS
+    from core.generation.backends import GENERATION_BACKENDS
+    from core.generation.evaluation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS
 
     parser = subparsers.add_parser(
         "eval",
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     from core.demo.oracle import OracleJudge
-    from core.evaluation import RewardModelJudge, evaluate, final_model
-    from core.models import LoadedModels
+    from core.generation.evaluation import RewardModelJudge, evaluate, final_model
+    from core.models.load import LoadedModels
 
     if args.demo and args.reference:
         raise DmtuiError("--demo and --reference both name the reference", "pass one of them")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 def _prompts(value: str, prompt_seed: int) -> tuple[list[str], bool]:
     """(prompts, drawn from the demo world?) for --prompts N|FILE."""
     from core.demo.oracle import held_out_prompts
-    from core.evaluation import read_prompts_file
+    from core.generation.evaluation import read_prompts_file
 
     if Path(value).is_file():
         return read_prompts_file(value), False

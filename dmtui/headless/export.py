@@ -22,8 +22,8 @@ _EXPORT_OPTIONS = ("format", "no_scores", "drop_flagged")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from core.annotations import FLAGS
-    from core.curation import DEFAULT_DROP_FLAGGED
+    from core.curation.session import DEFAULT_DROP_FLAGGED
+    from core.store.annotations import FLAGS
 
     parser = subparsers.add_parser(
         "export",
@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.curation import kept_flag_counts
-    from core.export import rebuild_from_manifest
+    from core.curation.session import kept_flag_counts
+    from core.export.exporter import rebuild_from_manifest
 
     settings = None
     if args.manifest:

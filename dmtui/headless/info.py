@@ -30,10 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.data.loading import load_dataset
+    from core.data.shapes import MissingColumnsError
     from core.errors import DmtuiError
-    from core.loading import load_dataset
-    from core.shapes import MissingColumnsError
-    from core.workspace import Workspace, is_workspace
+    from core.store.workspace import Workspace, is_workspace
 
     workspace = None
     try:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     report = loaded.report
     summary = None
     if workspace is not None:
-        from core.workspace_summary import summarise
+        from core.store.workspace_summary import summarise
 
         summary = summarise(workspace, loaded.pairs["pair_id"])
     if args.json:
@@ -85,10 +85,10 @@ def _progress_printer():
 def print_report(report, show_all: bool = False) -> None:
     from rich.table import Table
 
-    from core.chat_templates import TEMPLATE_FAMILIES
-    from core.load_report import SHAPES
-    from core.roles import BY_NAME
-    from core.shapes import PROMPT_RULES
+    from core.data.chat_templates import TEMPLATE_FAMILIES
+    from core.data.load_report import SHAPES
+    from core.data.roles import BY_NAME
+    from core.data.shapes import PROMPT_RULES
 
     console = report_console()
     style = "implicit prompt" if report.prompt_style == "implicit" else "explicit prompt"

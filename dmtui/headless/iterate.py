@@ -1,7 +1,7 @@
 """`dmtui iterate`: iterative (online) DPO-DM, generate -> score -> select -> train per round.
 
-See core.iteration for what each round does and writes. With ``--json`` stdout carries one
-object, `core.iteration.IterateReport.to_json`::
+See core.online.iteration for what each round does and writes. With ``--json`` stdout carries one
+object, `core.online.iteration.IterateReport.to_json`::
 
     {"out_dir": "DIR", "final_policy": "DIR/round-2/final",
      "rounds": [{"round": 0, "policy_in": "...", "policy_out": "DIR/round-0/final", "prompts": 256,
@@ -24,8 +24,8 @@ from dmtui.headless.device_options import add_device_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from core.generation_backends import GENERATION_BACKENDS
-    from core.iteration import IterateConfig
+    from core.generation.backends import GENERATION_BACKENDS
+    from core.online.iteration import IterateConfig
 
     defaults = IterateConfig()
     parser = subparsers.add_parser(
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     from transformers.utils import logging as transformers_logging
 
-    from core.iteration import IterateConfig, iterate
+    from core.online.iteration import IterateConfig, iterate
 
     if not args.demo and not (args.policy and args.reward_model):
         raise DmtuiError("iterate needs a policy (pi_0) and a reward model",

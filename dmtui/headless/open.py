@@ -57,9 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.margin_sources import MarginSpec
-    from core.model_trust import ModelTrust
-    from core.workspace import Workspace, is_workspace
+    from core.models.trust import ModelTrust
+    from core.store.margin_sources import MarginSpec
+    from core.store.workspace import Workspace, is_workspace
 
     for text in args.margin:
         MarginSpec.parse(text)  # a bad spec fails here, before a workspace is made or the app starts

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
 from pathlib import Path
 
 from dmtui.headless.common import fail, path_argument
@@ -28,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from core.runs import CURVES, list_runs
-    from core.workspace import is_workspace
+    from core.store.workspace import is_workspace
+    from core.training.runs import CURVES, list_runs
 
     if not is_workspace(args.workspace):
         fail(f"{args.workspace} is not a dmtui workspace", "pass the folder `dmtui open` or `dmtui score` made")

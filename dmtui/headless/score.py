@@ -1,4 +1,4 @@
-"""`dmtui score`: margins of every pair into the workspace's score tables (core.scoring).
+"""`dmtui score`: margins of every pair into the workspace's score tables (core.scoring.run).
 
 Resumable: pairs already scored with the same models and settings are reused, so a
 rerun after a crash, a Ctrl-C or appended rows scores only what is missing. Ctrl-C
@@ -13,7 +13,7 @@ same shape as `dmtui train --jsonl`)::
     {"event": "cancelled", "message": "...", "sources": {...}}                     (exit 130)
     {"event": "error", "message": "...", "hint": "..."}                            (exit 1)
 
-Sharded (core.distributed): under torchrun or `accelerate launch` every rank scores its
+Sharded (core.scoring.distributed): under torchrun or `accelerate launch` every rank scores its
 share, rank 0 merges the tables and alone prints the report and draws progress; the
 other ranks print only their errors, prefixed with their rank. `--rank R --world-size W`
 runs one rank alone (to redo a rank that died); it merges when its work completes the tables.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import DmtuiError
-from core.selection import MARGIN_SOURCES
+from core.selection.selector import MARGIN_SOURCES
 from dmtui.headless.common import (
     add_dataset_arguments,
     load_config_from_args,
@@ -43,7 +43,7 @@ from dmtui.headless.common import (
 from dmtui.headless.device_options import add_device_arguments
 
 if TYPE_CHECKING:
-    from core.distributed import Shard
+    from core.scoring.distributed import Shard
 
 SOURCE_NAMES = MARGIN_SOURCES
 DEMO_OPTIONS = {"seed_lr": "seed_lr", "seed_per_device_batch_size": "seed_device_batch", "seed_pairs": "seed_pairs",
@@ -127,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """A ScoringConfig of the options given; the dataclass supplies every default."""
-    from core.scoring import ScoringConfig
+    from core.scoring.run import ScoringConfig
 
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     unknown = [s for s in sources if s not in SOURCE_NAMES]
@@ -155,7 +155,7 @@ def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
     from core.demo.models import DEMO_SCORING, DemoModelsConfig, ensure_demo_models
 
     if args.data is None:
-        from core.sample_data import demo_dataset
+        from core.demo.sample_data import demo_dataset
 
         args.data = str(demo_dataset())
     models = ensure_demo_models(DemoModelsConfig(), progress=progress)
@@ -168,7 +168,7 @@ def fill_demo_models(args: argparse.Namespace, progress: Callable) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.distributed import detect_shard
+    from core.scoring.distributed import detect_shard
 
     shard = detect_shard(args.rank, args.world_size)
     try:
@@ -224,13 +224,13 @@ def run_shard(args: argparse.Namespace, shard: Shard) -> int:
     """Score this process's shard (the whole dataset when it runs alone), then merge."""
     from transformers.utils import logging as transformers_logging
 
-    from core.distributed import (
+    from core.scoring.distributed import (
         combine_reports,
         gather_on_main,
         merge_shards,
         process_group,
     )
-    from core.scoring import ScoringCancelled, score
+    from core.scoring.run import ScoringCancelled, score
 
     transformers_logging.disable_progress_bar()  # its tqdm bars would tear the rich display
     cancel = threading.Event()
@@ -284,10 +284,10 @@ def prepare(args: argparse.Namespace, shard: Shard, progress: Callable | None, c
 
     Rank 0 of a sharded run trains the seed policy pi_1 here, before the others score.
     """
-    from core.distributed import launcher_hidden, shard_device
-    from core.scoring import seed_config
-    from core.seed_policy import prepare_seed_policy
-    from core.workspace import Workspace, is_workspace
+    from core.scoring.distributed import launcher_hidden, shard_device
+    from core.scoring.run import seed_config
+    from core.scoring.seed_policy import prepare_seed_policy
+    from core.store.workspace import Workspace, is_workspace
 
     if args.demo:
         fill_demo_models(args, progress)
@@ -340,7 +340,7 @@ def print_report(report, workspace_root: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from core.seed_report import describe
+    from core.scoring.seed_report import describe
 
     console = Console(highlight=False)
     table = Table(box=None, header_style="bold", pad_edge=False)

@@ -46,9 +46,9 @@ def summarise(session, parsed, origins, selection) -> dict:
     """The selection summary `select --json` prints."""
     from dataclasses import replace
 
-    from core.curation import mode_requirement
-    from core.export import params_to_json
-    from core.selection import overlap
+    from core.curation.session import mode_requirement
+    from core.export.exporter import params_to_json
+    from core.selection.selector import overlap
 
     margins = {}
     for name in session.sources:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        from core.margin_sources import MarginSpec
+        from core.store.margin_sources import MarginSpec
 
         print_summary(summary, [MarginSpec(name, tuple(p.get("columns", ()))).describe()
                                 for name, p in session.resolved.provenance.items()])

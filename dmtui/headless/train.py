@@ -1,6 +1,6 @@
 """`dmtui train`: DPO (or IPO, SLiC, KTO) on an export, in the foreground or as the app's subprocess.
 
-Options are generated from `core.training.TrainConfig`, so the CLI and the engine never
+Options are generated from `core.training.trainer.TrainConfig`, so the CLI and the engine never
 drift. With ``--jsonl`` stdout carries one JSON object per line, an API the app reads::
 
     {"event": "start", "run": "RUN", "config": {...}, "resumed": false}
@@ -27,7 +27,7 @@ from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 from core.errors import DmtuiError
-from core.training import TrainConfig, TrainError
+from core.training.trainer import TrainConfig, TrainError
 from dmtui.headless.common import fail, path_argument
 
 # Fields the command sets itself: --resume picks the run folder's latest checkpoint.
@@ -101,7 +101,7 @@ def config_from_args(args: argparse.Namespace, base: dict) -> TrainConfig:
     given = {spec.name: getattr(args, spec.name) for spec in fields(TrainConfig) if hasattr(args, spec.name)}
     if isinstance(given.get("lora_target_modules"), list):
         given["lora_target_modules"] = tuple(given["lora_target_modules"])
-    from core.training import config_from_json
+    from core.training.trainer import config_from_json
 
     return config_from_json({**base, **given})
 
@@ -110,7 +110,7 @@ def prepare_run_folder(args: argparse.Namespace) -> tuple[dict, str | None]:
     """Refuse or clear RUN as the flags say; returns (base config, export) of a resumed run."""
     import shutil
 
-    from core.training import RUN_JSON, read_run
+    from core.training.trainer import RUN_JSON, read_run
 
     out = Path(args.out)
     if args.resume and args.force:
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _train(args, output)
     except DmtuiError as error:
-        from core.training import TrainingCancelled
+        from core.training.trainer import TrainingCancelled
 
         if isinstance(error, TrainingCancelled):
             output.event("cancelled", step=error.step, checkpoint=str(error.checkpoint) if error.checkpoint else None)
@@ -223,7 +223,7 @@ def _train(args: argparse.Namespace, output: RunOutput) -> int:
 
     import warnings
 
-    from core.training import train
+    from core.training.trainer import train
 
     # The libraries' deprecation notices are for us, not for the person training.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")

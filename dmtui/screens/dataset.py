@@ -34,12 +34,12 @@ from textual.widgets import (
 from textual.widgets.input import Selection as TextSelection
 from textual.worker import Worker, WorkerState
 
-from core.model_trust import ModelTrust
-from core.workspace import Workspace
+from core.models.trust import ModelTrust
+from core.store.workspace import Workspace
 from dmtui.messages import DatasetLoaded, DemoModelsReady, MarginsResolved, WorkProgress
 from dmtui.screens.rejections import RejectionsScreen
-from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.column_mapping import ColumnMapping
+from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.dataset_summary import DatasetSummary
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
@@ -47,7 +47,6 @@ from dmtui.widgets.rejection_summary import RejectionSummary
 from dmtui.widgets.run_pane import DEMO_TRAIN_ARGS, DropFlaggedChanged, ExportRequested, RunPane
 from dmtui.widgets.score_pane import ScorePane, ScoringEnded
 from dmtui.workers import WorkControl, describe_failure
-
 
 THREAD_WORK = {"load": "loading the dataset", "demo-models": "building the demo models", "export": "exporting"}
 """The screen's cancellable thread workers, by group, in words."""
@@ -220,8 +219,8 @@ class DatasetScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="margins")
     def resolve_margins(self, dataset) -> None:
         """Margins from `--margin` columns and the workspace's newest score table per source."""
-        from core.curation import margin_specs_for
-        from core.margin_sources import MarginSpec, resolve_margins
+        from core.curation.session import margin_specs_for
+        from core.store.margin_sources import MarginSpec, resolve_margins
 
         specs = margin_specs_for(self.workspace, [MarginSpec.parse(text) for text in self.margin_specs])
         self.post_message(MarginsResolved(dataset, resolve_margins(dataset, specs, self.workspace)))
@@ -449,7 +448,7 @@ class DatasetScreen(Screen):
         dataset = self.app.dataset
         if dataset is None:
             return
-        from core.annotations import AnnotationStore
+        from core.store.annotations import AnnotationStore
         from dmtui.screens.pair_detail import PairDetailScreen
 
         rows = np.arange(self.query_one(PairsPreview).row_count, dtype=np.int64)
@@ -468,7 +467,7 @@ class DatasetScreen(Screen):
     def _claim_workspace(self) -> None:
         """One writer per workspace: claim it, or (held by another live window) ask whether to
         take it over or open it read-only. `dmtui open --read-only / --take-over` decided already."""
-        from core.workspace import WorkspaceLocked
+        from core.store.workspace import WorkspaceLocked
         from dmtui.screens.confirm import ConfirmScreen
 
         if self.workspace.read_only:
@@ -500,7 +499,7 @@ class DatasetScreen(Screen):
         self.workspace.release_lock()
 
     def _offer_mapping(self, error: BaseException | None) -> None:
-        from core.shapes import MissingColumnsError
+        from core.data.shapes import MissingColumnsError
 
         if isinstance(error, MissingColumnsError):
             self._offer_mapping_for(error.found, error.suggestion)
@@ -522,7 +521,7 @@ class DatasetScreen(Screen):
         """Make the workspace again with the chosen columns (the failed load removed it) and load."""
         from dataclasses import replace
 
-        from core.workspace import Workspace
+        from core.store.workspace import Workspace
 
         config = replace(self.workspace.load_config, prompt_col=event.mapping.get("prompt"),
                          chosen_col=event.mapping["chosen"], rejected_col=event.mapping["rejected"])

@@ -19,8 +19,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, DirectoryTree, Footer, Header, Input, Label
 
-from core.recent import RecentWorkspace, recent_workspaces
-from core.sources import EXTENSION_KINDS
+from core.data.sources import EXTENSION_KINDS
+from core.store.recent import RecentWorkspace, recent_workspaces
 from dmtui.widgets.path_input import PathInput
 
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
@@ -35,7 +35,7 @@ def is_dataset_file(path: Path) -> bool:
 
 def is_dataset_folder(path: Path) -> bool:
     """A workspace, or a `datasets.save_to_disk` folder: folders that open rather than expand."""
-    from core.workspace import is_workspace
+    from core.store.workspace import is_workspace
 
     return is_workspace(path) or (path / "dataset_dict.json").exists() or (path / "state.json").exists()
 
@@ -151,9 +151,9 @@ class LauncherScreen(Screen):
         """Open or create the workspace off the UI thread (creating one checksums the dataset).
         `path` None with `demo`: the demo world's dataset, wherever this copy of dmtui keeps it.
         The demo's models are filled in for the demo, and for any choice under `dmtui open --demo-models`."""
+        from core.demo.sample_data import demo_dataset
         from core.errors import DmtuiError
-        from core.sample_data import demo_dataset
-        from core.workspace import Workspace, is_workspace
+        from core.store.workspace import Workspace, is_workspace
 
         try:
             path = path or str(demo_dataset())

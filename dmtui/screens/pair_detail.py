@@ -2,7 +2,7 @@
 every margin, and keys to flag, exclude, swap, note and undo.
 
 Each annotation is written to the workspace's SQLite store the moment the key is
-pressed (core.annotations commits with a full sync), so quitting, a crash or a killed
+pressed (core.store.annotations commits with a full sync), so quitting, a crash or a killed
 terminal loses none. `]` / `[` walk the list the screen was opened on (the examples
 table's order, or the BOT region in spot-check mode).
 
@@ -31,12 +31,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
-from core.annotations import AnnotationMasks, AnnotationStore
+from core.data.loading import LoadedDataset
+from core.data.pairs import as_text
 from core.errors import DmtuiError
-from core.loading import LoadedDataset
-from core.pairs import as_text
-from core.selection import Selection
-from core.views import (
+from core.selection.selector import Selection
+from core.selection.views import (
     format_kept_value,
     kept_values,
     last_turn,
@@ -44,6 +43,7 @@ from core.views import (
     trim_leading_blank_lines,
     why_not_selected,
 )
+from core.store.annotations import AnnotationMasks, AnnotationStore
 
 WORD = re.compile(r"\S+|\s+")
 LINE = re.compile(r"[^\n]*\n|[^\n]+")

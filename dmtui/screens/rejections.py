@@ -18,7 +18,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Static
 
-from core.loading import REASONS, LoadReport, Rejection
+from core.data.loading import REASONS, LoadReport, Rejection
 from dmtui.widgets.examples_table import ExamplesTable, TableColumn
 
 
@@ -69,7 +69,7 @@ class RejectedRowScreen(ModalScreen):
         self.rejection = rejection
 
     def compose(self) -> ComposeResult:
-        from core.raw_rows import raw_line
+        from core.data.raw_rows import raw_line
 
         rejection = self.rejection
         raw = raw_line(self.source, rejection.location)

@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label
 
-from core.runs import CURVES, RunSummary, list_runs
-from core.workspace import Workspace
+from core.store.workspace import Workspace
+from core.training.runs import CURVES, RunSummary, list_runs
 from dmtui.widgets.training_curves import RUN_COLORS, TrainingCurves, number
 
 

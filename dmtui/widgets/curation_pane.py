@@ -2,7 +2,7 @@
 
 Left: the knobs (TuningPanel) and the counts. Right: margin histograms and the joint
 scatter. Below: the examples table with a filter and a search. The pane holds no
-curation logic of its own: a `core.curation.CurationSession` parses the choices, selects
+curation logic of its own: a `core.curation.session.CurationSession` parses the choices, selects
 and exports. Every change reruns the selection in a thread worker (exclusive, so a burst
 of keystrokes only costs the last one) and the result is drawn when it arrives: the
 event loop never waits. While a control is invalid the last valid selection stays on
@@ -11,9 +11,9 @@ control. The choices are remembered per workspace, written at most every
 `SETTINGS_DEBOUNCE_S` seconds, off the event loop.
 
 The worker does everything that grows with the data, in the order the screen needs it:
-the selection and the plots' bins and scatter sample (core.plotdata), posted at once so
+the selection and the plots' bins and scatter sample (core.selection.plotdata), posted at once so
 the counts, plots and the table's flags redraw; then the table's rows
-(core.views.ExamplesView, which keeps each full sort, so a budget edit re-sorts nothing);
+(core.selection.views.ExamplesView, which keeps each full sort, so a budget edit re-sorts nothing);
 then the overlap counts. A change of the filter, search or sort alone reuses the
 selection on screen.
 """
@@ -34,8 +34,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from core.annotations import AnnotationStore
-from core.curation import (
+from core.curation.session import (
     MODE_LABELS,
     SETTINGS_KEY,
     CurationSession,
@@ -44,13 +43,12 @@ from core.curation import (
     SelectionChoices,
     default_source,
 )
+from core.data.loading import LoadedDataset
+from core.data.pairs import as_text
 from core.errors import DmtuiError
-from core.loading import LoadedDataset
-from core.margin_sources import ResolvedMargins
-from core.pairs import as_text
-from core.selection import Overlap, Selection, SelectionParams
-from core.plotdata import HistogramMemo, PlotData, selection_plots
-from core.views import (
+from core.selection.plotdata import HistogramMemo, PlotData, selection_plots
+from core.selection.selector import Overlap, Selection, SelectionParams
+from core.selection.views import (
     ROW_FILTERS,
     VIEW_SETTINGS_KEY,
     ExamplesView,
@@ -61,7 +59,9 @@ from core.views import (
     kept_values,
     sort_steps,
 )
-from core.workspace import Workspace
+from core.store.annotations import AnnotationStore
+from core.store.margin_sources import ResolvedMargins
+from core.store.workspace import Workspace
 from dmtui.widgets.examples_table import ExamplesTable, TableColumn, format_number
 from dmtui.widgets.margin_plots import MarginPlots
 from dmtui.widgets.static_text import update_text

@@ -8,8 +8,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from core.loading import LoadReport
-from core.workspace import Workspace
+from core.data.loading import LoadReport
+from core.store.workspace import Workspace
 
 
 class DatasetSummary(Static):

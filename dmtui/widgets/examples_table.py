@@ -1,7 +1,7 @@
 """A virtual table of pairs: renders only the visible lines, so 1M rows cost nothing.
 
 The table never builds a widget, or even a Python object, per row: it holds an index
-array (the rows in view order, from core.views) and per-pair numpy columns, and
+array (the rows in view order, from core.selection.views) and per-pair numpy columns, and
 `render_line` formats the few rows on screen. Enter posts `PairOpened`. The columns and
 the rows change apart: a new selection replaces the columns (its flags and scores) and
 keeps the order; a new order replaces the rows.

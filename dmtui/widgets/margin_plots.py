@@ -1,8 +1,8 @@
 """Histograms of each margin and of the selection score, and the joint scatter.
 
-The selection's worker bins and samples everything (core.plotdata.selection_plots), and
+The selection's worker bins and samples everything (core.selection.plotdata.selection_plots), and
 this widget draws the cells itself (block characters for bars, braille dots for the
-scatter) from core.plotdata's grids: a frame costs well under a millisecond and the same
+scatter) from core.selection.plotdata's grids: a frame costs well under a millisecond and the same
 at 1M pairs as at 1k. `v` cycles the view: one histogram per source, the score, the
 scatter. The title and the bounds live in the border, so they survive a narrow terminal;
 the colours are said there too instead of a legend drawn over the bars. Counts are whole
@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.markup import escape
 from textual.widget import Widget
 
-from core.plotdata import (
+from core.selection.plotdata import (
     HistogramPlot,
     PlotData,
     ScatterPlot,

@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from core.pairs import as_text
+from core.data.pairs import as_text
 
 PREVIEW_ROWS = 1000
 

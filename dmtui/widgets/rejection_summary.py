@@ -8,7 +8,7 @@ from textual import on
 from textual.message import Message
 from textual.widgets import DataTable
 
-from core.loading import REASONS, LoadReport
+from core.data.loading import REASONS, LoadReport
 
 
 class RejectionSummary(DataTable):

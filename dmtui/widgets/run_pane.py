@@ -30,10 +30,10 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, RichLog, Static
 
-from core.annotations import FLAGS, SWAP_ANSWERS
-from core.curation import DEFAULT_DROP_FLAGGED, ExportPlan
-from core.export import MANIFEST_NAME
-from core.runs import CURVES
+from core.curation.session import DEFAULT_DROP_FLAGGED, ExportPlan
+from core.export.exporter import MANIFEST_NAME
+from core.store.annotations import FLAGS, SWAP_ANSWERS
+from core.training.runs import CURVES
 from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.widgets.static_text import update_text
 from dmtui.widgets.training_curves import TrainingCurves, number

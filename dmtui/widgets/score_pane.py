@@ -21,8 +21,8 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, ProgressBar
 
 from core.defaults import DEFAULT_BATCH_TOKENS
-from core.seed_report import describe
-from core.selection import MARGIN_SOURCES
+from core.scoring.seed_report import describe
+from core.selection.selector import MARGIN_SOURCES
 from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.workers import JsonlProcess, dmtui_command
 
@@ -117,8 +117,8 @@ class ScorePane(Vertical):
     @work(thread=True, exclusive=True, group="seed-set")
     def _compute_seed_set(self, n_pairs: int, text: str) -> None:
         """The effective |D0| as scoring will draw it ("auto: 2 × 600 (all)"); the engine imports off the UI thread."""
-        from core.scoring import ScoringConfig
-        from core.seed_policy import seed_set_summary
+        from core.scoring.run import ScoringConfig
+        from core.scoring.seed_policy import seed_set_summary
 
         if text and not text.isdigit():
             shown = "not a whole number"

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid
 from textual_plotext import PlotextPlot
 
-from core.runs import CURVES
+from core.training.runs import CURVES
 
 # Distinct plotext colours for overlaid runs, in order.
 RUN_COLORS = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white")
@@ -21,7 +21,7 @@ def number(value: float) -> str:
 
 
 class TrainingCurves(Grid):
-    """One chart per metric of `core.runs.CURVES`; `show` redraws them all.
+    """One chart per metric of `core.training.runs.CURVES`; `show` redraws them all.
 
     Rows are scarce at 80x24, so a chart spends none on a legend or an axis title: the
     title says "against step", and the runs view's table shows each run's colour.

@@ -2,7 +2,7 @@
 whether it is fused, its M1 / M2 and its weight.
 
 The panel holds text, not parsed values: every edit posts `TuningPanel.Changed` with the
-choices as typed (core.curation.SelectionChoices). Its owner parses them and hands the
+choices as typed (core.curation.session.SelectionChoices). Its owner parses them and hands the
 problems back (`show_problems`): an invalid field turns red with the reason under it,
 and the rest of the screen keeps working. Controls the mode ignores are hidden; modes
 whose margin is missing are disabled in the list and say which margin they need.
@@ -19,10 +19,10 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
 from textual.widgets._select import SelectOverlay
 
-from core.curation import (
+from core.curation.session import (
     FUSED_MODES,
-    MODE_DESCRIPTIONS,
     MISSING_MARGIN_HINT,
+    MODE_DESCRIPTIONS,
     MODE_LABELS,
     SAMPLED_MODES,
     TRIMMED_MODES,
@@ -33,12 +33,12 @@ from core.curation import (
     parse_mode,
 )
 from core.errors import DmtuiError
-from core.selection import DEFAULT_M1, DEFAULT_TAU, DEFAULT_TAU_OTHER, DEFAULT_TRIM, MODES, SINGLE_SOURCE_MODES
+from core.selection.selector import DEFAULT_M1, DEFAULT_TAU, DEFAULT_TAU_OTHER, DEFAULT_TRIM, MODES, SINGLE_SOURCE_MODES
 from dmtui.widgets.state_checkbox import StateCheckbox
 from dmtui.widgets.static_text import update_text
 
 MISSING_MARGIN_KEYS = "press 3, then S, to score the dataset (or open it with --margin); Random needs no margin"
-"""The app's words for core.curation.MISSING_MARGIN_HINT: the keys first and short, so an
+"""The app's words for core.curation.session.MISSING_MARGIN_HINT: the keys first and short, so an
 80x24 Curate tab shows them above the fold."""
 
 TIE_LABELS = {"pair-id": "ties: pair_id (paper)", "margin-sum": "ties: margin sum"}
@@ -193,7 +193,7 @@ class TuningPanel(Vertical):
     def show_problems(self, parsed: ParsedChoices) -> None:
         """Mark each control at fault red and write its reason under it; clear the others.
 
-        Only controls the mode uses can be at fault (core.curation.parse_choices checks no
+        Only controls the mode uses can be at fault (core.curation.session.parse_choices checks no
         other), so a reason never shows under a hidden control. The same problems as last
         time change nothing (most keystrokes): the widgets are not even looked up."""
         if parsed.problems == self._problems_shown:

@@ -1,0 +1,702 @@
+"""A workspace: one folder holding everything about one curation.
+
+Layout::
+
+    WORKSPACE/
+      workspace.json        dataset reference (source, kind, checksum, size), load options
+      cache/<key>/          the normalised load: pairs.arrow, records.arrow and, for JSON
+                            sources, numbers.arrow (Arrow IPC files that are memory-mapped,
+                            not read), report.json; reused while the dataset's checksum and
+                            the load options match
+      scores/               score tables per source and model (Parquet, keyed by pair_id)
+      annotations.sqlite    flags, label swaps, exclusions, notes (core.store.annotations)
+      exports/              exported subsets with their manifests
+      runs/                 training runs
+      settings.json         UI settings remembered for this workspace
+      lock.json             which app window writes here (owner, host, pid, since)
+
+The dataset is referenced, never copied or modified. Opening a workspace compares the
+dataset with the recorded checksum: if it changed, `WorkspaceError` explains how, and
+nothing is mixed until the caller accepts the change (`accept_changes=True`). Scores
+and annotations are keyed by pair_id, a hash of each pair's content, so accepting a
+change keeps them for every pair that is still there.
+
+All files are written atomically (temp file, then rename).
+
+One writer per workspace. An app window claims the workspace (`acquire_lock`): lock.json
+names its owner, host and pid. A second window is told who holds it and either opens it
+read-only (`set_read_only`: annotations and settings are refused, with the reason) or
+takes it over (`acquire_lock(take_over=True)`); the window that lost it learns so at its
+next write (`write_refusal`), which is then refused. A lock whose process has ended (same
+host) is stale and taken silently. Command-line runs do not claim the workspace: scores,
+exports and runs are new files, and annotations are SQLite transactions.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as pa_ipc
+import pyarrow.parquet as pq
+
+from core.data.loading import LoadConfig, LoadedDataset, LoadReport, load_dataset
+from core.data.sources import resolve_source
+from core.errors import DmtuiError, WorkspaceError
+from core.progress import ProgressFn
+
+WORKSPACE_FILE = "workspace.json"
+WORKSPACE_VERSION = 1
+# Bump when loading would produce different pairs from the same bytes: invalidates caches.
+LOADER_VERSION = 5
+WORKSPACE_SUFFIX = ".dmtui"
+LOCK_FILE = "lock.json"
+
+
+# A write that fails for want of space or permission, in words: (what happened, what to do).
+_NOT_YOURS = "make the folder writable for you, or point --workspace / --out elsewhere"
+_DISK_PROBLEMS = {
+    errno.ENOSPC: ("the disk is full", "free some space, then run the same command again"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space or raise the quota, then run the command again"),
+    errno.EFBIG: ("the file size limit was reached", "raise the limit (ulimit -f) or free space, then run it again"),
+    errno.EROFS: ("the file system is read-only",
+                  "copy the workspace somewhere writable, or point --workspace / --out at a writable folder"),
+    errno.EACCES: ("permission denied", _NOT_YOURS),
+    errno.EPERM: ("operation not permitted", _NOT_YOURS),
+}
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def disk_failure(path: Path, error: BaseException) -> WorkspaceError | None:
+    """`error` as a WorkspaceError naming the file and what to do, when a write under `path`
+    failed for want of space or permission; None for any other failure."""
+    if isinstance(error, DmtuiError):
+        return None
+    code, failed = _disk_errno(error, path)
+    if code is None:
+        return None
+    what, todo = _DISK_PROBLEMS[code]
+    return WorkspaceError(f"cannot write {failed}: {what}", todo)
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Writes under `path` that fail for want of space or permission raise `WorkspaceError`."""
+    try:
+        yield
+    except Exception as error:
+        translated = disk_failure(path, error)
+        if translated is None:
+            raise
+        raise translated from error
+
+
+def _disk_errno(error: BaseException, path: Path) -> tuple[int | None, Path]:
+    """(errno, the file it concerns) of a failed write, looked up in this order: an OSError's
+    errno in the exception chain (one about a file outside `path` and its temps is no failed
+    write); an errno quoted in a library's message; the file system under `path` (read-only,
+    or under 1 MiB free) for I/O failures that carry neither."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in _DISK_PROBLEMS:
+            if not isinstance(link.filename, str):
+                return link.errno, path
+            file, target = Path(os.path.abspath(link.filename)), Path(os.path.abspath(path))
+            if file.is_relative_to(target):
+                return link.errno, file
+            its_temp = file.parent == target.parent and file.name.startswith(f".{target.name}")
+            if its_temp or target.is_relative_to(file):  # its temp, or a folder on its way
+                return link.errno, path
+            return None, path  # another file (a model that cannot be read): not a failed write
+        code = _errno_in_message(str(link))
+        if code in _DISK_PROBLEMS:
+            return code, path
+        link = link.__cause__ or link.__context__
+    # Without an errno, a full or read-only file system is the likely cause only of I/O-ish
+    # failures; an out-of-memory error on a nearly full disk keeps its own message.
+    if not isinstance(error, (OSError, RuntimeError, sqlite3.Error)) or "out of memory" in str(error).lower():
+        return None, path
+    folder = next((p for p in (path, *path.parents) if p.exists()), None)
+    if folder is None:
+        return None, path
+    state = os.statvfs(folder)
+    if state.f_flag & os.ST_RDONLY:
+        return errno.EROFS, path
+    if state.f_bavail * state.f_frsize < _NEARLY_FULL_BYTES:
+        return errno.ENOSPC, path
+    return None, path
+
+
+def _errno_in_message(text: str) -> int | None:
+    """The errno that Rust's I/O errors (safetensors: "... (os error 28)") and torch's file
+    writer ("... strerror: Read-only file system") quote."""
+    if match := re.search(r"\(os error (\d+)\)", text):
+        return int(match.group(1))
+    if match := re.search(r"strerror: ([^\n]+)", text):
+        return next((code for code in _DISK_PROBLEMS if os.strerror(code) == match.group(1).strip()), None)
+    return None
+
+
+# Temporary names carry their writer, `<host>-<pid>`, so that one left by a killed writer is
+# known as abandoned (see `abandoned_temps`) while a live writer's is left alone.
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_OWNER = re.compile(r"([0-9a-f]{8})-(\d+)(?:-|$)")
+
+
+def owner_tag() -> str:
+    return f"{_HOST_TAG}-{os.getpid()}"
+
+
+def abandoned_temps(folder: Path, prefix: str) -> list[Path]:
+    """Entries of `folder` named ``prefix + owner_tag() + ...`` whose writer, a process on this
+    host, has ended without cleaning up (killed mid-write)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        owner = _OWNER.match(entry.name, len(prefix)) if entry.name.startswith(prefix) else None
+        if owner and owner.group(1) == _HOST_TAG and not _running(int(owner.group(2))):
+            found.append(entry)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _umask() -> int:
+    """The process's umask, read once at import: reading it means setting it for a moment."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+FILE_MODE, FOLDER_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+"""What `open` and `mkdir` give: mkstemp's and mkdtemp's private 0600 / 0700 is not what data wants."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+    _atomic_write_with(path, lambda temp: Path(temp).write_bytes(data))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _atomic_write_with(path: Path, write: Callable[[str], object]) -> None:
+    """Let `write` fill a temp file beside `path`, sync it, then rename it over `path`.
+
+    The temp, ``.NAME.<owner>-XXXX.tmp``, is hidden and matches no reader's pattern; a failed
+    write removes it, and one a killed writer left is removed by the next write of `path`.
+    Lack of space or permission raises `WorkspaceError`; the old `path` is then untouched.
+    """
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{path.name}."
+        for abandoned in abandoned_temps(path.parent, prefix):
+            abandoned.unlink(missing_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{owner_tag()}-", suffix=".tmp")
+        os.close(handle)
+        try:
+            os.chmod(temp_name, FILE_MODE)
+            write(temp_name)
+            with open(temp_name, "rb+") as temp:
+                os.fsync(temp.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make renames in `folder` durable; best effort (Windows cannot open a folder, and some
+    file systems refuse to sync one)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    _atomic_write_with(path, lambda temp: pq.write_table(table, temp))
+
+
+def atomic_write_arrow(path: Path, table: pa.Table) -> None:
+    """An uncompressed Arrow IPC file: `read_arrow_mapped` opens it without copying."""
+
+    def write(temp: str) -> None:
+        with pa.OSFile(temp, "wb") as sink, pa_ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=65_536)
+
+    _atomic_write_with(path, write)
+
+
+def read_arrow_mapped(path: Path) -> pa.Table:
+    """An Arrow IPC file as a table backed by the memory-mapped file: pages load on demand."""
+    return pa_ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Which dataset a workspace curates, and what it looked like when last accepted."""
+
+    source: str
+    kind: str
+    checksum: str
+    size: int
+    mtime_ns: int
+
+    def describe_change(self, other: DatasetRef) -> str:
+        return (
+            f"{self.source} changed since this workspace last loaded it "
+            f"(sha256 {self.checksum[:12]} -> {other.checksum[:12]}, {self.size:,} -> {other.size:,} bytes)"
+        )
+
+
+def _files_of(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def dataset_ref(source: str, known: DatasetRef | None = None) -> DatasetRef:
+    """Checksum a local dataset (file or folder). Reuses `known` when size and mtime match.
+
+    Hub ids without a local path get the id itself as their checksum: `datasets` keeps
+    its own fingerprint of a downloaded revision, and we cannot read the files offline.
+    """
+    spec = resolve_source(source)
+    if spec.path is None:
+        return DatasetRef(source, spec.kind, f"hub:{source}", 0, 0)
+    files = _files_of(spec.path)
+    size = sum(f.stat().st_size for f in files)
+    mtime_ns = max((f.stat().st_mtime_ns for f in files), default=0)
+    if (
+        known is not None
+        and known.source == str(spec.path.resolve())
+        and known.size == size
+        and known.mtime_ns == mtime_ns
+    ):
+        return known
+    digest = hashlib.sha256()
+    for file in files:
+        if spec.path.is_dir():
+            digest.update(str(file.relative_to(spec.path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return DatasetRef(str(spec.path.resolve()), spec.kind, digest.hexdigest(), size, mtime_ns)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The app window that writes a workspace."""
+
+    owner: str
+    """user@host"""
+    host: str
+    pid: int
+    since: str
+    token: str
+
+    def describe(self) -> str:
+        return f"{self.owner} (pid {self.pid}, since {self.since})"
+
+
+class WorkspaceLocked(WorkspaceError):
+    """Another live dmtui window holds the workspace."""
+
+    def __init__(self, holder: LockHolder, root: Path) -> None:
+        super().__init__(f"{root} is open in another dmtui: {holder.describe()}",
+                         "open it read-only (--read-only: annotations and settings are not written), or take "
+                         "it over (--take-over: the other window turns read-only at its next write)")
+        self.holder = holder
+
+
+def default_workspace_path(source: str) -> Path:
+    """Next to a local dataset (``data.jsonl`` -> ``data.dmtui``) where that folder is
+    writable, else in the current folder; hub ids go to ``./org__name.dmtui``."""
+    path = Path(source).expanduser()
+    if path.exists():
+        resolved = path.resolve()  # "." or "data/.." name the folder they resolve to
+        name = (resolved.name.split(".")[0] if path.is_file() else "") or resolved.name
+        parent = resolved.parent
+        if os.access(parent, os.W_OK):
+            return parent / f"{name}{WORKSPACE_SUFFIX}"
+        return Path.cwd() / f"{name}{WORKSPACE_SUFFIX}"
+    return Path.cwd() / f"{source.replace('/', '__')}{WORKSPACE_SUFFIX}"
+
+
+def is_workspace(path: str | Path) -> bool:
+    return (Path(path) / WORKSPACE_FILE).is_file()
+
+
+class Workspace:
+    """An open workspace. Create with `Workspace.create`, reopen with `Workspace.open`."""
+
+    def __init__(self, root: Path, dataset: DatasetRef, load_config: LoadConfig) -> None:
+        self.root = root
+        self.dataset = dataset
+        self.load_config = load_config
+        self.created_now = False
+        """True for a workspace this process made (`create`); see `load_or_discard`."""
+        self._made_root = False
+        self._lock_token: str | None = None
+        self.read_only: str | None = None
+        """Why this window must not write annotations or settings (None: it may)."""
+
+    # Paths -----------------------------------------------------------------------
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "scores"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def annotations_path(self) -> Path:
+        return self.root / "annotations.sqlite"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "settings.json"
+
+    # Life cycle ------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, source: str,
+               load_config: LoadConfig = LoadConfig()) -> Workspace:  # noqa: B008 (frozen: one shared default is safe)
+        root = Path(root)
+        if is_workspace(root):
+            raise WorkspaceError(f"{root} is already a workspace", "open it instead, or choose another folder")
+        left_by_a_killed_create = abandoned_temps(root, f".{WORKSPACE_FILE}.")
+        if root.exists() and any(p not in left_by_a_killed_create for p in root.iterdir()):
+            raise WorkspaceError(f"{root} exists and is not empty", "choose a new folder for the workspace")
+        # A workspace keeps every rejected row in its report, so it never loads strictly.
+        workspace = cls(root, dataset_ref(source), replace(load_config, strict=False))
+        made_root = not root.exists()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise (disk_failure(root, error)
+                   or WorkspaceError(f"cannot create workspace {root}: {error.strerror}")) from error
+        # workspace.json first: a run killed after it leaves a workspace that opens, not a
+        # non-empty folder that `create` refuses.
+        workspace._save()
+        with writing(root):
+            for folder in (workspace.scores_dir, workspace.exports_dir, workspace.runs_dir):
+                folder.mkdir(exist_ok=True)
+        workspace.created_now = True
+        workspace._made_root = made_root
+        return workspace
+
+    @classmethod
+    def read(cls, root: str | Path) -> Workspace:
+        """The workspace as its workspace.json records it, the dataset neither looked at nor
+        checked and nothing written (`open` does both): for commands that only read what
+        the workspace holds, such as `dmtui annotations`."""
+        root = Path(root)
+        path = root / WORKSPACE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            if data.get("version") != WORKSPACE_VERSION:
+                raise WorkspaceError(
+                    f"{path}: workspace version {data.get('version')} is not {WORKSPACE_VERSION}",
+                    "use the dmtui release that made it, or start a new workspace",
+                )
+            recorded = DatasetRef(**data["dataset"])
+            load_config = LoadConfig.from_recorded(data["load_config"])
+        except FileNotFoundError as error:
+            raise WorkspaceError(f"{root} is not a dmtui workspace (no {WORKSPACE_FILE})") from error
+        except (ValueError, KeyError, TypeError) as error:  # ValueError: bad JSON or bad UTF-8
+            raise WorkspaceError(
+                f"{path} is damaged ({error})", "restore it from a backup or start a new workspace"
+            ) from error
+        return cls(root, recorded, load_config)
+
+    def current_dataset(self) -> DatasetRef:
+        """The dataset as it is now (checksummed again only when its size or mtime moved);
+        raises when it is missing."""
+        recorded = self.dataset
+        if recorded.kind != "hub" and not Path(recorded.source).exists():
+            raise WorkspaceError(
+                f"the workspace's dataset {recorded.source} is missing",
+                "put the file back where it was, or start a new workspace for the new location",
+            )
+        return dataset_ref(recorded.source, known=recorded)
+
+    @classmethod
+    def open(cls, root: str | Path, *, accept_changes: bool = False) -> Workspace:
+        """Open and check the dataset. A changed dataset raises unless `accept_changes`."""
+        workspace = cls.read(root)
+        recorded = workspace.dataset
+        current = workspace.current_dataset()
+        if current.checksum != recorded.checksum:
+            if not accept_changes:
+                raise WorkspaceError(
+                    recorded.describe_change(current),
+                    "nothing was mixed. Re-open with --accept-changes to load the new version: scores and "
+                    "annotations are kept for every pair whose content is unchanged",
+                )
+            workspace.dataset = current
+            workspace._save()
+        elif current != recorded:  # touched, same bytes: remember the new mtime
+            workspace.dataset = current
+            workspace._save()
+        return workspace
+
+    @classmethod
+    def open_or_create(
+        cls,
+        source: str,
+        root: str | Path | None = None,
+        load_config: LoadConfig = LoadConfig(),  # noqa: B008 (frozen: one shared default is safe)
+        *,
+        accept_changes: bool = False,
+    ) -> Workspace:
+        """The workspace for `source`: `root` (or the default next to it), made if needed.
+
+        An existing workspace for another dataset, or with other load options, is an
+        error rather than a silent switch.
+        """
+        root = Path(root) if root is not None else default_workspace_path(source)
+        if not is_workspace(root):
+            return cls.create(root, source, load_config)
+        workspace = cls.open(root, accept_changes=accept_changes)
+        wanted = dataset_ref(source, known=workspace.dataset)
+        if wanted.source != workspace.dataset.source and wanted.checksum != workspace.dataset.checksum:
+            raise WorkspaceError(
+                f"{root} curates {workspace.dataset.source}, not {source}",
+                "pass --workspace with another folder for this dataset",
+            )
+        # what the workspace recorded of role-marked text at its first load is not an option the user gives
+        load_config = replace(load_config, strict=False, role_text_decision=workspace.load_config.role_text_decision)
+        if load_config != workspace.load_config and replace(load_config, role_text_decision=None) != LoadConfig():
+            raise WorkspaceError(
+                f"{root} was made with other load options ({workspace.load_config.mapping() or 'defaults'})",
+                "leave the options out to use the workspace's own, or pass --workspace with a new folder",
+            )
+        return workspace
+
+    def _save(self) -> None:
+        atomic_write_json(
+            self.root / WORKSPACE_FILE,
+            {
+                "version": WORKSPACE_VERSION,
+                "dataset": asdict(self.dataset),
+                "load_config": asdict(self.load_config),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+
+    # Loading ---------------------------------------------------------------------
+    def _cache_key(self) -> str:
+        payload = json.dumps(
+            [LOADER_VERSION, self.dataset.checksum, asdict(self.load_config)], sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def _mapped(cache: Path, report: LoadReport) -> LoadedDataset:
+        numbers = cache / "numbers.arrow"
+        dataset = LoadedDataset(read_arrow_mapped(cache / "pairs.arrow"), read_arrow_mapped(cache / "records.arrow"),
+                                report, read_arrow_mapped(numbers) if report.source_kind in ("jsonl", "json") else None)
+        tables = [dataset.pairs, dataset.records] + ([dataset.numbers] if dataset.numbers is not None else [])
+        # A records table with no columns (CSV without rows) has no rows to count.
+        if any(t.num_rows != report.loaded and t.num_columns for t in tables):
+            raise ValueError("the cached tables do not line up with the report")  # rebuilt by load()
+        return dataset
+
+    def load(
+        self,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LoadedDataset:
+        """The dataset's pairs: from the cache when it matches, else loaded and cached."""
+        key = self._cache_key()
+        cache = self.cache_dir / key
+        if (cache / "report.json").is_file():
+            try:
+                return self._mapped(cache, LoadReport.from_json(json.loads((cache / "report.json").read_text("utf-8"))))
+            except (OSError, ValueError, KeyError, pa.ArrowException):
+                pass  # a damaged cache is rebuilt from the dataset below
+        loaded = load_dataset(self.dataset.source, self.load_config, progress, cancel)
+        decided = self.load_config.with_role_decision(loaded.report)
+        if decided != self.load_config:  # recorded, so that later versions of the file keep its pair_ids
+            self.load_config = decided
+            self._save()
+            key = self._cache_key()
+            cache = self.cache_dir / key
+        atomic_write_arrow(cache / "pairs.arrow", loaded.pairs)
+        atomic_write_arrow(cache / "records.arrow", loaded.records)
+        if loaded.numbers is not None:
+            atomic_write_arrow(cache / "numbers.arrow", loaded.numbers)
+        # report.json last: it marks the cache complete
+        atomic_write_json(cache / "report.json", loaded.report.to_json(include_all=True))
+        # The mapped copy, so the loaded text is paged from the cache rather than held twice.
+        loaded = self._mapped(cache, loaded.report)
+        for stale in self.cache_dir.iterdir():
+            if stale.is_dir() and stale.name != key:
+                shutil.rmtree(stale, ignore_errors=True)
+        return loaded
+
+    def load_or_discard(
+        self,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> LoadedDataset:
+        """`load`; but a workspace made by this process for this dataset is removed again when
+        the dataset loads no pair or cannot be loaded (a file that loads nothing makes no
+        workspace), and the load report still comes back."""
+        try:
+            dataset = self.load(progress, cancel)
+        except BaseException:
+            self._discard_new()
+            raise
+        if dataset.report.loaded == 0:
+            self._discard_new()
+        return dataset
+
+    def _discard_new(self) -> None:
+        if not self.created_now:
+            return
+        self.created_now = False
+        if self._made_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        for entry in self.root.iterdir():  # an empty folder the user gave stays, empty
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+    # Settings --------------------------------------------------------------------
+    def read_settings(self) -> dict[str, Any]:
+        """The app's remembered settings; a missing, damaged or hand-broken file means none."""
+        try:
+            settings = json.loads(self.settings_path.read_text("utf-8"))
+        except (FileNotFoundError, ValueError):  # ValueError: bad JSON or bad UTF-8
+            return {}
+        return settings if isinstance(settings, dict) else {}
+
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        with self._settings_locked():
+            atomic_write_json(self.settings_path, settings)
+
+    # One writer ------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds the workspace now: None when nobody does, or the holder's process has ended."""
+        try:
+            data = json.loads(self.lock_path.read_text("utf-8"))
+            holder = LockHolder(**{name: data[name] for name in ("owner", "host", "pid", "since", "token")})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if holder.host == socket.gethostname() and not _running(int(holder.pid)):
+            return None
+        return holder
+
+    def acquire_lock(self, *, take_over: bool = False) -> None:
+        """Claim the workspace for this process; `WorkspaceLocked` names the holder when another
+        live process has it, unless `take_over`."""
+        if self._lock_token is not None and self.write_refusal() is None:
+            return
+        holder = self.lock_holder()
+        if holder is not None and holder.pid != os.getpid() and not take_over:
+            raise WorkspaceLocked(holder, self.root)
+        import getpass
+        import secrets
+
+        mine = LockHolder(owner=f"{getpass.getuser()}@{socket.gethostname()}", host=socket.gethostname(),
+                          pid=os.getpid(), since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          token=secrets.token_hex(8))
+        atomic_write_json(self.lock_path, asdict(mine))
+        self._lock_token, self.read_only = mine.token, None
+
+    def release_lock(self) -> None:
+        """Give the workspace up (only if this process still holds it)."""
+        if self._lock_token is None:
+            return
+        holder = self.lock_holder()
+        if holder is not None and holder.token == self._lock_token:
+            self.lock_path.unlink(missing_ok=True)
+        self._lock_token = None
+
+    def set_read_only(self, reason: str) -> None:
+        self.read_only = reason
+
+    def write_refusal(self) -> str | None:
+        """Why this window must not write annotations or settings now; None when it may.
+
+        A window that claimed the workspace and lost it to a take-over turns read-only here."""
+        if self.read_only is None and self._lock_token is not None:
+            holder = self.lock_holder()
+            if holder is not None and holder.token != self._lock_token:
+                self.read_only = f"{holder.describe()} took this workspace over"
+                self._lock_token = None
+        return self.read_only
+
+    def update_settings(self, key: str, value: Any) -> None:
+        """Set one key of settings.json and keep every other key as the file holds it now:
+        read, change and write under an exclusive lock, so writers of different keys (two
+        windows, the app and `dmtui open --margin`) never undo each other's changes."""
+        refusal = self.write_refusal()
+        if refusal:
+            raise WorkspaceError(f"settings not saved: {refusal}", "this window is read-only")
+        with self._settings_locked():
+            settings = self.read_settings()
+            settings[key] = value
+            atomic_write_json(self.settings_path, settings)
+
+    @contextmanager
+    def _settings_locked(self) -> Iterator[None]:
+        import fcntl
+
+        with writing(self.root), open(self.root / ".settings.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
