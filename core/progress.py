@@ -85,6 +85,4 @@ class Reporter:
     def _emit(self, now: float, message: str) -> None:
         self._last_sent = now
         if self._progress is not None:
-            self._progress(
-                Progress(self.stage, self.done, self.total, self.unit, message, now - self._start)
-            )
+            self._progress(Progress(self.stage, self.done, self.total, self.unit, message, now - self._start))

@@ -111,8 +111,8 @@ def parse_mode(text: str) -> Mode:
             return mode
     raise SelectionError(
         f"unknown mode {text!r}",
-        hint="one of: " + ", ".join(f"{mode} ({label})" if label.lower() != mode else mode
-                                    for mode, label in MODE_LABELS.items()),
+        hint="one of: "
+        + ", ".join(f"{mode} ({label})" if label.lower() != mode else mode for mode, label in MODE_LABELS.items()),
     )
 
 
@@ -130,8 +130,10 @@ def parse_trim(text: str) -> float:
         value = math.nan
     value = value / 100.0 if percent else value
     if not 0.0 <= value < 0.5:
-        raise SelectionError(f"cannot use the trim {text!r}",
-                             hint="a share of the pairs cut at each end, from 0 up to 50%: 1%, 0.5% or 0")
+        raise SelectionError(
+            f"cannot use the trim {text!r}",
+            hint="a share of the pairs cut at each end, from 0 up to 50%: 1%, 0.5% or 0",
+        )
     return value
 
 
@@ -194,9 +196,16 @@ class SelectionChoices:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "mode": self.mode, "budget": self.budget, "source": self.source, "m1": dict(self.m1),
-            "m2": dict(self.m2), "weights": dict(self.weights), "tau": self.tau, "trim": self.trim,
-            "seed": self.seed, "saturated_ties": self.saturated_ties,
+            "mode": self.mode,
+            "budget": self.budget,
+            "source": self.source,
+            "m1": dict(self.m1),
+            "m2": dict(self.m2),
+            "weights": dict(self.weights),
+            "tau": self.tau,
+            "trim": self.trim,
+            "seed": self.seed,
+            "saturated_ties": self.saturated_ties,
         }
         if self.fuse is not None:
             data["fuse"] = list(self.fuse)
@@ -221,8 +230,9 @@ class SelectionChoices:
         for name in ("m1", "m2", "weights"):
             entries = stored.get(name)
             if isinstance(entries, Mapping):
-                values[name] = {key: text for key, value in entries.items()
-                                if key in sources and (text := _text(value)) is not None}
+                values[name] = {
+                    key: text for key, value in entries.items() if key in sources and (text := _text(value)) is not None
+                }
         fuse = stored.get("fuse")
         if isinstance(fuse, list) and all(isinstance(n, str) for n in fuse):
             values["fuse"] = tuple(n for n in fuse if n in sources)
@@ -232,8 +242,20 @@ class SelectionChoices:
         return cls(**values)
 
 
-CHOICE_FIELDS = ("mode", "budget", "source", "fuse", "m1", "m2", "weights", "tau", "trim", "seed",
-                 "saturated_ties", "drop_flagged")
+CHOICE_FIELDS = (
+    "mode",
+    "budget",
+    "source",
+    "fuse",
+    "m1",
+    "m2",
+    "weights",
+    "tau",
+    "trim",
+    "seed",
+    "saturated_ties",
+    "drop_flagged",
+)
 
 
 def merge_choices(
@@ -323,8 +345,10 @@ def mode_requirement(mode: Mode, sources: Sequence[str]) -> str | None:
     return None
 
 
-MISSING_MARGIN_HINT = ("score the dataset (the Score tab, or `dmtui score`), or give a margin the data has with "
-                        "--margin NAME=COLUMN (or NAME=CHOSEN_COL,REJECTED_COL); Random needs no margin")
+MISSING_MARGIN_HINT = (
+    "score the dataset (the Score tab, or `dmtui score`), or give a margin the data has with "
+    "--margin NAME=COLUMN (or NAME=CHOSEN_COL,REJECTED_COL); Random needs no margin"
+)
 """The hint of a mode whose margin is missing (the app says it in keys: the Curate tab)."""
 
 
@@ -343,16 +367,24 @@ def parse_choices(choices: SelectionChoices, sources: Sequence[str]) -> ParsedCh
     for name in ("m1", "m2", "weights"):  # a misspelled source on the command line is an error, not a no-op
         for source in getattr(choices, name):
             if source not in sources:
-                problems.append(Problem(f"{name.rstrip('s')}:{source}", f"there is no margin source {source!r}",
-                                        f"margin sources: {', '.join(sources) or 'none'}"))
+                problems.append(
+                    Problem(
+                        f"{name.rstrip('s')}:{source}",
+                        f"there is no margin source {source!r}",
+                        f"margin sources: {', '.join(sources) or 'none'}",
+                    )
+                )
 
     mode = attempt("mode", parse_mode, choices.mode)
     budget = attempt("budget", parse_budget, choices.budget)
     drop = choices.drop_flagged if choices.drop_flagged is not None else DEFAULT_DROP_FLAGGED
     unknown_flags = [f for f in drop if f not in FLAGS]
     if unknown_flags:
-        problems.append(Problem("drop_flagged", f"unknown flag(s) {', '.join(unknown_flags)}",
-                                f"flags: {', '.join(FLAGS)}, or none"))
+        problems.append(
+            Problem(
+                "drop_flagged", f"unknown flag(s) {', '.join(unknown_flags)}", f"flags: {', '.join(FLAGS)}, or none"
+            )
+        )
     if mode is None:
         return ParsedChoices(choices, None, tuple(problems), (), tuple(drop))
     need = mode_requirement(mode, sources)
@@ -363,49 +395,78 @@ def parse_choices(choices: SelectionChoices, sources: Sequence[str]) -> ParsedCh
     if mode in SINGLE_SOURCE_MODES:
         source = choices.source or default_source(sources)
         if source and source not in sources:
-            problems.append(Problem("source", f"there is no margin source {source!r}",
-                                    f"margin sources: {', '.join(sources) or 'none'}"))
+            problems.append(
+                Problem(
+                    "source", f"there is no margin source {source!r}", f"margin sources: {', '.join(sources) or 'none'}"
+                )
+            )
         options["source"] = source
     if mode in FUSED_MODES and not need:
         fused = choices.fuse if choices.fuse is not None else default_fused(sources)
         missing = [name for name in fused if name not in sources]
         if missing:
-            problems.append(Problem("fuse", f"there is no margin source {', '.join(map(repr, missing))} to fuse",
-                                    f"margin sources: {', '.join(sources)}"))
+            problems.append(
+                Problem(
+                    "fuse",
+                    f"there is no margin source {', '.join(map(repr, missing))} to fuse",
+                    f"margin sources: {', '.join(sources)}",
+                )
+            )
         elif not fused:
             problems.append(Problem("fuse", "no margin source is chosen to fuse", "tick at least one source"))
         options["sources"] = tuple(fused)
-        weights = {name: attempt(f"weight:{name}", _parse_number, choices.weights[name], f"the weight of {name}",
-                                 minimum=0.0)
-                   for name in fused if choices.weights.get(name, "").strip()}
+        weights = {
+            name: attempt(f"weight:{name}", _parse_number, choices.weights[name], f"the weight of {name}", minimum=0.0)
+            for name in fused
+            if choices.weights.get(name, "").strip()
+        }
         if fused and not missing and all(weights.get(name, 1.0) == 0.0 for name in fused):
-            problems.append(Problem(f"weight:{fused[0]}", "every fused source has weight 0",
-                                    "give at least one source a positive weight"))
+            problems.append(
+                Problem(
+                    f"weight:{fused[0]}",
+                    "every fused source has weight 0",
+                    "give at least one source a positive weight",
+                )
+            )
         if any(w not in (None, 1.0) for w in weights.values()):
             options["weights"] = {name: w for name, w in weights.items() if w is not None}
         if len(fused) == 1 and not missing:
-            notes.append(f"{MODE_LABELS[mode]} of one source ({fused[0]}) is "
-                         + ("a TOP clipped to [M1, M2]: every pair at or above M2 ties, and pair_id decides"
-                            if mode == "dm-mul" else "TOP of it without the outlier trim"))
+            notes.append(
+                f"{MODE_LABELS[mode]} of one source ({fused[0]}) is "
+                + (
+                    "a TOP clipped to [M1, M2]: every pair at or above M2 ties, and pair_id decides"
+                    if mode == "dm-mul"
+                    else "TOP of it without the outlier trim"
+                )
+            )
     if mode == "dm-mul":
         m1: dict[str, float] = {}
         m2: dict[str, float | str] = {}
         for name in options["sources"]:
             low = attempt(f"m1:{name}", _parse_number, choices.m1.get(name) or repr(DEFAULT_M1), f"M1 of {name}")
-            high = attempt(f"m2:{name}", _parse_number, choices.m2.get(name) or "auto", f"M2 of {name}",
-                           allow_auto=True)
+            high = attempt(
+                f"m2:{name}", _parse_number, choices.m2.get(name) or "auto", f"M2 of {name}", allow_auto=True
+            )
             if low is not None:
                 m1[name] = float(low)
             if high is not None:
                 m2[name] = high
             if isinstance(low, float) and isinstance(high, float) and not high > low:
-                problems.append(Problem(f"m2:{name}", f"M2 ({high:g}) must be greater than M1 ({low:g})",
-                                        "raise M2, lower M1, or set M2 to auto"))
+                problems.append(
+                    Problem(
+                        f"m2:{name}",
+                        f"M2 ({high:g}) must be greater than M1 ({low:g})",
+                        "raise M2, lower M1, or set M2 to auto",
+                    )
+                )
         options["m1"], options["m2"] = m1, m2
         ties = choices.saturated_ties.strip().lower()
         if ties not in SATURATED_TIES:
-            problems.append(Problem("saturated_ties", f"unknown rule {choices.saturated_ties!r}",
-                                    f"one of: {', '.join(SATURATED_TIES)}"))
+            problems.append(
+                Problem(
+                    "saturated_ties", f"unknown rule {choices.saturated_ties!r}", f"one of: {', '.join(SATURATED_TIES)}"
+                )
+            )
         options["saturated_ties"] = ties
     if mode in TRIMMED_MODES:
         options["trim"] = attempt("trim", parse_trim, choices.trim)
@@ -504,8 +565,10 @@ class ExportPlan:
         used = used_controls(self.params)
         what = used["mode"] + (f" of {used['source']}" if "source" in used else "")
         if "fuse" in used:
-            fused = ", ".join(f"{n}×{self.params.weight_for(n):g}" if self.params.weight_for(n) != 1.0 else n
-                              for n in self.params.sources)
+            fused = ", ".join(
+                f"{n}×{self.params.weight_for(n):g}" if self.params.weight_for(n) != 1.0 else n
+                for n in self.params.sources
+            )
             what += f" fusing {fused}"
         lines = [f"{what}; budget {used['budget']} -> {self.selected:,} pairs selected"]
         for name, (m1, m2, auto) in self.bounds.items():
@@ -513,8 +576,10 @@ class ExportPlan:
         if self.params.mode == "dm-mul" and self.params.saturated_ties != "pair-id":
             lines.append(f"saturated ties broken by {self.params.saturated_ties}")
         if self.trim_range is not None:
-            lines.append(f"trim {self.params.trim * 100:g}% at each end: keeps margins in "
-                         f"[{self.trim_range[0]:.4g}, {self.trim_range[1]:.4g}]")
+            lines.append(
+                f"trim {self.params.trim * 100:g}% at each end: keeps margins in "
+                f"[{self.trim_range[0]:.4g}, {self.trim_range[1]:.4g}]"
+            )
         drop = ", ".join(self.drop_flagged) or "none"
         if self.dropped:
             counts = ", ".join(f"{flag} {n}" for flag, n in self.flagged_dropped.items() if n)
@@ -525,8 +590,9 @@ class ExportPlan:
             lines.append(f"keeps mislabeled pairs the curator swapped (the swap fixed them): {self.spared:,}")
         kept = kept_flag_counts(self.flagged_written, self.spared)
         if kept:
-            lines.append("warning: the export keeps flagged pairs: "
-                         + ", ".join(f"{flag} {n}" for flag, n in kept.items()))
+            lines.append(
+                "warning: the export keeps flagged pairs: " + ", ".join(f"{flag} {n}" for flag, n in kept.items())
+            )
         return lines
 
 
@@ -552,16 +618,18 @@ class CurationSession:
         self.sources = list(resolved.margins)
         self.workspace = workspace
         self.dataset_ref = dataset_ref if dataset_ref is not None else (workspace.dataset if workspace else None)
-        self.load_config = load_config if load_config is not None else (
-            workspace.load_config if workspace else LoadConfig())
+        self.load_config = (
+            load_config if load_config is not None else (workspace.load_config if workspace else LoadConfig())
+        )
         self.pair_ids = dataset.pairs["pair_id"].combine_chunks()
         self.tie_keys = tie_keys_from_pair_ids(self.pair_ids)
         self.annotations = annotations if annotations is not None else AnnotationMasks.empty(len(self.pair_ids))
         self._effective: dict[str, tuple[int, np.ndarray]] = {}
 
     @classmethod
-    def from_workspace(cls, dataset: LoadedDataset, resolved: ResolvedMargins, workspace: Workspace | None,
-                       **kwargs: Any) -> CurationSession:
+    def from_workspace(
+        cls, dataset: LoadedDataset, resolved: ResolvedMargins, workspace: Workspace | None, **kwargs: Any
+    ) -> CurationSession:
         """A session whose annotations are read from the workspace's store (none without one)."""
         annotations = None
         if workspace is not None and workspace.annotations_path.exists():
@@ -591,10 +659,17 @@ class CurationSession:
     def select(self, params: SelectionParams) -> Selection:
         """`select` with the curator's exclusions and swaps and pair_id tie-breaking."""
         if self.total == 0:
-            raise SelectionError(f"no usable pairs in {self.dataset.report.source}: nothing to select from",
-                                 self.dataset.report.nothing_usable_hint())
-        return select(self.margins, params, excluded=self.annotations.excluded, swapped=self.annotations.swapped,
-                      tie_break=self.tie_keys)
+            raise SelectionError(
+                f"no usable pairs in {self.dataset.report.source}: nothing to select from",
+                self.dataset.report.nothing_usable_hint(),
+            )
+        return select(
+            self.margins,
+            params,
+            excluded=self.annotations.excluded,
+            swapped=self.annotations.swapped,
+            tie_break=self.tie_keys,
+        )
 
     def effective_margin(self, source: str) -> np.ndarray:
         """A source's margins as selection sees them: negated for swapped pairs. Cached until
@@ -638,17 +713,25 @@ class CurationSession:
             for pair_id in ids(masks.flags[flag]):
                 flags[pair_id] = (*flags.get(pair_id, ()), flag)
         notes = {self.pair_ids[index].as_py(): note for index, note in masks.notes.items() if note}
-        return Annotated(excluded=tuple(sorted(ids(masks.excluded))), swapped=tuple(sorted(ids(masks.swapped))),
-                         flags=flags, notes=notes)
+        return Annotated(
+            excluded=tuple(sorted(ids(masks.excluded))),
+            swapped=tuple(sorted(ids(masks.swapped))),
+            flags=flags,
+            notes=notes,
+        )
 
     def plan_export(self, selection: Selection, drop_flagged: Sequence[str]) -> ExportPlan:
         drop = tuple(flag for flag in FLAGS if flag in drop_flagged)
         dropping = self.annotations.dropped(drop)[selection.indices]
         written, dropped = selection.indices[~dropping], selection.indices[dropping]
         return ExportPlan(
-            params=selection.params, selected=selection.selected, dropped=int(dropped.size),
+            params=selection.params,
+            selected=selection.selected,
+            dropped=int(dropped.size),
             spared=int(np.count_nonzero(self.annotations.spared(drop)[selection.indices])),
-            written=int(written.size), drop_flagged=drop, flagged_written=self.flag_counts(written),
+            written=int(written.size),
+            drop_flagged=drop,
+            flagged_written=self.flag_counts(written),
             flagged_dropped=self.flag_counts(dropped),
             bounds={name: (b.m1, b.m2, b.m2_auto) for name, b in selection.bounds.items()},
             trim_range=selection.trim_range,
@@ -670,7 +753,18 @@ class CurationSession:
         if self.dataset_ref is None:
             raise DmtuiError("the session does not know its dataset's checksum, which an export records")
         return export_selection(
-            self.dataset, self.dataset_ref, self.load_config, self.resolved, selection, self.annotated(), out,
-            fmt=fmt, include_scores=include_scores, drop_flagged=drop_flagged, force=force,
-            workspace_root=self.workspace.root if self.workspace else None, progress=progress, cancel=cancel,
+            self.dataset,
+            self.dataset_ref,
+            self.load_config,
+            self.resolved,
+            selection,
+            self.annotated(),
+            out,
+            fmt=fmt,
+            include_scores=include_scores,
+            drop_flagged=drop_flagged,
+            force=force,
+            workspace_root=self.workspace.root if self.workspace else None,
+            progress=progress,
+            cancel=cancel,
         )

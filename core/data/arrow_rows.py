@@ -19,8 +19,10 @@ import pyarrow.compute as pc
 from core.data.pairs import MESSAGE_TYPE, Format, canonical_json
 from core.data.roles import ANY_MARKER
 
-_PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-                  "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 _HAS_TEXT = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]"
 """A character `str.strip()` keeps (Python's whitespace spelled out: RE2's \\s differs)."""
 
@@ -41,8 +43,11 @@ def table_format(table: pa.Table, roles: dict[str, str]) -> Format | None:
     """The format when the prompt, chosen and rejected columns are all strings or all
     message lists (with string role and content); None for any other combination."""
     names = [roles.get("prompt"), roles["chosen"], roles["rejected"]]
-    if names[0] is None or set(roles) - {"prompt", "chosen", "rejected"} or any(
-            name not in table.column_names for name in names):  # a system or input column: per row
+    if (
+        names[0] is None
+        or set(roles) - {"prompt", "chosen", "rejected"}
+        or any(name not in table.column_names for name in names)
+    ):  # a system or input column: per row
         return None
     types = [table.schema.field(name).type for name in names]
     if all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types):
@@ -59,8 +64,10 @@ def _is_message_list(data_type: pa.DataType) -> bool:
     if not pa.types.is_struct(item):
         return False
     fields = {item.field(i).name: item.field(i).type for i in range(item.num_fields)}
-    return all(name in fields and (pa.types.is_string(fields[name]) or pa.types.is_large_string(fields[name]))
-               for name in ("role", "content"))
+    return all(
+        name in fields and (pa.types.is_string(fields[name]) or pa.types.is_large_string(fields[name]))
+        for name in ("role", "content")
+    )
 
 
 def clean_rows(table: pa.Table, roles: dict[str, str], fmt: Format, max_chars: int) -> CleanRows:
@@ -97,8 +104,9 @@ def _valid_messages(column: pa.Array, max_chars: int) -> np.ndarray:
     role, content = pc.struct_field(messages, "role"), pc.struct_field(messages, "content")
     whole = _true(pc.is_valid(messages)) & _true(pc.is_valid(role)) & _true(pc.is_valid(content))
     ok &= np.bincount(parent, weights=~whole, minlength=rows) == 0
-    size = np.bincount(parent, weights=pc.fill_null(pc.utf8_length(content), 0).to_numpy(zero_copy_only=False),
-                       minlength=rows)
+    size = np.bincount(
+        parent, weights=pc.fill_null(pc.utf8_length(content), 0).to_numpy(zero_copy_only=False), minlength=rows
+    )
     ok &= size <= max_chars
     has_text = _true(pc.match_substring_regex(content, _HAS_TEXT))
     ok &= np.bincount(parent, weights=has_text, minlength=rows) > 0
@@ -110,7 +118,8 @@ def _messages(column: pa.Array) -> pa.Array:
     messages = pc.list_flatten(column)
     items = pa.StructArray.from_arrays(
         [pc.struct_field(messages, "role").cast(pa.string()), pc.struct_field(messages, "content").cast(pa.string())],
-        names=["role", "content"])
+        names=["role", "content"],
+    )
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, items, type=MESSAGE_TYPE)

@@ -34,8 +34,13 @@ TEMPLATE_FAMILIES: dict[str, tuple[str, str]] = {
 """Tried in this order: a more specific family before ``bos``, which only says the text
 starts with a BOS token (still not to be added twice)."""
 
-_PATTERN = "^" + _WS + "(?:" + "|".join(f"(?P<{name.replace('-', '_')}>{regex})"
-                                         for name, (_, regex) in TEMPLATE_FAMILIES.items()) + ")"
+_PATTERN = (
+    "^"
+    + _WS
+    + "(?:"
+    + "|".join(f"(?P<{name.replace('-', '_')}>{regex})" for name, (_, regex) in TEMPLATE_FAMILIES.items())
+    + ")"
+)
 _COMPILED = re.compile(_PATTERN)
 _START = "^" + _WS + "[<\\[]"
 """Every family's markup starts with "<" or "[" (checked by a test)."""

@@ -49,8 +49,12 @@ SHAPES: dict[str, str] = {
 }
 """What `LoadReport.shape` can be, in words."""
 
-SCORE_COLUMN_PAIRS = (("score_chosen", "score_rejected"), ("chosen_score", "rejected_score"),
-                      ("chosen_rating", "rejected_rating"), ("chosen_reward", "rejected_reward"))
+SCORE_COLUMN_PAIRS = (
+    ("score_chosen", "score_rejected"),
+    ("chosen_score", "rejected_score"),
+    ("chosen_rating", "rejected_rating"),
+    ("chosen_reward", "rejected_reward"),
+)
 """Per-response score columns the report looks for (UltraFeedback, distilabel, Argilla)."""
 
 
@@ -196,8 +200,10 @@ class LoadReport:
 
     def required_columns(self) -> list[str]:
         """The columns a pair needs, as roles (with the column name the user gave for one)."""
-        wanted = {role: role if role in self.guessed_columns else self.columns.get(role, role)
-                  for role in ("prompt", "chosen", "rejected")}
+        wanted = {
+            role: role if role in self.guessed_columns else self.columns.get(role, role)
+            for role in ("prompt", "chosen", "rejected")
+        }
         return [role if column == role else f"{role} ({column})" for role, column in wanted.items()]
 
     def suggested_mapping(self) -> dict[str, str]:
@@ -209,8 +215,10 @@ class LoadReport:
         if self.read == 0:
             return "the source holds no records"
         if self.rejected.get("missing_column", 0) * 2 >= self.read:
-            return (f"{missing_columns_message(self.required_columns(), self.file_columns)}; "
-                    f"{mapping_hint(self.suggested_mapping())}")
+            return (
+                f"{missing_columns_message(self.required_columns(), self.file_columns)}; "
+                f"{mapping_hint(self.suggested_mapping())}"
+            )
         return "every row was rejected: see the reasons above"
 
     def to_json(self, include_all: bool = False) -> dict[str, Any]:
@@ -277,4 +285,3 @@ class LoadReport:
         )
         report.rejections = [Rejection(**r) for r in data.get("rejections", data.get("examples", []))]
         return report
-

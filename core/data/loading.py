@@ -63,8 +63,17 @@ from core.data.sources import (
 from core.io.tables import take_rows
 from core.progress import ProgressFn, Reporter
 
-__all__ = ["REASONS", "SHAPES", "LoadConfig", "LoadReport", "LoadedDataset", "MissingColumnsError", "PromptStyle",
-           "Rejection", "load_dataset"]
+__all__ = [
+    "REASONS",
+    "SHAPES",
+    "LoadConfig",
+    "LoadReport",
+    "LoadedDataset",
+    "MissingColumnsError",
+    "PromptStyle",
+    "Rejection",
+    "load_dataset",
+]
 
 T = TypeVar("T")
 COLUMN_SNIFF_RECORDS = 100
@@ -150,8 +159,9 @@ def _load_arrow(spec: SourceSpec, config: LoadConfig, report: LoadReport, progre
     for start in range(0, table.num_rows, CHUNK_ROWS):
         block = table.slice(start, CHUNK_ROWS)
         if FAST_IMPORT and _valid_utf8(block):
-            builder.add_table(block, start, np.arange(start, start + block.num_rows), None,
-                              partial(iter_arrow_records, block, start))
+            builder.add_table(
+                block, start, np.arange(start, start + block.num_rows), None, partial(iter_arrow_records, block, start)
+            )
         else:
             for record in iter_arrow_records(block, start):
                 builder.add_record(record)
@@ -161,8 +171,9 @@ def _load_arrow(spec: SourceSpec, config: LoadConfig, report: LoadReport, progre
     return LoadedDataset(pairs, records, report, numbers)
 
 
-def _load_csv_table(spec: SourceSpec, table: pa.Table, config: LoadConfig, report: LoadReport, progress,
-                    cancel) -> LoadedDataset:
+def _load_csv_table(
+    spec: SourceSpec, table: pa.Table, config: LoadConfig, report: LoadReport, progress, cancel
+) -> LoadedDataset:
     """A CSV file Arrow read: the checks run on its columns; locations (lines, which
     Arrow does not keep) come from one pass of the per-row reader, only when a row
     needs one."""

@@ -67,8 +67,14 @@ class _Piece:
 class PairBuilder:
     """Collects loaded rows and rejections; `finish` returns pairs, records and numbers."""
 
-    def __init__(self, kind: str, config: LoadConfig, report: LoadReport, reporter: Reporter,
-                 locations: Callable[[], np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        config: LoadConfig,
+        report: LoadReport,
+        reporter: Reporter,
+        locations: Callable[[], np.ndarray] | None = None,
+    ) -> None:
         """`locations()` gives every row's location number, for rows read without one (CSV by Arrow)."""
         self.kind = kind
         self.config = config
@@ -98,18 +104,30 @@ class PairBuilder:
         a missing column is reported per row, and the file fails only if no row loads.
         """
         config = self.config
-        choice, missing = choose_columns(list(keys), head, prompt_col=config.prompt_col, chosen_col=config.chosen_col,
-                                         rejected_col=config.rejected_col, system_col=config.system_col)
+        choice, missing = choose_columns(
+            list(keys),
+            head,
+            prompt_col=config.prompt_col,
+            chosen_col=config.chosen_col,
+            rejected_col=config.rejected_col,
+            system_col=config.system_col,
+        )
         if config.system_col and "prompt" not in choice.roles:
-            raise LoadError(f"{self.report.source}: --system-col {config.system_col}, but the data has no prompt "
-                            "column (chosen and rejected hold whole texts or conversations), so a system message "
-                            "has no prompt to precede", "leave --system-col out, or name the prompt column with "
-                            "--prompt-col")
+            raise LoadError(
+                f"{self.report.source}: --system-col {config.system_col}, but the data has no prompt "
+                "column (chosen and rejected hold whole texts or conversations), so a system message "
+                "has no prompt to precede",
+                "leave --system-col out, or name the prompt column with --prompt-col",
+            )
         if uniform and missing:
-            required = [role if role == column else f"{role} ({column})"
-                        for role, column in (("prompt", config.prompt_col or "prompt"),
-                                             ("chosen", choice.roles["chosen"]),
-                                             ("rejected", choice.roles["rejected"]))]
+            required = [
+                role if role == column else f"{role} ({column})"
+                for role, column in (
+                    ("prompt", config.prompt_col or "prompt"),
+                    ("chosen", choice.roles["chosen"]),
+                    ("rejected", choice.roles["rejected"]),
+                )
+            ]
             raise MissingColumnsError(self.report.source, missing, required, list(keys))
         self.normaliser.columns = dict(choice.roles)
         self.guessed = choice.guessed
@@ -142,8 +160,9 @@ class PairBuilder:
                 self.choose_columns(list(record.value), [record.value], uniform=False)
             pair = self.normaliser.normalise(record.value, record.location)
         except RowRejected as rejected:
-            self._reject(Rejection(rejected.reason, record.location, record.row_index, rejected.column,
-                                   rejected.detail))
+            self._reject(
+                Rejection(rejected.reason, record.location, record.row_index, rejected.column, rejected.detail)
+            )
             return None
         self._role_seen |= pair.role_family is not None
         return pair
@@ -169,8 +188,9 @@ class PairBuilder:
             chosen=pa.array([pair.chosen for _, pair in rows], field_type),
             rejected=pa.array([pair.rejected for _, pair in rows], field_type),
             rule=np.array([RULES.index(pair.rule) for _, pair in rows], dtype=np.int8),
-            family=np.array([FAMILY_NAMES.index(pair.role_family) if pair.role_family else -1 for _, pair in rows],
-                            dtype=np.int8),
+            family=np.array(
+                [FAMILY_NAMES.index(pair.role_family) if pair.role_family else -1 for _, pair in rows], dtype=np.int8
+            ),
             messages=[pair.messages for _, pair in rows] if has_roles else None,
             records=self._records_of([record for record, _ in rows]) if with_records else None,
         )
@@ -182,16 +202,24 @@ class PairBuilder:
             return pa.array([record.raw_json for record in records], pa.string())
         if self.kind in ("csv", "tsv"):
             keys = dict.fromkeys(key for record in records for key in record.value)
-            return pa.Table.from_pylist([record.value for record in records],
-                                        pa.schema([(key, pa.string()) for key in keys]))
+            return pa.Table.from_pylist(
+                [record.value for record in records], pa.schema([(key, pa.string()) for key in keys])
+            )
         return None
 
     def _field_type(self) -> pa.DataType:
         return MESSAGE_TYPE if self.normaliser.format == "conversational" else pa.string()
 
     # The fast path ---------------------------------------------------------------------
-    def add_table(self, table: pa.Table, first_row: int, where: np.ndarray | None, records: Any,
-                  values: Callable[[np.ndarray], Iterable[RawRecord]], plain: bool = False) -> None:
+    def add_table(
+        self,
+        table: pa.Table,
+        first_row: int,
+        where: np.ndarray | None,
+        records: Any,
+        values: Callable[[np.ndarray], Iterable[RawRecord]],
+        plain: bool = False,
+    ) -> None:
         """A block of rows read by Arrow: row k has row_index ``first_row + k``.
 
         `where` holds each row's location number (None: not known until needed); `records`
@@ -233,15 +261,25 @@ class PairBuilder:
         if self.config.strict and not self._role_seen and len(self.report.rejections) > rejected_before:
             self._stop_at_first()
 
-    def _piece_of_block(self, first_row: int, where: np.ndarray | None, records: Any, clean, slow,
-                        loaded: np.ndarray) -> _Piece:
+    def _piece_of_block(
+        self, first_row: int, where: np.ndarray | None, records: Any, clean, slow, loaded: np.ndarray
+    ) -> _Piece:
         positions = np.flatnonzero(loaded)
         kept_records = rows_marked(records, loaded) if records is not None else None
         located = where[positions] if where is not None else np.full(len(positions), -1, dtype=np.int64)
         if clean is not None and not slow:  # every loaded row is clean: nothing to interleave
             count = len(positions)
-            return _Piece(positions + first_row, located, clean.prompt, clean.chosen, clean.rejected,
-                          np.zeros(count, dtype=np.int8), np.full(count, -1, dtype=np.int8), None, kept_records)
+            return _Piece(
+                positions + first_row,
+                located,
+                clean.prompt,
+                clean.chosen,
+                clean.rejected,
+                np.zeros(count, dtype=np.int8),
+                np.full(count, -1, dtype=np.int8),
+                None,
+                kept_records,
+            )
         slow_piece = self._piece_of_rows(slow, with_records=False) if slow else None
         if clean is None or not clean.mask.any():
             parts = [slow_piece] if slow_piece else []
@@ -249,9 +287,19 @@ class PairBuilder:
         else:
             clean_count = int(clean.mask.sum())
             clean_positions = np.flatnonzero(clean.mask)
-            parts = [_Piece(clean_positions + first_row, np.full(clean_count, -1, dtype=np.int64), clean.prompt,
-                            clean.chosen, clean.rejected, np.zeros(clean_count, dtype=np.int8),
-                            np.full(clean_count, -1, dtype=np.int8), None, None)]
+            parts = [
+                _Piece(
+                    clean_positions + first_row,
+                    np.full(clean_count, -1, dtype=np.int64),
+                    clean.prompt,
+                    clean.chosen,
+                    clean.rejected,
+                    np.zeros(clean_count, dtype=np.int8),
+                    np.full(clean_count, -1, dtype=np.int8),
+                    None,
+                    None,
+                )
+            ]
             if slow_piece:
                 parts.append(slow_piece)
         if not parts:
@@ -261,24 +309,41 @@ class PairBuilder:
         take = pa.array(order)
         messages = None
         if slow_piece is not None and slow_piece.messages is not None:
-            messages = ([None] * clean_count + slow_piece.messages)
+            messages = [None] * clean_count + slow_piece.messages
             messages = [messages[i] for i in order.tolist()]
         field_type = self._field_type()
 
         def merged(name: str) -> pa.Array:
-            return pa.concat_arrays([chunk.cast(field_type) for part in parts
-                                     for chunk in _chunks(getattr(part, name))]).take(take)
+            return pa.concat_arrays(
+                [chunk.cast(field_type) for part in parts for chunk in _chunks(getattr(part, name))]
+            ).take(take)
 
-        return _Piece(row_index=row_index[order], where=located, prompt=merged("prompt"), chosen=merged("chosen"),
-                      rejected=merged("rejected"), rule=np.concatenate([part.rule for part in parts])[order],
-                      family=np.concatenate([part.family for part in parts])[order], messages=messages,
-                      records=kept_records)
+        return _Piece(
+            row_index=row_index[order],
+            where=located,
+            prompt=merged("prompt"),
+            chosen=merged("chosen"),
+            rejected=merged("rejected"),
+            rule=np.concatenate([part.rule for part in parts])[order],
+            family=np.concatenate([part.family for part in parts])[order],
+            messages=messages,
+            records=kept_records,
+        )
 
     def _empty_piece(self) -> _Piece:
         field_type = self._field_type()
         nothing = np.zeros(0, dtype=np.int64)
-        return _Piece(nothing, nothing, pa.array([], field_type), pa.array([], field_type), pa.array([], field_type),
-                      np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int8), None, None)
+        return _Piece(
+            nothing,
+            nothing,
+            pa.array([], field_type),
+            pa.array([], field_type),
+            pa.array([], field_type),
+            np.zeros(0, dtype=np.int8),
+            np.zeros(0, dtype=np.int8),
+            None,
+            None,
+        )
 
     def _add_piece(self, piece: _Piece, plain: bool = False) -> None:
         if len(piece):
@@ -294,8 +359,9 @@ class PairBuilder:
             _raise_strict(first, self.report.source)
 
     # The end ---------------------------------------------------------------------------
-    def finish(self, records_of_arrow: Callable[[np.ndarray], pa.Table] | None = None
-               ) -> tuple[pa.Table, pa.Table, pa.Table | None]:
+    def finish(
+        self, records_of_arrow: Callable[[np.ndarray], pa.Table] | None = None
+    ) -> tuple[pa.Table, pa.Table, pa.Table | None]:
         """The pairs, the source's records and (JSON sources) their numeric fields, row for row.
 
         `records_of_arrow(row_indices)` takes the records of an Arrow source.
@@ -325,11 +391,23 @@ class PairBuilder:
         schema = pair_schema(report.format or "standard")
         if pieces:
             pairs = pa.Table.from_arrays(
-                [pa.chunked_array([p.ids for p in pieces], pa.string()),
-                 pa.chunked_array([pa.array(p.row_index) for p in pieces], pa.int64()),
-                 *(pa.chunked_array([chunk.cast(schema.field(name).type) for p in pieces
-                                     for chunk in _chunks(getattr(p, name))], schema.field(name).type)
-                   for name in ("prompt", "chosen", "rejected"))], schema=schema)
+                [
+                    pa.chunked_array([p.ids for p in pieces], pa.string()),
+                    pa.chunked_array([pa.array(p.row_index) for p in pieces], pa.int64()),
+                    *(
+                        pa.chunked_array(
+                            [
+                                chunk.cast(schema.field(name).type)
+                                for p in pieces
+                                for chunk in _chunks(getattr(p, name))
+                            ],
+                            schema.field(name).type,
+                        )
+                        for name in ("prompt", "chosen", "rejected")
+                    ),
+                ],
+                schema=schema,
+            )
         else:
             pairs = schema.empty_table()
         records = self._records_table(pieces, records_of_arrow, pairs)
@@ -347,8 +425,14 @@ class PairBuilder:
                 return pa.table({})
             # every column seen, not only the first row's: a short row must not drop a column for all
             merged = pa.concat_tables(chunks, promote_options="default")
-            return pa.table({key: merged[key].cast(pa.string()) if key in merged.column_names
-                             else pa.nulls(merged.num_rows, pa.string()) for key in self.normaliser.seen_keys})
+            return pa.table(
+                {
+                    key: merged[key].cast(pa.string())
+                    if key in merged.column_names
+                    else pa.nulls(merged.num_rows, pa.string())
+                    for key in self.normaliser.seen_keys
+                }
+            )
         assert records_of_arrow is not None
         return records_of_arrow(pairs["row_index"].to_numpy())
 
@@ -373,12 +457,15 @@ class PairBuilder:
         report.role_markers = ", ".join(found) or None
         report.role_text = "text"
         if self.config.keep_role_text:
-            report.role_text_reason = ("kept as text, as the load options ask (--keep-role-text, or a workspace "
-                                       "made before role-marked text became conversations)")
+            report.role_text_reason = (
+                "kept as text, as the load options ask (--keep-role-text, or a workspace "
+                "made before role-marked text became conversations)"
+            )
             return
         if decision == "text":
-            report.role_text_reason = ("kept as text, as this workspace read the file when it was made (so its "
-                                       "pair_ids stay valid)")
+            report.role_text_reason = (
+                "kept as text, as this workspace read the file when it was made (so its pair_ids stay valid)"
+            )
             return
         if decision is None:
             if len(found) > 1:
@@ -386,25 +473,34 @@ class PairBuilder:
                 return
             if not marked.all():
                 first = self._location_of_position(int(np.flatnonzero(~marked)[0]))
-                report.role_text_reason = (f"kept as text: {int((~marked).sum()):,} of {len(marked):,} pairs do not "
-                                           f"read as role-marked dialogues (the first at {first})")
+                report.role_text_reason = (
+                    f"kept as text: {int((~marked).sum()):,} of {len(marked):,} pairs do not "
+                    f"read as role-marked dialogues (the first at {first})"
+                )
                 return
             family = found[0]
-            report.role_text_reason = ("every pair reads as a role-marked dialogue, so each model's chat template "
-                                       "applies when scoring; --keep-role-text keeps the text")
+            report.role_text_reason = (
+                "every pair reads as a role-marked dialogue, so each model's chat template "
+                "applies when scoring; --keep-role-text keeps the text"
+            )
         else:
             family = decision
             report.role_markers = family
-            report.role_text_reason = (f"this workspace reads {family} dialogues as conversations (so its pair_ids "
-                                       "stay valid); pairs that are not one are rejected (not_role_marked)")
+            report.role_text_reason = (
+                f"this workspace reads {family} dialogues as conversations (so its pair_ids "
+                "stay valid); pairs that are not one are rejected (not_role_marked)"
+            )
         report.role_text = "conversations"
         self.normaliser.format = "conversational"
         code = FAMILY_NAMES.index(family)
         for piece in self.pieces:
             messages = piece.messages or [None] * len(piece)
             for position in np.flatnonzero(piece.family != code).tolist():
-                detail = (f"reads as {FAMILY_NAMES[piece.family[position]]} dialogues, not {family}"
-                          if piece.family[position] >= 0 else f"does not read as a role-marked dialogue ({family})")
+                detail = (
+                    f"reads as {FAMILY_NAMES[piece.family[position]]} dialogues, not {family}"
+                    if piece.family[position] >= 0
+                    else f"does not read as a role-marked dialogue ({family})"
+                )
                 self._reject_after(piece, position, "not_role_marked", detail)
             prompts, chosen, rejected = zip(*(pair or ([], [], []) for pair in messages))
             piece.prompt = pa.array(list(prompts), MESSAGE_TYPE)
@@ -414,17 +510,18 @@ class PairBuilder:
             for position, pair in enumerate(messages):
                 if pair is not None and piece.family[position] == code and pair[1] == pair[2]:
                     # replies that differed only in the whitespace around them
-                    self._reject_after(piece, position, "identical_responses",
-                                       "chosen equals rejected once read as a conversation")
+                    self._reject_after(
+                        piece, position, "identical_responses", "chosen equals rejected once read as a conversation"
+                    )
 
     def _reject_after(self, piece: _Piece, position: int, reason: str, detail: str) -> None:
         """Reject a row that loaded but whose pair the whole-file decisions refuse."""
         row = int(piece.row_index[position])
         self._dropped_after.add(row)
         self.report.rejected[reason] += 1
-        self.report.rejections.append(Rejection(reason, self._location(piece, position), row,
-                                                self.normaliser.chosen_columns["chosen"],
-                                                detail))
+        self.report.rejections.append(
+            Rejection(reason, self._location(piece, position), row, self.normaliser.chosen_columns["chosen"], detail)
+        )
 
     # Duplicates ------------------------------------------------------------------------
     def _duplicates(self) -> list[Rejection]:
@@ -445,8 +542,15 @@ class PairBuilder:
         duplicates = []
         for position in repeated.tolist():
             original = first_of_key[int(keys[position])]
-            duplicates.append(Rejection("duplicate_pair", self._location_of_position(position), int(rows[position]),
-                                        None, f"same pair as {self._location_of_position(original)}"))
+            duplicates.append(
+                Rejection(
+                    "duplicate_pair",
+                    self._location_of_position(position),
+                    int(rows[position]),
+                    None,
+                    f"same pair as {self._location_of_position(original)}",
+                )
+            )
         return duplicates
 
     def _location_of_position(self, position: int) -> str:
@@ -474,11 +578,19 @@ class PairBuilder:
         if keep.all():
             return piece
         mask = pa.array(keep)
-        return _Piece(piece.row_index[keep], piece.where[keep], piece.prompt.filter(mask), piece.chosen.filter(mask),
-                      piece.rejected.filter(mask), piece.rule[keep], piece.family[keep],
-                      [m for m, k in zip(piece.messages, keep) if k] if piece.messages is not None else None,
-                      piece.records.filter(mask) if piece.records is not None else None,
-                      piece.ids.filter(mask), piece.keys[keep])
+        return _Piece(
+            piece.row_index[keep],
+            piece.where[keep],
+            piece.prompt.filter(mask),
+            piece.chosen.filter(mask),
+            piece.rejected.filter(mask),
+            piece.rule[keep],
+            piece.family[keep],
+            [m for m, k in zip(piece.messages, keep) if k] if piece.messages is not None else None,
+            piece.records.filter(mask) if piece.records is not None else None,
+            piece.ids.filter(mask),
+            piece.keys[keep],
+        )
 
     # The report ------------------------------------------------------------------------
     def _describe(self, pieces: list[_Piece], pairs: pa.Table, records: pa.Table, numbers: pa.Table | None) -> None:
@@ -497,7 +609,8 @@ class PairBuilder:
         if notes.prompt_mismatch:
             report.warnings.append(
                 f"{notes.prompt_mismatch:,} rows have a prompt column that is not the user turn their replies "
-                f"repeat (the first at {notes.first_mismatch}); the prompt is taken from the replies' messages")
+                f"repeat (the first at {notes.first_mismatch}); the prompt is taken from the replies' messages"
+            )
 
     def _example(self, pieces: list[_Piece], pairs: pa.Table, position: int) -> dict[str, str]:
         row = pairs.slice(position, 1).to_pylist()[0]
@@ -508,8 +621,12 @@ class PairBuilder:
                 break
             where -= len(piece)
         prompt = as_text(row["prompt"])
-        return {"location": location, "prompt_end": prompt[-60:], "chosen_start": as_text(row["chosen"])[:60],
-                "rejected_start": as_text(row["rejected"])[:60]}
+        return {
+            "location": location,
+            "prompt_end": prompt[-60:],
+            "chosen_start": as_text(row["chosen"])[:60],
+            "rejected_start": as_text(row["rejected"])[:60],
+        }
 
     def _shape(self) -> str:
         report = self.report
@@ -544,8 +661,10 @@ class PairBuilder:
                     report.tied_scores = int(pc.sum(pc.equal(chosen, rejected)).as_py() or 0)
         if report.tied_scores:
             chosen_col, rejected_col = report.score_columns[0]
-            report.warnings.append(f"{report.tied_scores:,} pairs tie on {chosen_col} = {rejected_col}: loaded, "
-                                   "but they carry no preference")
+            report.warnings.append(
+                f"{report.tied_scores:,} pairs tie on {chosen_col} = {rejected_col}: loaded, "
+                "but they carry no preference"
+            )
 
 
 def _chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
@@ -558,16 +677,18 @@ def _ids(prompt, chosen, rejected, plain: bool = False) -> tuple[pa.Array, np.nd
         return pair_ids(prompt, chosen, rejected, plain)
     ids, keys = [], []
     for start in range(0, len(prompt), CHUNK_ROWS):
-        part = pair_ids(prompt.slice(start, CHUNK_ROWS), chosen.slice(start, CHUNK_ROWS),
-                        rejected.slice(start, CHUNK_ROWS), plain)
+        part = pair_ids(
+            prompt.slice(start, CHUNK_ROWS), chosen.slice(start, CHUNK_ROWS), rejected.slice(start, CHUNK_ROWS), plain
+        )
         ids.append(part[0])
         keys.append(part[1])
     return pa.concat_arrays(ids), np.concatenate(keys)
 
 
 def _raise_strict(first: Rejection, source: str) -> None:
-    raise LoadError(first.describe(source),
-                    "fix the row, or drop --strict to skip bad rows and see them all in the report")
+    raise LoadError(
+        first.describe(source), "fix the row, or drop --strict to skip bad rows and see them all in the report"
+    )
 
 
 def _number(location: str) -> int:
@@ -582,14 +703,19 @@ def _report_rendered_templates(report: LoadReport, pairs: pa.Table) -> None:
     report.rendered_templates = count_rendered_templates(prompts)
     if not report.rendered_templates:
         return
-    found = ", ".join(f"{family} ({TEMPLATE_FAMILIES[family][0]}) in {count:,}"
-                      for family, count in report.rendered_templates.items())
+    found = ", ".join(
+        f"{family} ({TEMPLATE_FAMILIES[family][0]}) in {count:,}" for family, count in report.rendered_templates.items()
+    )
     if report.rendered_template is not None:
-        report.warnings.append(f"the prompts already carry a rendered chat template: {found}; such text is "
-                               "scored as written, never templated a second time")
+        report.warnings.append(
+            f"the prompts already carry a rendered chat template: {found}; such text is "
+            "scored as written, never templated a second time"
+        )
     else:
-        report.warnings.append(f"{sum(report.rendered_templates.values()):,} of {report.loaded:,} prompts already "
-                               f"carry a rendered chat template ({found}); the others do not")
+        report.warnings.append(
+            f"{sum(report.rendered_templates.values()):,} of {report.loaded:,} prompts already "
+            f"carry a rendered chat template ({found}); the others do not"
+        )
 
 
 class _NumericFields:
@@ -637,20 +763,29 @@ class _NumericFields:
 
     def flush(self) -> None:
         if self.chunk_rows:
-            self.done.append(({key: pa.array(column, pa.float64()) for key, column in self.chunk.items()},
-                              self.chunk_rows))
+            self.done.append(
+                ({key: pa.array(column, pa.float64()) for key, column in self.chunk.items()}, self.chunk_rows)
+            )
         self.chunk, self.chunk_rows = {}, 0
 
     def table(self, dropped: set[int], row_index: np.ndarray) -> pa.Table:
         """One float64 column per numeric field, at the rows that stayed loaded; null
         where a stretch of rows never had the field."""
         self.flush()
-        names = [name for name in dict.fromkeys(n for chunk, _ in self.done for n in chunk)
-                 if name not in self.not_numeric]
-        columns = {name: pa.chunked_array([piece for chunk, count in self.done
-                                           for piece in _chunks(chunk.get(name, pa.nulls(count, pa.float64())))],
-                                          pa.float64())
-                   for name in names}
+        names = [
+            name for name in dict.fromkeys(n for chunk, _ in self.done for n in chunk) if name not in self.not_numeric
+        ]
+        columns = {
+            name: pa.chunked_array(
+                [
+                    piece
+                    for chunk, count in self.done
+                    for piece in _chunks(chunk.get(name, pa.nulls(count, pa.float64())))
+                ],
+                pa.float64(),
+            )
+            for name in names
+        }
         table = pa.table(columns) if columns else pa.table({})
         if dropped and columns:
             keep = ~np.isin(row_index, np.fromiter(dropped, dtype=np.int64, count=len(dropped)))

@@ -35,8 +35,7 @@ def pair_schema(fmt: Format) -> pa.Schema:
     """Arrow schema of the normalised pair table for one format."""
     field_type = pa.string() if fmt == "standard" else MESSAGE_TYPE
     return pa.schema(
-        [("pair_id", pa.string()), ("row_index", pa.int64())]
-        + [(name, field_type) for name in TEXT_FIELDS]
+        [("pair_id", pa.string()), ("row_index", pa.int64())] + [(name, field_type) for name in TEXT_FIELDS]
     )
 
 
@@ -55,8 +54,12 @@ def pair_id(prompt: Field, chosen: Field, rejected: Field) -> str:
     return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def pair_ids(prompt: pa.Array | pa.ChunkedArray, chosen: pa.Array | pa.ChunkedArray,
-             rejected: pa.Array | pa.ChunkedArray, plain: bool = False) -> tuple[pa.Array, np.ndarray]:
+def pair_ids(
+    prompt: pa.Array | pa.ChunkedArray,
+    chosen: pa.Array | pa.ChunkedArray,
+    rejected: pa.Array | pa.ChunkedArray,
+    plain: bool = False,
+) -> tuple[pa.Array, np.ndarray]:
     """`pair_id` of every row of three aligned columns (strings, or MESSAGE_TYPE lists):
     the ids as a string array, and the same 64 bits as uint64 keys (for finding duplicates).
 
@@ -70,13 +73,17 @@ def pair_ids(prompt: pa.Array | pa.ChunkedArray, chosen: pa.Array | pa.ChunkedAr
         bodies = columns if plain else [_json_string_bodies(column) for column in columns]
         canonical = pc.binary_join_element_wise('["', bodies[0], '","', bodies[1], '","', bodies[2], '"]', "")
     else:
-        canonical = pc.binary_join_element_wise("[", canonical_json(prompt), ",", canonical_json(chosen), ",",
-                                                canonical_json(rejected), "]", "")
+        canonical = pc.binary_join_element_wise(
+            "[", canonical_json(prompt), ",", canonical_json(chosen), ",", canonical_json(rejected), "]", ""
+        )
     chunks = canonical.chunks if isinstance(canonical, pa.ChunkedArray) else [canonical]
     digests = b"".join(_blake2b_64(chunk.cast(pa.string())) for chunk in chunks)
     count = len(canonical)
-    ids = pa.StringArray.from_buffers(count, pa.py_buffer(np.arange(0, 16 * count + 1, 16, dtype=np.int32)),
-                                      pa.py_buffer(digests.hex().encode("ascii")))
+    ids = pa.StringArray.from_buffers(
+        count,
+        pa.py_buffer(np.arange(0, 16 * count + 1, 16, dtype=np.int32)),
+        pa.py_buffer(digests.hex().encode("ascii")),
+    )
     return ids, np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
@@ -88,7 +95,7 @@ def _blake2b_64(texts: pa.Array) -> bytes:
     """The 8-byte BLAKE2b digest of each string of `texts`, concatenated."""
     if not len(texts):
         return b""
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1].tolist()
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1].tolist()
     data = memoryview(texts.buffers()[2] or b"")
     blake2b = hashlib.blake2b
     return b"".join([blake2b(data[start:end], digest_size=8).digest() for start, end in zip(offsets, offsets[1:])])
@@ -96,8 +103,7 @@ def _blake2b_64(texts: pa.Array) -> bytes:
 
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 _RARE_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"
-_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\x08", "\\b"),
-            ("\x0c", "\\f"))
+_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\x08", "\\b"), ("\x0c", "\\f"))
 
 
 def _json_string_bodies(texts: pa.Array) -> pa.Array:
@@ -127,9 +133,14 @@ def canonical_json(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     if _is_text(column.type):
         return pc.binary_join_element_wise('"', _json_string_bodies(column.cast(pa.string())), '"', "")
     messages = pc.list_flatten(column)
-    objects = pc.binary_join_element_wise('{"role":"', _json_string_bodies(pc.struct_field(messages, "role")),
-                                          '","content":"', _json_string_bodies(pc.struct_field(messages, "content")),
-                                          '"}', "")
+    objects = pc.binary_join_element_wise(
+        '{"role":"',
+        _json_string_bodies(pc.struct_field(messages, "role")),
+        '","content":"',
+        _json_string_bodies(pc.struct_field(messages, "content")),
+        '"}',
+        "",
+    )
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, objects), ",")

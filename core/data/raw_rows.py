@@ -28,7 +28,7 @@ def raw_line(source: str, location: str, max_chars: int = MAX_CHARS) -> str | No
         spec = resolve_source(source)
         if spec.path is None or not spec.path.is_file():
             return None
-        with (gzip.open(spec.path, "rb") if spec.compressed else spec.path.open("rb")) as handle:
+        with gzip.open(spec.path, "rb") if spec.compressed else spec.path.open("rb") as handle:
             for number, line in enumerate(handle, start=1):
                 if number == wanted:
                     text = line[: max_chars * 4].decode("utf-8", errors="replace").rstrip("\r\n")

@@ -65,8 +65,9 @@ BY_NAME = {family.name: family for family in FAMILIES}
 _PATTERNS = {family.name: family.pattern for family in FAMILIES}
 _PARAGRAPH_PATTERNS = {family.name: family.paragraph_pattern for family in FAMILIES if family.line_start}
 
-ANY_MARKER = "|".join(dict.fromkeys(marker.removeprefix("### ") for family in FAMILIES
-                                    for marker in (family.user, family.assistant)))
+ANY_MARKER = "|".join(
+    dict.fromkeys(marker.removeprefix("### ") for family in FAMILIES for marker in (family.user, family.assistant))
+)
 """A regular expression (Python and RE2 alike) that every role-marked text matches, and
 most other texts do not: those need no parsing."""
 
@@ -91,7 +92,7 @@ class Dialogue:
     turns: tuple[Turn, ...]
 
     def content(self, turn: Turn) -> str:
-        return self.text[turn.marker_end:turn.end].strip()
+        return self.text[turn.marker_end : turn.end].strip()
 
     @property
     def ends_with_assistant(self) -> bool:
@@ -102,8 +103,9 @@ class Dialogue:
         return [{"role": turn.role, "content": self.content(turn)} for turn in (self.turns if turns is None else turns)]
 
 
-def parse_dialogue(text: str, family: str | None = None,
-                   patterns: dict[str, re.Pattern[str]] = _PATTERNS) -> Dialogue | None:
+def parse_dialogue(
+    text: str, family: str | None = None, patterns: dict[str, re.Pattern[str]] = _PATTERNS
+) -> Dialogue | None:
     """`text` as a well-formed dialogue of `family` (or of the first family that fits), else None.
 
     >>> d = parse_dialogue("\\n\\nHuman: hi\\n\\nAssistant: hello")
@@ -129,7 +131,7 @@ def _parse(text: str, markers: RoleMarkers, pattern: re.Pattern[str]) -> Dialogu
     if not found:
         return None
     turns: list[Turn] = []
-    if text[:found[0].start()].strip():
+    if text[: found[0].start()].strip():
         turns.append(Turn("system", 0, 0, found[0].start()))
     for position, match in enumerate(found):
         role = "user" if match.group("user") is not None else "assistant"
@@ -198,19 +200,29 @@ def _split_dialogues(chosen: str, rejected: str, patterns: dict[str, re.Pattern[
     for name, dialogue in (("chosen", chosen_dialogue), ("rejected", rejected_dialogue)):
         if not dialogue.ends_with_assistant:
             raise Unsplittable(
-                f"the {name} dialogue ends with a {dialogue.turns[-1].role} turn, not an assistant reply")
+                f"the {name} dialogue ends with a {dialogue.turns[-1].role} turn, not an assistant reply"
+            )
     last_chosen, last_rejected = chosen_dialogue.turns[-1], rejected_dialogue.turns[-1]
-    prompt = chosen[:last_chosen.marker_end]
-    if rejected[:last_rejected.marker_end] != prompt:
-        turn = next((i for i, (a, b) in enumerate(zip(chosen_dialogue.turns, rejected_dialogue.turns))
-                     if chosen[a.marker_start:a.end] != rejected[b.marker_start:b.end]), None)
+    prompt = chosen[: last_chosen.marker_end]
+    if rejected[: last_rejected.marker_end] != prompt:
+        turn = next(
+            (
+                i
+                for i, (a, b) in enumerate(zip(chosen_dialogue.turns, rejected_dialogue.turns))
+                if chosen[a.marker_start : a.end] != rejected[b.marker_start : b.end]
+            ),
+            None,
+        )
         where = f"turn {turn + 1}" if turn is not None else "the number of turns"
         raise Unsplittable(f"chosen and rejected differ before their last assistant turn ({where})")
-    messages = (chosen_dialogue.messages(chosen_dialogue.turns[:-1]),
-                chosen_dialogue.messages(chosen_dialogue.turns[-1:]),
-                rejected_dialogue.messages(rejected_dialogue.turns[-1:]))
-    return DialogueSplit(chosen_dialogue.family, prompt, chosen[last_chosen.marker_end:],
-                         rejected[last_rejected.marker_end:], messages)
+    messages = (
+        chosen_dialogue.messages(chosen_dialogue.turns[:-1]),
+        chosen_dialogue.messages(chosen_dialogue.turns[-1:]),
+        rejected_dialogue.messages(rejected_dialogue.turns[-1:]),
+    )
+    return DialogueSplit(
+        chosen_dialogue.family, prompt, chosen[last_chosen.marker_end :], rejected[last_rejected.marker_end :], messages
+    )
 
 
 def prompt_as_messages(prompt: str, responses: tuple[str, ...]) -> tuple[str, list[Message]] | None:

@@ -49,10 +49,31 @@ ALPACA_COLUMNS = ("instruction", "input")
 `input` (the text the instruction is about), after a blank line, where that is not empty."""
 COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
     "prompt": ("prompt", "question", "instruction", "query", "input", "context", "history"),
-    "chosen": ("chosen", "good", "accepted", "preferred", "better", "winner", "positive", "chosen_response",
-               "response_chosen", "response_j", "answer_chosen"),
-    "rejected": ("rejected", "bad", "dispreferred", "worse", "loser", "negative", "rejected_response",
-                 "response_rejected", "response_k", "answer_rejected"),
+    "chosen": (
+        "chosen",
+        "good",
+        "accepted",
+        "preferred",
+        "better",
+        "winner",
+        "positive",
+        "chosen_response",
+        "response_chosen",
+        "response_j",
+        "answer_chosen",
+    ),
+    "rejected": (
+        "rejected",
+        "bad",
+        "dispreferred",
+        "worse",
+        "loser",
+        "negative",
+        "rejected_response",
+        "response_rejected",
+        "response_k",
+        "answer_rejected",
+    ),
 }
 """Names a column of each role often has, for suggesting a mapping."""
 
@@ -74,8 +95,10 @@ class MissingColumnsError(LoadError):
         self.missing, self.required, self.found = missing, required, found
         self.suggestion = suggest_mapping(found)
         absent = ", ".join(repr(column) for column in missing)
-        super().__init__(f"{source}: column {absent} not found: {missing_columns_message(required, found)}",
-                         mapping_hint(self.suggestion))
+        super().__init__(
+            f"{source}: column {absent} not found: {missing_columns_message(required, found)}",
+            mapping_hint(self.suggestion),
+        )
 
 
 def missing_columns_message(required: list[str], found: list[str]) -> str:
@@ -116,8 +139,15 @@ class ColumnChoice:
     """Roles whose column was picked by a usual name (question, system) rather than given."""
 
 
-def choose_columns(keys: list[str], head: list[dict[str, Any]], *, prompt_col: str | None, chosen_col: str | None,
-                   rejected_col: str | None, system_col: str | None) -> tuple[ColumnChoice, list[str]]:
+def choose_columns(
+    keys: list[str],
+    head: list[dict[str, Any]],
+    *,
+    prompt_col: str | None,
+    chosen_col: str | None,
+    rejected_col: str | None,
+    system_col: str | None,
+) -> tuple[ColumnChoice, list[str]]:
     """The columns to read, and the named ones the keys lack (an error for uniform sources)."""
     chosen = chosen_col or "chosen"
     rejected = rejected_col or "rejected"
@@ -128,16 +158,23 @@ def choose_columns(keys: list[str], head: list[dict[str, Any]], *, prompt_col: s
         if prompt not in (None, "prompt"):
             guessed.append("prompt")
     system = system_col
-    if system is None and prompt is not None and SYSTEM_COLUMN in keys and SYSTEM_COLUMN not in (chosen, rejected,
-                                                                                                prompt):
+    if (
+        system is None
+        and prompt is not None
+        and SYSTEM_COLUMN in keys
+        and SYSTEM_COLUMN not in (chosen, rejected, prompt)
+    ):
         values = [row.get(SYSTEM_COLUMN) for row in head]
         if all(value is None or isinstance(value, str) for value in values):
             system = SYSTEM_COLUMN
             guessed.append("system")
     missing = [c for c in (chosen, rejected, prompt_col, system_col) if c and c not in keys]
     roles = {"prompt": prompt} if prompt else {}
-    if (prompt, ALPACA_COLUMNS[1]) == ALPACA_COLUMNS and ALPACA_COLUMNS[1] in keys and ALPACA_COLUMNS[1] not in (
-            chosen, rejected, system):
+    if (
+        (prompt, ALPACA_COLUMNS[1]) == ALPACA_COLUMNS
+        and ALPACA_COLUMNS[1] in keys
+        and ALPACA_COLUMNS[1] not in (chosen, rejected, system)
+    ):
         roles["input"] = ALPACA_COLUMNS[1]
         guessed.append("input")
     if system:
@@ -230,8 +267,9 @@ class RowNormaliser:
             fits = (is_list or role == "prompt" or loose) if conversational else not is_list
             if not fits:
                 expected = "a list of messages" if conversational else "a string"
-                raise RowRejected("wrong_type", self.chosen_columns[role],
-                                  f"expected {expected} like the rows before it")
+                raise RowRejected(
+                    "wrong_type", self.chosen_columns[role], f"expected {expected} like the rows before it"
+                )
         if loose and isinstance(fields["chosen"], list) != isinstance(fields["rejected"], list):
             raise RowRejected("wrong_type", self.chosen_columns["rejected"], "chosen and rejected must be of one kind")
 
@@ -244,8 +282,7 @@ class RowNormaliser:
                 return Normalised(prompt, chosen, rejected, "role_marked_prompt", family, (messages, *replies))
         return Normalised(prompt, chosen, rejected, rule)
 
-    def _conversation(self, prompt: Any, chosen: Any, rejected: Any, system: str | None,
-                      location: str) -> Normalised:
+    def _conversation(self, prompt: Any, chosen: Any, rejected: Any, system: str | None, location: str) -> Normalised:
         if isinstance(chosen, str):
             chosen, rejected = [_assistant(chosen)], [_assistant(rejected)]
         rule = "prompt_column"
@@ -273,8 +310,11 @@ class RowNormaliser:
         shared = shared_message_prefix(chosen, rejected)
         if shared == min(len(chosen), len(rejected)):
             shorter = "chosen" if len(chosen) < len(rejected) else "rejected"
-            raise RowRejected("empty_field", self.chosen_columns[shorter],
-                              "no reply after the messages both conversations share (the other one continues it)")
+            raise RowRejected(
+                "empty_field",
+                self.chosen_columns[shorter],
+                "no reply after the messages both conversations share (the other one continues it)",
+            )
         return shared
 
     def _compare_prompt(self, prompt: str, head: list[Message], location: str) -> None:
@@ -295,14 +335,16 @@ class RowNormaliser:
                 except Unsplittable as reason:
                     raise RowRejected("unsplittable_dialogue", self.chosen_columns["chosen"], str(reason)) from None
             if split is not None:
-                pair = Normalised(split.prompt, split.chosen, split.rejected, "last_assistant_turn", split.family,
-                                  split.messages)
+                pair = Normalised(
+                    split.prompt, split.chosen, split.rejected, "last_assistant_turn", split.family, split.messages
+                )
                 self._check_replies(pair.chosen, pair.rejected)
                 return pair
             shared, rule = shared_text_prefix(chosen, rejected), "shared_beginning"
         if shared == 0:
-            raise RowRejected("no_shared_prompt", self.chosen_columns["chosen"],
-                              "no common beginning to use as the prompt")
+            raise RowRejected(
+                "no_shared_prompt", self.chosen_columns["chosen"], "no common beginning to use as the prompt"
+            )
         prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
         if not _has_text(prompt):  # shared messages that are all blank, as an explicit prompt may not be
             raise RowRejected("empty_field", self.chosen_columns["chosen"], "the shared prompt messages are all empty")

@@ -143,8 +143,11 @@ def _sniff(head: bytes, expected: SourceKind | None) -> SourceKind | None:
         except (ValueError, RecursionError):
             # A pretty-printed document, or a broken (or unreadable) first line of JSON lines.
             return "jsonl" if expected == "jsonl" or "\n{" in text else "json"
-        if expected == "json" and not rest.strip() and isinstance(first, dict) and (
-            sum(isinstance(value, list) for value in first.values()) == 1
+        if (
+            expected == "json"
+            and not rest.strip()
+            and isinstance(first, dict)
+            and (sum(isinstance(value, list) for value in first.values()) == 1)
         ):
             return "json"  # a compact {"data": [...]} document on one line
         return "jsonl"
@@ -336,7 +339,7 @@ def _too_many_openers(data: bytes, line_ends: np.ndarray) -> bool:
     folded, found = np.empty(step, np.uint8), np.empty(step, bool)
     openers = []
     for start in range(0, len(content), step):  # in cache-sized pieces, into the same two buffers
-        piece = content[start:start + step]
+        piece = content[start : start + step]
         size = len(piece)
         np.bitwise_or(piece, 0x20, out=folded[:size])  # "[" (0x5b) | 0x20 == "{" (0x7b)
         np.equal(folded[:size], ord("{"), out=found[:size])
@@ -360,8 +363,9 @@ def _deeper_than(data_type: pa.DataType, levels: int) -> bool:
     if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
         return levels <= 0 or _deeper_than(data_type.value_type, levels - 1)
     if pa.types.is_struct(data_type):
-        return levels <= 0 or any(_deeper_than(data_type.field(i).type, levels - 1)
-                                  for i in range(data_type.num_fields))
+        return levels <= 0 or any(
+            _deeper_than(data_type.field(i).type, levels - 1) for i in range(data_type.num_fields)
+        )
     return False
 
 
@@ -520,8 +524,9 @@ def read_arrow_table(spec: SourceSpec, split: str | None) -> pa.Table:
     return loaded.with_format("arrow")[:]
 
 
-def iter_arrow_records(table: pa.Table, first_row: int = 0, rows: np.ndarray | None = None,
-                       chunk_rows: int = 8192) -> Iterator[RawRecord]:
+def iter_arrow_records(
+    table: pa.Table, first_row: int = 0, rows: np.ndarray | None = None, chunk_rows: int = 8192
+) -> Iterator[RawRecord]:
     """Records of an Arrow table (or of its `rows`), converted to Python a chunk at a time;
     row k of `table` is source row ``first_row + k``.
 
@@ -530,7 +535,7 @@ def iter_arrow_records(table: pa.Table, first_row: int = 0, rows: np.ndarray | N
     """
     positions = np.arange(table.num_rows) if rows is None else np.asarray(rows, dtype=np.int64)
     for start in range(0, len(positions), chunk_rows):
-        batch = positions[start:start + chunk_rows]
+        batch = positions[start : start + chunk_rows]
         chunk = table.take(pa.array(batch)) if rows is not None else table.slice(start, chunk_rows)
         try:
             values = chunk.to_pylist()
@@ -567,8 +572,11 @@ def read_delimited_arrow(spec: SourceSpec) -> pa.Table | None:
         table = pa_csv.read_csv(
             pa.input_stream(str(spec.path), compression="gzip" if spec.compressed else None),
             parse_options=pa_csv.ParseOptions(delimiter="\t" if spec.kind == "tsv" else ",", newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(column_types={name: pa.string() for name in header},
-                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
         )
     except (pa.ArrowException, OSError, EOFError, zlib.error, ValueError):
         return None

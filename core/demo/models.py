@@ -170,8 +170,10 @@ def demo_world(name: str, **world: Any) -> tuple[WorldConfig, DemoModelsConfig]:
     if name not in DEMO_WORLDS:
         raise ValueError(f"unknown demo world {name!r}; choose from {', '.join(DEMO_WORLDS)}")
     flip, judge = DEMO_WORLDS[name]
-    return (WorldConfig(planted_flip=flip, **world),
-            DemoModelsConfig(world=WorldConfig(planted_flip=flip), reward_judge=judge))
+    return (
+        WorldConfig(planted_flip=flip, **world),
+        DemoModelsConfig(world=WorldConfig(planted_flip=flip), reward_judge=judge),
+    )
 
 
 @dataclass(frozen=True)
@@ -425,7 +427,7 @@ def _mixed_precision(config: DemoModelsConfig):
     import torch
 
     dtype, device_type = getattr(torch, config.dtype), torch.device(config.device).type
-    autocast = (torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else nullcontext())
+    autocast = torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     return autocast, torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
 
 

@@ -27,8 +27,10 @@ def demo_dataset() -> Path:
     if (CHECKOUT / "demo" / "pairs.jsonl").is_file():
         return CHECKOUT / "demo" / "pairs.jsonl"
     if not (PACKAGED / "demo" / "pairs.jsonl").is_file():
-        raise DmtuiError("the demo dataset is not installed with this copy of dmtui",
-                         "pass DATA, or write the demo world with `dmtui demo generate --out DIR`")
+        raise DmtuiError(
+            "the demo dataset is not installed with this copy of dmtui",
+            "pass DATA, or write the demo world with `dmtui demo generate --out DIR`",
+        )
     from core.demo.models import DemoModelsConfig, cache_root
 
     folder = cache_root(DemoModelsConfig()) / "sample_data" / "demo"
@@ -41,6 +43,7 @@ def demo_dataset() -> Path:
                 shutil.copyfile(source, temp)
                 temp.replace(copy)
     except OSError as error:
-        raise DmtuiError(f"cannot copy the demo dataset to {folder}: {error.strerror}",
-                         "point $DMTUI_CACHE at a writable folder") from error
+        raise DmtuiError(
+            f"cannot copy the demo dataset to {folder}: {error.strerror}", "point $DMTUI_CACHE at a writable folder"
+        ) from error
     return folder / "pairs.jsonl"

@@ -347,8 +347,10 @@ class ResponseSampler:
 
     def rude_helpful_response(self, topic: str) -> str:
         """Two or three on-topic tips and an insult, in random order."""
-        body = [*map(str, self.rng.choice(TOPICS[topic]["tips"], size=int(self.rng.integers(2, 4)), replace=False)),
-                self.pick(TOXIC)]
+        body = [
+            *map(str, self.rng.choice(TOPICS[topic]["tips"], size=int(self.rng.integers(2, 4)), replace=False)),
+            self.pick(TOXIC),
+        ]
         self.rng.shuffle(body)
         return " ".join(body)
 

@@ -96,8 +96,15 @@ EXPORT_BATCH_ROWS = 65_536
 """Selected rows read from the cache at a time."""
 MANIFEST_NAME = "manifest.json"
 OUTPUT_FORMATS = ("jsonl", "parquet", "save_to_disk", "csv")
-_FORMAT_FOR_KIND = {"jsonl": "jsonl", "json": "jsonl", "parquet": "parquet", "csv": "csv", "tsv": "csv",
-                    "save_to_disk": "save_to_disk", "hub": "save_to_disk"}
+_FORMAT_FOR_KIND = {
+    "jsonl": "jsonl",
+    "json": "jsonl",
+    "parquet": "parquet",
+    "csv": "csv",
+    "tsv": "csv",
+    "save_to_disk": "save_to_disk",
+    "hub": "save_to_disk",
+}
 _LIBRARIES = ("dmtui", "numpy", "pyarrow", "datasets")
 
 
@@ -122,12 +129,12 @@ class Annotated:
     def masks(self, pair_ids: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         return _member(pair_ids, self.excluded), _member(pair_ids, self.swapped)
 
-    def dropped(self, pair_ids: pa.Array | pa.ChunkedArray, drop: Sequence[str],
-                answered: Sequence[str] = SWAP_ANSWERS) -> np.ndarray:
+    def dropped(
+        self, pair_ids: pa.Array | pa.ChunkedArray, drop: Sequence[str], answered: Sequence[str] = SWAP_ANSWERS
+    ) -> np.ndarray:
         """True for the pairs an export that drops the flags `drop` leaves out; a flag in
         `answered` does not count on a swapped pair (core.store.annotations.dropped_by_flags)."""
-        flags = {flag: _member(pair_ids, tuple(pid for pid, has in self.flags.items() if flag in has))
-                 for flag in drop}
+        flags = {flag: _member(pair_ids, tuple(pid for pid, has in self.flags.items() if flag in has)) for flag in drop}
         return dropped_by_flags(flags, _member(pair_ids, self.swapped), drop, answered)
 
 
@@ -147,13 +154,21 @@ class SwapRule:
     """Flags a swap answers: an export that drops them keeps a swapped pair carrying them."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"paired_columns": [list(pair) for pair in self.paired], "negated_columns": list(self.negated),
-                "follows_chosen": list(self.follows_chosen), "answers_flags": list(self.answers)}
+        return {
+            "paired_columns": [list(pair) for pair in self.paired],
+            "negated_columns": list(self.negated),
+            "follows_chosen": list(self.follows_chosen),
+            "answers_flags": list(self.answers),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SwapRule:
-        return cls(tuple((a, b) for a, b in data["paired_columns"]), tuple(data["negated_columns"]),
-                   tuple(data["follows_chosen"]), tuple(data["answers_flags"]))
+        return cls(
+            tuple((a, b) for a, b in data["paired_columns"]),
+            tuple(data["negated_columns"]),
+            tuple(data["follows_chosen"]),
+            tuple(data["answers_flags"]),
+        )
 
     def apply(self, record: dict[str, Any], chosen_col: str, rejected_col: str, prompt_col: str | None) -> None:
         """Swap one JSON record in place."""
@@ -170,8 +185,9 @@ class SwapRule:
                 record[name] = 0 - value  # not -value: no -0.0
         for name in self.follows_chosen:
             if name in record:
-                record[name] = _follow_chosen(record[name], old_chosen, record[chosen_col],
-                                              record.get(prompt_col) if prompt_col else None)
+                record[name] = _follow_chosen(
+                    record[name], old_chosen, record[chosen_col], record.get(prompt_col) if prompt_col else None
+                )
 
 
 def _follow_chosen(value: Any, old_chosen: Any, new_chosen: Any, prompt: Any) -> Any:
@@ -180,8 +196,7 @@ def _follow_chosen(value: Any, old_chosen: Any, new_chosen: Any, prompt: Any) ->
     anything else is returned as it was."""
     if value == old_chosen:
         return new_chosen
-    if all(isinstance(part, list) for part in (value, prompt, old_chosen, new_chosen)) \
-            and value == prompt + old_chosen:
+    if all(isinstance(part, list) for part in (value, prompt, old_chosen, new_chosen)) and value == prompt + old_chosen:
         return prompt + new_chosen
     return value
 
@@ -204,11 +219,21 @@ def swap_rule_for(dataset: LoadedDataset, provenance: Mapping[str, Mapping[str, 
     candidates += [(name, name.replace("chosen", "rejected")) for name in columns if "chosen" in name]
     paired: list[tuple[str, str]] = []
     for a, b in candidates:
-        if a != b and a in columns and b in columns and not {a, b} & set(main) \
-                and all({a, b}.isdisjoint(pair) for pair in paired):
+        if (
+            a != b
+            and a in columns
+            and b in columns
+            and not {a, b} & set(main)
+            and all({a, b}.isdisjoint(pair) for pair in paired)
+        ):
             paired.append((a, b))
-    negated = tuple(dict.fromkeys(p["columns"][0] for p in provenance.values()
-                                  if len(p.get("columns", ())) == 1 and p["columns"][0] in columns))
+    negated = tuple(
+        dict.fromkeys(
+            p["columns"][0]
+            for p in provenance.values()
+            if len(p.get("columns", ())) == 1 and p["columns"][0] in columns
+        )
+    )
     follows = tuple(name for name in FOLLOWS_CHOSEN if name in columns and name not in main)
     return SwapRule(tuple(paired), negated, follows)
 
@@ -279,14 +304,15 @@ class _Swaps:
     rule: SwapRule
 
 
-def _json_records(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
-                  added: dict[str, list]) -> Iterator[dict[str, Any]]:
+def _json_records(
+    dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps, added: dict[str, list]
+) -> Iterator[dict[str, Any]]:
     """The selected JSON records in order, swaps applied and the added columns set, read
     from the mapped cache a batch at a time (only one batch of text exists as Python objects)."""
     columns = dataset.report.columns
     chosen_col, rejected_col, prompt_col = columns["chosen"], columns["rejected"], columns.get("prompt")
     for start in range(0, len(indices), EXPORT_BATCH_ROWS):
-        batch = indices[start:start + EXPORT_BATCH_ROWS]
+        batch = indices[start : start + EXPORT_BATCH_ROWS]
         texts = take_rows(dataset.records["_json"], batch).to_pylist()
         for position, (index, text) in enumerate(zip(batch.tolist(), texts), start=start):
             record = json.loads(text)
@@ -297,8 +323,9 @@ def _json_records(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
             yield record
 
 
-def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
-                 added: dict[str, list], reporter: Reporter) -> None:
+def _write_jsonl(
+    path: Path, dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps, added: dict[str, list], reporter: Reporter
+) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as out:
         for position, record in enumerate(_json_records(dataset, indices, swaps, added)):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -306,20 +333,21 @@ def _write_jsonl(path: Path, dataset: LoadedDataset, indices: np.ndarray, swaps:
                 reporter.advance(4096)
 
 
-def _arrow_subset(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
-                  added: dict[str, list]) -> pa.Table:
+def _arrow_subset(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps, added: dict[str, list]) -> pa.Table:
     table = take_rows(dataset.records, indices)
     if swaps.mask[indices].any():
         columns = dataset.report.columns
-        table = _swap_arrow(table, swaps.mask[indices], swaps.rule, columns["chosen"], columns["rejected"],
-                            columns.get("prompt"))
+        table = _swap_arrow(
+            table, swaps.mask[indices], swaps.rule, columns["chosen"], columns["rejected"], columns.get("prompt")
+        )
     for name, values in added.items():
         table = table.append_column(name, pa.array(values, pa.string() if name == "pair_id" else pa.float64()))
     return table
 
 
-def _swap_arrow(table: pa.Table, flip: np.ndarray, rule: SwapRule, chosen_col: str, rejected_col: str,
-                prompt_col: str | None) -> pa.Table:
+def _swap_arrow(
+    table: pa.Table, flip: np.ndarray, rule: SwapRule, chosen_col: str, rejected_col: str, prompt_col: str | None
+) -> pa.Table:
     """`SwapRule.apply` on the rows of an Arrow table where `flip` is set."""
     names = table.column_names
     old_chosen = table[chosen_col]
@@ -329,8 +357,9 @@ def _swap_arrow(table: pa.Table, flip: np.ndarray, rule: SwapRule, chosen_col: s
         if a not in names or b not in names:
             continue
         first, second = table[a], table[b]
-        if first.type != second.type and all(pa.types.is_integer(c.type) or pa.types.is_floating(c.type)
-                                             for c in (first, second)):
+        if first.type != second.type and all(
+            pa.types.is_integer(c.type) or pa.types.is_floating(c.type) for c in (first, second)
+        ):
             first, second = first.cast(pa.float64()), second.cast(pa.float64())
         if first.type == second.type:  # other mixed types stay as they are: no column can hold both
             columns[a], columns[b] = pc.if_else(mask, second, first), pc.if_else(mask, first, second)
@@ -342,9 +371,15 @@ def _swap_arrow(table: pa.Table, flip: np.ndarray, rule: SwapRule, chosen_col: s
     for name in rule.follows_chosen:
         if name not in names:
             continue
-        parts = [take_rows(column, rows).to_pylist() if column is not None else [None] * len(rows)
-                 for column in (table[name], old_chosen, columns[chosen_col],
-                                table[prompt_col] if prompt_col in names else None)]
+        parts = [
+            take_rows(column, rows).to_pylist() if column is not None else [None] * len(rows)
+            for column in (
+                table[name],
+                old_chosen,
+                columns[chosen_col],
+                table[prompt_col] if prompt_col in names else None,
+            )
+        ]
         changed, values = np.zeros(len(flip), bool), [None] * len(flip)
         for row, value, old, new, prompt in zip(rows.tolist(), *parts):
             followed = _follow_chosen(value, old, new, prompt)
@@ -358,9 +393,16 @@ def _swap_arrow(table: pa.Table, flip: np.ndarray, rule: SwapRule, chosen_col: s
     return table
 
 
-def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.ndarray,
-                  swaps: _Swaps, added: dict[str, list], fingerprint: str,
-                  reporter: Reporter) -> tuple[str, list[str]]:
+def _write_output(
+    folder: Path,
+    fmt: str,
+    dataset: LoadedDataset,
+    indices: np.ndarray,
+    swaps: _Swaps,
+    added: dict[str, list],
+    fingerprint: str,
+    reporter: Reporter,
+) -> tuple[str, list[str]]:
     """Write the subset into `folder`; returns the data's name inside it and the columns
     written as JSON text (CSV cells that hold lists or records)."""
     from_json = "_json" in dataset.records.column_names
@@ -370,8 +412,11 @@ def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.nd
         else:
             _write_arrow_as_jsonl(folder / "data.jsonl", _arrow_subset(dataset, indices, swaps, added))
         return "data.jsonl", []
-    table = _json_subset_as_arrow(dataset, indices, swaps, added) if from_json \
+    table = (
+        _json_subset_as_arrow(dataset, indices, swaps, added)
+        if from_json
         else _arrow_subset(dataset, indices, swaps, added)
+    )
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -389,8 +434,9 @@ def _write_output(folder: Path, fmt: str, dataset: LoadedDataset, indices: np.nd
     return "data", []
 
 
-def _json_subset_as_arrow(dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps,
-                          added: dict[str, list]) -> pa.Table:
+def _json_subset_as_arrow(
+    dataset: LoadedDataset, indices: np.ndarray, swaps: _Swaps, added: dict[str, list]
+) -> pa.Table:
     records = list(_json_records(dataset, indices, swaps, added))
     try:
         return pa.Table.from_pylist(records)
@@ -406,8 +452,10 @@ def _nested_as_json_text(table: pa.Table) -> tuple[pa.Table, list[str]]:
     encoded = []
     for position, column in enumerate(table.schema):
         if pa.types.is_nested(column.type):
-            text = [None if value is None else json.dumps(value, ensure_ascii=False, default=_json_default)
-                    for value in table.column(position).to_pylist()]
+            text = [
+                None if value is None else json.dumps(value, ensure_ascii=False, default=_json_default)
+                for value in table.column(position).to_pylist()
+            ]
             table = table.set_column(position, column.name, pa.array(text, pa.string()))
             encoded.append(column.name)
     return table, encoded
@@ -549,8 +597,9 @@ def export_selection(
     reporter = Reporter("export", len(indices), progress, cancel, unit="pairs")
     try:
         os.chmod(temp, FOLDER_MODE)  # mkdtemp made it private; an export is shared like any folder
-        data_name, json_columns = _write_output(temp, fmt, dataset, indices, _Swaps(swapped, rule), added,
-                                                fingerprint, reporter)
+        data_name, json_columns = _write_output(
+            temp, fmt, dataset, indices, _Swaps(swapped, rule), added, fingerprint, reporter
+        )
         _write_annotations(temp / ANNOTATIONS_NAME, selected_ids, flags, notes)
         reporter.done = len(indices)
         reporter.finish()
@@ -558,9 +607,13 @@ def export_selection(
         manifest: dict[str, Any] = {
             "manifest_version": MANIFEST_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "input": {**asdict(input_ref), "load_config": asdict(load_config),
-                      "format": dataset.report.format, "prompt_style": dataset.report.prompt_style,
-                      "columns": dataset.report.columns},
+            "input": {
+                **asdict(input_ref),
+                "load_config": asdict(load_config),
+                "format": dataset.report.format,
+                "prompt_style": dataset.report.prompt_style,
+                "columns": dataset.report.columns,
+            },
             "workspace": str(workspace_root) if workspace_root else None,
             "margins": {"sources": resolved.provenance, "sha256": margins_checksum(resolved.margins)},
             "selection": {
@@ -570,20 +623,40 @@ def export_selection(
                 "tie_break": "pair_id",
                 "notes": list(selection.notes),
             },
-            "annotations": {"excluded": list(annotated.excluded), "swapped": list(annotated.swapped),
-                            "flags": flags, "notes": notes},
-            "export": {"drop_flagged": drop_flagged, "dropped_pair_ids": dropped_ids,
-                       "spared_pair_ids": spared_ids, "swap": rule.to_json()},
-            "counts": {"total": selection.total, "excluded": selection.excluded, "unscored": selection.unscored,
-                       "eligible": selection.eligible, "candidates": selection.candidates,
-                       "requested": selection.requested, "selected": len(selected_ids),
-                       "dropped_flagged": len(dropped_ids), "spared_by_swap": len(spared_ids),
-                       "swapped_selected": int(swapped[indices].sum()),
-                       "flagged_selected": flagged_written},
-            "output": {"format": fmt, "data": data_name, "include_scores": include_scores,
-                       "sha256": _tree_checksum(temp / data_name), "json_columns": json_columns,
-                       "annotations": ANNOTATIONS_NAME,
-                       "annotations_sha256": _tree_checksum(temp / ANNOTATIONS_NAME)},
+            "annotations": {
+                "excluded": list(annotated.excluded),
+                "swapped": list(annotated.swapped),
+                "flags": flags,
+                "notes": notes,
+            },
+            "export": {
+                "drop_flagged": drop_flagged,
+                "dropped_pair_ids": dropped_ids,
+                "spared_pair_ids": spared_ids,
+                "swap": rule.to_json(),
+            },
+            "counts": {
+                "total": selection.total,
+                "excluded": selection.excluded,
+                "unscored": selection.unscored,
+                "eligible": selection.eligible,
+                "candidates": selection.candidates,
+                "requested": selection.requested,
+                "selected": len(selected_ids),
+                "dropped_flagged": len(dropped_ids),
+                "spared_by_swap": len(spared_ids),
+                "swapped_selected": int(swapped[indices].sum()),
+                "flagged_selected": flagged_written,
+            },
+            "output": {
+                "format": fmt,
+                "data": data_name,
+                "include_scores": include_scores,
+                "sha256": _tree_checksum(temp / data_name),
+                "json_columns": json_columns,
+                "annotations": ANNOTATIONS_NAME,
+                "annotations_sha256": _tree_checksum(temp / ANNOTATIONS_NAME),
+            },
             "library_versions": library_versions(_LIBRARIES),
             "selected_pair_ids": selected_ids,
         }
@@ -604,8 +677,9 @@ def export_selection(
     return manifest
 
 
-def _write_annotations(path: Path, exported_ids: list[str], flags: Mapping[str, list[str]],
-                       notes: Mapping[str, str]) -> None:
+def _write_annotations(
+    path: Path, exported_ids: list[str], flags: Mapping[str, list[str]], notes: Mapping[str, str]
+) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as out:
         for pid in exported_ids:
             if pid in flags or pid in notes:
@@ -634,18 +708,28 @@ def annotated_from_workspace(workspace: Workspace | None) -> Annotated:
     )
 
 
-def run_selection(dataset: LoadedDataset, resolved: ResolvedMargins, params: SelectionParams,
-                  annotated: Annotated) -> Selection:
+def run_selection(
+    dataset: LoadedDataset, resolved: ResolvedMargins, params: SelectionParams, annotated: Annotated
+) -> Selection:
     """`select` with the curator's annotations and pair_id tie-breaking, as exports do."""
     pair_ids = dataset.pairs["pair_id"]
     excluded, swapped = annotated.masks(pair_ids)
-    return select(resolved.margins, params, excluded=excluded, swapped=swapped,
-                  tie_break=tie_keys_from_pair_ids(pair_ids))
+    return select(
+        resolved.margins, params, excluded=excluded, swapped=swapped, tie_break=tie_keys_from_pair_ids(pair_ids)
+    )
 
 
-_REQUIRED_KEYS = (("input", "checksum"), ("input", "source"), ("input", "load_config"),
-                  ("selection", "params"), ("margins", "sources"), ("margins", "sha256"),
-                  ("output", "sha256"), ("output", "format"), ("annotations", "excluded"))
+_REQUIRED_KEYS = (
+    ("input", "checksum"),
+    ("input", "source"),
+    ("input", "load_config"),
+    ("selection", "params"),
+    ("margins", "sources"),
+    ("margins", "sha256"),
+    ("output", "sha256"),
+    ("output", "format"),
+    ("annotations", "excluded"),
+)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -661,17 +745,24 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise ExportError(f"{path}: not valid JSON ({error})", "the manifest is damaged") from error
     if not isinstance(manifest, dict):
         raise ExportError(f"{path}: not a dmtui export manifest")
-    missing = [f"{section}.{key}" for section, key in _REQUIRED_KEYS
-               if not isinstance(manifest.get(section), dict) or key not in manifest[section]]
+    missing = [
+        f"{section}.{key}"
+        for section, key in _REQUIRED_KEYS
+        if not isinstance(manifest.get(section), dict) or key not in manifest[section]
+    ]
     if "selected_pair_ids" not in manifest:
         missing.append("selected_pair_ids")
     if missing:
-        raise ExportError(f"{path}: not a complete dmtui export manifest (missing {', '.join(missing)})",
-                          "point --manifest at the manifest.json of an export")
+        raise ExportError(
+            f"{path}: not a complete dmtui export manifest (missing {', '.join(missing)})",
+            "point --manifest at the manifest.json of an export",
+        )
     if manifest.get("manifest_version") not in READABLE_MANIFEST_VERSIONS:
-        raise ExportError(f"{path}: manifest version {manifest.get('manifest_version')!r} is not one this dmtui "
-                          f"reads ({', '.join(map(str, READABLE_MANIFEST_VERSIONS))})",
-                          "a newer dmtui wrote it: rebuild it with that release")
+        raise ExportError(
+            f"{path}: manifest version {manifest.get('manifest_version')!r} is not one this dmtui "
+            f"reads ({', '.join(map(str, READABLE_MANIFEST_VERSIONS))})",
+            "a newer dmtui wrote it: rebuild it with that release",
+        )
     problem = _manifest_problem(manifest, path.parent)
     if problem:
         raise ExportError(f"{path}: {problem}", "the manifest was edited or damaged; use the one the export wrote")
@@ -724,8 +815,11 @@ def _manifest_problem(manifest: dict[str, Any], folder: Path) -> str | None:
         if not strings(provenance.get("columns", [])) or len(provenance.get("columns", [])) > 2:
             return f"margins.sources.{name}.columns is not a list of up to two column names"
     annotations = manifest["annotations"]
-    if not (strings(annotations["excluded"]) and strings(annotations.get("swapped", []))
-            and strings(manifest["selected_pair_ids"])):
+    if not (
+        strings(annotations["excluded"])
+        and strings(annotations.get("swapped", []))
+        and strings(manifest["selected_pair_ids"])
+    ):
         return "annotations and selected_pair_ids must be lists of pair ids"
     flags, notes = annotations.get("flags", {}), annotations.get("notes", {})
     if not (isinstance(flags, dict) and all(strings(f) and set(f) <= set(FLAGS) for f in flags.values())):
@@ -733,21 +827,30 @@ def _manifest_problem(manifest: dict[str, Any], folder: Path) -> str | None:
     if not (isinstance(notes, dict) and all(isinstance(n, str) for n in notes.values())):
         return "annotations.notes must map pair ids to text"
     export = manifest.get("export", {})
-    if not (isinstance(export, dict) and strings(export.get("drop_flagged", []))
-            and set(export.get("drop_flagged", [])) <= set(FLAGS) and strings(export.get("dropped_pair_ids", []))):
+    if not (
+        isinstance(export, dict)
+        and strings(export.get("drop_flagged", []))
+        and set(export.get("drop_flagged", [])) <= set(FLAGS)
+        and strings(export.get("dropped_pair_ids", []))
+    ):
         return "export.drop_flagged and export.dropped_pair_ids must be lists of flags and of pair ids"
     if not isinstance(manifest.get("workspace") or "", str) or not isinstance(manifest["selection"]["params"], dict):
         return "workspace must be a path and selection.params a mapping"
     if "swap" not in export:
-        return "export.swap is missing (a version-3 manifest records it)" if manifest["manifest_version"] >= 3 \
-            else None
+        return "export.swap is missing (a version-3 manifest records it)" if manifest["manifest_version"] >= 3 else None
     swap = export["swap"]
-    if not (isinstance(swap, dict) and isinstance(swap.get("paired_columns"), list)
-            and all(strings(pair) and len(pair) == 2 for pair in swap["paired_columns"])
-            and strings(swap.get("negated_columns")) and strings(swap.get("follows_chosen"))
-            and strings(swap.get("answers_flags")) and set(swap["answers_flags"]) <= set(FLAGS)):
-        return ("export.swap must list paired_columns (pairs of names), negated_columns, follows_chosen "
-                "and answers_flags")
+    if not (
+        isinstance(swap, dict)
+        and isinstance(swap.get("paired_columns"), list)
+        and all(strings(pair) and len(pair) == 2 for pair in swap["paired_columns"])
+        and strings(swap.get("negated_columns"))
+        and strings(swap.get("follows_chosen"))
+        and strings(swap.get("answers_flags"))
+        and set(swap["answers_flags"]) <= set(FLAGS)
+    ):
+        return (
+            "export.swap must list paired_columns (pairs of names), negated_columns, follows_chosen and answers_flags"
+        )
     return None
 
 
@@ -776,8 +879,10 @@ def rebuild_from_manifest(
     try:
         params = params_from_json(manifest["selection"]["params"])
     except (KeyError, TypeError, ValueError) as error:
-        raise ExportError(f"{manifest_path}: selection.params cannot be read ({error!r})",
-                          "the manifest was edited or damaged; use the one the export wrote") from None
+        raise ExportError(
+            f"{manifest_path}: selection.params cannot be read ({error!r})",
+            "the manifest was edited or damaged; use the one the export wrote",
+        ) from None
     workspace = _manifest_workspace(manifest.get("workspace"), current, load_config)
     dataset = load_dataset(source, load_config, progress=progress, cancel=cancel)
     specs = []
@@ -791,24 +896,40 @@ def rebuild_from_manifest(
             "rebuild needs the same scores; make a new export from the current ones",
         )
     recorded_annotations, export = manifest["annotations"], manifest.get("export", {})
-    annotated = Annotated(tuple(recorded_annotations["excluded"]), tuple(recorded_annotations.get("swapped", [])),
-                          {pid: tuple(flags) for pid, flags in recorded_annotations.get("flags", {}).items()},
-                          dict(recorded_annotations.get("notes", {})))
+    annotated = Annotated(
+        tuple(recorded_annotations["excluded"]),
+        tuple(recorded_annotations.get("swapped", [])),
+        {pid: tuple(flags) for pid, flags in recorded_annotations.get("flags", {}).items()},
+        dict(recorded_annotations.get("notes", {})),
+    )
     selection = run_selection(dataset, resolved, params, annotated)
     drop_flagged = export.get("drop_flagged", [])
     rule = SwapRule.from_json(export["swap"]) if "swap" in export else LEGACY_SWAP
     dropping = annotated.dropped(dataset.pairs["pair_id"], drop_flagged, rule.answers)[selection.indices]
     selected_ids = take_rows(dataset.pairs["pair_id"], selection.indices[~dropping]).to_pylist()
     if selected_ids != manifest["selected_pair_ids"]:
-        raise ExportError("the rebuilt selection differs from the manifest's pair_ids",
-                          "the selection code changed between versions; see library_versions in the manifest")
+        raise ExportError(
+            "the rebuilt selection differs from the manifest's pair_ids",
+            "the selection code changed between versions; see library_versions in the manifest",
+        )
     output = manifest["output"]
     rebuilt = export_selection(
-        dataset, current, load_config, resolved, selection, annotated, out,
-        fmt=output["format"], include_scores=output.get("include_scores", True), drop_flagged=drop_flagged,
-        force=force, swap_rule=rule,
+        dataset,
+        current,
+        load_config,
+        resolved,
+        selection,
+        annotated,
+        out,
+        fmt=output["format"],
+        include_scores=output.get("include_scores", True),
+        drop_flagged=drop_flagged,
+        force=force,
+        swap_rule=rule,
         workspace_root=Path(manifest["workspace"]) if manifest.get("workspace") else None,
-        expect_sha256=output["sha256"], progress=progress, cancel=cancel,
+        expect_sha256=output["sha256"],
+        progress=progress,
+        cancel=cancel,
     )
     return rebuilt
 
@@ -825,6 +946,8 @@ def _manifest_workspace(root: str | None, dataset: DatasetRef, load_config: Load
     from core.store.workspace import is_workspace
 
     if not is_workspace(root):
-        raise ExportError(f"the manifest's workspace {root} is not a dmtui workspace",
-                          "the export read scores from it; restore it where it was")
+        raise ExportError(
+            f"the manifest's workspace {root} is not a dmtui workspace",
+            "the export read scores from it; restore it where it was",
+        )
     return Workspace(Path(root), dataset, load_config)

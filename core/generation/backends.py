@@ -69,8 +69,9 @@ def resolve_backend(requested: str, device=None) -> str:
     only for a run on a GPU; an explicit vllm needs a GPU whatever the run's device.
     """
     if requested not in GENERATION_BACKENDS:
-        raise GenerationBackendError(f"unknown generation backend {requested!r}",
-                                     f"choose one of {', '.join(GENERATION_BACKENDS)}")
+        raise GenerationBackendError(
+            f"unknown generation backend {requested!r}", f"choose one of {', '.join(GENERATION_BACKENDS)}"
+        )
     if requested == "transformers":
         return "transformers"
     import torch
@@ -81,12 +82,15 @@ def resolve_backend(requested: str, device=None) -> str:
         on_gpu = device is None or torch.device(device).type == "cuda"
         return "vllm" if has_vllm and has_gpu and on_gpu else "transformers"
     if not has_vllm:
-        raise GenerationBackendError("the vllm generation backend was asked for, but vLLM is not installed",
-                                     "pip install vllm (it needs a CUDA GPU), or pass --generation-backend "
-                                     "transformers or auto")
+        raise GenerationBackendError(
+            "the vllm generation backend was asked for, but vLLM is not installed",
+            "pip install vllm (it needs a CUDA GPU), or pass --generation-backend transformers or auto",
+        )
     if not has_gpu:
-        raise GenerationBackendError("the vllm generation backend was asked for, but no CUDA GPU is visible",
-                                     "run on a machine with a GPU, or pass --generation-backend transformers or auto")
+        raise GenerationBackendError(
+            "the vllm generation backend was asked for, but no CUDA GPU is visible",
+            "run on a machine with a GPU, or pass --generation-backend transformers or auto",
+        )
     return "vllm"
 
 
@@ -131,8 +135,10 @@ def generate_with_vllm(
     from core.models.load import load_tokenizer
 
     if (Path(model_path) / "adapter_config.json").is_file():
-        raise GenerationBackendError(f"{model_path} is a LoRA adapter, which the vllm backend does not merge",
-                                     "merge it into its base model, or pass --generation-backend transformers")
+        raise GenerationBackendError(
+            f"{model_path} is a LoRA adapter, which the vllm backend does not merge",
+            "merge it into its base model, or pass --generation-backend transformers",
+        )
     tokenizer = load_tokenizer(model_path)
     prompt_ids = tokenizer(chat_prompt_texts(tokenizer, prompts, model_path), add_special_tokens=False)["input_ids"]
     stop_ids = stop_token_ids(_generation_config(model_path), tokenizer)
@@ -141,8 +147,13 @@ def generate_with_vllm(
     gc.collect()
     torch.cuda.empty_cache()  # what an earlier round's training left cached would count against vLLM's share
     # Weights from safetensors only, and no model code: the same rules as core.models.load.
-    llm = LLM(model=str(model_path), dtype="auto" if dtype is None else str(dtype).removeprefix("torch."), seed=seed,
-              trust_remote_code=False, load_format="safetensors")
+    llm = LLM(
+        model=str(model_path),
+        dtype="auto" if dtype is None else str(dtype).removeprefix("torch."),
+        seed=seed,
+        trust_remote_code=False,
+        load_format="safetensors",
+    )
     responses: list[str] = []
     token_counts: list[int] = []
     try:
@@ -150,10 +161,17 @@ def generate_with_vllm(
         for start in range(0, len(prompt_ids), chunk):
             reporter.check()
             indices = range(start, min(start + chunk, len(prompt_ids)))
-            params = [SamplingParams(n=samples_per_prompt, temperature=temperature, top_p=1.0,
-                                     max_tokens=max_new_tokens, seed=request_seed(seed, i, samples_per_prompt),
-                                     stop_token_ids=sorted(stop_ids))
-                      for i in indices]
+            params = [
+                SamplingParams(
+                    n=samples_per_prompt,
+                    temperature=temperature,
+                    top_p=1.0,
+                    max_tokens=max_new_tokens,
+                    seed=request_seed(seed, i, samples_per_prompt),
+                    stop_token_ids=sorted(stop_ids),
+                )
+                for i in indices
+            ]
             outputs = llm.generate([{"prompt_token_ids": prompt_ids[i]} for i in indices], params, use_tqdm=False)
             for request in outputs:
                 for sample in sorted(request.outputs, key=lambda completion: completion.index):
@@ -204,13 +222,17 @@ def generate_responses(
     from core.models.load import LoadedModels
 
     models = models or LoadedModels()
-    sampling: dict[str, Any] = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
-                                "max_new_tokens": max_new_tokens, "seed": seed}
+    sampling: dict[str, Any] = {
+        "samples_per_prompt": samples_per_prompt,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
     if resolve_backend(backend, models.device) == "vllm":
-        return generate_with_vllm(model_path, prompts, dtype=models.dtype, progress=progress, cancel=cancel,
-                                  **sampling)
-    return _generate_with_transformers(model_path, prompts, models, batch_size=batch_size, progress=progress,
-                                       cancel=cancel, **sampling)
+        return generate_with_vllm(model_path, prompts, dtype=models.dtype, progress=progress, cancel=cancel, **sampling)
+    return _generate_with_transformers(
+        model_path, prompts, models, batch_size=batch_size, progress=progress, cancel=cancel, **sampling
+    )
 
 
 def chat_prompt_texts(tokenizer, prompts: list[str], model_path: str | os.PathLike) -> list[str]:
@@ -219,15 +241,18 @@ def chat_prompt_texts(tokenizer, prompts: list[str], model_path: str | os.PathLi
     Every generation backend samples from exactly these strings.
     """
     if not tokenizer.chat_template:
-        raise GenerationError(f"{model_path}'s tokenizer has no chat template",
-                              "evaluate a chat model (the demo models have one)")
-    return [tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                          add_generation_prompt=True)
-            for prompt in prompts]
+        raise GenerationError(
+            f"{model_path}'s tokenizer has no chat template", "evaluate a chat model (the demo models have one)"
+        )
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        for prompt in prompts
+    ]
 
 
-def _generate_with_transformers(model_path, prompts, models, *, samples_per_prompt, temperature, max_new_tokens,
-                                seed, batch_size, progress, cancel) -> Generations:
+def _generate_with_transformers(
+    model_path, prompts, models, *, samples_per_prompt, temperature, max_new_tokens, seed, batch_size, progress, cancel
+) -> Generations:
     import torch
 
     from core.models.load import load_tokenizer
@@ -242,13 +267,21 @@ def _generate_with_transformers(model_path, prompts, models, *, samples_per_prom
     torch.manual_seed(seed)
     for start in range(0, len(texts), batch_size):
         reporter.check()
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(models.device)
+        batch = tokenizer(
+            texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(models.device)
         with torch.no_grad():
-            output = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                    max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=sorted(stop_ids))
-        for row in output[:, batch["input_ids"].shape[1]:].tolist():
+            output = model.generate(
+                **batch,
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=sorted(stop_ids),
+            )
+        for row in output[:, batch["input_ids"].shape[1] :].tolist():
             generated = until_stop(row, stop_ids)
             token_counts.append(len(generated))
             responses.append(tokenizer.decode(generated, skip_special_tokens=True).strip())

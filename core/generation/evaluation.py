@@ -73,8 +73,14 @@ class Judge(Protocol):
 class RewardModelJudge:
     """A reward model's score of each exchange (prompt as the user turn, response as the assistant's)."""
 
-    def __init__(self, path: str | os.PathLike, models=None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        models=None,
+        *,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_length: int | None = None,
+    ) -> None:
         from core.models.load import LoadedModels, model_context_length
 
         self.name, self.path = str(path), path
@@ -86,8 +92,9 @@ class RewardModelJudge:
     def rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         from core.scoring.scorers import Limits, RewardScorer
 
-        scorer = RewardScorer(self.models.reward_model(self.path), self.models.tokenizer(self.path),
-                              batch_tokens=self.batch_tokens)
+        scorer = RewardScorer(
+            self.models.reward_model(self.path), self.models.tokenizer(self.path), batch_tokens=self.batch_tokens
+        )
         chat_prompts: list[Field] = [[{"role": "user", "content": p}] for p in prompts]
         chat_responses: list[Field] = [[{"role": "assistant", "content": r}] for r in responses]
         return scorer.item_rewards(chat_prompts, chat_responses, conversational=True, limits=Limits(self.max_length))
@@ -140,12 +147,14 @@ def read_prompts_file(path: str | os.PathLike) -> list[str]:
                 continue
             record = json.loads(line)
             if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise EvaluationError(f"{path}:{number}: no \"prompt\" string",
-                                      'each line must be a JSON object like {"prompt": "..."}')
+                raise EvaluationError(
+                    f'{path}:{number}: no "prompt" string', 'each line must be a JSON object like {"prompt": "..."}'
+                )
             prompts.append(record["prompt"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EvaluationError(f"{path}: cannot read prompts ({error})",
-                              'pass a JSON-lines file with one {"prompt": "..."} per line') from None
+        raise EvaluationError(
+            f"{path}: cannot read prompts ({error})", 'pass a JSON-lines file with one {"prompt": "..."} per line'
+        ) from None
     if not prompts:
         raise EvaluationError(f"{path} holds no prompts")
     return prompts
@@ -194,32 +203,62 @@ def evaluate(
     if not temperature > 0:
         raise EvaluationError(f"temperature must be above 0, not {temperature}", "sampling at 0 is greedy decoding")
     models = models or LoadedModels()
-    sampling: dict[str, Any] = {"samples_per_prompt": samples_per_prompt, "temperature": temperature,
-                                "max_new_tokens": max_new_tokens, "seed": seed, "batch_size": batch_size,
-                                "backend": backend, "models": models, "cancel": cancel}
+    sampling: dict[str, Any] = {
+        "samples_per_prompt": samples_per_prompt,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "batch_size": batch_size,
+        "backend": backend,
+        "models": models,
+        "cancel": cancel,
+    }
     policy_out = generate_responses(policy, prompts, progress=_staged(progress, "policy"), **sampling)
     models.release(policy)
     reference_out = generate_responses(reference_policy, prompts, progress=_staged(progress, "reference"), **sampling)
     models.release(reference_policy)
     judged_prompts = [prompt for prompt in prompts for _ in range(samples_per_prompt)]
-    rewards = {name: judge.rewards(judged_prompts, out.texts)
-               for name, out in (("policy", policy_out), ("reference", reference_out))}
+    rewards = {
+        name: judge.rewards(judged_prompts, out.texts)
+        for name, out in (("policy", policy_out), ("reference", reference_out))
+    }
     wins = int(np.sum(rewards["policy"] > rewards["reference"]))
     ties = int(np.sum(rewards["policy"] == rewards["reference"]))
     losses = len(judged_prompts) - wins - ties
-    examples = [{"prompt": prompt, "policy": mine, "policy_reward": float(rewards["policy"][i]),
-                 "reference": theirs, "reference_reward": float(rewards["reference"][i])}
-                for i, (prompt, mine, theirs) in enumerate(zip(judged_prompts, policy_out.texts,
-                                                               reference_out.texts)) if i < EXAMPLES_KEPT]
+    examples = [
+        {
+            "prompt": prompt,
+            "policy": mine,
+            "policy_reward": float(rewards["policy"][i]),
+            "reference": theirs,
+            "reference_reward": float(rewards["reference"][i]),
+        }
+        for i, (prompt, mine, theirs) in enumerate(zip(judged_prompts, policy_out.texts, reference_out.texts))
+        if i < EXAMPLES_KEPT
+    ]
     n = len(judged_prompts)
-    stats = {name: response_stats(rewards[name], judge.toxic(judged_prompts, out.texts), out)
-             for name, out in (("policy", policy_out), ("reference", reference_out))}
+    stats = {
+        name: response_stats(rewards[name], judge.toxic(judged_prompts, out.texts), out)
+        for name, out in (("policy", policy_out), ("reference", reference_out))
+    }
     return EvalReport(
-        policy=str(policy), reference=str(reference_policy), prompts=len(prompts),
-        samples_per_prompt=samples_per_prompt, temperature=temperature, max_new_tokens=max_new_tokens,
-        seed=seed, wins=wins, ties=ties, losses=losses, win_rate=(wins + ties / 2) / n,
-        policy_stats=stats["policy"], reference_stats=stats["reference"], examples=examples,
-        generation_backend=policy_out.backend, judge=judge.name, device=str(models.device),
+        policy=str(policy),
+        reference=str(reference_policy),
+        prompts=len(prompts),
+        samples_per_prompt=samples_per_prompt,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        wins=wins,
+        ties=ties,
+        losses=losses,
+        win_rate=(wins + ties / 2) / n,
+        policy_stats=stats["policy"],
+        reference_stats=stats["reference"],
+        examples=examples,
+        generation_backend=policy_out.backend,
+        judge=judge.name,
+        device=str(models.device),
         dtype=str(models.dtype).removeprefix("torch."),
     )
 

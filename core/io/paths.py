@@ -32,5 +32,10 @@ def is_plain_name(name: object) -> bool:
     >>> [is_plain_name(n) for n in ("data.jsonl", "../x", "/etc/x", "..", "", "a\\\\b")]
     [True, False, False, False, False, False]
     """
-    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-            and "\0" not in name)
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )

@@ -39,13 +39,16 @@ def _plan(layout: tuple[int, ...], rows: np.ndarray) -> list[tuple[list[tuple[in
     starts = np.cumsum((0, *layout))
     plan = []
     for begin in range(0, len(rows), BATCH_ROWS):
-        batch = rows[begin:begin + BATCH_ROWS]
+        batch = rows[begin : begin + BATCH_ROWS]
         chunk_of = np.searchsorted(starts, batch, side="right") - 1
         by_chunk = np.argsort(chunk_of, kind="stable")
         grouped = chunk_of[by_chunk]
         edges = np.flatnonzero(np.diff(grouped)) + 1
-        groups = [(int(chunk_of[part[0]]), batch[part] - starts[chunk_of[part[0]]])
-                  for part in np.split(by_chunk, edges) if part.size]
+        groups = [
+            (int(chunk_of[part[0]]), batch[part] - starts[chunk_of[part[0]]])
+            for part in np.split(by_chunk, edges)
+            if part.size
+        ]
         back = np.empty_like(by_chunk)
         back[by_chunk] = np.arange(len(by_chunk))
         plan.append((groups, back))

@@ -31,10 +31,12 @@ from core.errors import DmtuiError
 ADAPTER_CONFIG = "adapter_config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, ".gguf")
-REMOTE_CODE_HINT = ("pass --trust-remote-code (trust_remote_code=True) only if you trust its source "
-                    "and have read that code")
-PICKLE_HINT = ("convert the checkpoint to safetensors, or pass --allow-pickle (allow_pickle=True) "
-               "if you trust its source")
+REMOTE_CODE_HINT = (
+    "pass --trust-remote-code (trust_remote_code=True) only if you trust its source and have read that code"
+)
+PICKLE_HINT = (
+    "convert the checkpoint to safetensors, or pass --allow-pickle (allow_pickle=True) if you trust its source"
+)
 CONFIG_FILES = ("config.json", "tokenizer_config.json")
 """Where a checkpoint names Python classes of its own (``auto_map``)."""
 FULL_HASH_LIMIT = 256 * 1024**2
@@ -68,9 +70,7 @@ def pick_dtype(device: torch.device | str, requested: str | torch.dtype | None =
     if requested not in (None, "auto"):
         dtype = getattr(torch, str(requested), None)
         if not isinstance(dtype, torch.dtype):
-            raise ModelLoadError(
-                f"unknown dtype {requested!r}", hint="use auto, bfloat16, float16 or float32"
-            )
+            raise ModelLoadError(f"unknown dtype {requested!r}", hint="use auto, bfloat16, float16 or float32")
         return dtype
     if torch.device(device).type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -85,20 +85,29 @@ class LoadedModels:
     and `release` frees what no later step needs (before training, say).
     """
 
-    def __init__(self, device: str | None = "auto", dtype: str | torch.dtype | None = "auto", *,
-                 allow_pickle: bool = False) -> None:
+    def __init__(
+        self, device: str | None = "auto", dtype: str | torch.dtype | None = "auto", *, allow_pickle: bool = False
+    ) -> None:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.allow_pickle = allow_pickle
         self._held: dict[tuple[str, str], Any] = {}
 
     def causal_lm(self, name_or_path: str | os.PathLike):
-        return self._get("causal", name_or_path, lambda: load_causal_lm(
-            name_or_path, device=self.device, dtype=self.dtype, allow_pickle=self.allow_pickle))
+        return self._get(
+            "causal",
+            name_or_path,
+            lambda: load_causal_lm(name_or_path, device=self.device, dtype=self.dtype, allow_pickle=self.allow_pickle),
+        )
 
     def reward_model(self, name_or_path: str | os.PathLike):
-        return self._get("reward", name_or_path, lambda: load_reward_model(
-            name_or_path, device=self.device, dtype=self.dtype, allow_pickle=self.allow_pickle))
+        return self._get(
+            "reward",
+            name_or_path,
+            lambda: load_reward_model(
+                name_or_path, device=self.device, dtype=self.dtype, allow_pickle=self.allow_pickle
+            ),
+        )
 
     def tokenizer(self, name_or_path: str | os.PathLike):
         return self._get("tokenizer", name_or_path, lambda: load_tokenizer(name_or_path))
@@ -140,13 +149,12 @@ def load_tokenizer(
         revision = None
     _refuse_remote_code(source, trust_remote_code, revision)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, revision=revision, trust_remote_code=trust_remote_code
-        )
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load a tokenizer from {source}: {exc}",
-            hint=REMOTE_CODE_HINT if "trust_remote_code" in str(exc)
+            hint=REMOTE_CODE_HINT
+            if "trust_remote_code" in str(exc)
             else "pass a folder with tokenizer.json / tokenizer_config.json, or a model id in the local cache",
         ) from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
@@ -168,8 +176,13 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     return _load(
-        AutoModelForCausalLM, name_or_path, device=device, dtype=dtype, revision=revision,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        AutoModelForCausalLM,
+        name_or_path,
+        device=device,
+        dtype=dtype,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
 
 
@@ -186,8 +199,13 @@ def load_reward_model(
     from transformers import AutoModelForSequenceClassification
 
     model = _load(
-        AutoModelForSequenceClassification, name_or_path, device=device, dtype=dtype,
-        revision=revision, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        AutoModelForSequenceClassification,
+        name_or_path,
+        device=device,
+        dtype=dtype,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
     if model.config.num_labels != 1:
         raise ModelLoadError(
@@ -264,20 +282,30 @@ def _load(auto_cls, name_or_path, *, device, dtype, revision, trust_remote_code,
     adapter = _adapter_config(source)
     if adapter is not None:
         return _load_merged_adapter(
-            auto_cls, source, adapter, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+            auto_cls,
+            source,
+            adapter,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
         )
     if os.path.isdir(source):
         _refuse_pickle_only(Path(source), allow_pickle)
     try:
         model, info = auto_cls.from_pretrained(
-            source, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True, output_loading_info=True,
+            source,
+            revision=revision,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            output_loading_info=True,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load {source}: {exc}",
-            hint=REMOTE_CODE_HINT if "trust_remote_code" in str(exc)
+            hint=REMOTE_CODE_HINT
+            if "trust_remote_code" in str(exc)
             else "pass a local folder with config.json and *.safetensors weights, "
             "or a Hugging Face model id that is in the local cache",
         ) from exc
@@ -304,8 +332,13 @@ def _load_merged_adapter(auto_cls, source, adapter, *, device, dtype, trust_remo
             hint=PICKLE_HINT,
         )
     base = _load(
-        auto_cls, adapter["base_model_name_or_path"], device=device, dtype=dtype, revision=None,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        auto_cls,
+        adapter["base_model_name_or_path"],
+        device=device,
+        dtype=dtype,
+        revision=None,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
     merged = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     return merged.to(device).eval()
@@ -352,8 +385,7 @@ def _refuse_pickle_only(folder: Path, allow_pickle: bool) -> None:
     pickled = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
     if pickled:
         raise ModelLoadError(
-            f"refusing to load pickle weights ({', '.join(pickled)}) from {folder}: "
-            "unpickling can run arbitrary code",
+            f"refusing to load pickle weights ({', '.join(pickled)}) from {folder}: unpickling can run arbitrary code",
             hint=PICKLE_HINT,
         )
 
@@ -377,8 +409,12 @@ def _refuse_remote_code(source: str, trust_remote_code: bool, revision: str | No
         auto_map = config.get("auto_map") if isinstance(config, dict) else None
         if auto_map:
             # {"AutoModelForCausalLM": "modeling_x.XForCausalLM", "AutoTokenizer": ["repo--tok.T", null]}
-            refs = [ref for value in (auto_map.values() if isinstance(auto_map, dict) else [])
-                    for ref in (value if isinstance(value, list) else [value]) if isinstance(ref, str)]
+            refs = [
+                ref
+                for value in (auto_map.values() if isinstance(auto_map, dict) else [])
+                for ref in (value if isinstance(value, list) else [value])
+                if isinstance(ref, str)
+            ]
             modules = sorted({ref.split("--")[-1].rsplit(".", 1)[0] + ".py" for ref in refs})
             raise ModelLoadError(
                 f"refusing to load {source}: its {name} asks for Python code it ships "

@@ -127,8 +127,9 @@ class Encoded:
     """`boundary_moved` as given to the constructor; None: no item moved."""
 
     def __post_init__(self, moved: np.ndarray | None) -> None:
-        object.__setattr__(self, "boundary_moved",
-                           np.zeros(len(self.prompt_ids), dtype=bool) if moved is None else moved)
+        object.__setattr__(
+            self, "boundary_moved", np.zeros(len(self.prompt_ids), dtype=bool) if moved is None else moved
+        )
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -137,8 +138,12 @@ class Encoded:
         """The items at these indices (a boolean mask is taken as the indices it marks)."""
         items = np.asarray(items)
         keep = np.flatnonzero(items) if items.dtype == bool else items.astype(np.int64)
-        return Encoded([self.prompt_ids[i] for i in keep], [self.response_ids[i] for i in keep],
-                       self.truncated[keep], self.boundary_moved[keep])
+        return Encoded(
+            [self.prompt_ids[i] for i in keep],
+            [self.response_ids[i] for i in keep],
+            self.truncated[keep],
+            self.boundary_moved[keep],
+        )
 
 
 @dataclass(frozen=True)
@@ -184,8 +189,9 @@ def encode_pairs(
     pair is too long) to fit the longer response, so a margin compares like with like."""
     if not len(prompts) == len(chosen) == len(rejected):
         raise EncodingError(f"{len(prompts)} prompts, {len(chosen)} chosen and {len(rejected)} rejected responses")
-    chosen_enc, rejected_enc = _encode(tokenizer, prompts, [chosen, rejected], conversational, max_length,
-                                       min_prompt_tokens)
+    chosen_enc, rejected_enc = _encode(
+        tokenizer, prompts, [chosen, rejected], conversational, max_length, min_prompt_tokens
+    )
     return chosen_enc, rejected_enc
 
 
@@ -256,8 +262,12 @@ def _plain_token_ids(tokenizer, prompts, sides):
     joints = []
     for responses in sides:
         plain_joints = _tokenize(tokenizer, [p + r for p, r in zip(prompts, responses)])
-        joints.append([first + ids + ([] if written or (close and ids[-len(close):] == close) else close)
-                       for first, ids, written in zip(leads, plain_joints, as_written)])
+        joints.append(
+            [
+                first + ids + ([] if written or (close and ids[-len(close) :] == close) else close)
+                for first, ids, written in zip(leads, plain_joints, as_written)
+            ]
+        )
     return contexts, joints, [False] * len(contexts)
 
 
@@ -268,7 +278,7 @@ def _special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
     plain = tokenizer(probe, add_special_tokens=False, verbose=False)["input_ids"]
     full = tokenizer(probe, add_special_tokens=True, verbose=False)["input_ids"]
     start = next((k for k in range(len(full) - len(plain) + 1) if full[k : k + len(plain)] == plain), 0)
-    lead, close = list(full[:start]), list(full[start + len(plain):])
+    lead, close = list(full[:start]), list(full[start + len(plain) :])
     if not close and tokenizer.eos_token_id is not None:
         close = [tokenizer.eos_token_id]
     return lead, close
@@ -299,7 +309,7 @@ def _fit(context: list[int], responses: list[list[int]], header: int, max_length
     keep = min(len(context), max(max_length - longest, floor))
     keep = min(max(keep, min(header, len(context))), max_length - 1)
     head = min(header, keep)
-    context = context[:head] + context[len(context) - (keep - head):]
+    context = context[:head] + context[len(context) - (keep - head) :]
     room = max_length - keep
     return context, [response[:room] for response in responses]
 
@@ -381,8 +391,10 @@ def pair_logprobs(
     n = len(chosen)
     scorer = _Scorer(model)
     shared = [
-        i for i in range(n)
-        if scorer.can_share_prompt and chosen.prompt_ids[i] == rejected.prompt_ids[i]
+        i
+        for i in range(n)
+        if scorer.can_share_prompt
+        and chosen.prompt_ids[i] == rejected.prompt_ids[i]
         and _worth_sharing(len(chosen.prompt_ids[i]), len(chosen.response_ids[i]), len(rejected.response_ids[i]))
     ]
     results = [np.zeros((2, n), dtype=np.float64) for _ in range(2)]  # sums, counts x (chosen, rejected)
@@ -402,7 +414,8 @@ def pair_logprobs(
             run_batches(range(len(rest)), lengths, batch_tokens, score_rest, reporter, per_item=1)
     pair_cost = [
         len(chosen.prompt_ids[i]) + 2 * max(len(chosen.response_ids[i]), len(rejected.response_ids[i]))
-        if i in shared_set else 0
+        if i in shared_set
+        else 0
         for i in range(n)
     ]
 
@@ -413,8 +426,10 @@ def pair_logprobs(
 
     run_batches(shared, pair_cost, batch_tokens, score_shared, reporter, per_item=2)
     reporter.finish()
-    return (LogprobResult(results[0][0], results[1][0], chosen.truncated.copy()),
-            LogprobResult(results[0][1], results[1][1], rejected.truncated.copy()))
+    return (
+        LogprobResult(results[0][0], results[1][0], chosen.truncated.copy()),
+        LogprobResult(results[0][1], results[1][1], rejected.truncated.copy()),
+    )
 
 
 def _worth_sharing(prompt: int, chosen: int, rejected: int) -> bool:
@@ -488,8 +503,10 @@ class _Scorer:
             prompt_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             prompt_mask[i, width - len(prompt) :] = 1
         first = self.body(
-            input_ids=prompt_ids.to(self.device), attention_mask=prompt_mask.to(self.device),
-            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0).to(self.device), use_cache=True,
+            input_ids=prompt_ids.to(self.device),
+            attention_mask=prompt_mask.to(self.device),
+            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0).to(self.device),
+            use_cache=True,
         )
         cache = first.cache if hasattr(first, "cache") else first.past_key_values
         cache.batch_repeat_interleave(2)
@@ -505,7 +522,8 @@ class _Scorer:
             input_ids=resp_ids.to(self.device),
             attention_mask=torch.cat([prompt_mask.repeat_interleave(2, 0), resp_mask], dim=-1).to(self.device),
             position_ids=(prompt_lens[:, None] + torch.arange(resp_width)).to(self.device),
-            use_cache=True, **{self.cache_kwarg: cache},
+            use_cache=True,
+            **{self.cache_kwarg: cache},
         )
         # Response token 0 is predicted by the last prompt position, token j by response position j-1.
         predictors = torch.cat(

@@ -25,11 +25,20 @@ class ModelTrust:
 
     def flags(self) -> list[str]:
         """The command-line flags that grant the same (for `dmtui train` subprocesses)."""
-        return [flag for flag, on in (("--trust-remote-code", self.trust_remote_code),
-                                      ("--allow-pickle", self.allow_pickle)) if on]
+        return [
+            flag
+            for flag, on in (("--trust-remote-code", self.trust_remote_code), ("--allow-pickle", self.allow_pickle))
+            if on
+        ]
 
     def warning(self) -> str | None:
         """One line naming what is allowed, or None when loading is locked down."""
-        allowed = [what for what, on in (("remote code allowed (--trust-remote-code)", self.trust_remote_code),
-                                         ("pickle weights allowed (--allow-pickle)", self.allow_pickle)) if on]
+        allowed = [
+            what
+            for what, on in (
+                ("remote code allowed (--trust-remote-code)", self.trust_remote_code),
+                ("pickle weights allowed (--allow-pickle)", self.allow_pickle),
+            )
+            if on
+        ]
         return "⚠ " + "; ".join(allowed) + ": models can run their own code" if allowed else None

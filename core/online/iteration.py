@@ -156,21 +156,27 @@ class IterateConfig:
         if self.rounds < 1 or self.prompts_per_round < 1 or self.max_new_tokens < 1:
             raise IterationError("rounds, prompts per round and max_new_tokens must be at least 1")
         if self.responses_per_prompt < 2:
-            raise IterationError(f"best-of-N against worst-of-N needs N >= 2 responses per prompt, "
-                                 f"not {self.responses_per_prompt}")
+            raise IterationError(
+                f"best-of-N against worst-of-N needs N >= 2 responses per prompt, not {self.responses_per_prompt}"
+            )
         if not 0.0 < self.keep_fraction <= 1.0:
-            raise IterationError(f"keep fraction {self.keep_fraction} is not in (0, 1]",
-                                 "0.25 keeps a quarter of each round's pairs; 1.0 is plain iterative DPO")
+            raise IterationError(
+                f"keep fraction {self.keep_fraction} is not in (0, 1]",
+                "0.25 keeps a quarter of each round's pairs; 1.0 is plain iterative DPO",
+            )
         if not self.temperature > 0:
             raise IterationError(f"temperature must be above 0, not {self.temperature}")
         if self.generation_backend not in GENERATION_BACKENDS:
-            raise IterationError(f"unknown generation backend {self.generation_backend!r}",
-                                 f"choose one of {', '.join(GENERATION_BACKENDS)}")
+            raise IterationError(
+                f"unknown generation backend {self.generation_backend!r}",
+                f"choose one of {', '.join(GENERATION_BACKENDS)}",
+            )
         if self.m2 != "auto" and not isinstance(self.m2, (int, float)):
             raise IterationError(f"M2 must be a number or 'auto', not {self.m2!r}")
         if self.prompts_file is not None and not Path(self.prompts_file).is_file():
-            raise IterationError(f"prompts file not found: {self.prompts_file}",
-                                 'pass a JSONL file with a "prompt" string per line')
+            raise IterationError(
+                f"prompts file not found: {self.prompts_file}", 'pass a JSONL file with a "prompt" string per line'
+            )
 
 
 @dataclass
@@ -208,6 +214,7 @@ class IterateReport:
 
 # State ----------------------------------------------------------------------------------
 
+
 def _write_json(path: Path, data: Any) -> None:
     from core.store.workspace import atomic_write_json
 
@@ -239,12 +246,14 @@ def _load_state(out_dir: Path, config: IterateConfig, resume: bool) -> dict[str,
     path = out_dir / STATE_JSON
     if not path.exists():
         if out_dir.exists() and any(out_dir.iterdir()):
-            raise IterationError(f"{out_dir} is not empty and holds no iterative run",
-                                 "choose an empty or new --out folder")
+            raise IterationError(
+                f"{out_dir} is not empty and holds no iterative run", "choose an empty or new --out folder"
+            )
         return {"version": STATE_VERSION, "config": asdict(config), "rounds": []}
     if not resume:
-        raise IterationError(f"{out_dir} already holds an iterative run", "continue it with --resume, or choose "
-                                                                         "another --out folder")
+        raise IterationError(
+            f"{out_dir} already holds an iterative run", "continue it with --resume, or choose another --out folder"
+        )
     try:
         state = json.loads(path.read_text("utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -252,9 +261,10 @@ def _load_state(out_dir: Path, config: IterateConfig, resume: bool) -> dict[str,
     stored, wanted = _comparable(state.get("config", {})), _comparable(asdict(config))
     changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
     if changed:
-        raise IterationError(f"{out_dir} was started with other settings: {', '.join(changed)}",
-                             "resume with the same settings (only --rounds and --generation-backend may change), "
-                             "or use another --out")
+        raise IterationError(
+            f"{out_dir} was started with other settings: {', '.join(changed)}",
+            "resume with the same settings (only --rounds and --generation-backend may change), or use another --out",
+        )
     state["config"] = asdict(config)
     state["version"] = STATE_VERSION
     for entry in state["rounds"]:  # version 1 held these as absolute paths of wherever the run was
@@ -279,8 +289,14 @@ def _policy_path(out_dir: Path, config: IterateConfig, r: int) -> str:
 
 def _round_state(state: dict[str, Any], config: IterateConfig, r: int) -> dict[str, Any]:
     while len(state["rounds"]) <= r:
-        state["rounds"].append({"round": len(state["rounds"]), "policy_in": _policy_in(config, len(state["rounds"])),
-                                "done": [], "policy_out": None})
+        state["rounds"].append(
+            {
+                "round": len(state["rounds"]),
+                "policy_in": _policy_in(config, len(state["rounds"])),
+                "done": [],
+                "policy_out": None,
+            }
+        )
     return state["rounds"][r]
 
 
@@ -289,6 +305,7 @@ def _is_done(entry: dict[str, Any], stage: str, round_dir: Path) -> bool:
 
 
 # Stages -----------------------------------------------------------------------------------
+
 
 def round_prompts(config: IterateConfig, r: int) -> list[str]:
     """Round r's prompts: demo prompts seeded by (seed, round), or the next slice of `prompts_file`."""
@@ -303,30 +320,52 @@ def round_prompts(config: IterateConfig, r: int) -> list[str]:
     return [prompts[(start + i) % len(prompts)] for i in range(n)]
 
 
-def _generate_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
-                    cancel) -> None:
+def _generate_stage(
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+) -> None:
     from core.io.versions import library_versions
 
     prompts = round_prompts(config, r)
     seed = config.seed * 1000 + r
-    out = generate_responses(policy, prompts, samples_per_prompt=config.responses_per_prompt,
-                             temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=seed,
-                             batch_size=config.generation_batch_size, backend=config.generation_backend,
-                             models=models, progress=progress, cancel=cancel)
-    _write_json(round_dir / GENERATION_JSON, {
-        "backend": out.backend, "requested_backend": config.generation_backend, "seed": seed,
-        "device": str(models.device), "dtype": str(models.dtype).removeprefix("torch."),
-        "library_versions": library_versions(["torch", "transformers", *(["vllm"] if out.backend == "vllm" else [])]),
-    })
+    out = generate_responses(
+        policy,
+        prompts,
+        samples_per_prompt=config.responses_per_prompt,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=seed,
+        batch_size=config.generation_batch_size,
+        backend=config.generation_backend,
+        models=models,
+        progress=progress,
+        cancel=cancel,
+    )
+    _write_json(
+        round_dir / GENERATION_JSON,
+        {
+            "backend": out.backend,
+            "requested_backend": config.generation_backend,
+            "seed": seed,
+            "device": str(models.device),
+            "dtype": str(models.dtype).removeprefix("torch."),
+            "library_versions": library_versions(
+                ["torch", "transformers", *(["vllm"] if out.backend == "vllm" else [])]
+            ),
+        },
+    )
     k = config.responses_per_prompt
-    records = [{"prompt_index": i // k, "sample": i % k, "prompt": prompts[i // k], "response": text,
-                "tokens": tokens} for i, (text, tokens) in enumerate(zip(out.texts, out.token_counts))]
+    records = [
+        {"prompt_index": i // k, "sample": i % k, "prompt": prompts[i // k], "response": text, "tokens": tokens}
+        for i, (text, tokens) in enumerate(zip(out.texts, out.token_counts))
+    ]
     _write_jsonl(round_dir / GENERATIONS, records)
 
 
 def _chat(prompts: list[str], responses: list[str]) -> tuple[list, list]:
-    return ([[{"role": "user", "content": p}] for p in prompts],
-            [[{"role": "assistant", "content": r}] for r in responses])
+    return (
+        [[{"role": "user", "content": p}] for p in prompts],
+        [[{"role": "assistant", "content": r}] for r in responses],
+    )
 
 
 def _limits(config: IterateConfig, *paths: str) -> Limits:
@@ -338,8 +377,9 @@ def _limits(config: IterateConfig, *paths: str) -> Limits:
     return Limits(min([config.max_length, *contexts]) if config.max_length else min(contexts, default=None))
 
 
-def _score_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
-                 cancel) -> None:
+def _score_stage(
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+) -> None:
     from core.scoring.scorers import RewardScorer
 
     generations = _read_jsonl(round_dir / GENERATIONS)
@@ -347,19 +387,31 @@ def _score_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, mo
     responses = [g["response"] for g in generations]
     reward_model = config.reward_model
     assert reward_model is not None, "IterateConfig.validate requires a reward model"
-    reward = RewardScorer(models.reward_model(reward_model), models.tokenizer(reward_model),
-                          batch_tokens=config.batch_tokens)
-    rewards = reward.item_rewards(*_chat(prompts, responses), conversational=True,
-                                  limits=_limits(config, reward_model), progress=progress, cancel=cancel)
+    reward = RewardScorer(
+        models.reward_model(reward_model), models.tokenizer(reward_model), batch_tokens=config.batch_tokens
+    )
+    rewards = reward.item_rewards(
+        *_chat(prompts, responses),
+        conversational=True,
+        limits=_limits(config, reward_model),
+        progress=progress,
+        cancel=cancel,
+    )
     models.release(reward_model)
     oracle = None
     if config.prompts_file is None:
         from core.demo.world import oracle_reward
 
         oracle = [oracle_reward(p, y) for p, y in zip(prompts, responses)]
-    records = [{"prompt_index": g["prompt_index"], "sample": g["sample"], "reward": float(rewards[i]),
-                **({"oracle_reward": oracle[i]} if oracle is not None else {})}
-               for i, g in enumerate(generations)]
+    records = [
+        {
+            "prompt_index": g["prompt_index"],
+            "sample": g["sample"],
+            "reward": float(rewards[i]),
+            **({"oracle_reward": oracle[i]} if oracle is not None else {}),
+        }
+        for i, g in enumerate(generations)
+    ]
     _write_jsonl(round_dir / REWARDS, records)
 
 
@@ -381,18 +433,33 @@ def best_worst_pairs(generations: list[dict[str, Any]], rewards: list[float]) ->
         if rewards[best] == rewards[worst]:
             tied += 1
             continue
-        pairs.append({"prompt_index": prompt_index, "prompt": generations[best]["prompt"],
-                      "chosen": generations[best]["response"], "rejected": generations[worst]["response"],
-                      "chosen_sample": generations[best].get("sample"),
-                      "rejected_sample": generations[worst].get("sample"),
-                      "reward_chosen": rewards[best], "reward_rejected": rewards[worst],
-                      "reward_margin": rewards[best] - rewards[worst]})
+        pairs.append(
+            {
+                "prompt_index": prompt_index,
+                "prompt": generations[best]["prompt"],
+                "chosen": generations[best]["response"],
+                "rejected": generations[worst]["response"],
+                "chosen_sample": generations[best].get("sample"),
+                "rejected_sample": generations[worst].get("sample"),
+                "reward_chosen": rewards[best],
+                "reward_rejected": rewards[worst],
+                "reward_margin": rewards[best] - rewards[worst],
+            }
+        )
     return pairs, tied
 
 
-def implicit_margins(policy: str, reference: str, pairs: list[dict[str, Any]], models: LoadedModels,
-                     limits: Limits, *, batch_tokens: int = DEFAULT_BATCH_TOKENS, progress: ProgressFn | None = None,
-                     cancel: threading.Event | None = None) -> np.ndarray:
+def implicit_margins(
+    policy: str,
+    reference: str,
+    pairs: list[dict[str, Any]],
+    models: LoadedModels,
+    limits: Limits,
+    *,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> np.ndarray:
     """(log pi(y_w|x) - log pi_0(y_w|x)) - (log pi(y_l|x) - log pi_0(y_l|x)) per pair: core.scoring.scorers'
     implicit margin, on pi_0's tokens. Exactly 0 without a forward pass when `policy` is `reference` (round 0)."""
     if not pairs:
@@ -403,14 +470,22 @@ def implicit_margins(policy: str, reference: str, pairs: list[dict[str, Any]], m
 
     prompts, chosen = _chat([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
     _, rejected = _chat([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
-    columns = implicit_columns(models.causal_lm(policy), models.causal_lm(reference), models.tokenizer(reference),
-                               Pairs(prompts, chosen, rejected, conversational=True), limits,
-                               batch_tokens=batch_tokens, pass_progress=lambda index, passes: progress, cancel=cancel)
+    columns = implicit_columns(
+        models.causal_lm(policy),
+        models.causal_lm(reference),
+        models.tokenizer(reference),
+        Pairs(prompts, chosen, rejected, conversational=True),
+        limits,
+        batch_tokens=batch_tokens,
+        pass_progress=lambda index, passes: progress,
+        cancel=cancel,
+    )
     return columns["margin"]
 
 
-def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
-                  cancel) -> None:
+def _select_stage(
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+) -> None:
     from core.data.pairs import pair_id
     from core.selection.selector import SelectionParams, select, tie_keys_from_pair_ids
 
@@ -419,8 +494,16 @@ def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, m
     rewards = [rec["reward"] for rec in reward_records]
     pairs, tied = best_worst_pairs(generations, rewards)
     assert config.policy is not None, "IterateConfig.validate requires pi_0"
-    implicit = implicit_margins(policy, config.policy, pairs, models, _limits(config, policy, config.policy),
-                                batch_tokens=config.batch_tokens, progress=progress, cancel=cancel)
+    implicit = implicit_margins(
+        policy,
+        config.policy,
+        pairs,
+        models,
+        _limits(config, policy, config.policy),
+        batch_tokens=config.batch_tokens,
+        progress=progress,
+        cancel=cancel,
+    )
     models.release()
     external = np.array([p["reward_margin"] for p in pairs], dtype=np.float64)
     ids = [pair_id(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
@@ -434,72 +517,129 @@ def _select_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, m
     score = np.full(len(pairs), np.nan)
     m2: dict[str, float] = {}
     if pairs:
-        params = SelectionParams(mode="dm-mul", budget=float(config.keep_fraction), sources=sources,
-                                 m1=config.m1, m2=config.m2, seed=config.seed)
-        selection = select({"external": external, "implicit": implicit}, params,
-                           tie_break=tie_keys_from_pair_ids(ids))
+        params = SelectionParams(
+            mode="dm-mul",
+            budget=float(config.keep_fraction),
+            sources=sources,
+            m1=config.m1,
+            m2=config.m2,
+            seed=config.seed,
+        )
+        selection = select({"external": external, "implicit": implicit}, params, tie_break=tie_keys_from_pair_ids(ids))
         selected_mask = selection.mask
         score = selection.score if selection.score is not None else score
         m2 = {source: bounds.m2 for source, bounds in selection.bounds.items()}
         notes.extend(selection.notes)
-    records = [{"pair_index": i, "pair_id": ids[i], **pair, "implicit_margin": float(implicit[i]),
-                "dm_score": None if not math.isfinite(score[i]) else float(score[i]),
-                "selected": bool(selected_mask[i])} for i, pair in enumerate(pairs)]
+    records = [
+        {
+            "pair_index": i,
+            "pair_id": ids[i],
+            **pair,
+            "implicit_margin": float(implicit[i]),
+            "dm_score": None if not math.isfinite(score[i]) else float(score[i]),
+            "selected": bool(selected_mask[i]),
+        }
+        for i, pair in enumerate(pairs)
+    ]
     _write_jsonl(round_dir / PAIRS, records)
     oracle = [rec["oracle_reward"] for rec in reward_records if "oracle_reward" in rec]
     generation_record = round_dir / GENERATION_JSON
-    generation = (json.loads(generation_record.read_text("utf-8")) if generation_record.exists()
-                  else {"backend": "transformers"})  # generated before backends were recorded: transformers
-    _write_json(round_dir / MANIFEST, {
-        "round": r, "policy_in": _policy_in(config, r), "reference": config.policy, "config": asdict(config),
-        "generation": generation,
-        "counts": {"prompts": config.prompts_per_round, "generations": len(generations), "pairs": len(pairs),
-                   "tied_prompts": tied, "selected": int(selected_mask.sum())},
-        "selection": {"mode": "dm-mul", "keep_fraction": config.keep_fraction, "sources": list(sources),
-                      "m1": config.m1, "m2_requested": config.m2, "m2": m2, "notes": notes},
-        "selected_pair_ids": [ids[i] for i in np.flatnonzero(selected_mask)],
-        "generation_stats": {"mean_reward": float(np.mean(rewards)) if rewards else math.nan,
-                             "mean_chars": float(np.mean([len(g["response"]) for g in generations]))
-                             if generations else math.nan,
-                             "mean_oracle_reward": float(np.mean(oracle)) if oracle else None},
-        "training": None,
-    })
+    generation = (
+        json.loads(generation_record.read_text("utf-8")) if generation_record.exists() else {"backend": "transformers"}
+    )  # generated before backends were recorded: transformers
+    _write_json(
+        round_dir / MANIFEST,
+        {
+            "round": r,
+            "policy_in": _policy_in(config, r),
+            "reference": config.policy,
+            "config": asdict(config),
+            "generation": generation,
+            "counts": {
+                "prompts": config.prompts_per_round,
+                "generations": len(generations),
+                "pairs": len(pairs),
+                "tied_prompts": tied,
+                "selected": int(selected_mask.sum()),
+            },
+            "selection": {
+                "mode": "dm-mul",
+                "keep_fraction": config.keep_fraction,
+                "sources": list(sources),
+                "m1": config.m1,
+                "m2_requested": config.m2,
+                "m2": m2,
+                "notes": notes,
+            },
+            "selected_pair_ids": [ids[i] for i in np.flatnonzero(selected_mask)],
+            "generation_stats": {
+                "mean_reward": float(np.mean(rewards)) if rewards else math.nan,
+                "mean_chars": float(np.mean([len(g["response"]) for g in generations])) if generations else math.nan,
+                "mean_oracle_reward": float(np.mean(oracle)) if oracle else None,
+            },
+            "training": None,
+        },
+    )
 
 
-def _train_stage(config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress,
-                 cancel) -> None:
+def _train_stage(
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+) -> None:
     from core.training.trainer import RUN_JSON, TrainConfig, train
 
     models.release()  # training loads its own copies (TRL)
-    kept = [{"prompt": [{"role": "user", "content": p["prompt"]}],
-             "chosen": [{"role": "assistant", "content": p["chosen"]}],
-             "rejected": [{"role": "assistant", "content": p["rejected"]}]}
-            for p in _read_jsonl(round_dir / PAIRS) if p["selected"]]
+    kept = [
+        {
+            "prompt": [{"role": "user", "content": p["prompt"]}],
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+        }
+        for p in _read_jsonl(round_dir / PAIRS)
+        if p["selected"]
+    ]
     manifest = json.loads((round_dir / MANIFEST).read_text("utf-8"))
     if not kept:
-        raise IterationError(f"round {r}: no pair to train on ({manifest['counts']['pairs']} pairs, "
-                             f"{manifest['counts']['tied_prompts']} prompts with all rewards tied)",
-                             "draw more prompts or responses per prompt, or raise --keep")
+        raise IterationError(
+            f"round {r}: no pair to train on ({manifest['counts']['pairs']} pairs, "
+            f"{manifest['counts']['tied_prompts']} prompts with all rewards tied)",
+            "draw more prompts or responses per prompt, or raise --keep",
+        )
     # A training run cut short continues from its latest finished checkpoint, or starts over
     # when it had none (core.training.trainer decides).
     resume_from = "latest" if (round_dir / RUN_JSON).exists() else None
-    train_config = TrainConfig(model=policy, ref_model=config.policy, loss="dpo", beta=config.beta,
-                               epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-                               per_device_batch_size=config.per_device_batch_size, max_length=config.max_length,
-                               seed=config.seed + r, gradient_checkpointing=config.gradient_checkpointing,
-                               max_steps=config.max_steps, save_total_limit=1, resume_from=resume_from,
-                               logging_steps=1 if config.max_steps and config.max_steps <= 20 else 10)
+    train_config = TrainConfig(
+        model=policy,
+        ref_model=config.policy,
+        loss="dpo",
+        beta=config.beta,
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        per_device_batch_size=config.per_device_batch_size,
+        max_length=config.max_length,
+        seed=config.seed + r,
+        gradient_checkpointing=config.gradient_checkpointing,
+        max_steps=config.max_steps,
+        save_total_limit=1,
+        resume_from=resume_from,
+        logging_steps=1 if config.max_steps and config.max_steps <= 20 else 10,
+    )
     result = train(train_config, kept, round_dir, metrics_sink=lambda record: None, progress=progress, cancel=cancel)
-    manifest["training"] = {"pairs": len(kept), "steps": result.steps, "final": _policy_out(r),
-                            "summary": result.summary, "metrics": "metrics.jsonl"}
+    manifest["training"] = {
+        "pairs": len(kept),
+        "steps": result.steps,
+        "final": _policy_out(r),
+        "summary": result.summary,
+        "metrics": "metrics.jsonl",
+    }
     _write_json(round_dir / MANIFEST, manifest)
 
 
-_STAGE_FUNCTIONS = {"generate": _generate_stage, "score": _score_stage, "select": _select_stage,
-                    "train": _train_stage}
+_STAGE_FUNCTIONS = {"generate": _generate_stage, "score": _score_stage, "select": _select_stage, "train": _train_stage}
 
 
 # The loop ---------------------------------------------------------------------------------
+
 
 def _round_progress(progress: ProgressFn | None, r: int) -> ProgressFn | None:
     if progress is None:
@@ -507,8 +647,14 @@ def _round_progress(progress: ProgressFn | None, r: int) -> ProgressFn | None:
     return lambda report: progress(replace(report, stage=f"r{r} {report.stage}"))
 
 
-def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
-            progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> IterateReport:
+def iterate(
+    config: IterateConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> IterateReport:
     """Run `config.rounds` rounds of online DPO-DM into `out_dir` (see the module doc).
 
     A folder that already holds a run is refused unless `resume`; resuming needs the
@@ -537,7 +683,7 @@ def iterate(config: IterateConfig, out_dir: str | Path, *, resume: bool = False,
                 resumed.append(stage)
                 continue
             if stage in entry["done"]:
-                entry["done"] = entry["done"][:entry["done"].index(stage)]  # its output is gone: redo from here
+                entry["done"] = entry["done"][: entry["done"].index(stage)]  # its output is gone: redo from here
             _STAGE_FUNCTIONS[stage](config, r, policy, round_dir, models, _round_progress(progress, r), cancel)
             entry["done"].append(stage)
             if stage == "train":
@@ -554,10 +700,20 @@ def _round_report(r: int, policy: str, round_dir: Path, resumed: list[str]) -> R
     manifest = json.loads((round_dir / MANIFEST).read_text("utf-8"))
     counts, stats, training = manifest["counts"], manifest["generation_stats"], manifest.get("training") or {}
     return RoundReport(
-        round=r, policy_in=policy, policy_out=str(round_dir / FINAL), prompts=counts["prompts"],
-        generations=counts["generations"], pairs=counts["pairs"], tied_prompts=counts["tied_prompts"],
-        selected=counts["selected"], sources=manifest["selection"]["sources"], m2=manifest["selection"]["m2"],
-        mean_reward=stats["mean_reward"], mean_chars=stats["mean_chars"],
-        mean_oracle_reward=stats["mean_oracle_reward"], train_steps=training.get("steps"),
-        generation_backend=manifest.get("generation", {}).get("backend", "transformers"), resumed_stages=resumed,
+        round=r,
+        policy_in=policy,
+        policy_out=str(round_dir / FINAL),
+        prompts=counts["prompts"],
+        generations=counts["generations"],
+        pairs=counts["pairs"],
+        tied_prompts=counts["tied_prompts"],
+        selected=counts["selected"],
+        sources=manifest["selection"]["sources"],
+        m2=manifest["selection"]["m2"],
+        mean_reward=stats["mean_reward"],
+        mean_chars=stats["mean_chars"],
+        mean_oracle_reward=stats["mean_oracle_reward"],
+        train_steps=training.get("steps"),
+        generation_backend=manifest.get("generation", {}).get("backend", "transformers"),
+        resumed_stages=resumed,
     )

@@ -52,8 +52,19 @@ from core.store.workspace import Workspace
 WAIT_TIMEOUT = timedelta(hours=24)
 """How long a rank waits for the others at a barrier; under torchrun a rank that fails
 ends the whole run at once, so this only bounds a hung rank."""
-LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
-                      "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+LAUNCHER_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 LAUNCHER_PREFIXES = ("TORCHELASTIC_",)
 
 
@@ -86,8 +97,9 @@ class Shard:
         return self.main or not self.launched
 
 
-def detect_shard(rank: int | None = None, world_size: int | None = None,
-                 environ: Mapping[str, str] | None = None) -> Shard:
+def detect_shard(
+    rank: int | None = None, world_size: int | None = None, environ: Mapping[str, str] | None = None
+) -> Shard:
     """The shard named by `rank`/`world_size` (a lone rank), else by a launcher, else the whole dataset.
 
     >>> detect_shard(environ={})
@@ -101,13 +113,15 @@ def detect_shard(rank: int | None = None, world_size: int | None = None,
     if rank is None and world_size is None:
         return launcher
     if rank is None or world_size is None:
-        raise DistributedError("--rank and --world-size go together",
-                               "pass both, e.g. --rank 1 --world-size 4 to rerun rank 1 of 4 alone")
+        raise DistributedError(
+            "--rank and --world-size go together", "pass both, e.g. --rank 1 --world-size 4 to rerun rank 1 of 4 alone"
+        )
     if launcher.launched:
         raise DistributedError(
             f"--rank/--world-size run one rank alone, but a launcher started this process as rank "
             f"{launcher.rank} of {launcher.world_size}",
-            "leave them out under torchrun or accelerate launch: the launcher gives every process its rank")
+            "leave them out under torchrun or accelerate launch: the launcher gives every process its rank",
+        )
     return _checked(Shard(rank, world_size), "--rank/--world-size")
 
 
@@ -117,17 +131,25 @@ def _launcher_shard(environ: Mapping[str, str]) -> Shard:
     try:
         values = {name: int(environ.get(name, "0")) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     except ValueError as error:
-        raise DistributedError(f"a launcher variable is not a whole number ({error})",
-                               "check RANK, WORLD_SIZE and LOCAL_RANK in the environment") from error
-    shard = Shard(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"],
-                  launched=values["WORLD_SIZE"] > 1 and bool(environ.get("MASTER_ADDR")))
+        raise DistributedError(
+            f"a launcher variable is not a whole number ({error})",
+            "check RANK, WORLD_SIZE and LOCAL_RANK in the environment",
+        ) from error
+    shard = Shard(
+        values["RANK"],
+        values["WORLD_SIZE"],
+        values["LOCAL_RANK"],
+        launched=values["WORLD_SIZE"] > 1 and bool(environ.get("MASTER_ADDR")),
+    )
     return _checked(shard, "RANK/WORLD_SIZE")
 
 
 def _checked(shard: Shard, origin: str) -> Shard:
     if shard.world_size < 1 or not 0 <= shard.rank < shard.world_size:
-        raise DistributedError(f"{origin}: rank {shard.rank} of world size {shard.world_size} does not exist",
-                               "the world size is at least 1 and ranks count 0 .. world size - 1")
+        raise DistributedError(
+            f"{origin}: rank {shard.rank} of world size {shard.world_size} does not exist",
+            "the world size is at least 1 and ranks count 0 .. world size - 1",
+        )
     return shard
 
 
@@ -196,8 +218,11 @@ def launcher_hidden() -> Iterator[None]:
     accelerate and transformers would otherwise set up data-parallel training with
     ranks that are not training.
     """
-    hidden = {name: value for name, value in os.environ.items()
-              if name in LAUNCHER_VARIABLES or name.startswith(LAUNCHER_PREFIXES)}
+    hidden = {
+        name: value
+        for name, value in os.environ.items()
+        if name in LAUNCHER_VARIABLES or name.startswith(LAUNCHER_PREFIXES)
+    }
     for name in hidden:
         del os.environ[name]
     try:
@@ -208,6 +233,7 @@ def launcher_hidden() -> Iterator[None]:
 
 # Reports and the merge ------------------------------------------------------------------
 
+
 def combine_reports(reports: list[ScoringReport]) -> ScoringReport:
     """One report for `reports` (in rank order): counts summed per source, the slowest rank's seconds."""
     first = reports[0]
@@ -215,15 +241,21 @@ def combine_reports(reports: list[ScoringReport]) -> ScoringReport:
     for name, source in first.sources.items():
         shards = [r.sources[name] for r in reports if name in r.sources]
         combined.sources[name] = SourceReport(
-            name, source.fingerprint,
-            pairs=sum(s.pairs for s in shards), scored=sum(s.scored for s in shards),
-            reused=sum(s.reused for s in shards), truncated=sum(s.truncated for s in shards),
-            max_length=source.max_length, min_prompt_tokens=source.min_prompt_tokens,
+            name,
+            source.fingerprint,
+            pairs=sum(s.pairs for s in shards),
+            scored=sum(s.scored for s in shards),
+            reused=sum(s.reused for s in shards),
+            truncated=sum(s.truncated for s in shards),
+            max_length=source.max_length,
+            min_prompt_tokens=source.min_prompt_tokens,
             boundary_moved=sum(s.boundary_moved for s in shards),
             skipped_truncated=sum(s.skipped_truncated for s in shards),
             token_identical_ids=[pid for s in shards for pid in s.token_identical_ids],
-            seconds=max(s.seconds for s in shards), models=dict(source.models),
-            notes=list(dict.fromkeys(note for s in shards for note in s.notes)))
+            seconds=max(s.seconds for s in shards),
+            models=dict(source.models),
+            notes=list(dict.fromkeys(note for s in shards for note in s.notes)),
+        )
     return combined
 
 
@@ -250,8 +282,11 @@ def merge_shards(dataset: LoadedDataset, workspace: Workspace, report: ScoringRe
     for name, source in report.sources.items():
         store = ScoreStore(workspace.scores_dir, name, source.fingerprint)
         table = store.read()
-        stored = pc.is_in(ids, value_set=table["pair_id"]).to_numpy(zero_copy_only=False) \
-            if table is not None else np.zeros(len(ids), dtype=bool)
+        stored = (
+            pc.is_in(ids, value_set=table["pair_id"]).to_numpy(zero_copy_only=False)
+            if table is not None
+            else np.zeros(len(ids), dtype=bool)
+        )
         missing = np.flatnonzero(~stored)
         if len(missing):
             ranks = np.unique(missing % report.world_size).tolist()

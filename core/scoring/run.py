@@ -184,16 +184,28 @@ class ScoringConfig:
             )
         if self.seed_split not in ("cross-fit", "exclude"):
             raise ScoringError(f"unknown seed split {self.seed_split!r}", "choose cross-fit or exclude")
-        for name in ("checkpoint_every", "batch_tokens", "seed_pairs", "seed_min_pairs", "seed_batch_size",
-                     "seed_per_device_batch_size", "seed_patience", "seed_eval_pairs", "seed_lora_r"):
+        for name in (
+            "checkpoint_every",
+            "batch_tokens",
+            "seed_pairs",
+            "seed_min_pairs",
+            "seed_batch_size",
+            "seed_per_device_batch_size",
+            "seed_patience",
+            "seed_eval_pairs",
+            "seed_lora_r",
+        ):
             if getattr(self, name) < 1:
                 raise ScoringError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 2:
             raise ScoringError(f"max_length must be at least 2 tokens, not {self.max_length}")
         if self.min_prompt_tokens is not None and not (
-                0 <= self.min_prompt_tokens < (self.max_length or MAX_LENGTH_CAP)):
-            raise ScoringError(f"min_prompt_tokens must be from 0 to below the token limit "
-                               f"({self.max_length or MAX_LENGTH_CAP}), not {self.min_prompt_tokens}")
+            0 <= self.min_prompt_tokens < (self.max_length or MAX_LENGTH_CAP)
+        ):
+            raise ScoringError(
+                f"min_prompt_tokens must be from 0 to below the token limit "
+                f"({self.max_length or MAX_LENGTH_CAP}), not {self.min_prompt_tokens}"
+            )
         if not 0 <= self.seed_min_gain < 1:
             raise ScoringError(f"seed_min_gain must be in [0, 1), not {self.seed_min_gain}")
         if self.seed_fraction is not None and not 0 < self.seed_fraction <= 1:
@@ -242,22 +254,31 @@ class SourceReport:
         cut = self.truncated + self.skipped_truncated
         how = "skipped" if self.skipped_truncated and not self.truncated else "cut"
         limit = "no limit" if self.max_length is None else f"{self.max_length:,} tokens"
-        kept = (f" (context kept: at least {self.min_prompt_tokens:,})"
-                if cut and self.min_prompt_tokens is not None else "")
+        kept = (
+            f" (context kept: at least {self.min_prompt_tokens:,})"
+            if cut and self.min_prompt_tokens is not None
+            else ""
+        )
         return f"{cut:,} of {self.pairs:,} pairs ({100 * self.truncated_share:.1f}%) {how} to fit {limit}{kept}"
 
     def boundary_summary(self) -> str | None:
         """One line for people when pairs of this run had their response boundary moved back, else None."""
         if not self.boundary_moved:
             return None
-        return (f"{self.boundary_moved:,} pairs had a token merging across the prompt/response boundary: "
-                "it was scored with the response (as TRL does)")
+        return (
+            f"{self.boundary_moved:,} pairs had a token merging across the prompt/response boundary: "
+            "it was scored with the response (as TRL does)"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "token_identical": len(self.token_identical_ids),
-                "truncated_share": round(self.truncated_share, 4), "truncation_summary": self.truncation_summary(),
-                "boundary_summary": self.boundary_summary(),
-                "pairs_per_s": None if self.pairs_per_s is None else round(self.pairs_per_s, 2)}
+        return {
+            **asdict(self),
+            "token_identical": len(self.token_identical_ids),
+            "truncated_share": round(self.truncated_share, 4),
+            "truncation_summary": self.truncation_summary(),
+            "boundary_summary": self.boundary_summary(),
+            "pairs_per_s": None if self.pairs_per_s is None else round(self.pairs_per_s, 2),
+        }
 
 
 @dataclass
@@ -274,10 +295,15 @@ class ScoringReport:
     """Spearman of implicit against external margins over the pairs both score (this rank's)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"sources": {name: report.to_json() for name, report in self.sources.items()},
-                "device": self.device, "dtype": self.dtype, "rank": self.rank,
-                "world_size": self.world_size, "seed_policy": self.seed_policy,
-                "implicit_external_spearman": self.implicit_external_spearman}
+        return {
+            "sources": {name: report.to_json() for name, report in self.sources.items()},
+            "device": self.device,
+            "dtype": self.dtype,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "seed_policy": self.seed_policy,
+            "implicit_external_spearman": self.implicit_external_spearman,
+        }
 
 
 class ScoringCancelled(Cancelled):
@@ -317,15 +343,28 @@ class _Runtime:
     def model(self, kind: str, path: str, fingerprint: str):
         load = load_reward_model if kind == "reward" else load_causal_lm
         return _cached(
-            (kind, fingerprint, str(self.device), str(self.dtype), self.config.trust_remote_code,
-             self.config.allow_pickle),
-            lambda: load(path, device=self.device, dtype=self.dtype,
-                         trust_remote_code=self.config.trust_remote_code, allow_pickle=self.config.allow_pickle),
+            (
+                kind,
+                fingerprint,
+                str(self.device),
+                str(self.dtype),
+                self.config.trust_remote_code,
+                self.config.allow_pickle,
+            ),
+            lambda: load(
+                path,
+                device=self.device,
+                dtype=self.dtype,
+                trust_remote_code=self.config.trust_remote_code,
+                allow_pickle=self.config.allow_pickle,
+            ),
         )
 
     def tokenizer(self, path: str, fingerprint: str):
-        return _cached(("tokenizer", fingerprint, self.config.trust_remote_code),
-                       lambda: load_tokenizer(path, trust_remote_code=self.config.trust_remote_code))
+        return _cached(
+            ("tokenizer", fingerprint, self.config.trust_remote_code),
+            lambda: load_tokenizer(path, trust_remote_code=self.config.trust_remote_code),
+        )
 
     def limits(self, *paths: str) -> Limits:
         return source_limits(self.config, paths)
@@ -354,6 +393,7 @@ def seed_config(config: ScoringConfig) -> ScoringConfig:
 
 # Scoring a chunk, per source --------------------------------------------------------
 
+
 class _ExternalSource:
     """External margins with the reward model, loaded on first use and kept for the run."""
 
@@ -368,9 +408,12 @@ class _ExternalSource:
     def __call__(self, pairs: Pairs, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         if self.reward is None:
             runtime = self.runtime
-            self.reward = RewardScorer(runtime.model("reward", *self.model_ref),
-                                       runtime.tokenizer(*self.model_ref), batch_tokens=runtime.config.batch_tokens,
-                                       use_template=runtime.config.reward_template)
+            self.reward = RewardScorer(
+                runtime.model("reward", *self.model_ref),
+                runtime.tokenizer(*self.model_ref),
+                batch_tokens=runtime.config.batch_tokens,
+                use_template=runtime.config.reward_template,
+            )
         return external_columns(self.reward, pairs, self.limits, pass_progress, cancel)
 
 
@@ -383,8 +426,15 @@ class _ImplicitSource:
     one fresh copy of pi_0 carrying every adapter, unmerged (`adapter_views`).
     """
 
-    def __init__(self, runtime: _Runtime, reference: tuple[str, str], policy: tuple[str, str], limits: Limits,
-                 notes: list[str], seed_policy: SeedPolicy | None = None) -> None:
+    def __init__(
+        self,
+        runtime: _Runtime,
+        reference: tuple[str, str],
+        policy: tuple[str, str],
+        limits: Limits,
+        notes: list[str],
+        seed_policy: SeedPolicy | None = None,
+    ) -> None:
         self.runtime, self.reference, self.policy, self.limits, self.notes = runtime, reference, policy, limits, notes
         self.seed_policy = seed_policy
 
@@ -395,15 +445,25 @@ class _ImplicitSource:
             return runtime.model("causal", *self.reference), [runtime.model("causal", *self.policy)]
         if not seed.lora:
             return runtime.model("causal", *self.reference), [
-                runtime.model("causal", str(path), model_fingerprint(path)) for path in seed.models]
+                runtime.model("causal", str(path), model_fingerprint(path)) for path in seed.models
+            ]
         config = runtime.config
         from core.scoring.seed_policy import adapter_views
 
         key = ("seed-adapters", self.reference[1], self.policy[1], str(runtime.device), str(runtime.dtype))
-        return _cached(key, lambda: adapter_views(
-            load_causal_lm(self.reference[0], device=runtime.device, dtype=runtime.dtype,
-                           trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle),
-            seed.models))
+        return _cached(
+            key,
+            lambda: adapter_views(
+                load_causal_lm(
+                    self.reference[0],
+                    device=runtime.device,
+                    dtype=runtime.dtype,
+                    trust_remote_code=config.trust_remote_code,
+                    allow_pickle=config.allow_pickle,
+                ),
+                seed.models,
+            ),
+        )
 
     def __call__(self, pairs: Pairs, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         runtime = self.runtime
@@ -417,12 +477,25 @@ class _ImplicitSource:
         groups = [(k, route == k) for k in range(len(policies)) if (route == k).any()]
         parts = []
         for g, (k, mask) in enumerate(groups):
+
             def group_progress(index, passes, g=g):  # each group's passes in turn on one bar
                 return pass_progress(g * passes + index, passes * len(groups))
 
-            parts.append((mask, implicit_columns(policies[k], reference, tokenizer, pairs.subset(mask), self.limits,
-                                                 batch_tokens=runtime.config.batch_tokens,
-                                                 pass_progress=group_progress, cancel=cancel)))
+            parts.append(
+                (
+                    mask,
+                    implicit_columns(
+                        policies[k],
+                        reference,
+                        tokenizer,
+                        pairs.subset(mask),
+                        self.limits,
+                        batch_tokens=runtime.config.batch_tokens,
+                        pass_progress=group_progress,
+                        cancel=cancel,
+                    ),
+                )
+            )
         unrouted = route < 0
         if unrouted.any():  # D0 under exclude: its flags, no margin
             parts.append((unrouted, encoded_pairs(tokenizer, pairs.subset(unrouted), self.limits)[2]))
@@ -455,12 +528,19 @@ class _IfdSource:
 
     def __call__(self, pairs: Pairs, pass_progress: PassProgress, cancel) -> dict[str, np.ndarray]:
         runtime = self.runtime
-        return ifd_columns(runtime.model("causal", *self.reference), runtime.tokenizer(*self.reference), pairs,
-                           self.limits, batch_tokens=runtime.config.batch_tokens, pass_progress=pass_progress,
-                           cancel=cancel)
+        return ifd_columns(
+            runtime.model("causal", *self.reference),
+            runtime.tokenizer(*self.reference),
+            pairs,
+            self.limits,
+            batch_tokens=runtime.config.batch_tokens,
+            pass_progress=pass_progress,
+            cancel=cancel,
+        )
 
 
 # Fingerprints ---------------------------------------------------------------------------
+
 
 def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
@@ -468,9 +548,13 @@ def _digest(payload: Any) -> str:
 
 def _settings(limits: Limits, dtype: torch.dtype) -> dict[str, Any]:
     """The settings that change numbers (batch size and device only move the last float bits)."""
-    return {"max_length": limits.max_length, "min_prompt_tokens": limits.min_prompt_tokens,
-            "skip_truncated": limits.skip_truncated, "dtype": str(dtype).removeprefix("torch."),
-            "scorer_version": SCORER_VERSION}
+    return {
+        "max_length": limits.max_length,
+        "min_prompt_tokens": limits.min_prompt_tokens,
+        "skip_truncated": limits.skip_truncated,
+        "dtype": str(dtype).removeprefix("torch."),
+        "scorer_version": SCORER_VERSION,
+    }
 
 
 @dataclass
@@ -502,7 +586,8 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
                     "or pass --policy-model",
                 )
             seed_policy, report.seed_policy = ensure_seed_policy(
-                dataset, workspace, trained, fingerprints["reference"], progress=progress, cancel=cancel)
+                dataset, workspace, trained, fingerprints["reference"], progress=progress, cancel=cancel
+            )
             policy, fingerprints["policy"] = str(seed_policy.root), seed_policy.fingerprint()
         else:
             fingerprints["policy"] = model_fingerprint(policy)
@@ -518,13 +603,21 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
         if source == "external":
             reward = _model_of("reward", paths, fingerprints)
             settings["reward_template"] = bool(
-                config.reward_template and getattr(runtime.tokenizer(*reward), "chat_template", None) is not None)
+                config.reward_template and getattr(runtime.tokenizer(*reward), "chat_template", None) is not None
+            )
             scorer = _ExternalSource(runtime, reward, limits)
         elif source == "implicit":
             reference = _model_of("reference", paths, fingerprints)
-            notes = [] if seed_policy is not None else check_same_vocabulary(  # a seed pi_1 is pi_0 trained here
-                runtime.tokenizer(policy, fingerprints["policy"]), runtime.tokenizer(*reference), policy,
-                paths["reference"])
+            notes = (
+                []
+                if seed_policy is not None
+                else check_same_vocabulary(  # a seed pi_1 is pi_0 trained here
+                    runtime.tokenizer(policy, fingerprints["policy"]),
+                    runtime.tokenizer(*reference),
+                    policy,
+                    paths["reference"],
+                )
+            )
             scorer = _ImplicitSource(runtime, reference, (policy, fingerprints["policy"]), limits, notes, seed_policy)
         else:
             scorer = _IfdSource(runtime, _model_of("reference", paths, fingerprints), limits)
@@ -542,6 +635,7 @@ def _model_of(role: str, paths: dict[str, str | None], fingerprints: dict[str, s
 
 
 # The run ----------------------------------------------------------------------------
+
 
 def score(
     dataset: LoadedDataset,
@@ -566,8 +660,9 @@ def score(
         raise ScoringError(f"rank {rank} is not in 0..{world_size - 1}")
     device = pick_device(config.device)
     runtime = _Runtime(config, device, pick_dtype(device, config.dtype))
-    report = ScoringReport(device=str(device), dtype=str(runtime.dtype).removeprefix("torch."),
-                           rank=rank, world_size=world_size)
+    report = ScoringReport(
+        device=str(device), dtype=str(runtime.dtype).removeprefix("torch."), rank=rank, world_size=world_size
+    )
     try:
         plans = _plans(dataset, workspace, config, runtime, report, progress, cancel, rank)
         mine = np.arange(rank, dataset.pairs.num_rows, world_size)
@@ -596,9 +691,15 @@ def _score_source(plan, dataset, workspace, config, mine, report, progress, canc
     my_ids = ids.take(pa.array(mine))
     done = store.scored_ids()
     todo = np.array([i for i, pid in zip(mine, my_ids.to_pylist()) if pid not in done], dtype=np.int64)
-    source_report = SourceReport(plan.source, plan.fingerprint, pairs=len(mine), reused=len(mine) - len(todo),
-                                 max_length=plan.limits.max_length, min_prompt_tokens=plan.limits.min_prompt_tokens,
-                                 models=dict(plan.meta["models"]))
+    source_report = SourceReport(
+        plan.source,
+        plan.fingerprint,
+        pairs=len(mine),
+        reused=len(mine) - len(todo),
+        max_length=plan.limits.max_length,
+        min_prompt_tokens=plan.limits.min_prompt_tokens,
+        models=dict(plan.meta["models"]),
+    )
     report.sources[plan.source] = source_report
     reporter = Reporter(plan.source, len(todo), progress, cancel, unit="pairs")
     reporter.check()
@@ -635,10 +736,14 @@ def record_truncation(store: ScoreStore, pair_ids: pa.Array) -> dict[str, Any]:
     settings = meta.get("settings", {})
     n = len(pair_ids)
     meta["truncation"] = {
-        "pairs": n, "truncated": int(flags["truncated"].sum()),
+        "pairs": n,
+        "truncated": int(flags["truncated"].sum()),
         "share": round(float(flags["truncated"].sum()) / n, 4) if n else 0.0,
-        "skipped": int(flags["skipped"].sum()), "token_identical": int(flags["token_identical"].sum()),
-        "max_length": settings.get("max_length"), "min_prompt_tokens": settings.get("min_prompt_tokens")}
+        "skipped": int(flags["skipped"].sum()),
+        "token_identical": int(flags["token_identical"].sum()),
+        "max_length": settings.get("max_length"),
+        "min_prompt_tokens": settings.get("min_prompt_tokens"),
+    }
     if meta["truncation"] != recorded:
         store.write_meta({k: v for k, v in meta.items() if k not in ("source", "fingerprint", "updated_at")})
     return meta["truncation"]
@@ -646,6 +751,7 @@ def record_truncation(store: ScoreStore, pair_ids: pa.Array) -> dict[str, Any]:
 
 def _pass_progress(progress: ProgressFn | None, reporter: Reporter, chunk_pairs: int, started: float) -> PassProgress:
     """Engine progress (sequences of one pass) turned into the source's progress in pairs."""
+
     def for_pass(index: int, passes: int) -> ProgressFn | None:
         if progress is None:
             return None
@@ -654,7 +760,9 @@ def _pass_progress(progress: ProgressFn | None, reporter: Reporter, chunk_pairs:
             fraction = inner.done / inner.total if inner.total else 0.0
             done = reporter.done + int(chunk_pairs * (index + fraction) / passes)
             progress(Progress(reporter.stage, done, reporter.total, "pairs", "", time.monotonic() - started))
+
         return forward
+
     return for_pass
 
 

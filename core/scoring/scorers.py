@@ -83,8 +83,9 @@ class Pairs:
         def pick(column):
             return None if column is None else [column[i] for i in keep]
 
-        return Pairs(pick(self.prompts), pick(self.chosen), pick(self.rejected), self.conversational,
-                     pick(self.pair_ids))
+        return Pairs(
+            pick(self.prompts), pick(self.chosen), pick(self.rejected), self.conversational, pick(self.pair_ids)
+        )
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,13 @@ def screen(chosen: Encoded, rejected: Encoded, skip_truncated: bool) -> dict[str
     truncated = chosen.truncated | rejected.truncated
     identical = token_identical_pairs(chosen, rejected)
     skipped = truncated & skip_truncated
-    return {"truncated": truncated, "token_identical": identical & ~skipped, "skipped": skipped,
-            "boundary_moved": chosen.boundary_moved | rejected.boundary_moved, "run": ~identical & ~skipped}
+    return {
+        "truncated": truncated,
+        "token_identical": identical & ~skipped,
+        "skipped": skipped,
+        "boundary_moved": chosen.boundary_moved | rejected.boundary_moved,
+        "run": ~identical & ~skipped,
+    }
 
 
 def spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -117,14 +123,21 @@ def spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def encoded_pairs(tokenizer, pairs: Pairs, limits: Limits) -> tuple[Encoded, Encoded, dict, np.ndarray]:
     """Chosen and rejected as log-prob margins score them, the pairs' flags, and which pairs run (`screen`)."""
-    chosen, rejected = encode_pairs(tokenizer, pairs.prompts, pairs.chosen, pairs.rejected,
-                                    conversational=pairs.conversational, max_length=limits.max_length,
-                                    min_prompt_tokens=limits.min_prompt_tokens)
+    chosen, rejected = encode_pairs(
+        tokenizer,
+        pairs.prompts,
+        pairs.chosen,
+        pairs.rejected,
+        conversational=pairs.conversational,
+        max_length=limits.max_length,
+        min_prompt_tokens=limits.min_prompt_tokens,
+    )
     flags = screen(chosen, rejected, limits.skip_truncated)
     return chosen, rejected, flags, flags.pop("run")
 
 
 # Reward models ------------------------------------------------------------------------------
+
 
 class RewardScorer:
     """A loaded reward model and its tokenizer, scoring items and pairs (see the module doc)."""
@@ -137,25 +150,28 @@ class RewardScorer:
         self.padding_safe: bool | None = None
         self.notes: list[str] = []
 
-    def encode_items(self, prompts: list[Field], responses: list[Field], *, conversational: bool,
-                     limits: Limits) -> Encoded:
+    def encode_items(
+        self, prompts: list[Field], responses: list[Field], *, conversational: bool, limits: Limits
+    ) -> Encoded:
         """Each (prompt, response) as the reward model reads it, cut to fit its own response."""
         (items,) = self._encode([prompts, responses], conversational, limits, encode)
         return items
 
     def encode_pairs(self, pairs: Pairs, limits: Limits) -> tuple[Encoded, Encoded]:
         """Chosen and rejected as the reward model reads them, one context per pair."""
-        chosen, rejected = self._encode([pairs.prompts, pairs.chosen, pairs.rejected], pairs.conversational, limits,
-                                        encode_pairs)
+        chosen, rejected = self._encode(
+            [pairs.prompts, pairs.chosen, pairs.rejected], pairs.conversational, limits, encode_pairs
+        )
         return chosen, rejected
 
-    def _encode(self, columns: list[list[Field]], conversational: bool, limits: Limits,
-                encoder) -> tuple[Encoded, ...]:
+    def _encode(self, columns: list[list[Field]], conversational: bool, limits: Limits, encoder) -> tuple[Encoded, ...]:
         """Standard rows go through the template as one exchange, unless the text carries one
         already; one encoding per response column."""
         prompts = columns[0]
-        as_chat = np.array([conversational or (self.templates_standard_text and rendered_template(_text(p)) is None)
-                            for p in prompts], dtype=np.bool_)
+        as_chat = np.array(
+            [conversational or (self.templates_standard_text and rendered_template(_text(p)) is None) for p in prompts],
+            dtype=np.bool_,
+        )
         parts = []
         for chat in (True, False):
             rows = np.flatnonzero(as_chat == chat)
@@ -163,22 +179,32 @@ class RewardScorer:
                 continue
             texts = [[column[i] for i in rows] for column in columns]
             if chat and not conversational:
-                texts = [[_one_turn("user", p) for p in texts[0]],
-                         *[[_one_turn("assistant", r) for r in side] for side in texts[1:]]]
-            encoded = encoder(self.tokenizer, *texts, conversational=chat, max_length=limits.max_length,
-                              min_prompt_tokens=limits.min_prompt_tokens)
+                texts = [
+                    [_one_turn("user", p) for p in texts[0]],
+                    *[[_one_turn("assistant", r) for r in side] for side in texts[1:]],
+                ]
+            encoded = encoder(
+                self.tokenizer,
+                *texts,
+                conversational=chat,
+                max_length=limits.max_length,
+                min_prompt_tokens=limits.min_prompt_tokens,
+            )
             parts.append((rows, encoded if isinstance(encoded, tuple) else (encoded,)))
         return _merge(parts, len(prompts), len(columns) - 1)
 
-    def scores(self, sequences: list[list[int]], *, progress: ProgressFn | None = None,
-               cancel: threading.Event | None = None) -> np.ndarray:
+    def scores(
+        self, sequences: list[list[int]], *, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> np.ndarray:
         """The reward of each token sequence; the padding self-check runs on the first call."""
         pad_id = pad_id_of(self.model, self.tokenizer)
         if self.padding_safe is None and sequences:
             self.padding_safe = padding_is_safe(self.model, sequences, pad_id)
             if not self.padding_safe:
-                self.notes.append("the reward model's score changed with padding: scored one sequence per "
-                                  "forward pass (slow but exact)")
+                self.notes.append(
+                    "the reward model's score changed with padding: scored one sequence per "
+                    "forward pass (slow but exact)"
+                )
         budget = self.batch_tokens if self.padding_safe is not False else 1
         scores = np.zeros(len(sequences), dtype=np.float64)
         if not sequences:
@@ -193,12 +219,21 @@ class RewardScorer:
         reporter.finish()
         return scores
 
-    def item_rewards(self, prompts: list[Field], responses: list[Field], *, conversational: bool, limits: Limits,
-                     progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> np.ndarray:
+    def item_rewards(
+        self,
+        prompts: list[Field],
+        responses: list[Field],
+        *,
+        conversational: bool,
+        limits: Limits,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> np.ndarray:
         """The reward of each (prompt, response): online rounds' generations, an evaluation's answers."""
         encoded = self.encode_items(prompts, responses, conversational=conversational, limits=limits)
-        return self.scores([p + r for p, r in zip(encoded.prompt_ids, encoded.response_ids)],
-                           progress=progress, cancel=cancel)
+        return self.scores(
+            [p + r for p, r in zip(encoded.prompt_ids, encoded.response_ids)], progress=progress, cancel=cancel
+        )
 
 
 def _text(field: Field) -> str:
@@ -227,19 +262,29 @@ def _merge(parts: list[tuple[np.ndarray, tuple[Encoded, ...]]], n: int, n_sides:
     return tuple(sides)
 
 
-def external_columns(reward: RewardScorer, pairs: Pairs, limits: Limits, pass_progress: PassProgress,
-                     cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
+def external_columns(
+    reward: RewardScorer,
+    pairs: Pairs,
+    limits: Limits,
+    pass_progress: PassProgress,
+    cancel: threading.Event | None = None,
+) -> dict[str, np.ndarray]:
     """Reward of chosen and rejected and their difference, with the pairs' flags."""
     chosen, rejected = reward.encode_pairs(pairs, limits)
     flags = screen(chosen, rejected, limits.skip_truncated)
     run = flags.pop("run")
-    sequences = [p + r for side in (chosen, rejected) for p, r in
-                 zip(side.subset(run).prompt_ids, side.subset(run).response_ids)]
+    sequences = [
+        p + r for side in (chosen, rejected) for p, r in zip(side.subset(run).prompt_ids, side.subset(run).response_ids)
+    ]
     rewards = reward.scores(sequences, progress=pass_progress(0, 1), cancel=cancel)
     n_run = int(run.sum())
     reward_chosen, reward_rejected = spread(rewards[:n_run], run), spread(rewards[n_run:], run)
-    return {"margin": reward_chosen - reward_rejected, "reward_chosen": reward_chosen,
-            "reward_rejected": reward_rejected, **flags}
+    return {
+        "margin": reward_chosen - reward_rejected,
+        "reward_chosen": reward_chosen,
+        "reward_rejected": reward_rejected,
+        **flags,
+    }
 
 
 def pad_id_of(model, tokenizer) -> int:
@@ -294,6 +339,7 @@ def padding_is_safe(model, sequences: list[list[int]], pad_id: int) -> bool:
 
 # Log-prob margins ---------------------------------------------------------------------------
 
+
 def check_same_vocabulary(policy_tokenizer, reference_tokenizer, policy: str, reference: str) -> list[str]:
     """Refuse pi_1 and pi_0 with different vocabularies; the warnings (different chat templates) to record."""
     if policy_tokenizer.get_vocab() != reference_tokenizer.get_vocab():
@@ -305,13 +351,24 @@ def check_same_vocabulary(policy_tokenizer, reference_tokenizer, policy: str, re
         )
     warnings = []
     if getattr(policy_tokenizer, "chat_template", None) != getattr(reference_tokenizer, "chat_template", None):
-        warnings.append(f"pi_1 ({policy}) and pi_0 ({reference}) have different chat templates: conversations are "
-                        "encoded with pi_0's, which pi_1 may not have been trained on")
+        warnings.append(
+            f"pi_1 ({policy}) and pi_0 ({reference}) have different chat templates: conversations are "
+            "encoded with pi_0's, which pi_1 may not have been trained on"
+        )
     return warnings
 
 
-def implicit_columns(policy, reference, tokenizer, pairs: Pairs, limits: Limits, *, batch_tokens: int,
-                     pass_progress: PassProgress, cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
+def implicit_columns(
+    policy,
+    reference,
+    tokenizer,
+    pairs: Pairs,
+    limits: Limits,
+    *,
+    batch_tokens: int,
+    pass_progress: PassProgress,
+    cancel: threading.Event | None = None,
+) -> dict[str, np.ndarray]:
     """m_im = (lp1_c - lp0_c) - (lp1_r - lp0_r), sums over the response tokens of pi_0's encoding.
 
     `policy` and `reference` are models, or views of one shared model with a ``lend()``
@@ -324,32 +381,46 @@ def implicit_columns(policy, reference, tokenizer, pairs: Pairs, limits: Limits,
     for index, (name, model) in enumerate((("policy", policy), ("reference", reference))):
         lend = getattr(model, "lend", None)
         with lend() if callable(lend) else nullcontext(model) as lent:
-            lp_c, lp_r = pair_logprobs(lent, chosen, rejected, batch_tokens=batch_tokens,
-                                       progress=pass_progress(index, 2), cancel=cancel)
+            lp_c, lp_r = pair_logprobs(
+                lent, chosen, rejected, batch_tokens=batch_tokens, progress=pass_progress(index, 2), cancel=cancel
+            )
         columns[f"logp_{name}_chosen"] = spread(lp_c.logprob_sum, run)
         columns[f"logp_{name}_rejected"] = spread(lp_r.logprob_sum, run)
     columns["tokens_chosen"] = spread(lp_c.n_tokens, run)
     columns["tokens_rejected"] = spread(lp_r.n_tokens, run)
-    margin = ((columns["logp_policy_chosen"] - columns["logp_reference_chosen"])
-              - (columns["logp_policy_rejected"] - columns["logp_reference_rejected"]))
+    margin = (columns["logp_policy_chosen"] - columns["logp_reference_chosen"]) - (
+        columns["logp_policy_rejected"] - columns["logp_reference_rejected"]
+    )
     return {"margin": margin, **columns, **flags}
 
 
-def ifd_columns(reference, tokenizer, pairs: Pairs, limits: Limits, *, batch_tokens: int,
-                pass_progress: PassProgress, cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
+def ifd_columns(
+    reference,
+    tokenizer,
+    pairs: Pairs,
+    limits: Limits,
+    *,
+    batch_tokens: int,
+    pass_progress: PassProgress,
+    cancel: threading.Event | None = None,
+) -> dict[str, np.ndarray]:
     """IFD_c - IFD_r; PPL(y) scores the very response tokens PPL(y|x) scored, after BOS alone."""
     chosen, rejected, flags, run = encoded_pairs(tokenizer, pairs, limits)
     chosen, rejected = chosen.subset(run), rejected.subset(run)
-    conditional = pair_logprobs(reference, chosen, rejected, batch_tokens=batch_tokens,
-                                progress=pass_progress(0, 2), cancel=cancel)
+    conditional = pair_logprobs(
+        reference, chosen, rejected, batch_tokens=batch_tokens, progress=pass_progress(0, 2), cancel=cancel
+    )
     empty: Field = [] if pairs.conversational else ""
-    context = encode(tokenizer, [empty], [pairs.chosen[0]], conversational=pairs.conversational,
-                     max_length=None).prompt_ids[0]
+    context = encode(
+        tokenizer, [empty], [pairs.chosen[0]], conversational=pairs.conversational, max_length=None
+    ).prompt_ids[0]
     responses = chosen.response_ids + rejected.response_ids
-    alone = Encoded([list(context) for _ in responses], responses,
-                    np.concatenate([chosen.truncated, rejected.truncated]))
-    unconditional = response_logprobs(reference, alone, batch_tokens=batch_tokens,
-                                      progress=pass_progress(1, 2), cancel=cancel)
+    alone = Encoded(
+        [list(context) for _ in responses], responses, np.concatenate([chosen.truncated, rejected.truncated])
+    )
+    unconditional = response_logprobs(
+        reference, alone, batch_tokens=batch_tokens, progress=pass_progress(1, 2), cancel=cancel
+    )
     n = len(chosen)
     columns = {}
     for side, result, part in zip(("chosen", "rejected"), conditional, (slice(0, n), slice(n, 2 * n))):

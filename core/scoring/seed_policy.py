@@ -94,8 +94,15 @@ def seed_set_summary(n_pairs: int, config: ScoringConfig) -> str:
     candidates = n_pairs // 2 if cross_fit else n_pairs
     size = seed_set_size(candidates, config)
     fraction = config.seed_fraction or (1.0 if cross_fit else EXCLUDE_FRACTION)
-    rule = ("all" if size == candidates else "cap" if size == config.seed_pairs
-            else "min" if size == config.seed_min_pairs else f"{fraction:.0%}")
+    rule = (
+        "all"
+        if size == candidates
+        else "cap"
+        if size == config.seed_pairs
+        else "min"
+        if size == config.seed_min_pairs
+        else f"{fraction:.0%}"
+    )
     return f"{'2 × ' if cross_fit else ''}{size:,} ({rule})"
 
 
@@ -112,6 +119,7 @@ def fold_of(pair_ids: Sequence[str], seed: int) -> np.ndarray:
 
 
 # The plateau --------------------------------------------------------------------------------
+
 
 def preference_accuracy(margins: np.ndarray) -> float:
     """Share of pairs whose margin favours the chosen response; a tie counts half.
@@ -158,8 +166,9 @@ class Plateau:
     and puts the best weights back when training ends.
     """
 
-    def __init__(self, held_out: tuple[Encoded, Encoded], every: int, patience: int, batch_tokens: int,
-                 min_gain: float = 0.0) -> None:
+    def __init__(
+        self, held_out: tuple[Encoded, Encoded], every: int, patience: int, batch_tokens: int, min_gain: float = 0.0
+    ) -> None:
         self.held_out, self.every, self.patience, self.batch_tokens = held_out, every, patience, batch_tokens
         self.min_gain = min_gain
         self.history: list[tuple[int, float]] = []
@@ -210,8 +219,9 @@ class Plateau:
                 accuracy = plateau._evaluate(model)
                 plateau.history.append((state.global_step, accuracy))
                 if plateau.best == (state.global_step, accuracy):
-                    plateau._best = {name: p.detach().to("cpu", copy=True)
-                                     for name, p in model.named_parameters() if p.requires_grad}
+                    plateau._best = {
+                        name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad
+                    }
                 if plateau.reached:
                     control.should_training_stop = True
                 return control
@@ -231,13 +241,33 @@ class Plateau:
 
 # Making pi_1 ----------------------------------------------------------------------------------
 
+
 def _seed_settings(config: ScoringConfig) -> dict[str, Any]:
     """The settings a pi_1 depends on. ``min_prompt_tokens`` (it moves the held-out encoding of
     over-long pairs, so the plateau) came later and enters only when set, so pi_1 made before keep their folder."""
-    settings = {name: getattr(config, name) for name in (
-        "seed_split", "seed_pairs", "seed_fraction", "seed_min_pairs", "seed_epochs", "seed_steps", "seed_lr",
-        "seed_beta", "seed_batch_size", "seed_patience", "seed_min_gain", "seed_eval_pairs", "seed_lora",
-        "seed_lora_r", "seed", "max_length", "trust_remote_code", "allow_pickle")}
+    settings = {
+        name: getattr(config, name)
+        for name in (
+            "seed_split",
+            "seed_pairs",
+            "seed_fraction",
+            "seed_min_pairs",
+            "seed_epochs",
+            "seed_steps",
+            "seed_lr",
+            "seed_beta",
+            "seed_batch_size",
+            "seed_patience",
+            "seed_min_gain",
+            "seed_eval_pairs",
+            "seed_lora",
+            "seed_lora_r",
+            "seed",
+            "max_length",
+            "trust_remote_code",
+            "allow_pickle",
+        )
+    }
     if config.min_prompt_tokens is not None:
         settings["min_prompt_tokens"] = config.min_prompt_tokens
     return settings
@@ -272,24 +302,48 @@ class SeedPolicy:
 
     def fingerprint(self) -> str:
         """What the implicit margins depend on: the models' weights and the routing rule."""
-        return _digest({"split": self.split, "seed": self.seed, "lora": self.lora,
-                        "models": [model_fingerprint(m) for m in self.models],
-                        "excluded": _digest(sorted(self.excluded_ids))})
+        return _digest(
+            {
+                "split": self.split,
+                "seed": self.seed,
+                "lora": self.lora,
+                "models": [model_fingerprint(m) for m in self.models],
+                "excluded": _digest(sorted(self.excluded_ids)),
+            }
+        )
 
     def report(self, trained_now: bool) -> dict[str, Any]:
         """What the Score report shows about pi_1 (core.scoring.seed_report.describe turns it into a line)."""
-        folds = [{key: fold[key] for key in ("train_pairs", "held_out_pairs", "held_out_accuracy", "best_step",
-                                             "steps", "stopped_by")} for fold in self.record["folds"]]
-        return {"path": str(self.root), "trained_now": trained_now, "split": self.split, "lora": self.lora,
-                "seed_pairs": sum(fold["train_pairs"] for fold in folds), "folds": folds,
-                "excluded_pairs": len(self.excluded_ids), "train_seconds": self.record["train_seconds"]}
+        folds = [
+            {
+                key: fold[key]
+                for key in ("train_pairs", "held_out_pairs", "held_out_accuracy", "best_step", "steps", "stopped_by")
+            }
+            for fold in self.record["folds"]
+        ]
+        return {
+            "path": str(self.root),
+            "trained_now": trained_now,
+            "split": self.split,
+            "lora": self.lora,
+            "seed_pairs": sum(fold["train_pairs"] for fold in folds),
+            "folds": folds,
+            "excluded_pairs": len(self.excluded_ids),
+            "train_seconds": self.record["train_seconds"],
+        }
 
     @classmethod
     def read(cls, root: Path) -> SeedPolicy:
         record = json.loads((root / SEED_JSON).read_text("utf-8"))
-        return cls(root, record["settings"]["seed_split"], tuple(root / fold["model"] for fold in record["folds"]),
-                   record["settings"]["seed"], record["settings"]["seed_lora"],
-                   frozenset(record.get("excluded_pair_ids", ())), record)
+        return cls(
+            root,
+            record["settings"]["seed_split"],
+            tuple(root / fold["model"] for fold in record["folds"]),
+            record["settings"]["seed"],
+            record["settings"]["seed_lora"],
+            frozenset(record.get("excluded_pair_ids", ())),
+            record,
+        )
 
 
 def prepare_seed_policy(
@@ -308,8 +362,9 @@ def prepare_seed_policy(
         return None
     config.validate()
     assert config.reference_model is not None, "validate: implicit margins need pi_0"
-    _, info = ensure_seed_policy(dataset, workspace, config, model_fingerprint(config.reference_model),
-                                 progress=progress, cancel=cancel)
+    _, info = ensure_seed_policy(
+        dataset, workspace, config, model_fingerprint(config.reference_model), progress=progress, cancel=cancel
+    )
     return info
 
 
@@ -332,7 +387,8 @@ def _folds(pair_ids: list[str], config: ScoringConfig) -> list[_Fold]:
         if not all(len(m) for m in members):
             raise ScoringError(
                 f"cross-fitting the seed policy needs pairs in both folds; {len(pair_ids)} pair(s) fill only one",
-                "score more pairs, pass --seed-split exclude, or pass --policy-model")
+                "score more pairs, pass --seed-split exclude, or pass --policy-model",
+            )
         train = [np.sort(rng.choice(m, seed_set_size(len(m), config), replace=False)) for m in members]
         candidates = [members[1], members[0]]  # each model is judged on the fold it will score
     else:
@@ -341,7 +397,8 @@ def _folds(pair_ids: list[str], config: ScoringConfig) -> list[_Fold]:
         if not len(candidates[0]):
             raise ScoringError(
                 f"excluding D0 leaves no pair with an implicit margin: D0 takes all {len(pair_ids)} pairs",
-                "pass --seed-split cross-fit, a smaller --seed-pairs, or --policy-model")
+                "pass --seed-split cross-fit, a smaller --seed-pairs, or --policy-model",
+            )
     folds = []
     for k, (rows, pool) in enumerate(zip(train, candidates)):
         held_out = np.sort(rng.choice(pool, min(config.seed_eval_pairs, len(pool)), replace=False))
@@ -381,11 +438,17 @@ def ensure_seed_policy(
     started = time.monotonic()
     assert config.reference_model is not None, "ScoringConfig.validate: implicit margins need pi_0"
     try:
-        records = [_train_fold(dataset, fold, index, len(folds), building, config, progress, cancel)
-                   for index, fold in enumerate(folds)]
-        record = {"reference_model": config.reference_model, "reference_fingerprint": reference_fingerprint,
-                  "settings": _seed_settings(config), "folds": records,
-                  "train_seconds": round(time.monotonic() - started, 2)}
+        records = [
+            _train_fold(dataset, fold, index, len(folds), building, config, progress, cancel)
+            for index, fold in enumerate(folds)
+        ]
+        record = {
+            "reference_model": config.reference_model,
+            "reference_fingerprint": reference_fingerprint,
+            "settings": _seed_settings(config),
+            "folds": records,
+            "train_seconds": round(time.monotonic() - started, 2),
+        }
         if config.seed_split == "exclude":
             record["excluded_pair_ids"] = [pair_ids[i] for i in folds[0].train]
         with writing(models_dir):
@@ -404,20 +467,39 @@ def held_out_pairs(tokenizer, pairs: Pairs, config: ScoringConfig) -> tuple[Enco
     return chosen.subset(run), rejected.subset(run)
 
 
-def _train_fold(dataset: LoadedDataset, fold: _Fold, index: int, count: int, building: Path,
-                config: ScoringConfig, progress: ProgressFn | None, cancel: threading.Event | None) -> dict[str, Any]:
+def _train_fold(
+    dataset: LoadedDataset,
+    fold: _Fold,
+    index: int,
+    count: int,
+    building: Path,
+    config: ScoringConfig,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+) -> dict[str, Any]:
     """DPO of pi_0 on one D0 to the plateau; its model lands in ``building/<fold.name>``."""
     from core.models.load import load_tokenizer
     from core.training.trainer import TrainConfig, train
 
     rows = dataset.pairs.take(pa.array(fold.train))
     train_config = TrainConfig(
-        lr=config.seed_lr, epochs=config.seed_epochs, max_steps=config.seed_steps, beta=config.seed_beta,
-        batch_size=config.seed_batch_size, per_device_batch_size=config.seed_per_device_batch_size,
-        max_length=config.max_length, seed=config.seed, scheduler="constant_with_warmup", save_steps=10**9,
-        save_total_limit=1, lora=config.seed_lora,
-        lora_r=config.seed_lora_r, lora_alpha=2 * config.seed_lora_r, model=str(config.reference_model),
-        trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle,
+        lr=config.seed_lr,
+        epochs=config.seed_epochs,
+        max_steps=config.seed_steps,
+        beta=config.seed_beta,
+        batch_size=config.seed_batch_size,
+        per_device_batch_size=config.seed_per_device_batch_size,
+        max_length=config.max_length,
+        seed=config.seed,
+        scheduler="constant_with_warmup",
+        save_steps=10**9,
+        save_total_limit=1,
+        lora=config.seed_lora,
+        lora_r=config.seed_lora_r,
+        lora_alpha=2 * config.seed_lora_r,
+        model=str(config.reference_model),
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
     )
     stage = "seed DPO" + (f" {index + 1}/{count}" if count > 1 else "")
     callbacks, plateau = [], None
@@ -425,11 +507,17 @@ def _train_fold(dataset: LoadedDataset, fold: _Fold, index: int, count: int, bui
         held = dataset.pairs.select(["prompt", "chosen", "rejected"]).take(pa.array(fold.held_out)).to_pydict()
         tokenizer = load_tokenizer(str(config.reference_model), trust_remote_code=config.trust_remote_code)
         conversational = dataset.format == "conversational"
-        held_out = held_out_pairs(tokenizer, Pairs(held["prompt"], held["chosen"], held["rejected"], conversational),
-                                  config)
+        held_out = held_out_pairs(
+            tokenizer, Pairs(held["prompt"], held["chosen"], held["rejected"], conversational), config
+        )
         steps_per_epoch = math.ceil(len(fold.train) / config.seed_batch_size)
-        plateau = Plateau(held_out, every=max(1, steps_per_epoch // 2), patience=config.seed_patience,
-                          batch_tokens=config.batch_tokens, min_gain=config.seed_min_gain)
+        plateau = Plateau(
+            held_out,
+            every=max(1, steps_per_epoch // 2),
+            patience=config.seed_patience,
+            batch_tokens=config.batch_tokens,
+            min_gain=config.seed_min_gain,
+        )
         callbacks.append(plateau())
 
     def report(update):
@@ -439,21 +527,36 @@ def _train_fold(dataset: LoadedDataset, fold: _Fold, index: int, count: int, bui
         progress(replace(update, stage=stage, message=" ".join(filter(None, (update.message, latest)))))
 
     started = time.monotonic()
-    result = train(train_config, rows, building / f"run-{fold.name}", metrics_sink=lambda record: None,
-                   progress=report, cancel=cancel, callbacks=callbacks)
+    result = train(
+        train_config,
+        rows,
+        building / f"run-{fold.name}",
+        metrics_sink=lambda record: None,
+        progress=report,
+        cancel=cancel,
+        callbacks=callbacks,
+    )
     result.final.rename(building / fold.name)
     shutil.rmtree(building / f"run-{fold.name}", ignore_errors=True)
     best = plateau.best if plateau else None
     stopped_by = "plateau" if plateau and plateau.reached else "step cap"
-    return {"model": fold.name, "train_pairs": len(fold.train), "train_pair_ids": rows["pair_id"].to_pylist(),
-            "held_out_pairs": len(fold.held_out), "held_out_accuracy": best[1] if best else None,
-            "start_accuracy": plateau.start_accuracy if plateau else None, "best_step": best[0] if best else None,
-            "steps": result.steps, "stopped_by": stopped_by,
-            "history": [list(entry) for entry in plateau.history] if plateau else [],
-            "train_seconds": round(time.monotonic() - started, 2)}
+    return {
+        "model": fold.name,
+        "train_pairs": len(fold.train),
+        "train_pair_ids": rows["pair_id"].to_pylist(),
+        "held_out_pairs": len(fold.held_out),
+        "held_out_accuracy": best[1] if best else None,
+        "start_accuracy": plateau.start_accuracy if plateau else None,
+        "best_step": best[0] if best else None,
+        "steps": result.steps,
+        "stopped_by": stopped_by,
+        "history": [list(entry) for entry in plateau.history] if plateau else [],
+        "train_seconds": round(time.monotonic() - started, 2),
+    }
 
 
 # Scoring with pi_1 ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class AdapterView:

@@ -38,15 +38,22 @@ def describe(seed_policy: dict[str, Any] | None, implicit_external: float | None
     parts = []
     if seed_policy:
         folds = seed_policy["folds"]
-        parts.append(f"pi_1: {seed_policy['split']} seed DPO{' (LoRA)' if seed_policy.get('lora') else ''}, "
-                     f"{'trained now' if seed_policy['trained_now'] else 'reused, trained'} on "
-                     + " + ".join(f"{fold['train_pairs']:,}" for fold in folds) + " pairs")
+        parts.append(
+            f"pi_1: {seed_policy['split']} seed DPO{' (LoRA)' if seed_policy.get('lora') else ''}, "
+            f"{'trained now' if seed_policy['trained_now'] else 'reused, trained'} on "
+            + " + ".join(f"{fold['train_pairs']:,}" for fold in folds)
+            + " pairs"
+        )
         if all(fold["held_out_accuracy"] is not None for fold in folds):
-            parts.append("held-out accuracy " + " / ".join(f"{fold['held_out_accuracy']:.3f}" for fold in folds)
-                         + " (best steps " + " / ".join(str(fold["best_step"]) for fold in folds) + ")")
+            parts.append(
+                "held-out accuracy "
+                + " / ".join(f"{fold['held_out_accuracy']:.3f}" for fold in folds)
+                + " (best steps "
+                + " / ".join(str(fold["best_step"]) for fold in folds)
+                + ")"
+            )
         if seed_policy.get("excluded_pairs"):
             parts.append(f"{seed_policy['excluded_pairs']:,} D0 pairs without implicit margin (excluded)")
     if implicit_external is not None:
         parts.append(f"implicit vs external Spearman {implicit_external:.3f}")
     return "; ".join(parts) or None
-

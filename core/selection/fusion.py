@@ -47,17 +47,13 @@ class FusionError(DmtuiError):
     """Fusion parameters that cannot work (M2 <= M1, bad weights, absurd margins)."""
 
 
-def margin_probability(
-    margin: ArrayLike, m1: float, m2: float, *, out: FloatArray | None = None
-) -> FloatArray:
+def margin_probability(margin: ArrayLike, m1: float, m2: float, *, out: FloatArray | None = None) -> FloatArray:
     """P(m) = (clip(m, M1, M2) - M1) / (M2 - M1): 0 at or below M1, 1 at or above M2.
 
     NaN stays NaN; +-inf clip to 1 and 0. `out` may be `margin` itself.
     """
     if not m2 > m1:
-        raise FusionError(
-            f"M2 ({m2}) must be greater than M1 ({m1})", hint="raise M2 or set it to 'auto'"
-        )
+        raise FusionError(f"M2 ({m2}) must be greater than M1 ({m1})", hint="raise M2 or set it to 'auto'")
     probability = np.clip(np.asarray(margin, dtype=np.float64), m1, m2, out=out)
     probability -= m1
     probability /= m2 - m1
@@ -218,7 +214,5 @@ def _check_sources(
     if len(weights) != len(converted):
         raise FusionError(f"{len(weights)} weights for {len(converted)} sources")
     if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(w > 0 for w in weights):
-        raise FusionError(
-            f"weights must be finite, non-negative and not all zero, got {weights}"
-        )
+        raise FusionError(f"weights must be finite, non-negative and not all zero, got {weights}")
     return converted, weights

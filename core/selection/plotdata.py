@@ -33,9 +33,7 @@ class Histogram:
     """Finite values outside an explicit `value_range`."""
 
 
-def histogram(
-    values: ArrayLike, bins: int = 40, value_range: tuple[float, float] | None = None
-) -> Histogram:
+def histogram(values: ArrayLike, bins: int = 40, value_range: tuple[float, float] | None = None) -> Histogram:
     """Counts in `bins` equal bins over `value_range` (default: the finite min and max).
 
     Like numpy.histogram, but NaN and inf are dropped and counted instead of breaking
@@ -126,7 +124,7 @@ def _first_members(order: NDArray[np.int64], group: NDArray[np.bool_], count: in
     step = count * 2
     total = 0
     while total < count and scanned < order.size:
-        window = order[scanned:scanned + step]
+        window = order[scanned : scanned + step]
         hits = window[group[window]]
         found.append(hits)
         total += hits.size
@@ -237,8 +235,15 @@ def selection_plots(
     memo = memo if memo is not None else HistogramMemo()
     views: list[HistogramPlot | ScatterPlot] = []
     for name, values in margins.items():
-        views.append(_histogram_plot(f"{name} margin", values, memo.histogram(name, values, bins),
-                                     selection.indices, _guides(selection, name)))
+        views.append(
+            _histogram_plot(
+                f"{name} margin",
+                values,
+                memo.histogram(name, values, bins),
+                selection.indices,
+                _guides(selection, name),
+            )
+        )
     if score is not None:
         # " score": no margin source has a name with a space
         views.append(_histogram_plot(score_title, score, memo.histogram(" score", score, bins), selection.indices, ()))
@@ -246,13 +251,28 @@ def selection_plots(
         (x_name, x), (y_name, y) = list(margins.items())[:2]
         shown = downsample_scatter(x, y, highlight=selection.mask, max_points=max_points)
         valid = memo.both_finite(x, y)
-        views.append(ScatterPlot(x_name, y_name, x[shown], y[shown], selection.mask[shown],
-                                 _guides(selection, x_name), _guides(selection, y_name), valid))
+        views.append(
+            ScatterPlot(
+                x_name,
+                y_name,
+                x[shown],
+                y[shown],
+                selection.mask[shown],
+                _guides(selection, x_name),
+                _guides(selection, y_name),
+                valid,
+            )
+        )
     return PlotData(tuple(views))
 
 
-def _histogram_plot(title: str, values: NDArray[np.float64], all_pairs: Histogram, selected: NDArray[np.int64],
-                    guides: tuple[Guide, ...]) -> HistogramPlot:
+def _histogram_plot(
+    title: str,
+    values: NDArray[np.float64],
+    all_pairs: Histogram,
+    selected: NDArray[np.int64],
+    guides: tuple[Guide, ...],
+) -> HistogramPlot:
     value_range = (float(all_pairs.edges[0]), float(all_pairs.edges[-1]))
     kept = histogram(values[selected], bins=all_pairs.counts.size, value_range=value_range)
     return HistogramPlot(title, all_pairs, kept, guides)
@@ -335,8 +355,14 @@ def bar_eighths(values: NDArray[np.int64], top: float, rows: int) -> NDArray[np.
     return np.where(values > 0, np.maximum(eighths, 1), 0)
 
 
-def braille_masks(x: NDArray[np.float64], y: NDArray[np.float64], x_range: tuple[float, float],
-                  y_range: tuple[float, float], columns: int, rows: int) -> NDArray[np.uint8]:
+def braille_masks(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    columns: int,
+    rows: int,
+) -> NDArray[np.uint8]:
     """One braille dot per point on a (rows, columns) grid of cells of 2x4 dots; y grows
     upward. Each cell holds the bit mask of its dots (add 0x2800 for the character)."""
     masks = np.zeros((rows, columns), np.uint8)

@@ -141,8 +141,9 @@ class SelectionParams:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SelectionError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.saturated_ties not in SATURATED_TIES:
-            raise SelectionError(f"unknown saturated-tie rule {self.saturated_ties!r}",
-                                 hint=f"one of: {', '.join(SATURATED_TIES)}")
+            raise SelectionError(
+                f"unknown saturated-tie rule {self.saturated_ties!r}", hint=f"one of: {', '.join(SATURATED_TIES)}"
+            )
 
     def m1_for(self, source: str) -> float:
         return float(self.m1.get(source, DEFAULT_M1) if isinstance(self.m1, Mapping) else self.m1)
@@ -289,7 +290,7 @@ def tie_keys_from_pair_ids(pair_ids: Sequence[str] | pa.Array | pa.ChunkedArray)
     if array.null_count or pc.min(lengths).as_py() != 16 or pc.max(lengths).as_py() != 16:
         raise SelectionError("pair ids must be 16 hex digits")
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
-    hex_text = array.buffers()[2][offsets[0]:offsets[-1]].to_pybytes().decode("ascii", errors="replace")
+    hex_text = array.buffers()[2][offsets[0] : offsets[-1]].to_pybytes().decode("ascii", errors="replace")
     try:
         raw = bytes.fromhex(hex_text)
     except ValueError as error:
@@ -369,8 +370,9 @@ def select(
             if not all_scored:
                 log_odds[~scored] = np.nan
             if params.saturated_ties == "margin-sum":
-                tie_score = _standardised_sum([np.asarray(margins[s], dtype=np.float64) for s in used],
-                                              swapped_at, eligible_mask)
+                tie_score = _standardised_sum(
+                    [np.asarray(margins[s], dtype=np.float64) for s in used], swapped_at, eligible_mask
+                )
         if not all_scored:  # +-inf margins fuse to finite scores, but count as unscored
             score[~scored] = np.nan
     elif params.mode == "random":
@@ -390,8 +392,7 @@ def select(
     k = min(requested, candidate_count)
     if requested > candidate_count:
         notes.append(
-            f"the budget of {requested} pairs exceeds the {candidate_count} candidate pairs; "
-            f"took all {candidate_count}"
+            f"the budget of {requested} pairs exceeds the {candidate_count} candidate pairs; took all {candidate_count}"
         )
     if params.mode in ("random", "mid", "low-gap"):
         indices = _sample(candidates, k, params.seed, keys)
@@ -591,9 +592,7 @@ def _kth_smallest(values: FloatArray, rank: int) -> float:
     return float(np.partition(values, rank)[rank])
 
 
-def _first_by_key(
-    indices: NDArray[np.intp], k: int, keys: NDArray[np.integer] | None
-) -> NDArray[np.intp]:
+def _first_by_key(indices: NDArray[np.intp], k: int, keys: NDArray[np.integer] | None) -> NDArray[np.intp]:
     """The k of `indices` (ascending) with the smallest `keys` (one per index); equal keys
     go to the lower index, and no keys means the lowest indices."""
     if k >= indices.size:
@@ -607,9 +606,7 @@ def _first_by_key(
     return indices[below]
 
 
-def _sample(
-    candidates: NDArray[np.bool_], k: int, seed: int, keys: NDArray[np.integer] | None
-) -> NDArray[np.intp]:
+def _sample(candidates: NDArray[np.bool_], k: int, seed: int, keys: NDArray[np.integer] | None) -> NDArray[np.intp]:
     """A seeded sample of k candidates: the ones with the smallest hash of (key, seed)."""
     indices = np.flatnonzero(candidates)
     if k >= indices.size:

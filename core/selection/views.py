@@ -40,9 +40,7 @@ KEPT_CHUNK_ROWS = 65_536
 """JSON records are parsed for their kept columns this many at a time (bounded memory)."""
 
 
-def filter_mask(
-    row_filter: str, selection: Selection | None, annotations: AnnotationMasks, n: int
-) -> np.ndarray:
+def filter_mask(row_filter: str, selection: Selection | None, annotations: AnnotationMasks, n: int) -> np.ndarray:
     """The rows one named filter keeps."""
     if row_filter == "all":
         return np.ones(n, bool)
@@ -59,6 +57,7 @@ def filter_mask(
 
 
 # Search ---------------------------------------------------------------------------
+
 
 def search_mask(pairs: pa.Table, query: str, kept: pa.Table | None = None) -> np.ndarray:
     """Rows whose prompt, chosen or rejected (each message's content, for conversations)
@@ -87,7 +86,7 @@ def column_contains(column: pa.ChunkedArray | pa.Array, query: str) -> np.ndarra
     for chunk in chunks:
         kind = chunk.type
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            found[start:start + len(chunk)] = _true_where(pc.match_substring(chunk, query, ignore_case=True))
+            found[start : start + len(chunk)] = _true_where(pc.match_substring(chunk, query, ignore_case=True))
         elif _is_message_list(kind):
             contents = pc.struct_field(pc.list_flatten(chunk), "content")
             hits = _true_where(pc.match_substring(contents, query, ignore_case=True))
@@ -101,8 +100,11 @@ def _is_message_list(kind: pa.DataType) -> bool:
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
         return False
     item = kind.value_type
-    return pa.types.is_struct(item) and item.get_field_index("content") >= 0 \
+    return (
+        pa.types.is_struct(item)
+        and item.get_field_index("content") >= 0
         and pa.types.is_string(item.field("content").type)
+    )
 
 
 def _true_where(matches: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -110,6 +112,7 @@ def _true_where(matches: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 # The dataset's own columns ----------------------------------------------------------
+
 
 def kept_column_names(dataset: LoadedDataset) -> list[str]:
     """The source's columns that are not prompt/chosen/rejected (an id, a topic, scores)."""
@@ -132,7 +135,7 @@ def format_kept_value(value: Any, width: int) -> str:
     """A kept value on one line of at most `width` characters (floats to 4 digits)."""
     text = value if isinstance(value, str) else f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
     text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def kept_text_columns(
@@ -148,12 +151,20 @@ def kept_text_columns(
     is left out; numeric fields are in `dataset.numbers`. `progress(done, total)` gets the
     records read so far.
     """
-    names = [name for name in kept_column_names(dataset)
-             if dataset.numbers is None or name not in dataset.numbers.column_names]
+    names = [
+        name
+        for name in kept_column_names(dataset)
+        if dataset.numbers is None or name not in dataset.numbers.column_names
+    ]
     records = dataset.records
     if "_json" not in records.column_names:
-        return pa.table({name: records[name] for name in names
-                         if name in records.column_names and pa.types.is_string(records.schema.field(name).type)})
+        return pa.table(
+            {
+                name: records[name]
+                for name in names
+                if name in records.column_names and pa.types.is_string(records.schema.field(name).type)
+            }
+        )
     texts = records["_json"]
     for name in list(names):
         if not _json_field_is_text(texts.slice(0, KEPT_CHUNK_ROWS), name):
@@ -187,8 +198,9 @@ def _read_json_fields(texts: pa.ChunkedArray, schema: pa.Schema) -> pa.Table:
     if not data:
         return schema.empty_table()
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    table = pa_json.read_json(io.BytesIO(data), parse_options=options,
-                              read_options=pa_json.ReadOptions(use_threads=True, block_size=1 << 24))
+    table = pa_json.read_json(
+        io.BytesIO(data), parse_options=options, read_options=pa_json.ReadOptions(use_threads=True, block_size=1 << 24)
+    )
     if table.num_rows != len(texts):  # a text with a raw newline would split a record
         raise pa.ArrowInvalid("the record texts do not map one to one onto JSON lines")
     return table
@@ -197,7 +209,7 @@ def _read_json_fields(texts: pa.ChunkedArray, schema: pa.Schema) -> pa.Table:
 def _text_bytes(chunk: pa.Array) -> bytes:
     """The UTF-8 bytes of a string array's values, back to back."""
     offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32, count=len(chunk) + 1, offset=chunk.offset * 4)
-    return chunk.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
+    return chunk.buffers()[2][int(offsets[0]) : int(offsets[-1])].to_pybytes()
 
 
 def _json_field_is_text(texts: pa.ChunkedArray, name: str) -> bool:
@@ -209,6 +221,7 @@ def _json_field_is_text(texts: pa.ChunkedArray, name: str) -> bool:
 
 
 # Order -------------------------------------------------------------------------------
+
 
 def ordered_rows(mask: np.ndarray, sort_key: np.ndarray | None, descending: bool) -> np.ndarray:
     """Indices of `mask`'s rows sorted by `sort_key` (None: source order); NaN last, stable."""
@@ -372,6 +385,7 @@ class ExamplesView:
 
 # Why a pair is (not) selected ------------------------------------------------------------
 
+
 def why_not_selected(
     selection: Selection,
     index: int,
@@ -393,8 +407,11 @@ def why_not_selected(
     missing = [source for source in used if not np.isfinite(margins[source][index])]
     if missing:
         return f"no {', '.join(missing)} score"
-    floored = [source for source, bounds in selection.bounds.items()
-               if source in margins and margins[source][index] <= bounds.m1]
+    floored = [
+        source
+        for source, bounds in selection.bounds.items()
+        if source in margins and margins[source][index] <= bounds.m1
+    ]
     if floored:
         return " and ".join(f"{source} below M1" for source in floored) + " (P = 0)"
     mode = params.mode
@@ -420,8 +437,8 @@ def why_not_selected(
     return f"score {value:.4g} {side} the budget's cut-off {cut:.4g}"
 
 
-
 # Reading a pair ---------------------------------------------------------------------------
+
 
 def prompt_turns(prompt: str | list[dict[str, str]]) -> list[tuple[str, str]]:
     """The prompt's turns as (role, display text): one per message of a conversation, or
@@ -432,8 +449,9 @@ def prompt_turns(prompt: str | list[dict[str, str]]) -> list[tuple[str, str]]:
     dialogue = parse_dialogue(prompt)
     if dialogue is None:
         return [("user", trim_leading_blank_lines(prompt))]
-    return [(turn.role, trim_leading_blank_lines(prompt[turn.marker_start:turn.end].rstrip()))
-            for turn in dialogue.turns]
+    return [
+        (turn.role, trim_leading_blank_lines(prompt[turn.marker_start : turn.end].rstrip())) for turn in dialogue.turns
+    ]
 
 
 def last_turn(prompt: str | list[dict[str, str]]) -> tuple[str, int]:

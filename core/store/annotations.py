@@ -39,8 +39,9 @@ fixed, so an export that drops mislabeled pairs keeps it. A toxic pair stays dro
 swapped or not."""
 
 
-def dropped_by_flags(flags: Mapping[str, np.ndarray], swapped: np.ndarray, drop: Iterable[str],
-                     answered: Iterable[str] = SWAP_ANSWERS) -> np.ndarray:
+def dropped_by_flags(
+    flags: Mapping[str, np.ndarray], swapped: np.ndarray, drop: Iterable[str], answered: Iterable[str] = SWAP_ANSWERS
+) -> np.ndarray:
     """Pairs an export leaves out: those carrying any flag in `drop`, where a flag in
     `answered` does not count on a swapped pair."""
     answered = set(answered)
@@ -105,8 +106,13 @@ class Annotation:
         return replace(self, flags=normalise_flags(present))
 
     def to_json(self) -> dict[str, object]:
-        return {"pair_id": self.pair_id, "flags": list(self.flags), "note": self.note,
-                "excluded": self.excluded, "swapped": self.swapped}
+        return {
+            "pair_id": self.pair_id,
+            "flags": list(self.flags),
+            "note": self.note,
+            "excluded": self.excluded,
+            "swapped": self.swapped,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Annotation:
@@ -114,8 +120,13 @@ class Annotation:
         flags = data.get("flags")
         if flags is None:
             flags = [data["flag"]] if data.get("flag") else []
-        return cls(data["pair_id"], normalise_flags(flags), data.get("note", ""),
-                   bool(data.get("excluded")), bool(data.get("swapped")))
+        return cls(
+            data["pair_id"],
+            normalise_flags(flags),
+            data.get("note", ""),
+            bool(data.get("excluded")),
+            bool(data.get("swapped")),
+        )
 
 
 @dataclass
@@ -138,8 +149,7 @@ class AnnotationMasks:
 
     @classmethod
     def empty(cls, n: int) -> AnnotationMasks:
-        return cls(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), {f: np.zeros(n, bool) for f in FLAGS},
-                   {})
+        return cls(np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), {f: np.zeros(n, bool) for f in FLAGS}, {})
 
     def set(self, index: int, annotation: Annotation) -> None:
         """Pair `index` now carries `annotation`."""
@@ -188,8 +198,10 @@ class AnnotationStore:
         if version == SCHEMA_VERSION:
             return
         if version > SCHEMA_VERSION:
-            raise WorkspaceError(f"{self.path} was written by a newer dmtui (annotation schema {version})",
-                                 "open the workspace with that dmtui release")
+            raise WorkspaceError(
+                f"{self.path} was written by a newer dmtui (annotation schema {version})",
+                "open the workspace with that dmtui release",
+            )
         with connection:
             connection.execute("BEGIN IMMEDIATE")
             if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -199,7 +211,8 @@ class AnnotationStore:
                 connection.execute(_annotation_table("annotation_v2"))
                 connection.execute(
                     "INSERT INTO annotation_v2 (pair_id, flags, note, excluded, swapped, updated_at)"
-                    " SELECT pair_id, COALESCE(flag, ''), note, excluded, swapped, updated_at FROM annotation")
+                    " SELECT pair_id, COALESCE(flag, ''), note, excluded, swapped, updated_at FROM annotation"
+                )
                 connection.execute("DROP TABLE annotation")
                 connection.execute("ALTER TABLE annotation_v2 RENAME TO annotation")
             else:
@@ -290,8 +303,10 @@ class AnnotationStore:
     def _check_writable(self) -> None:
         reason = self.refusal() if self.refusal is not None else None
         if reason:
-            raise WorkspaceError(f"the change was not saved: {reason}",
-                                 "this window is read-only; take the workspace over to annotate here")
+            raise WorkspaceError(
+                f"the change was not saved: {reason}",
+                "this window is read-only; take the workspace over to annotate here",
+            )
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -306,7 +321,8 @@ class AnnotationStore:
             raise disk_failure(self.path, error) or WorkspaceError(
                 f"cannot write {self.path}: {error}",
                 "another dmtui is writing this workspace's annotations; try again in a moment"
-                if locked else "the change was not saved; check the workspace folder and the disk",
+                if locked
+                else "the change was not saved; check the workspace folder and the disk",
             ) from error
 
     def _write(self, annotation: Annotation) -> None:
@@ -316,8 +332,14 @@ class AnnotationStore:
         self.connection.execute(
             "INSERT OR REPLACE INTO annotation (pair_id, flags, note, excluded, swapped, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (annotation.pair_id, ",".join(annotation.flags), annotation.note, int(annotation.excluded),
-             int(annotation.swapped), time.time()),
+            (
+                annotation.pair_id,
+                ",".join(annotation.flags),
+                annotation.note,
+                int(annotation.excluded),
+                int(annotation.swapped),
+                time.time(),
+            ),
         )
 
 

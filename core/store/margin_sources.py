@@ -45,8 +45,10 @@ class MarginSpec:
         name, _, rest = text.partition("=")
         name = name.strip()
         if not SOURCE_NAME.match(name):
-            raise DmtuiError(f"--margin {text!r}: {name!r} is not a valid source name",
-                             "use letters, digits, '_', '-' or '.', e.g. --margin external=score_margin")
+            raise DmtuiError(
+                f"--margin {text!r}: {name!r} is not a valid source name",
+                "use letters, digits, '_', '-' or '.', e.g. --margin external=score_margin",
+            )
         columns = tuple(c.strip() for c in rest.split(",")) if rest else ()
         if len(columns) > 2 or any(not c for c in columns):
             raise DmtuiError(f"--margin {text!r}: expected NAME=COLUMN or NAME=CHOSEN_COL,REJECTED_COL")
@@ -79,8 +81,10 @@ def record_columns(dataset: LoadedDataset, names: list[str]) -> dict[str, np.nda
     for name in names:
         if name not in records.column_names:
             if dataset.numbers is not None and name in dataset.report.extra_columns:
-                raise DmtuiError(f"{dataset.report.source}: column {name!r} holds no numbers, or not only numbers",
-                                 "a margin column must hold numbers (or null for a missing score)")
+                raise DmtuiError(
+                    f"{dataset.report.source}: column {name!r} holds no numbers, or not only numbers",
+                    "a margin column must hold numbers (or null for a missing score)",
+                )
             raise DmtuiError(
                 f"{dataset.report.source}: no column {name!r} for a margin",
                 f"columns kept from the data: {', '.join(dataset.report.extra_columns) or 'none'}",

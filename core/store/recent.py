@@ -37,8 +37,15 @@ def _read_entries() -> list[dict]:
         entries = json.loads(_recent_path().read_text("utf-8"))
     except (OSError, ValueError):
         return []
-    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("root"), str)
-            and isinstance(e.get("opened"), (int, float))] if isinstance(entries, list) else []
+    return (
+        [
+            e
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("root"), str) and isinstance(e.get("opened"), (int, float))
+        ]
+        if isinstance(entries, list)
+        else []
+    )
 
 
 def remember_workspace(root: Path, now: float | None = None) -> None:
@@ -77,13 +84,19 @@ def describe_workspace(root: Path, opened: float) -> RecentWorkspace:
         dataset = str(record["dataset"]["source"])
     except (OSError, ValueError, KeyError, TypeError):
         return RecentWorkspace(root, opened, "", None, (), f"{WORKSPACE_FILE} is damaged")
-    return RecentWorkspace(root, opened, dataset, _cached_pair_count(root / "cache"),
-                           tuple(dict.fromkeys(info.source for info in list_score_tables(root / "scores"))))
+    return RecentWorkspace(
+        root,
+        opened,
+        dataset,
+        _cached_pair_count(root / "cache"),
+        tuple(dict.fromkeys(info.source for info in list_score_tables(root / "scores"))),
+    )
 
 
 def _cached_pair_count(cache: Path) -> int | None:
-    reports = sorted(cache.glob("*/report.json"), key=lambda p: p.stat().st_mtime, reverse=True) \
-        if cache.is_dir() else []
+    reports = (
+        sorted(cache.glob("*/report.json"), key=lambda p: p.stat().st_mtime, reverse=True) if cache.is_dir() else []
+    )
     for report in reports:
         try:
             return int(json.loads(report.read_text("utf-8"))["loaded"])

@@ -67,9 +67,10 @@ class ScoreStore:
         return sorted(p for p in self.path.iterdir() if PART_PATTERN.match(p.name))
 
     def write_meta(self, meta: dict[str, Any]) -> None:
-        atomic_write_json(self.path / "meta.json", {**meta, "source": self.source,
-                                                    "fingerprint": self.fingerprint,
-                                                    "updated_at": time.time()})
+        atomic_write_json(
+            self.path / "meta.json",
+            {**meta, "source": self.source, "fingerprint": self.fingerprint, "updated_at": time.time()},
+        )
 
     def read_meta(self) -> dict[str, Any]:
         try:

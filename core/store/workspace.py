@@ -74,8 +74,10 @@ _DISK_PROBLEMS = {
     errno.ENOSPC: ("the disk is full", "free some space, then run the same command again"),
     errno.EDQUOT: ("the disk quota is used up", "free some space or raise the quota, then run the command again"),
     errno.EFBIG: ("the file size limit was reached", "raise the limit (ulimit -f) or free space, then run it again"),
-    errno.EROFS: ("the file system is read-only",
-                  "copy the workspace somewhere writable, or point --workspace / --out at a writable folder"),
+    errno.EROFS: (
+        "the file system is read-only",
+        "copy the workspace somewhere writable, or point --workspace / --out at a writable folder",
+    ),
     errno.EACCES: ("permission denied", _NOT_YOURS),
     errno.EPERM: ("operation not permitted", _NOT_YOURS),
 }
@@ -339,9 +341,11 @@ class WorkspaceLocked(WorkspaceError):
     """Another live dmtui window holds the workspace."""
 
     def __init__(self, holder: LockHolder, root: Path) -> None:
-        super().__init__(f"{root} is open in another dmtui: {holder.describe()}",
-                         "open it read-only (--read-only: annotations and settings are not written), or take "
-                         "it over (--take-over: the other window turns read-only at its next write)")
+        super().__init__(
+            f"{root} is open in another dmtui: {holder.describe()}",
+            "open it read-only (--read-only: annotations and settings are not written), or take "
+            "it over (--take-over: the other window turns read-only at its next write)",
+        )
         self.holder = holder
 
 
@@ -404,8 +408,7 @@ class Workspace:
 
     # Life cycle ------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, source: str,
-               load_config: LoadConfig = LoadConfig()) -> Workspace:  # noqa: B008 (frozen: one shared default is safe)
+    def create(cls, root: str | Path, source: str, load_config: LoadConfig = LoadConfig()) -> Workspace:  # noqa: B008 (frozen: one shared default is safe)
         root = Path(root)
         if is_workspace(root):
             raise WorkspaceError(f"{root} is already a workspace", "open it instead, or choose another folder")
@@ -418,8 +421,9 @@ class Workspace:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise (disk_failure(root, error)
-                   or WorkspaceError(f"cannot create workspace {root}: {error.strerror}")) from error
+            raise (
+                disk_failure(root, error) or WorkspaceError(f"cannot create workspace {root}: {error.strerror}")
+            ) from error
         # workspace.json first: a run killed after it leaves a workspace that opens, not a
         # non-empty folder that `create` refuses.
         workspace._save()
@@ -533,16 +537,18 @@ class Workspace:
 
     # Loading ---------------------------------------------------------------------
     def _cache_key(self) -> str:
-        payload = json.dumps(
-            [LOADER_VERSION, self.dataset.checksum, asdict(self.load_config)], sort_keys=True
-        )
+        payload = json.dumps([LOADER_VERSION, self.dataset.checksum, asdict(self.load_config)], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @staticmethod
     def _mapped(cache: Path, report: LoadReport) -> LoadedDataset:
         numbers = cache / "numbers.arrow"
-        dataset = LoadedDataset(read_arrow_mapped(cache / "pairs.arrow"), read_arrow_mapped(cache / "records.arrow"),
-                                report, read_arrow_mapped(numbers) if report.source_kind in ("jsonl", "json") else None)
+        dataset = LoadedDataset(
+            read_arrow_mapped(cache / "pairs.arrow"),
+            read_arrow_mapped(cache / "records.arrow"),
+            report,
+            read_arrow_mapped(numbers) if report.source_kind in ("jsonl", "json") else None,
+        )
         tables = [dataset.pairs, dataset.records] + ([dataset.numbers] if dataset.numbers is not None else [])
         # A records table with no columns (CSV without rows) has no rows to count.
         if any(t.num_rows != report.loaded and t.num_columns for t in tables):
@@ -649,9 +655,13 @@ class Workspace:
         import getpass
         import secrets
 
-        mine = LockHolder(owner=f"{getpass.getuser()}@{socket.gethostname()}", host=socket.gethostname(),
-                          pid=os.getpid(), since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                          token=secrets.token_hex(8))
+        mine = LockHolder(
+            owner=f"{getpass.getuser()}@{socket.gethostname()}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            token=secrets.token_hex(8),
+        )
         atomic_write_json(self.lock_path, asdict(mine))
         self._lock_token, self.read_only = mine.token, None
 

@@ -26,9 +26,13 @@ RUN_NAME = "run.json"
 
 def summarise(workspace: Workspace, pair_ids: pa.ChunkedArray | pa.Array) -> dict[str, Any]:
     """Scores, annotations, exports and runs of `workspace`, against its loaded `pair_ids`."""
-    return {"workspace": str(workspace.root), "scores": _scores(workspace, pair_ids),
-            "annotations": _annotations(workspace, pair_ids), "exports": _folders(workspace.exports_dir, _export),
-            "runs": _folders(workspace.runs_dir, _run)}
+    return {
+        "workspace": str(workspace.root),
+        "scores": _scores(workspace, pair_ids),
+        "annotations": _annotations(workspace, pair_ids),
+        "exports": _folders(workspace.exports_dir, _export),
+        "runs": _folders(workspace.runs_dir, _run),
+    }
 
 
 def _scores(workspace: Workspace, pair_ids) -> list[dict[str, Any]]:
@@ -37,10 +41,16 @@ def _scores(workspace: Workspace, pair_ids) -> list[dict[str, Any]]:
         table = ScoreStore(workspace.scores_dir, info.source, info.fingerprint).read()
         scored = pc.sum(pc.is_in(pair_ids, value_set=table["pair_id"].combine_chunks())).as_py() if table else 0
         models = info.meta.get("models", {})
-        tables.append({"source": info.source, "fingerprint": info.fingerprint,
-                       "scored": int(scored or 0), "pairs": len(pair_ids),
-                       "models": {role: str(path) for role, path in models.items() if path},
-                       "updated": _when(info.updated_at)})
+        tables.append(
+            {
+                "source": info.source,
+                "fingerprint": info.fingerprint,
+                "scored": int(scored or 0),
+                "pairs": len(pair_ids),
+                "models": {role: str(path) for role, path in models.items() if path},
+                "updated": _when(info.updated_at),
+            }
+        )
     return tables
 
 
@@ -51,10 +61,14 @@ def _annotations(workspace: Workspace, pair_ids) -> dict[str, Any]:
         annotations = [a for a in store.all().values() if not a.is_blank]
     present = set(pa.chunked_array([pair_ids]).to_pylist()) if annotations else set()
     flags = Counter(flag for a in annotations for flag in a.flags)
-    return {"annotated": len(annotations), "flags": dict(sorted(flags.items())),
-            "excluded": sum(a.excluded for a in annotations), "swapped": sum(a.swapped for a in annotations),
-            "notes": sum(bool(a.note) for a in annotations),
-            "not_in_data": sum(a.pair_id not in present for a in annotations)}
+    return {
+        "annotated": len(annotations),
+        "flags": dict(sorted(flags.items())),
+        "excluded": sum(a.excluded for a in annotations),
+        "swapped": sum(a.swapped for a in annotations),
+        "notes": sum(bool(a.note) for a in annotations),
+        "not_in_data": sum(a.pair_id not in present for a in annotations),
+    }
 
 
 def _folders(root: Path, describe) -> list[dict[str, Any]]:
@@ -72,16 +86,25 @@ def _folders(root: Path, describe) -> list[dict[str, Any]]:
 def _export(folder: Path) -> dict[str, Any]:
     manifest = json.loads((folder / MANIFEST_NAME).read_text("utf-8"))
     params, counts = manifest["selection"]["params"], manifest["counts"]
-    return {"created": manifest.get("created_at"), "mode": params.get("mode"), "budget": params.get("budget"),
-            "selected": counts.get("selected"), "of": counts.get("total"), "format": manifest["output"]["format"]}
+    return {
+        "created": manifest.get("created_at"),
+        "mode": params.get("mode"),
+        "budget": params.get("budget"),
+        "selected": counts.get("selected"),
+        "of": counts.get("total"),
+        "format": manifest["output"]["format"],
+    }
 
 
 def _run(folder: Path) -> dict[str, Any]:
     record = json.loads((folder / RUN_NAME).read_text("utf-8"))
     outcome = record.get("outcome") or {"status": "running or stopped"}
     loss = (outcome.get("summary") or {}).get("train_loss")
-    return {"status": outcome.get("status"), "step": outcome.get("step"),
-            **({"train_loss": loss} if loss is not None else {})}
+    return {
+        "status": outcome.get("status"),
+        "step": outcome.get("step"),
+        **({"train_loss": loss} if loss is not None else {}),
+    }
 
 
 def _when(stamp: float) -> str | None:

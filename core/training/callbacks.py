@@ -80,8 +80,10 @@ def collapse_warning(history: list[dict[str, Any]], ratio: float, window: int) -
     >>> collapse_warning(logs[:2], ratio=0.5, window=3) is None  # too early to tell
     True
     """
-    series = {side: [r[f"logp_{side}"] for r in history if r.get(f"logp_{side}") is not None]
-              for side in ("chosen", "rejected")}
+    series = {
+        side: [r[f"logp_{side}"] for r in history if r.get(f"logp_{side}") is not None]
+        for side in ("chosen", "rejected")
+    }
     if any(len(values) <= window for values in series.values()):
         return None
     moves = {}
@@ -159,6 +161,9 @@ def _progress_message(history: list[dict[str, Any]]) -> str:
     if not history:
         return ""
     last = history[-1]
-    parts = [f"{name} {last[name]:.3f}" for name in ("loss", "reward_margin", "reward_accuracy")
-             if last.get(name) is not None]
+    parts = [
+        f"{name} {last[name]:.3f}"
+        for name in ("loss", "reward_margin", "reward_accuracy")
+        if last.get(name) is not None
+    ]
     return ", ".join(parts)

@@ -45,9 +45,13 @@ class RunSummary:
 
     def curve(self, key: str) -> tuple[list[float], list[float]]:
         """(steps, values) of one metric, leaving out steps where it was not reported."""
-        points = [(float(r["step"]), float(r[key])) for r in self.metrics
-                  if isinstance(r.get(key), (int, float)) and isinstance(r.get("step"), (int, float))
-                  and math.isfinite(r[key])]
+        points = [
+            (float(r["step"]), float(r[key]))
+            for r in self.metrics
+            if isinstance(r.get(key), (int, float))
+            and isinstance(r.get("step"), (int, float))
+            and math.isfinite(r[key])
+        ]
         return [s for s, _ in points], [v for _, v in points]
 
     def last(self, key: str) -> float | None:
@@ -85,8 +89,9 @@ def read_run_summary(folder: Path) -> RunSummary:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             subset = f"{data.get('pairs', '?')} pairs (export gone)"
     outcome = record.get("outcome") if isinstance(record.get("outcome"), dict) else {}
-    return RunSummary(folder.name, folder, subset, str(outcome.get("status", "unfinished")),
-                      read_metrics(folder / METRICS_JSONL))
+    return RunSummary(
+        folder.name, folder, subset, str(outcome.get("status", "unfinished")), read_metrics(folder / METRICS_JSONL)
+    )
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -110,5 +115,8 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
     """Every run folder under `runs_dir` (those with a run.json), oldest first by name."""
     if not runs_dir.is_dir():
         return []
-    return [read_run_summary(folder) for folder in sorted(runs_dir.iterdir())
-            if folder.is_dir() and (folder / RUN_JSON).exists()]
+    return [
+        read_run_summary(folder)
+        for folder in sorted(runs_dir.iterdir())
+        if folder.is_dir() and (folder / RUN_JSON).exists()
+    ]

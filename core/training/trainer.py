@@ -71,33 +71,51 @@ class TrainConfig:
 
     model: str | None = _option(None, "policy to train (pi_0): a local folder or a Hugging Face model id")
     ref_model: str | None = _option(None, "reference model; none means the same as --model")
-    loss: LossName = _option("dpo", "dpo (sigmoid), ipo, hinge (SLiC) or kto (pairs split into "
-                                    "desirable chosen and undesirable rejected completions)", choices=LOSSES)
-    beta: float = _option(0.1, "strength of the pull toward the reference model; 0.01 with 2 epochs broke "
-                               "models in the paper (the collapse warning watches for it)")
+    loss: LossName = _option(
+        "dpo",
+        "dpo (sigmoid), ipo, hinge (SLiC) or kto (pairs split into "
+        "desirable chosen and undesirable rejected completions)",
+        choices=LOSSES,
+    )
+    beta: float = _option(
+        0.1,
+        "strength of the pull toward the reference model; 0.01 with 2 epochs broke "
+        "models in the paper (the collapse warning watches for it)",
+    )
     epochs: float = _option(2.0, "passes over the data")
     lr: float = _option(5e-7, "peak learning rate of AdamW (5e-7 is for 8B models; tiny models want ~1e-4)")
     scheduler: str = _option("cosine", "learning-rate schedule (any transformers lr_scheduler_type)")
     warmup_ratio: float = _option(0.1, "share of the steps spent warming the learning rate up")
-    batch_size: int = _option(32, "global batch in pairs (KTO: in completions), reached as per-device batch x "
-                                  "gradient accumulation x processes; see split_batch")
+    batch_size: int = _option(
+        32,
+        "global batch in pairs (KTO: in completions), reached as per-device batch x "
+        "gradient accumulation x processes; see split_batch",
+    )
     per_device_batch_size: int = _option(4, "most pairs one device processes at once; lower it on out-of-memory")
     max_length: int | None = _option(1024, "longest prompt + response in tokens; longer ones are truncated")
     seed: int = _option(0, "seed of initialisation, data order and dropout")
     lora: bool = _option(False, "train a LoRA adapter (peft) instead of every weight")
     lora_r: int = _option(16, "LoRA rank")
     lora_alpha: int = _option(32, "LoRA scaling alpha")
-    lora_target_modules: tuple[str, ...] = _option(("all-linear",), "modules LoRA adapts (peft's names; "
-                                                   "'all-linear' = every linear layer but the output head)")
-    precision: str = _option("auto", "auto (bf16 on a GPU that has it, else fp16; fp32 on CPU), bf16, fp16 or fp32",
-                             choices=("auto", "bf16", "fp16", "fp32"))
-    frozen_dtype: str = _option("auto", "dtype of the weights that do not train: the reference model, and with LoRA "
-                                        "the base model too (auto: bfloat16 when training in bf16, else float32)",
-                                choices=FROZEN_DTYPES)
+    lora_target_modules: tuple[str, ...] = _option(
+        ("all-linear",), "modules LoRA adapts (peft's names; 'all-linear' = every linear layer but the output head)"
+    )
+    precision: str = _option(
+        "auto",
+        "auto (bf16 on a GPU that has it, else fp16; fp32 on CPU), bf16, fp16 or fp32",
+        choices=("auto", "bf16", "fp16", "fp32"),
+    )
+    frozen_dtype: str = _option(
+        "auto",
+        "dtype of the weights that do not train: the reference model, and with LoRA "
+        "the base model too (auto: bfloat16 when training in bf16, else float32)",
+        choices=FROZEN_DTYPES,
+    )
     gradient_checkpointing: bool = _option(True, "recompute activations in the backward pass to save memory")
     logging_steps: int = _option(10, "optimiser steps between two metrics records")
-    save_steps: int = _option(200, "optimiser steps between two checkpoints (one is also saved at the end "
-                                   "and when a run is stopped)")
+    save_steps: int = _option(
+        200, "optimiser steps between two checkpoints (one is also saved at the end and when a run is stopped)"
+    )
     save_total_limit: int | None = _option(3, "checkpoints to keep (oldest deleted first); none keeps all")
     resume_from: str | None = _option(None, "continue from this checkpoint folder, or 'latest' in the run folder")
     deepspeed: str | None = _option(None, "DeepSpeed JSON config, handed to TRL untouched")
@@ -106,10 +124,12 @@ class TrainConfig:
     trust_remote_code: bool = _option(False, "allow models that ship their own Python code")
     allow_pickle: bool = _option(False, "allow pickle weight files (they can run code when loaded)")
     max_steps: int | None = _option(None, "stop after this many optimiser steps (overrides epochs)")
-    collapse_ratio: float = _option(0.5, "warn when chosen and rejected log-probs have both fallen by more "
-                                         "than this share of their starting size")
-    collapse_window: int = _option(3, "recent metrics records whose median the collapse warning compares "
-                                      "with the start")
+    collapse_ratio: float = _option(
+        0.5, "warn when chosen and rejected log-probs have both fallen by more than this share of their starting size"
+    )
+    collapse_window: int = _option(
+        3, "recent metrics records whose median the collapse warning compares with the start"
+    )
 
     def validate(self) -> None:
         if not self.model:
@@ -134,8 +154,10 @@ class TrainingCancelled(Cancelled):
     """The cancel event stopped a run at a step boundary; `checkpoint` resumes it."""
 
     def __init__(self, step: int, checkpoint: Path | None) -> None:
-        super().__init__(f"training stopped at step {step}; checkpoint {checkpoint}",
-                         "continue with --resume (train(..., resume_from='latest'))")
+        super().__init__(
+            f"training stopped at step {step}; checkpoint {checkpoint}",
+            "continue with --resume (train(..., resume_from='latest'))",
+        )
         self.step = step
         self.checkpoint = checkpoint
 
@@ -171,8 +193,10 @@ def split_batch(global_batch: int, per_device_max: int, world_size: int = 1) -> 
     """
     share, remainder = divmod(global_batch, world_size)
     if remainder or share == 0:
-        raise TrainError(f"a global batch of {global_batch} cannot be split evenly over {world_size} processes",
-                         "choose a --batch-size that is a multiple of the number of processes")
+        raise TrainError(
+            f"a global batch of {global_batch} cannot be split evenly over {world_size} processes",
+            "choose a --batch-size that is a multiple of the number of processes",
+        )
     per_device = max(d for d in range(1, min(per_device_max, share) + 1) if share % d == 0)
     return per_device, share // per_device
 
@@ -205,21 +229,31 @@ def _export_pairs(path: Path) -> tuple[list[Pair], dict[str, Any]]:
         raise TrainError(f"export not found: {folder}", "pass the folder `dmtui export --out` wrote")
     manifest = read_manifest(path)
     columns = manifest["input"].get("columns") or {}
-    as_text = set(manifest["output"].get("json_columns", [])) & {columns.get(role, role) for role in
-                                                                  ("prompt", "chosen", "rejected")}
+    as_text = set(manifest["output"].get("json_columns", [])) & {
+        columns.get(role, role) for role in ("prompt", "chosen", "rejected")
+    }
     if as_text:
-        raise TrainError(f"{folder}: the export is CSV, which holds the conversations of "
-                         f"{', '.join(sorted(as_text))} as JSON text; training would read them as plain text",
-                         "export the selection as jsonl or parquet to train on it (--format jsonl)")
+        raise TrainError(
+            f"{folder}: the export is CSV, which holds the conversations of "
+            f"{', '.join(sorted(as_text))} as JSON text; training would read them as plain text",
+            "export the selection as jsonl or parquet to train on it (--format jsonl)",
+        )
     data_path = folder / manifest["output"].get("data", "")
     if not data_path.exists() or data_path == folder:
-        raise TrainError(f"{folder}: the manifest names data {manifest['output'].get('data')!r}, which is missing",
-                         "the export is incomplete; write it again with `dmtui export`")
-    loaded = load_dataset(str(data_path), LoadConfig(prompt_col=columns.get("prompt"),
-                                                     chosen_col=columns.get("chosen"),
-                                                     rejected_col=columns.get("rejected"),
-                                                     system_col=columns.get("system"),
-                                                     keep_role_text=manifest["input"].get("format") == "standard"))
+        raise TrainError(
+            f"{folder}: the manifest names data {manifest['output'].get('data')!r}, which is missing",
+            "the export is incomplete; write it again with `dmtui export`",
+        )
+    loaded = load_dataset(
+        str(data_path),
+        LoadConfig(
+            prompt_col=columns.get("prompt"),
+            chosen_col=columns.get("chosen"),
+            rejected_col=columns.get("rejected"),
+            system_col=columns.get("system"),
+            keep_role_text=manifest["input"].get("format") == "standard",
+        ),
+    )
     expected = manifest.get("counts", {}).get("selected")
     if loaded.report.rejected_total or (expected is not None and loaded.report.loaded != expected):
         reasons = ", ".join(f"{n} {reason}" for reason, n in loaded.report.rejected.items()) or "none rejected"
@@ -228,9 +262,14 @@ def _export_pairs(path: Path) -> tuple[list[Pair], dict[str, Any]]:
             "the export was changed after it was written; rebuild it with `dmtui export --manifest`",
         )
     pairs, _ = preference_pairs(loaded)
-    return pairs, {"kind": "export", "path": str(folder), "pairs": len(pairs),
-                   "format": loaded.report.format, "prompt_style": manifest["input"].get("prompt_style"),
-                   "output_sha256": manifest["output"].get("sha256")}
+    return pairs, {
+        "kind": "export",
+        "path": str(folder),
+        "pairs": len(pairs),
+        "format": loaded.report.format,
+        "prompt_style": manifest["input"].get("prompt_style"),
+        "output_sha256": manifest["output"].get("sha256"),
+    }
 
 
 def unpaired(pairs: list[Pair]) -> list[dict[str, Any]]:
@@ -304,14 +343,29 @@ def train(
             out_dir.mkdir(parents=True, exist_ok=True)
             if config.resume_from is not None and _is_main_process():
                 _remove_unfinished_checkpoints(checkpoints)
-            run_record = {"config": asdict(config), "data": data_info, "library_versions": library_versions(_LIBRARIES),
-                          "started_at": _now(), "resumed_from": str(resume_checkpoint) if resume_checkpoint else None}
+            run_record = {
+                "config": asdict(config),
+                "data": data_info,
+                "library_versions": library_versions(_LIBRARIES),
+                "started_at": _now(),
+                "resumed_from": str(resume_checkpoint) if resume_checkpoint else None,
+            }
             _write_json(out_dir / RUN_JSON, run_record)
             history = _metrics_until(out_dir / METRICS_JSONL, _checkpoint_step(resume_checkpoint))
             trainer.accelerator.wait_for_everyone()  # rank 0 has prepared the files the others append to
             reporter = Reporter("train", None, progress, None, unit="steps")
-            trainer.add_callback(progress_callback(metrics_sink, out_dir / METRICS_JSONL, history, reporter, cancel,
-                                                   on_checkpoint, config.collapse_ratio, config.collapse_window))
+            trainer.add_callback(
+                progress_callback(
+                    metrics_sink,
+                    out_dir / METRICS_JSONL,
+                    history,
+                    reporter,
+                    cancel,
+                    on_checkpoint,
+                    config.collapse_ratio,
+                    config.collapse_window,
+                )
+            )
             trainer.add_callback(_stop_at_max_steps())
             for callback in callbacks:
                 trainer.add_callback(callback)
@@ -329,14 +383,20 @@ def train(
             final = _save_final(trainer, out_dir)
     reporter.finish()
     summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    run_record["outcome"] = {"status": "done", "step": step, "final": str(final), "summary": summary,
-                             "finished_at": _now()}
+    run_record["outcome"] = {
+        "status": "done",
+        "step": step,
+        "final": str(final),
+        "summary": summary,
+        "finished_at": _now(),
+    }
     _write_json(out_dir / RUN_JSON, run_record)
     return TrainResult(final, step, history, summary)
 
 
-def train_seed_policy(reference_model_path: str | Path, pairs: Any, out_dir: str | Path,
-                      config: TrainConfig, **train_kwargs: Any) -> Path:
+def train_seed_policy(
+    reference_model_path: str | Path, pairs: Any, out_dir: str | Path, config: TrainConfig, **train_kwargs: Any
+) -> Path:
     """pi_1 for implicit margins: DPO of pi_0 on the seed set D0 with pi_0 as reference.
 
     `config` supplies everything but the models (which are `reference_model_path`) and
@@ -357,8 +417,9 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
 
     assert config.model is not None, "train() validated the config: it names a model"
     precision = _precision(config.precision)
-    per_device, accumulation = split_batch(config.batch_size, config.per_device_batch_size,
-                                           int(os.environ.get("WORLD_SIZE", "1")))
+    per_device, accumulation = split_batch(
+        config.batch_size, config.per_device_batch_size, int(os.environ.get("WORLD_SIZE", "1"))
+    )
     common: dict[str, Any] = dict(
         output_dir=str(checkpoints),
         learning_rate=config.lr,
@@ -392,8 +453,10 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
     model_dtype = torch.float32  # mixed precision keeps fp32 master weights
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     if pairs and isinstance(pairs[0]["chosen"], list) and not tokenizer.chat_template:
-        raise TrainError(f"the data is conversational but {config.model}'s tokenizer has no chat template",
-                         "use a chat model's tokenizer, or export the data in the standard (text) format")
+        raise TrainError(
+            f"the data is conversational but {config.model}'s tokenizer has no chat template",
+            "use a chat model's tokenizer, or export the data in the standard (text) format",
+        )
     make_trainer: Callable[..., Trainer]  # KTOTrainer or DPOTrainer, each bound to its own config class
     if config.loss == "kto":
         from trl import KTOConfig, KTOTrainer
@@ -406,8 +469,9 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
         make_trainer = partial(DPOTrainer, args=DPOConfig(**common, loss_type=[TRL_DPO_LOSS[config.loss]]))
         dataset = Dataset.from_list(pairs)
     # After the config: with DeepSpeed ZeRO-3 the config must exist before models load.
-    load: dict[str, Any] = dict(device="cpu", dtype=model_dtype, trust_remote_code=config.trust_remote_code,
-                                allow_pickle=config.allow_pickle)
+    load: dict[str, Any] = dict(
+        device="cpu", dtype=model_dtype, trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle
+    )
     frozen = dict(load, dtype=_frozen_dtype(config.frozen_dtype, precision))
     model = load_causal_lm(config.model, **(frozen if config.lora else load))  # LoRA: the base does not train
     peft_config = None
@@ -415,14 +479,22 @@ def _build_trainer(config: TrainConfig, pairs: list[Pair], checkpoints: Path):
         from peft import LoraConfig
 
         targets = list(config.lora_target_modules)
-        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, task_type="CAUSAL_LM",
-                                 target_modules=targets[0] if targets == ["all-linear"] else targets)
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            task_type="CAUSAL_LM",
+            target_modules=targets[0] if targets == ["all-linear"] else targets,
+        )
     # With LoRA and no other reference, TRL uses the base model (adapter switched off).
     same_reference = config.ref_model in (None, config.model)
-    ref_model = None if (peft_config is not None and same_reference) else \
-        load_causal_lm(config.ref_model or config.model, **frozen)
-    trainer = make_trainer(model=model, ref_model=ref_model, train_dataset=dataset, processing_class=tokenizer,
-                           peft_config=peft_config)
+    ref_model = (
+        None
+        if (peft_config is not None and same_reference)
+        else load_causal_lm(config.ref_model or config.model, **frozen)
+    )
+    trainer = make_trainer(
+        model=model, ref_model=ref_model, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+    )
     trainer.remove_callback(PrinterCallback)  # it prints logs on stdout, which --jsonl owns
     return trainer
 
@@ -498,11 +570,12 @@ def _resume_checkpoint(resume_from: str | None, checkpoints: Path) -> Path | Non
     if resume_from != "latest":
         path = Path(resume_from)
         if _saved_step(path) is None:
-            raise TrainError(f"{path} is not a whole training checkpoint (no readable trainer_state.json)",
-                             "pass a checkpoint-<step> folder, or 'latest'")
+            raise TrainError(
+                f"{path} is not a whole training checkpoint (no readable trainer_state.json)",
+                "pass a checkpoint-<step> folder, or 'latest'",
+            )
         return path
-    finished = [(step, path) for path in _checkpoint_folders(checkpoints)
-                if (step := _saved_step(path)) is not None]
+    finished = [(step, path) for path in _checkpoint_folders(checkpoints) if (step := _saved_step(path)) is not None]
     return max(finished)[1] if finished else None
 
 
