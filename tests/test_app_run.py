@@ -104,8 +104,8 @@ async def test_training_runs_in_a_subprocess_streams_curves_and_stops(workspace,
         await pilot.press("E")  # from the Curate tab: exports without visiting Run
         await wait_for(lambda: run.last_export is not None, pilot, 30)
         run.query_one("#train-model", Input).value = str(demo_models.policy)
-        run.query_one("#train-args", Input).value = (
-            "--epochs 50 --lr 1e-3 --batch-size 4 --per-device-batch-size 4 --logging-steps 1 "
+        run.query_one("#train-args", Input).value = (  # far more steps than the test waits for: it must stop the run
+            "--epochs 5000 --lr 1e-3 --batch-size 4 --per-device-batch-size 4 --logging-steps 1 "
             "--save-steps 1000 --no-gradient-checkpointing"
         )
         await pilot.press("T")
