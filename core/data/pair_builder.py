@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.data.arrow_rows import clean_rows, numeric_columns, rows_marked, table_format
+from core.data.arrow_rows import CleanRows, clean_rows, numeric_columns, rows_marked, table_format
 from core.data.chat_templates import TEMPLATE_FAMILIES, count_rendered_templates
 from core.data.load_report import SCORE_COLUMN_PAIRS, LoadConfig, LoadReport, Rejection
 from core.data.pairs import MESSAGE_TYPE, as_text, pair_ids, pair_schema
@@ -62,6 +62,22 @@ class _Piece:
 
     def __len__(self) -> int:
         return len(self.row_index)
+
+
+def _clean_piece(clean: CleanRows, row_index: np.ndarray, where: np.ndarray, records: Any) -> _Piece:
+    """The rows Arrow's checks vouched for: the prompt column as given, never role-marked."""
+    count = len(row_index)
+    return _Piece(
+        row_index,
+        where,
+        clean.prompt,
+        clean.chosen,
+        clean.rejected,
+        np.zeros(count, dtype=np.int8),
+        np.full(count, -1, dtype=np.int8),
+        None,
+        records,
+    )
 
 
 class PairBuilder:
@@ -268,18 +284,7 @@ class PairBuilder:
         kept_records = rows_marked(records, loaded) if records is not None else None
         located = where[positions] if where is not None else np.full(len(positions), -1, dtype=np.int64)
         if clean is not None and not slow:  # every loaded row is clean: nothing to interleave
-            count = len(positions)
-            return _Piece(
-                positions + first_row,
-                located,
-                clean.prompt,
-                clean.chosen,
-                clean.rejected,
-                np.zeros(count, dtype=np.int8),
-                np.full(count, -1, dtype=np.int8),
-                None,
-                kept_records,
-            )
+            return _clean_piece(clean, positions + first_row, located, kept_records)
         slow_piece = self._piece_of_rows(slow, with_records=False) if slow else None
         if clean is None or not clean.mask.any():
             parts = [slow_piece] if slow_piece else []
@@ -287,19 +292,7 @@ class PairBuilder:
         else:
             clean_count = int(clean.mask.sum())
             clean_positions = np.flatnonzero(clean.mask)
-            parts = [
-                _Piece(
-                    clean_positions + first_row,
-                    np.full(clean_count, -1, dtype=np.int64),
-                    clean.prompt,
-                    clean.chosen,
-                    clean.rejected,
-                    np.zeros(clean_count, dtype=np.int8),
-                    np.full(clean_count, -1, dtype=np.int8),
-                    None,
-                    None,
-                )
-            ]
+            parts = [_clean_piece(clean, clean_positions + first_row, np.full(clean_count, -1, dtype=np.int64), None)]
             if slow_piece:
                 parts.append(slow_piece)
         if not parts:
