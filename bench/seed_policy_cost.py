@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from core.demo.models import DEMO_SCORING, DEMO_SEED_DPO, DemoModelsConfig, ensure_demo_models
     from core.models.load import model_fingerprint
-    from core.scoring.run import ScoringConfig, score, seed_config
+    from core.scoring.config import ScoringConfig, seed_config
+    from core.scoring.run import score
     from core.scoring.seed_policy import ensure_seed_policy
     from core.store.workspace import Workspace
     from core.training.trainer import TrainConfig, train

@@ -247,7 +247,8 @@ def build_and_score(world_config, folder: Path, models, judge: str, sources: tup
                     seed_settings: dict[str, Any], log) -> dict[str, Any]:
     """Write the world, score it once (cached in the workspace), return margins, oracle and timings."""
     from core.demo.world import write_world
-    from core.scoring.run import ScoringConfig, score
+    from core.scoring.config import ScoringConfig
+    from core.scoring.run import score
     from core.scoring.seed_report import describe
     from core.selection.selector import tie_keys_from_pair_ids
     from core.store.margin_sources import MarginSpec, resolve_margins

@@ -127,7 +127,8 @@ def world_data(world: str, work: Path) -> Path:
 def score_demo(data: Path, workspace_root: Path, models, log) -> tuple:
     """(dataset, workspace, resolved margins) with external and implicit scores in the workspace."""
     from core.demo.models import DEMO_SEED_DPO
-    from core.scoring.run import ScoringConfig, score
+    from core.scoring.config import ScoringConfig
+    from core.scoring.run import score
     from core.scoring.seed_report import describe
     from core.store.margin_sources import MarginSpec, resolve_margins
     from core.store.workspace import Workspace

@@ -22,7 +22,8 @@ from transformers import (
     AutoTokenizer,
 )
 
-from core.scoring.run import ScoringCancelled, ScoringConfig, ScoringError, score
+from core.scoring.config import ScoringConfig, ScoringError
+from core.scoring.run import ScoringCancelled, score
 from core.selection.stats import spearman
 from core.store.scores import ScoreStore, latest_score_table
 from core.store.workspace import Workspace

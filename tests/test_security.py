@@ -41,7 +41,7 @@ from core.models.load import (
     load_tokenizer,
 )
 from core.models.trust import ModelTrust
-from core.scoring.run import ScoringConfig
+from core.scoring.config import ScoringConfig
 from core.store.annotations import AnnotationStore
 from core.store.workspace import Workspace
 from core.training.trainer import TrainConfig, train

@@ -20,7 +20,8 @@ import core.scoring.seed_policy
 import core.scoring.seed_report
 from core.models.load import load_causal_lm, load_tokenizer
 from core.models.logprobs import encode_pairs, pair_logprobs
-from core.scoring.run import ScoringConfig, ScoringError, score
+from core.scoring.config import ScoringConfig, ScoringError
+from core.scoring.run import score
 from core.scoring.seed_policy import Plateau, SeedPolicy, _folds, fold_of, plateau_reached
 from core.training.trainer import TrainConfig, train
 

@@ -13,11 +13,11 @@ evaluation judge); this module runs them over a dataset into score tables:
   once per workspace and settings into ``WORKSPACE/models/seed-pi1-<fp>/``.
 - ifd: under pi_0, IFD(y|x) = PPL(y|x) / PPL(y), PPL = exp(-sum / n); margin IFD_w - IFD_l.
 
-Token limit, per source: `max_length`, or by default the context of the source's models
-(the smallest), at most `MAX_LENGTH_CAP`; a pair longer than that is cut as one (one
-context for chosen and rejected, core.models.logprobs) and counted, and the count, share and
-limit land in the report and in the table's meta (``truncation``), which an export's
-manifest carries.
+Token limit, per source (core.scoring.config): `max_length`, or by default the context of
+the source's models (the smallest), at most `MAX_LENGTH_CAP`; a pair longer than that is cut
+as one (one context for chosen and rejected, core.models.logprobs) and counted, and the
+count, share and limit land in the report and in the table's meta (``truncation``), which an
+export's manifest carries.
 
 Every source has its own score table (core.store.scores), named by a fingerprint of the
 source, its models' fingerprints and every setting that changes numbers (token limit,
@@ -37,13 +37,11 @@ moved (core.models.logprobs) carry ``boundary_moved`` and are counted per run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,18 +49,17 @@ import pyarrow as pa
 import torch
 
 from core.data.loading import LoadedDataset
-from core.errors import Cancelled, DmtuiError
+from core.errors import Cancelled
 from core.models.load import (
     load_causal_lm,
     load_reward_model,
     load_tokenizer,
-    model_context_length,
     model_fingerprint,
     pick_device,
     pick_dtype,
 )
-from core.models.logprobs import DEFAULT_BATCH_TOKENS
 from core.progress import Progress, ProgressFn, Reporter
+from core.scoring.config import ScoringConfig, ScoringError, digest, seed_config, source_limits
 from core.scoring.scorers import (
     Limits,
     Pairs,
@@ -75,141 +72,17 @@ from core.scoring.scorers import (
     implicit_columns,
 )
 from core.scoring.seed_report import implicit_external_spearman
-from core.selection.selector import MARGIN_SOURCES
 from core.store.scores import ScoreStore, values_for
 from core.store.workspace import Workspace
 
 if TYPE_CHECKING:
     from core.scoring.seed_policy import SeedPolicy
 
-SOURCES = MARGIN_SOURCES
 SCORER_VERSION = 2
 """Bump when a change here changes stored numbers: it enters every fingerprint.
 2: token-exact (joint) encoding, one context per pair, reward-model templates on standard rows."""
-MAX_LENGTH_CAP = 4096
-"""Default token limit: the models' context, but no more than this (a 128k-context model would
-otherwise pad every batch to its longest pair; UltraFeedback and HH pairs fit in 4k)."""
 MODEL_CACHE_SIZE = 4
 """Models and tokenizers kept loaded between `score` calls (reward, pi_0, pi_1, tokenizer)."""
-
-
-class ScoringError(DmtuiError):
-    """Scoring cannot run as configured."""
-
-
-@dataclass(frozen=True)
-class ScoringConfig:
-    """What to score and with which models; every field that changes numbers enters a fingerprint."""
-
-    sources: tuple[str, ...] = ("external", "implicit")
-    """Margin sources to compute, a subset of `SOURCES`."""
-    reward_model: str | None = None
-    """External margins: a sequence-classification reward model (folder or hub id, num_labels 1)."""
-    reference_model: str | None = None
-    """pi_0, the SFT model: the reference of implicit margins and the model of IFD."""
-    policy_model: str | None = None
-    """pi_1 (a folder, hub id or LoRA adapter on pi_0). None with implicit requested: seed DPO makes it."""
-    seed_split: str = "cross-fit"
-    """Seed DPO: how D0 is kept from inflating its own margins (core.scoring.seed_policy): cross-fit
-    (two pi_1, each scoring the fold it did not train on) or exclude (D0 gets no implicit margin)."""
-    seed_pairs: int = 2000
-    """Seed DPO: most pairs one pi_1 trains on (the paper's 2,000 random pairs)."""
-    seed_fraction: float | None = None
-    """Seed DPO on a small dataset: D0 is this share of its candidates when that is below `seed_pairs`
-    (None: all of a cross-fit fold, 10% under exclude) ..."""
-    seed_min_pairs: int = 64
-    """... but never fewer pairs than this (nor more than the dataset has)."""
-    seed_epochs: float = 10.0
-    """Seed DPO: most passes over D0; training stops earlier at the held-out accuracy plateau."""
-    seed_steps: int | None = None
-    """Seed DPO: most optimiser steps (overrides `seed_epochs`)."""
-    seed_patience: int = 4
-    """Seed DPO: evaluations (one every half epoch) without a new best held-out accuracy before it stops."""
-    seed_min_gain: float = 0.005
-    """Seed DPO: a held-out accuracy counts as a new best only when it beats the best so far by more."""
-    seed_eval_pairs: int = 1000
-    """Seed DPO: most held-out pairs each pi_1's accuracy is measured on."""
-    seed_lora: bool = False
-    """Seed DPO: train a LoRA adapter (kept unmerged for scoring) instead of every weight."""
-    seed_lora_r: int = 16
-    """Seed DPO: LoRA rank (alpha is twice the rank)."""
-    seed_lr: float = 5e-7
-    """Seed DPO: peak learning rate (the paper's, for 3B models; tiny models want ~1e-4 or more)."""
-    seed_beta: float = 0.1
-    """Seed DPO: beta."""
-    seed_batch_size: int = 32
-    """Seed DPO: global batch in pairs."""
-    seed_per_device_batch_size: int = 4
-    """Seed DPO: most pairs one device processes at once (gradient accumulation makes up the rest)."""
-    seed: int = 0
-    """Seed of the D0 draw and of seed DPO."""
-    batch_tokens: int = DEFAULT_BATCH_TOKENS
-    """Padded tokens per forward pass (halved automatically on out-of-memory). Not in fingerprints."""
-    device: str = "auto"
-    """auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, ... Not in fingerprints."""
-    dtype: str = "auto"
-    """auto (bf16/fp16 on cuda, fp32 elsewhere), float32, bfloat16 or float16."""
-    max_length: int | None = None
-    """Longest context + response in tokens; None: the models' context, at most `MAX_LENGTH_CAP`
-    (a given value is also capped by the models'). Longer pairs are cut (core.models.logprobs) and counted."""
-    min_prompt_tokens: int | None = None
-    """Context tokens a cut keeps at least; None: half the token limit."""
-    reward_template: bool = True
-    """Standard rows reach the reward model through its chat template (one user and one assistant
-    turn) when its tokenizer has one; False: as plain prompt + response + EOS."""
-    skip_truncated: bool = False
-    """Skip over-long pairs instead of truncating them: stored with margin NaN and ``skipped``."""
-    checkpoint_every: int = 1000
-    """Pairs per checkpoint: each is appended to the score table atomically."""
-    trust_remote_code: bool = False
-    """Allow models that ship their own Python code."""
-    allow_pickle: bool = False
-    """Allow pickle weight files (they can run code when loaded)."""
-
-    def validate(self) -> None:
-        unknown = [s for s in self.sources if s not in SOURCES]
-        if unknown or not self.sources:
-            raise ScoringError(
-                f"unknown margin source {unknown[0]!r}" if unknown else "no margin source to score",
-                f"choose from {', '.join(SOURCES)}, e.g. --sources external,implicit",
-            )
-        if len(set(self.sources)) != len(self.sources):
-            raise ScoringError(f"a margin source is named twice in {','.join(self.sources)}")
-        if "external" in self.sources and not self.reward_model:
-            raise ScoringError("external margins need a reward model", "pass --reward-model (a folder or model id)")
-        if ("implicit" in self.sources or "ifd" in self.sources) and not self.reference_model:
-            raise ScoringError(
-                f"{' and '.join(s for s in self.sources if s != 'external')} margins need the reference model pi_0",
-                "pass --reference-model (the SFT model)",
-            )
-        if self.seed_split not in ("cross-fit", "exclude"):
-            raise ScoringError(f"unknown seed split {self.seed_split!r}", "choose cross-fit or exclude")
-        for name in (
-            "checkpoint_every",
-            "batch_tokens",
-            "seed_pairs",
-            "seed_min_pairs",
-            "seed_batch_size",
-            "seed_per_device_batch_size",
-            "seed_patience",
-            "seed_eval_pairs",
-            "seed_lora_r",
-        ):
-            if getattr(self, name) < 1:
-                raise ScoringError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ScoringError(f"max_length must be at least 2 tokens, not {self.max_length}")
-        if self.min_prompt_tokens is not None and not (
-            0 <= self.min_prompt_tokens < (self.max_length or MAX_LENGTH_CAP)
-        ):
-            raise ScoringError(
-                f"min_prompt_tokens must be from 0 to below the token limit "
-                f"({self.max_length or MAX_LENGTH_CAP}), not {self.min_prompt_tokens}"
-            )
-        if not 0 <= self.seed_min_gain < 1:
-            raise ScoringError(f"seed_min_gain must be in [0, 1), not {self.seed_min_gain}")
-        if self.seed_fraction is not None and not 0 < self.seed_fraction <= 1:
-            raise ScoringError(f"seed_fraction must be in (0, 1], not {self.seed_fraction}")
 
 
 @dataclass
@@ -370,27 +243,6 @@ class _Runtime:
         return source_limits(self.config, paths)
 
 
-def source_max_length(config: ScoringConfig, paths) -> int:
-    """`config.max_length` (or `MAX_LENGTH_CAP`) capped by the context of every model in `paths`."""
-    limits = [n for n in (model_context_length(path) for path in paths if path) if n]
-    return min([config.max_length or MAX_LENGTH_CAP, *limits])
-
-
-def source_limits(config: ScoringConfig, paths) -> Limits:
-    """The token limits of a source whose models are `paths` (see `source_max_length`)."""
-    limit = source_max_length(config, paths)
-    floor = config.min_prompt_tokens
-    return Limits(limit, limit // 2 if floor is None else min(floor, limit - 1), config.skip_truncated)
-
-
-def seed_config(config: ScoringConfig) -> ScoringConfig:
-    """`config` with the token limit the seed DPO of pi_1 trains under (pi_0's), as core.scoring.seed_policy
-    takes it."""
-    if not config.reference_model:
-        return config
-    return replace(config, max_length=source_max_length(config, [config.reference_model]))
-
-
 # Scoring a chunk, per source --------------------------------------------------------
 
 
@@ -542,10 +394,6 @@ class _IfdSource:
 # Fingerprints ---------------------------------------------------------------------------
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-
-
 def _settings(limits: Limits, dtype: torch.dtype) -> dict[str, Any]:
     """The settings that change numbers (batch size and device only move the last float bits)."""
     return {
@@ -621,7 +469,7 @@ def _plans(dataset, workspace, config, runtime, report, progress, cancel, rank) 
             scorer = _ImplicitSource(runtime, reference, (policy, fingerprints["policy"]), limits, notes, seed_policy)
         else:
             scorer = _IfdSource(runtime, _model_of("reference", paths, fingerprints), limits)
-        fingerprint = _digest({"source": source, "models": model_fps, "settings": settings})
+        fingerprint = digest({"source": source, "models": model_fps, "settings": settings})
         meta = {"models": models, "model_fingerprints": model_fps, "settings": settings, "format": dataset.format}
         plans.append(_Plan(source, fingerprint, meta, scorer, limits))
     return plans

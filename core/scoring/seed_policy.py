@@ -54,7 +54,7 @@ from core.data.loading import LoadedDataset
 from core.models.load import model_fingerprint
 from core.models.logprobs import Encoded, pair_logprobs
 from core.progress import ProgressFn
-from core.scoring.run import ScoringConfig, ScoringError, _digest, source_limits
+from core.scoring.config import ScoringConfig, ScoringError, digest, source_limits
 from core.scoring.scorers import Pairs, encoded_pairs
 from core.store.workspace import Workspace, abandoned_temps, atomic_write_json, owner_tag, writing
 
@@ -275,7 +275,7 @@ def _seed_settings(config: ScoringConfig) -> dict[str, Any]:
 
 def seed_policy_dir(workspace: Workspace, config: ScoringConfig, reference_fingerprint: str) -> Path:
     """Where pi_1 of these seed settings lives once made: named by pi_0 and the settings."""
-    name = f"seed-pi1-{_digest({'reference': reference_fingerprint, **_seed_settings(config)})}"
+    name = f"seed-pi1-{digest({'reference': reference_fingerprint, **_seed_settings(config)})}"
     return workspace.root / "models" / name
 
 
@@ -302,13 +302,13 @@ class SeedPolicy:
 
     def fingerprint(self) -> str:
         """What the implicit margins depend on: the models' weights and the routing rule."""
-        return _digest(
+        return digest(
             {
                 "split": self.split,
                 "seed": self.seed,
                 "lora": self.lora,
                 "models": [model_fingerprint(m) for m in self.models],
-                "excluded": _digest(sorted(self.excluded_ids)),
+                "excluded": digest(sorted(self.excluded_ids)),
             }
         )
 

@@ -127,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """A ScoringConfig of the options given; the dataclass supplies every default."""
-    from core.scoring.run import ScoringConfig
+    from core.scoring.config import ScoringConfig
 
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
     unknown = [s for s in sources if s not in SOURCE_NAMES]
@@ -284,8 +284,8 @@ def prepare(args: argparse.Namespace, shard: Shard, progress: Callable | None, c
 
     Rank 0 of a sharded run trains the seed policy pi_1 here, before the others score.
     """
+    from core.scoring.config import seed_config
     from core.scoring.distributed import launcher_hidden, shard_device
-    from core.scoring.run import seed_config
     from core.scoring.seed_policy import prepare_seed_policy
     from core.store.workspace import Workspace, is_workspace
 

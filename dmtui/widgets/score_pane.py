@@ -117,7 +117,7 @@ class ScorePane(Vertical):
     @work(thread=True, exclusive=True, group="seed-set")
     def _compute_seed_set(self, n_pairs: int, text: str) -> None:
         """The effective |D0| as scoring will draw it ("auto: 2 × 600 (all)"); the engine imports off the UI thread."""
-        from core.scoring.run import ScoringConfig
+        from core.scoring.config import ScoringConfig
         from core.scoring.seed_policy import seed_set_summary
 
         if text and not text.isdigit():
