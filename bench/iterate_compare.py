@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.demo.models import DemoModelsConfig, ensure_demo_models  # noqa: E402
-from core.demo.oracle import OracleJudge, held_out_prompts  # noqa: E402
+from core.demo.oracle import OracleJudge, held_out_prompts, online_prompts  # noqa: E402
 from core.generation.evaluation import evaluate  # noqa: E402
 from core.online.iteration import IterateConfig, iterate  # noqa: E402
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace, work: Path) -> list[dict]:
                 per_device_batch_size=args.batch_size, gradient_checkpointing=False, seed=seed,
             )
             started = time.perf_counter()
-            report = iterate(config, work / f"seed{seed}-keep{keep:g}-epochs{epochs:g}", resume=True)
+            report = iterate(config, work / f"seed{seed}-keep{keep:g}-epochs{epochs:g}", prompts=online_prompts,
+                             judge=OracleJudge(), resume=True)
             for round_report in report.rounds:
                 evaluation = evaluate(round_report.policy_out, models.policy, prompts, judge=OracleJudge(),
                                       seed=seed, max_new_tokens=args.max_new_tokens)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import core.models.load
+from core.demo.oracle import online_prompts
 from core.errors import Cancelled
 from core.generation import backends as generation_backends
 from core.generation.backends import (
@@ -234,7 +235,7 @@ def test_an_iterate_round_records_the_backend_that_sampled(fake_vllm, gpu, demo_
                                      prompts_per_round=4, responses_per_prompt=3, max_new_tokens=12,
                                      generation_backend="vllm", device="cpu")  # the stand-in GPU cannot score
     with pytest.raises(KeyboardInterrupt):
-        iteration.iterate(config, tmp_path / "run")
+        iteration.iterate(config, tmp_path / "run", prompts=online_prompts)
     round_dir = tmp_path / "run" / "round-0"
     generation = json.loads((round_dir / "generation.json").read_text())
     assert generation["backend"] == "vllm" and generation["requested_backend"] == "vllm"

@@ -13,11 +13,14 @@ from unittest.mock import patch
 
 import pytest
 
+from core.demo.oracle import OracleJudge, online_prompts
 from core.generation.backends import resolve_backend
 from core.online import iteration
 from core.online.iteration import IterateConfig, IterationError, iterate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO = {"prompts": online_prompts, "judge": OracleJudge()}
+"""What `dmtui iterate` gives a run without a prompts file: the demo world's prompts and oracle."""
 
 
 def tiny(demo_models, **overrides) -> IterateConfig:
@@ -67,7 +70,7 @@ def one_round(demo_models, tmp_path_factory, round_loads):
     with patch.object(models, "load_causal_lm", counting("causal", models.load_causal_lm)), \
             patch.object(models, "load_reward_model", counting("reward", models.load_reward_model)), \
             patch.dict(iteration._STAGE_FUNCTIONS, stage_functions):
-        report = iterate(tiny(demo_models), out, progress=lambda p: stages.append(p.stage))
+        report = iterate(tiny(demo_models), out, **DEMO, progress=lambda p: stages.append(p.stage))
     return out, report, stages
 
 
@@ -86,6 +89,24 @@ def test_a_round_writes_every_file(one_round):
     assert manifest["generation"]["backend"] == report.rounds[0].generation_backend == "transformers"
     assert manifest["training"]["final"] == "round-0/final"
     assert {"r0 generate", "r0 reward", "r0 train"} <= set(stages)
+
+
+def test_the_prompts_and_the_oracle_are_the_ones_the_caller_gave(one_round):
+    """Without a prompts file the round samples the given source's prompts, and the judge's reward is recorded."""
+    from core.demo.world import oracle_reward
+
+    out, report, _ = one_round
+    generations = read_jsonl(out / "round-0" / "generations.jsonl")
+    rewards = read_jsonl(out / "round-0" / "rewards.jsonl")
+    assert [g["prompt"] for g in generations[::3]] == online_prompts(8, 0, 0)
+    assert [r["oracle_reward"] for r in rewards] == [oracle_reward(g["prompt"], g["response"]) for g in generations]
+    assert report.rounds[0].mean_oracle_reward == pytest.approx(sum(r["oracle_reward"] for r in rewards) / 24)
+
+
+def test_without_a_prompts_file_or_source_nothing_is_written(demo_models, tmp_path):
+    with pytest.raises(IterationError, match="no prompts to sample from"):
+        iterate(tiny(demo_models), tmp_path / "run", judge=OracleJudge())
+    assert not (tmp_path / "run").exists()
 
 
 def test_each_model_is_loaded_once_in_a_round(one_round, round_loads, demo_models):
@@ -124,9 +145,9 @@ def test_the_policy_weights_changed(one_round, demo_models):
 def test_a_finished_folder_is_refused_without_resume(one_round, demo_models):
     out, _, _ = one_round
     with pytest.raises(IterationError, match="already holds"):
-        iterate(tiny(demo_models), out)
+        iterate(tiny(demo_models), out, **DEMO)
     with pytest.raises(IterationError, match="other settings: keep_fraction"):
-        iterate(tiny(demo_models, keep_fraction=0.5), out, resume=True)
+        iterate(tiny(demo_models, keep_fraction=0.5), out, **DEMO, resume=True)
 
 
 def test_resume_after_a_kill_does_not_generate_again(demo_models, tmp_path, monkeypatch):
@@ -134,7 +155,7 @@ def test_resume_after_a_kill_does_not_generate_again(demo_models, tmp_path, monk
 
     kill_at(monkeypatch, "score")
     with pytest.raises(KeyboardInterrupt):
-        iterate(tiny(demo_models, max_steps=1), out)
+        iterate(tiny(demo_models, max_steps=1), out, **DEMO)
     generations = out / "round-0" / "generations.jsonl"
     content, mtime = generations.read_bytes(), generations.stat().st_mtime_ns
     assert json.loads((out / "state.json").read_text())["rounds"][0]["done"] == ["generate"]
@@ -143,7 +164,7 @@ def test_resume_after_a_kill_does_not_generate_again(demo_models, tmp_path, monk
     monkeypatch.undo()
     calls = []
     monkeypatch.setattr(iteration, "generate_responses", lambda *a, **k: calls.append(a))
-    report = iterate(tiny(demo_models, max_steps=1), out, resume=True)
+    report = iterate(tiny(demo_models, max_steps=1), out, **DEMO, resume=True)
     assert calls == []
     assert generations.read_bytes() == content and generations.stat().st_mtime_ns == mtime
     assert report.rounds[0].resumed_stages == ["generate"] and report.rounds[0].train_steps == 1
@@ -165,20 +186,20 @@ def test_a_run_moved_between_stages_resumes_in_its_new_folder(one_round, demo_mo
     """
     reference = tmp_path / "reference"
     shutil.copytree(one_round[0], reference)
-    iterate(tiny(demo_models, rounds=2), reference, resume=True)
+    iterate(tiny(demo_models, rounds=2), reference, **DEMO, resume=True)
 
     before = tmp_path / "before"
     shutil.copytree(one_round[0], before)
     kill_at(monkeypatch, "select")
     with pytest.raises(KeyboardInterrupt):
-        iterate(tiny(demo_models, rounds=2), before, resume=True)
+        iterate(tiny(demo_models, rounds=2), before, **DEMO, resume=True)
     monkeypatch.undo()
     assert json.loads((before / "state.json").read_text())["rounds"][1]["done"] == ["generate", "score"]
     moved = tmp_path / "elsewhere" / "moved"
     shutil.move(before, moved)
     assert not before.exists()
 
-    report = iterate(tiny(demo_models, rounds=2), moved, resume=True)
+    report = iterate(tiny(demo_models, rounds=2), moved, **DEMO, resume=True)
     assert [r.resumed_stages for r in report.rounds] == [["generate", "score", "select", "train"],
                                                          ["generate", "score"]]
     assert report.rounds[1].policy_in == str(moved / "round-0" / "final")
@@ -205,7 +226,7 @@ def test_a_version_1_state_with_absolute_paths_resumes_where_the_folder_is_now(o
     state["rounds"][0]["policy_out"] = gone
     (out / "state.json").write_text(json.dumps(state))
 
-    report = iterate(tiny(demo_models, generation_backend="auto"), out, resume=True)  # the backend may change
+    report = iterate(tiny(demo_models, generation_backend="auto"), out, **DEMO, resume=True)  # the backend may change
     assert report.final_policy == str(out / "round-0" / "final")
     assert report.rounds[0].resumed_stages == ["generate", "score", "select", "train"]
     state = json.loads((out / "state.json").read_text())
@@ -236,6 +257,7 @@ def test_cli_json_on_the_demo_models(demo_models, demo_cache_dir, tmp_path):
     report = json.loads(process.stdout)
     (round_0,) = report["rounds"]
     assert round_0["selected"] == round_0["pairs"] and round_0["train_steps"] == 1
+    assert round_0["mean_oracle_reward"] is not None  # no prompts file: the demo oracle judged too
     assert round_0["generation_backend"] == resolve_backend("auto")
     assert Path(report["final_policy"]).is_dir()
 

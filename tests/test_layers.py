@@ -24,11 +24,10 @@ which takes its margin source names from it, and training comes before scoring, 
 seed policy pi_1 is trained by core.training."""
 
 TOP_LEVEL = {"core", "core.errors", "core.progress", "core.defaults"}
-DEMO_IN_ENGINE = {
-    ("core.online.iteration", "core.demo.world"):
-        "with no prompts file, iterate() draws demo prompts and records the oracle's reward",
-}
-"""The engine's known uses of the demo, each with why; nothing else outside core/demo may import it."""
+DEMO_IN_ENGINE: dict[tuple[str, str], str] = {}
+"""The engine's known uses of the demo, each with why; nothing else outside core/demo may import it.
+None now: the last, core.online.iteration's demo prompts and oracle, are given by its caller
+(dmtui iterate). A listed use that is gone fails the test, so the list cannot go stale."""
 KNOWN_CYCLES: list[list[str]] = []
 """Cycles left to break, each with why (none now: the last, core.scoring.run <-> seed_policy, was
 broken by moving ScoringConfig into core.scoring.config). A listed cycle that no longer holds fails

@@ -26,18 +26,20 @@ Models: generation and scoring run on `device` in `dtype` (core.models.load.Load
 model is loaded once per round (the policy samples and then scores implicit margins) and
 released once no later stage needs it, before training loads its own.
 
-Prompts. Without `prompts_file`, prompts come from the demo world's prompt generator on a
-stream of their own per round and seed (`ITERATE_PROMPT_STREAM`), and the rounds also
-record the demo oracle's mean reward of the generations (is the policy getting better?).
-Real users pass `prompts_file`: a JSONL file with a ``"prompt"`` string per line; round r
-takes the next `prompts_per_round` prompts of it, wrapping around.
+Prompts. Real users pass `prompts_file`: a JSONL file with a ``"prompt"`` string per line;
+round r takes the next `prompts_per_round` prompts of it, wrapping around. Without it the
+caller gives `iterate` a prompt source (`RoundPrompts`); `dmtui iterate` gives the demo
+world's (core.demo.oracle.online_prompts). A caller may also give a `judge` (core.generation.
+evaluation.Judge) whose reward of every generation is recorded beside the reward model's as
+``oracle_reward`` (the demo oracle's in `dmtui iterate` without a prompts file: is the policy
+getting better?). The engine itself knows no demo.
 
 Layout of `out_dir`::
 
     state.json                 config, per-round stages done and policies (atomic, after every stage)
     round-<r>/generation.json     the backend that sampled, its library versions, seed
     round-<r>/generations.jsonl   prompt_index, sample, prompt, response, tokens
-    round-<r>/rewards.jsonl       reward (and oracle_reward in the demo world) per generation
+    round-<r>/rewards.jsonl       reward (and the judge's oracle_reward, when one is given) per generation
     round-<r>/pairs.jsonl         per pair: ids, texts, rewards, margins, dm score, selected
     round-<r>/manifest.json       config, counts, selected pair ids, resolved M2, training outcome
     round-<r>/run.json, metrics.jsonl, checkpoints/, final/   the round's training run
@@ -62,6 +64,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,7 +74,7 @@ import numpy as np
 from core.defaults import DEFAULT_BATCH_TOKENS
 from core.errors import DmtuiError
 from core.generation.backends import GENERATION_BACKENDS, resolve_backend
-from core.generation.evaluation import generate_responses, read_prompts_file
+from core.generation.evaluation import Judge, generate_responses, read_prompts_file
 from core.progress import ProgressFn
 
 if TYPE_CHECKING:  # torch-heavy: imported where a round runs, so `dmtui --help` stays instant
@@ -82,11 +85,15 @@ STAGES = ("generate", "score", "select", "train")
 STATE_JSON = "state.json"
 STATE_VERSION = 2
 """2: paths inside the run folder are relative to it (1 stored them as given)."""
-ITERATE_PROMPT_STREAM = 7
-"""`ResponseSampler` stream of the online prompts (dataset 0-1, demo models 2-5, eval 6)."""
 GENERATIONS, REWARDS, PAIRS, MANIFEST = "generations.jsonl", "rewards.jsonl", "pairs.jsonl", "manifest.json"
 GENERATION_JSON, FINAL = "generation.json", "final"
 STAGE_OUTPUT = {"generate": GENERATIONS, "score": REWARDS, "select": MANIFEST, "train": FINAL}
+_NO_PROMPTS = "no prompts to sample from: no prompts file and no prompt source"
+_NO_PROMPTS_HINT = 'pass --prompts-file (a JSONL file with a "prompt" string per line)'
+
+RoundPrompts = Callable[[int, int, int], list[str]]
+"""A prompt source for runs without `prompts_file`: (n, seed, round) -> that round's n prompts.
+It must give the same prompts for the same arguments, so a resumed run samples what it would have."""
 
 
 class IterationError(DmtuiError):
@@ -106,7 +113,7 @@ class IterateConfig:
     prompts_per_round: int = 256
     """Prompts drawn per round (the paper: 20,000)."""
     prompts_file: str | None = None
-    """JSONL with a "prompt" string per line; None draws demo-world prompts."""
+    """JSONL with a "prompt" string per line; None: the prompt source given to `iterate` (`RoundPrompts`)."""
     responses_per_prompt: int = 5
     """N responses sampled per prompt; best-of-N vs worst-of-N makes the pair (the paper: 5)."""
     temperature: float = 0.7
@@ -307,25 +314,32 @@ def _is_done(entry: dict[str, Any], stage: str, round_dir: Path) -> bool:
 # Stages -----------------------------------------------------------------------------------
 
 
-def round_prompts(config: IterateConfig, r: int) -> list[str]:
-    """Round r's prompts: demo prompts seeded by (seed, round), or the next slice of `prompts_file`."""
+@dataclass(frozen=True)
+class _Inputs:
+    """What the caller gives a run besides its config: the prompt source and the judge (see the module doc)."""
+
+    prompts: RoundPrompts | None = None
+    judge: Judge | None = None
+
+
+def round_prompts(config: IterateConfig, r: int, prompts: RoundPrompts | None = None) -> list[str]:
+    """Round r's prompts: the next slice of `prompts_file`, or else `prompts`' for (seed, round)."""
     n = config.prompts_per_round
     if config.prompts_file is None:
-        from core.demo.world import ResponseSampler, WorldConfig
-
-        sampler = ResponseSampler(WorldConfig().seed, ITERATE_PROMPT_STREAM + 10 * config.seed + 1000 * r)
-        return [sampler.prompt()[1] for _ in range(n)]
-    prompts = read_prompts_file(config.prompts_file)
+        if prompts is None:
+            raise IterationError(_NO_PROMPTS, _NO_PROMPTS_HINT)
+        return prompts(n, config.seed, r)
+    prompts_of_file = read_prompts_file(config.prompts_file)
     start = r * n
-    return [prompts[(start + i) % len(prompts)] for i in range(n)]
+    return [prompts_of_file[(start + i) % len(prompts_of_file)] for i in range(n)]
 
 
 def _generate_stage(
-    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, inputs: _Inputs, progress, cancel
 ) -> None:
     from core.io.versions import library_versions
 
-    prompts = round_prompts(config, r)
+    prompts = round_prompts(config, r, inputs.prompts)
     seed = config.seed * 1000 + r
     out = generate_responses(
         policy,
@@ -378,7 +392,7 @@ def _limits(config: IterateConfig, *paths: str) -> Limits:
 
 
 def _score_stage(
-    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, inputs: _Inputs, progress, cancel
 ) -> None:
     from core.scoring.scorers import RewardScorer
 
@@ -398,17 +412,13 @@ def _score_stage(
         cancel=cancel,
     )
     models.release(reward_model)
-    oracle = None
-    if config.prompts_file is None:
-        from core.demo.world import oracle_reward
-
-        oracle = [oracle_reward(p, y) for p, y in zip(prompts, responses)]
+    oracle = None if inputs.judge is None else inputs.judge.rewards(prompts, responses)
     records = [
         {
             "prompt_index": g["prompt_index"],
             "sample": g["sample"],
             "reward": float(rewards[i]),
-            **({"oracle_reward": oracle[i]} if oracle is not None else {}),
+            **({"oracle_reward": float(oracle[i])} if oracle is not None else {}),
         }
         for i, g in enumerate(generations)
     ]
@@ -484,7 +494,7 @@ def implicit_margins(
 
 
 def _select_stage(
-    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, inputs: _Inputs, progress, cancel
 ) -> None:
     from core.data.pairs import pair_id
     from core.selection.selector import SelectionParams, select, tie_keys_from_pair_ids
@@ -583,7 +593,7 @@ def _select_stage(
 
 
 def _train_stage(
-    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, progress, cancel
+    config: IterateConfig, r: int, policy: str, round_dir: Path, models: LoadedModels, inputs: _Inputs, progress, cancel
 ) -> None:
     from core.training.trainer import RUN_JSON, TrainConfig, train
 
@@ -651,21 +661,28 @@ def iterate(
     config: IterateConfig,
     out_dir: str | Path,
     *,
+    prompts: RoundPrompts | None = None,
+    judge: Judge | None = None,
     resume: bool = False,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> IterateReport:
     """Run `config.rounds` rounds of online DPO-DM into `out_dir` (see the module doc).
 
-    A folder that already holds a run is refused unless `resume`; resuming needs the
-    same settings (only `rounds` and `generation_backend` may change) and skips every
-    stage recorded done. The folder may have moved since the run started.
+    Without `config.prompts_file`, `prompts` gives each round's prompts; `judge`, when given,
+    rewards every generation beside the reward model (``oracle_reward``). A folder that already
+    holds a run is refused unless `resume`; resuming needs the same settings (only `rounds` and
+    `generation_backend` may change), and the same prompt source, and skips every stage recorded
+    done. The folder may have moved since the run started.
     """
     from core.models.load import LoadedModels, pick_device
 
     config.validate()
     # asked for vLLM where it cannot run: say so before writing anything
     resolve_backend(config.generation_backend, pick_device(config.device))
+    if config.prompts_file is None and prompts is None:
+        raise IterationError(_NO_PROMPTS, _NO_PROMPTS_HINT)
+    inputs = _Inputs(prompts, judge)
     out_dir = Path(out_dir)
     state = _load_state(out_dir, config, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -684,7 +701,7 @@ def iterate(
                 continue
             if stage in entry["done"]:
                 entry["done"] = entry["done"][: entry["done"].index(stage)]  # its output is gone: redo from here
-            _STAGE_FUNCTIONS[stage](config, r, policy, round_dir, models, _round_progress(progress, r), cancel)
+            _STAGE_FUNCTIONS[stage](config, r, policy, round_dir, models, inputs, _round_progress(progress, r), cancel)
             entry["done"].append(stage)
             if stage == "train":
                 entry["policy_out"] = _policy_out(r)

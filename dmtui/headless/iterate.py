@@ -110,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps, gradient_checkpointing=not tiny, seed=args.seed,
             device=args.device, dtype=args.dtype,
         )
-        report = iterate(config, args.out, resume=args.resume, progress=progress)
+        prompts = judge = None
+        if args.prompts_file is None:  # the demo world's prompts, and its oracle beside the reward model
+            from core.demo.oracle import OracleJudge, online_prompts
+
+            prompts, judge = online_prompts, OracleJudge()
+        report = iterate(config, args.out, prompts=prompts, judge=judge, resume=args.resume, progress=progress)
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False))
     else:
