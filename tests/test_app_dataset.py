@@ -141,6 +141,7 @@ async def test_missing_demo_models_are_built_in_the_background(workspace, monkey
         assert any("Demo models ready" in str(n.message) for n in app._notifications)
         assert app.screen.query_one("#models-status").display is False
         # Scoring the demo from the app takes the demo's seed DPO settings, as `dmtui score --demo` does.
+        await pilot.press("3")
         command = app.screen.query_one(ScorePane).command()
         assert "--demo" in command
         assert command[command.index("--seed-pairs") + 1] == str(demo_models.DEMO_SCORING["seed_pairs"])

@@ -97,9 +97,9 @@ async def test_training_runs_in_a_subprocess_streams_curves_and_stops(workspace,
     app = DmtuiApp(Workspace.open(workspace.root), margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         await open_curate(app, pilot)
-        run = app.screen.query_one(RunPane)
-        await pilot.press("T")
+        await pilot.press("T")  # from the Curate tab: the Run tab was never shown
         assert any("export a selection first" in str(n.message) for n in app._notifications)
+        run = app.screen.query_one(RunPane)
         run.query_one("#export-out", Input).value = str(tmp_path / "export")
         await pilot.press("E")  # from the Curate tab: exports without visiting Run
         await wait_for(lambda: run.last_export is not None, pilot, 30)

@@ -29,6 +29,7 @@ from dmtui.screens.confirm import ConfirmScreen
 from dmtui.screens.help import HelpScreen
 from dmtui.screens.pair_detail import PairDetailScreen
 from dmtui.screens.runs import RunsScreen
+from dmtui.widgets.curation_pane import CurationPane
 from dmtui.widgets.examples_table import ExamplesTable
 from dmtui.widgets.pairs_preview import PairsPreview
 from dmtui.widgets.score_pane import ScorePane
@@ -63,6 +64,37 @@ async def test_a_field_takes_its_keys_and_esc_gives_them_back(workspace):  # noq
         assert any("Nothing is running" in str(n.message) for n in app._notifications)
 
 
+async def test_score_and_run_panes_are_mounted_on_first_need_and_show_what_came_before(workspace):  # noqa: F811
+    """The Score and Run tabs are composed when first shown (a start styles only the Dataset
+    and Curate tabs); what the screen told them before (the export plan, the dataset's
+    size) is what they show then, and a tab restored from the settings has its pane."""
+    from dmtui.widgets.run_pane import RunPane
+
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        curation = app.screen.query_one(CurationPane)
+        await wait_for(lambda: curation.selection is not None, pilot, 30)
+        await settle(app, pilot)
+        assert not app.screen.query(ScorePane) and not app.screen.query(RunPane)
+        await pilot.press("4")
+        plan = str(app.screen.query_one(RunPane).query_one("#export-plan").render())
+        assert f"-> {curation.selection.selected:,} pairs selected" in plan
+        assert not app.screen.query(ScorePane)
+        await pilot.click("#--content-tab-score")  # the mouse, not 3
+        pane = app.screen.query_one(ScorePane)
+        await wait_for(lambda: "auto" in str(pane.query_one("#score-seed-effective").render()), pilot, 30)
+        assert app.screen.query_one("#tabs", TabbedContent).active == "score"
+    workspace.update_settings("tab", "run")
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        assert app.screen.query_one("#tabs", TabbedContent).active == "run"
+        run = app.screen.query_one(RunPane)
+        await wait_for(lambda: "pairs selected" in str(run.query_one("#export-plan").render()), pilot, 30)
+        assert not app.screen.query(ScorePane)
+
+
 def test_the_palette_names_the_work_each_entry_starts():
     names = {name: action for name, _, action in COMMANDS}
     assert names["score: start scoring now (S)"] == "score"
@@ -76,11 +108,12 @@ async def test_quit_while_scoring_asks_stops_the_child_and_leaves_none(tmp_path,
     app = DmtuiApp(workspace)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
+        await pilot.press("3")
         pane = app.screen.query_one(ScorePane)
         pane.query_one("#score-reward_model", Input).value = str(demo_models.reward)
         pane.query_one("#score-reference_model", Input).value = str(demo_models.policy)
         pane.query_one("#score-seed-lr", Input).value = "1e-4"
-        await pilot.press("S")  # from the Dataset tab
+        await pilot.press("1", "S")  # from the Dataset tab
         await wait_for(lambda: pane.job is not None and pane.job.process is not None, pilot, 30)
         child = pane.job.process.pid
         await pilot.press("q")
@@ -294,6 +327,7 @@ async def test_t_trains_on_an_export_written_before_the_app_started(workspace): 
     app = DmtuiApp(workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:
         await open_curate(app, pilot)
+        await pilot.press("4")
         run = app.screen.query_one(RunPane)
         run.query_one("#train-model", Input).value = "some/model"
         plan = run.plan_training()
@@ -316,6 +350,7 @@ async def test_quit_offers_to_kill_work_that_does_not_stop(tmp_path, monkeypatch
     app = DmtuiApp(Workspace.open_or_create(str(small_demo(tmp_path, 50)), tmp_path / "ws"))
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(app, pilot)
+        await pilot.press("3")
         pane = app.screen.query_one(ScorePane)
         pane.run_scoring([sys.executable, "-c", STUBBORN_CHILD])
         await wait_for(lambda: pane.running, pilot, 30)

@@ -2,6 +2,12 @@
 preview), the Curate tab (live selection tuning, plots, examples, annotation), the Score
 and Run tabs, and the keys that start and stop work from any tab.
 
+The Score and Run panes are mounted the first time their tab is shown or their work is
+asked for from another tab (S, E, T): composing and styling their fields is most of what
+a start costs besides the Curate tab, whatever the data's size, and many sessions never
+open them. Until then the screen keeps the panes as plain objects that hold what they
+are told (the dataset's size, the export plan) and draw it when mounted.
+
 Keys and fields: a text field takes every printable key while it has focus (a digit
 typed into the budget is a digit). The screen's one-letter keys (1-4, S, E, T, X, R, b,
 ?, q) therefore work when no field has focus; Esc leaves a field, and ctrl+p / ctrl+q
@@ -20,7 +26,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widget import Widget
+from textual.widget import AwaitMount, Widget
 from textual.widgets import (
     Footer,
     Header,
@@ -88,6 +94,12 @@ class DatasetScreen(Screen):
         """Tabs are remembered only once the stored one was read (not the first tab shown)."""
         self.model_trust = model_trust
         self.work = WorkControl(self)
+        self.score_pane = ScorePane(workspace.root, self._score_defaults(), model_trust.flags(), id="score-pane")
+        self.run_pane = RunPane(workspace.root, self._default_policy(), model_trust.flags(),
+                                default_args=DEMO_TRAIN_ARGS if build_demo_models else "", id="run-pane")
+        self._lazy_panes: dict[str, Widget] = {"score": self.score_pane, "run": self.run_pane}
+        """The tabs whose pane is mounted on first need (see the module's docstring)."""
+        self._pane_mounts: dict[str, AwaitMount] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,12 +117,8 @@ class DatasetScreen(Screen):
                 yield PairsPreview(id="pairs")
             with TabPane("2 Curate", id="curate"):
                 yield Static("Loading margins…", id="curate-placeholder")
-            with TabPane("3 Score", id="score"):
-                yield ScorePane(self.workspace.root, self._score_defaults(), self.model_trust.flags(),
-                                id="score-pane")
-            with TabPane("4 Run", id="run"):
-                yield RunPane(self.workspace.root, self._default_policy(), self.model_trust.flags(),
-                              default_args=DEMO_TRAIN_ARGS if self.build_demo_models else "", id="run-pane")
+            yield TabPane("3 Score", id="score")
+            yield TabPane("4 Run", id="run")
         yield Label("", id="models-status")
         yield Footer()
 
@@ -127,7 +135,9 @@ class DatasetScreen(Screen):
         # A workspace made for this start may still change its load options (column mapping).
         self.may_remap = self.workspace.created_now
         self._claim_workspace()
-        self.query_one("#tabs").display = False
+        tabs = self.query_one("#tabs", TabbedContent)
+        self.watch(tabs, "active", self._mount_pane, init=False)  # however the tab is shown: key, mouse, restore
+        tabs.display = False
         self.query_one("#models-status").display = False
         self.load()
         if self.build_demo_models:
@@ -184,7 +194,7 @@ class DatasetScreen(Screen):
         self.query_one(PairsPreview).show(event.dataset.pairs)
         if not (report.loaded and self._restore_tab()):  # focus elsewhere would switch the tab back
             self.query_one(PairsPreview).focus()
-        self.query_one(ScorePane).set_pair_count(report.loaded)
+        self.score_pane.set_pair_count(report.loaded)
         if report.loaded == 0:
             mostly_missing = report.rejected.get("missing_column", 0) * 2 >= report.read > 0
             if mostly_missing and self._offer_mapping_for(report.file_columns, report.suggested_mapping()):
@@ -270,15 +280,15 @@ class DatasetScreen(Screen):
         panes = self.query(CurationPane)
         problem = panes.first().export(event.out, event.include_scores) if panes else "the Curate tab is not ready"
         if problem:
-            self.query_one(RunPane).export_refused(problem)
+            self.run_pane.export_refused(problem)
 
     @on(CurationPane.ExportFinished)
     def _exported(self, event: CurationPane.ExportFinished) -> None:
-        self.query_one(RunPane).export_finished(event.out, event.manifest)
+        self.run_pane.export_finished(event.out, event.manifest)
 
     @on(CurationPane.StateChanged)
     def _curation_state(self, event: CurationPane.StateChanged) -> None:
-        self.query_one(RunPane).show_plan(event.plan, event.problem, event.drop_flagged)
+        self.run_pane.show_plan(event.plan, event.problem, event.drop_flagged)
 
     @on(DropFlaggedChanged)
     def _drop_flagged(self, event: DropFlaggedChanged) -> None:
@@ -296,6 +306,26 @@ class DatasetScreen(Screen):
         shown = self._tab_restored and self.query_one("#tabs", TabbedContent).active == event.pane.id
         if shown and (home := self._tab_home(event.pane.id)) is not None:
             self.set_focus(home)
+
+    def _mount_pane(self, tab: str) -> None:
+        """Mount the Score or Run pane when its tab is first shown (nothing for the other tabs)."""
+        self._pane_ready(tab)
+
+    def _pane_ready(self, tab: str) -> AwaitMount | None:
+        """The mount of `tab`'s pane, started the first time it is asked for; awaiting it
+        (again) waits until the pane's fields exist. None for a tab composed at start."""
+        pane = self._lazy_panes.get(tab)
+        if pane is None:
+            return None
+        if tab not in self._pane_mounts:
+            self._pane_mounts[tab] = self.query_one(f"#{tab}", TabPane).mount(pane)
+        return self._pane_mounts[tab]
+
+    async def _mounted(self, tab: str) -> None:
+        """Wait until `tab`'s pane is mounted (a key that works from any tab: S, E, T)."""
+        mount = self._pane_ready(tab)
+        if mount is not None:
+            await mount
 
     def action_curation(self, action: str) -> None:
         """Run a Curate-tab action from anywhere (the command palette)."""
@@ -335,25 +365,28 @@ class DatasetScreen(Screen):
                     markup=False)
 
     # Starting and stopping work ----------------------------------------------------
-    def action_score(self) -> None:
+    async def action_score(self) -> None:
         """S: score with the Score tab's settings, from any tab."""
         if self.app.dataset is None:
             self.notify("The dataset is still loading", severity="warning")
             return
-        if self.query_one(ScorePane).start():
+        await self._mounted("score")
+        if self.score_pane.start():
             self.notify("Scoring started (3 shows progress, X stops)", title="Score")
 
-    def action_export(self) -> None:
+    async def action_export(self) -> None:
         """E: export the current selection, as the Run tab's Export button does."""
         from textual.widgets import Button
 
-        self.query_one(RunPane).query_one("#export", Button).press()
+        await self._mounted("run")
+        self.run_pane.query_one("#export", Button).press()
 
-    def action_train(self) -> None:
+    async def action_train(self) -> None:
         """T: train on the latest export, after a confirmation showing what will run."""
         from dmtui.screens.confirm import ConfirmScreen
 
-        pane = self.query_one(RunPane)
+        await self._mounted("run")
+        pane = self.run_pane
         if (plan := pane.ready_plan()) is None:
             return
 
@@ -365,11 +398,12 @@ class DatasetScreen(Screen):
         self.app.push_screen(ConfirmScreen("Start training?", plan.describe(), yes="train", no="not now"), answered)
 
     def running_work(self) -> list[str]:
-        """What is running now, in words (the quit and stop questions name it)."""
+        """What is running now, in words (the quit and stop questions name it). A pane not
+        mounted yet runs nothing: its work starts from its fields."""
         work = []
-        if self.query_one(ScorePane).running:
+        if self.score_pane.running:
             work.append("scoring (stops at the next chunk; finished chunks are kept)")
-        if self.query_one(RunPane).running:
+        if self.run_pane.running:
             work.append("training (stops at the next step with a checkpoint)")
         return work + [THREAD_WORK[group] for group in self._running_thread_work()]
 
@@ -382,11 +416,11 @@ class DatasetScreen(Screen):
 
         stopped = bool(self._running_thread_work())
         self.work.cancel_all()
-        scoring = self.query_one(ScorePane)
+        scoring = self.score_pane
         if scoring.running:
             scoring.stop()
             stopped = True
-        training = self.query_one(RunPane)
+        training = self.run_pane
         if training.running:
             def answered(yes: bool | None) -> None:
                 if yes:
@@ -401,7 +435,7 @@ class DatasetScreen(Screen):
     async def stop_all_work(self) -> None:
         """Stop everything and wait until it has (quitting): children get SIGTERM and are awaited."""
         self.work.cancel_all()
-        scoring, training = self.query_one(ScorePane), self.query_one(RunPane)
+        scoring, training = self.score_pane, self.run_pane
         scoring.stop()
         training.stop_training()
         await scoring.wait()
@@ -412,7 +446,7 @@ class DatasetScreen(Screen):
 
     def kill_children(self) -> None:
         """SIGKILL the scoring and training children (quitting, when SIGTERM was not enough)."""
-        for pane in (self.query_one(ScorePane), self.query_one(RunPane)):
+        for pane in (self.score_pane, self.run_pane):
             if pane.job is not None:
                 pane.job.kill()
 

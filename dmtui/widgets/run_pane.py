@@ -95,6 +95,8 @@ class RunPane(Vertical):
         self.last_export: str | None = None
         self.selection_problem: str | None = "the Curate tab has no selection yet"
         """Why Export and Train refuse now (a Curate control at fault); None when they may run."""
+        self._plan: tuple[ExportPlan | None, str | None, tuple[str, ...]] | None = None
+        """The latest `show_plan`, drawn when the pane is mounted (its tab may open later)."""
 
     def compose(self) -> ComposeResult:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -131,6 +133,8 @@ class RunPane(Vertical):
         if found is not None:
             self.last_export = str(found)
             self.log_line(f"latest export: {escape(str(found))} (T trains on it; E writes a new one)")
+        if self._plan is not None:
+            self._draw_plan(*self._plan)
 
     # Export --------------------------------------------------------------------
     @on(Button.Pressed, "#export")
@@ -151,8 +155,14 @@ class RunPane(Vertical):
         self.post_message(DropFlaggedChanged(flags))
 
     def show_plan(self, plan: ExportPlan | None, problem: str | None, drop_flagged: tuple[str, ...]) -> None:
-        """What Export will write, or why it refuses; the drop choices as the Curate tab holds them."""
+        """What Export will write, or why it refuses; the drop choices as the Curate tab holds them
+        (drawn once the pane is mounted)."""
         self.selection_problem = problem
+        self._plan = (plan, problem, drop_flagged)
+        if self.is_mounted:
+            self._draw_plan(plan, problem, drop_flagged)
+
+    def _draw_plan(self, plan: ExportPlan | None, problem: str | None, drop_flagged: tuple[str, ...]) -> None:
         for flag in FLAGS:
             box = self.query_one(f"#drop-{flag}", Checkbox)
             if box.value != (flag in drop_flagged):

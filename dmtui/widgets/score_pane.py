@@ -102,12 +102,14 @@ class ScorePane(Vertical):
     def on_mount(self) -> None:
         for source in SOURCES:
             self.query_one(f"#progress-row-{source}").display = False
+        self._show_seed_set()  # the dataset's size may have come before the pane was mounted
 
     # Settings ------------------------------------------------------------------
     def set_pair_count(self, n_pairs: int) -> None:
-        """The dataset's size is known: show the seed set the settings amount to."""
+        """The dataset's size is known: show the seed set the settings amount to (once mounted)."""
         self.n_pairs = n_pairs
-        self._show_seed_set()
+        if self.is_mounted:
+            self._show_seed_set()
 
     @on(Input.Changed, "#score-seed-pairs")
     def _show_seed_set(self) -> None:
