@@ -37,10 +37,10 @@ from faults import (
 from test_app_curation import MARGINS as APP_MARGINS
 from test_app_curation import workspace as workspace  # noqa: F401 - the app tests' workspace fixture
 
-import core.store.workspace as workspace_module
+import core.io.atomic as atomic_module
 from core.errors import WorkspaceError
+from core.io.atomic import atomic_write_json, disk_failure
 from core.store.annotations import AnnotationStore
-from core.store.workspace import atomic_write_json, disk_failure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARGINS = ["--margin", "external=score_chosen,score_rejected", "--margin", "implicit=implicit_m"]
@@ -166,9 +166,9 @@ def test_a_refused_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypa
         raise OSError(code, os.strerror(code))
 
     if where == "create":
-        monkeypatch.setattr(workspace_module.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(atomic_module.tempfile, "mkstemp", refuse)
     else:
-        monkeypatch.setattr(workspace_module.os, "fsync", refuse)
+        monkeypatch.setattr(atomic_module.os, "fsync", refuse)
     with pytest.raises(WorkspaceError) as refused:
         atomic_write_json(target, {"kept": False})
     assert str(target) in refused.value.message and words in refused.value.message
@@ -192,7 +192,7 @@ def test_disk_problems_are_found_in_library_messages_and_the_file_system(tmp_pat
 
     real = os.statvfs(tmp_path)
     read_only = os.statvfs_result((*real[:8], real.f_flag | os.ST_RDONLY, real.f_namemax))
-    monkeypatch.setattr(workspace_module.os, "statvfs", lambda path: read_only)
+    monkeypatch.setattr(atomic_module.os, "statvfs", lambda path: read_only)
     assert "read-only" in disk_failure(tmp_path, torch_style).message
     out_of_memory = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert disk_failure(tmp_path, out_of_memory) is None  # its own message, even on a read-only disk

@@ -407,9 +407,9 @@ def test_a_seed_training_killed_earlier_is_cleared_away_and_a_running_one_is_lef
     import subprocess
     import sys
 
+    from core.io.atomic import owner_tag
     from core.models.load import model_fingerprint
     from core.scoring.seed_policy import ensure_seed_policy, seed_policy_dir
-    from core.store.workspace import owner_tag
 
     workspace, dataset = open_workspace(tmp_path, demo_rows(64))
     config = config_for(demo_models, sources=("implicit",), seed_steps=1, seed_batch_size=8)

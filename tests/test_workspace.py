@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
+import core.io.atomic as atomic_module
 import core.store.workspace as workspace_module
 from core.data.loading import LoadConfig
 from core.errors import WorkspaceError
-from core.store.workspace import (
-    WORKSPACE_FILE,
-    Workspace,
-    atomic_write_json,
-    default_workspace_path,
-    is_workspace,
-)
+from core.io.atomic import atomic_write_json
+from core.store.workspace import WORKSPACE_FILE, Workspace, default_workspace_path, is_workspace
 
 ROWS = [
     {"prompt": "2+2?", "chosen": "4", "rejected": "5", "meta": "a"},
@@ -275,7 +271,7 @@ def test_atomic_writes_leave_no_temp_files(tmp_path, data, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(workspace_module.os, "replace", boom)
+    monkeypatch.setattr(atomic_module.os, "replace", boom)
     with pytest.raises(OSError):
         atomic_write_json(target, {"theme": "light"})
     assert json.loads(target.read_text()) == {"theme": "dark"}
@@ -309,7 +305,8 @@ def test_loaded_text_is_memory_mapped_from_the_cache_not_held_in_memory(tmp_path
 
 def test_a_cache_whose_tables_do_not_line_up_is_rebuilt(tmp_path, data, load_calls):
     """A mapped cache is trusted only when every table has the report's row count."""
-    from core.store.workspace import atomic_write_arrow, read_arrow_mapped
+    from core.io.atomic import atomic_write_arrow
+    from core.io.tables import read_arrow_mapped
 
     ws = Workspace.create(tmp_path / "ws", str(data))
     ws.load()

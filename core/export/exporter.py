@@ -70,24 +70,22 @@ import pyarrow.compute as pc
 
 from core.data.loading import LoadConfig, LoadedDataset
 from core.errors import DmtuiError
+from core.io.atomic import (
+    FOLDER_MODE,
+    abandoned_temps,
+    atomic_write_json,
+    disk_failure,
+    fsync_folder,
+    owner_tag,
+    writing,
+)
 from core.io.tables import take_rows
 from core.io.versions import library_versions
 from core.progress import ProgressFn, Reporter
 from core.selection.selector import Selection, SelectionParams, select, tie_keys_from_pair_ids
 from core.store.annotations import FLAGS, SWAP_ANSWERS, dropped_by_flags
 from core.store.margin_sources import MarginSpec, ResolvedMargins, resolve_margins
-from core.store.workspace import (
-    FOLDER_MODE,
-    DatasetRef,
-    Workspace,
-    abandoned_temps,
-    atomic_write_json,
-    dataset_ref,
-    disk_failure,
-    fsync_folder,
-    owner_tag,
-    writing,
-)
+from core.store.workspace import DatasetRef, Workspace, dataset_ref
 
 MANIFEST_VERSION = 3
 READABLE_MANIFEST_VERSIONS = (1, 2, 3)

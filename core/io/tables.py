@@ -1,13 +1,22 @@
-"""Row selection on memory-mapped Arrow data without copying what is not selected."""
+"""Memory-mapped Arrow data: opening an Arrow IPC file mapped (`read_arrow_mapped`), and row
+selection on it without copying what is not selected (`take_rows`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc as pa_ipc
 from numpy.typing import ArrayLike
 
 BATCH_ROWS = 65_536
 """Requested rows gathered into one output chunk (a chunk of text stays far below 2 GiB)."""
+
+
+def read_arrow_mapped(path: Path) -> pa.Table:
+    """An Arrow IPC file as a table backed by the memory-mapped file: pages load on demand."""
+    return pa_ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 
 def take_rows(data: pa.ChunkedArray | pa.Table, indices: ArrayLike) -> pa.ChunkedArray | pa.Table:

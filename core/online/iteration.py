@@ -223,13 +223,13 @@ class IterateReport:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from core.store.workspace import atomic_write_json
+    from core.io.atomic import atomic_write_json
 
     atomic_write_json(path, data)
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    from core.store.workspace import atomic_write_bytes
+    from core.io.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
 

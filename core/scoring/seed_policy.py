@@ -51,12 +51,13 @@ import numpy as np
 import pyarrow as pa
 
 from core.data.loading import LoadedDataset
+from core.io.atomic import abandoned_temps, atomic_write_json, owner_tag, writing
 from core.models.load import model_fingerprint
 from core.models.logprobs import Encoded, pair_logprobs
 from core.progress import ProgressFn
 from core.scoring.config import ScoringConfig, ScoringError, digest, source_limits
 from core.scoring.scorers import Pairs, encoded_pairs
-from core.store.workspace import Workspace, abandoned_temps, atomic_write_json, owner_tag, writing
+from core.store.workspace import Workspace
 
 SEED_SPLITS = ("cross-fit", "exclude")
 EXCLUDE_FRACTION = 0.1

@@ -1,5 +1,5 @@
 """What a workspace keeps on disk beside a dataset: the workspace itself with its load cache,
-settings, lock and atomic writes (`workspace`), score tables (`scores`), annotations
+settings and lock (`workspace`), score tables (`scores`), annotations
 (`annotations`), which score table each margin source reads (`margin_sources`), the summary
 `dmtui info` prints (`workspace_summary`) and the app's recently opened workspaces (`recent`).
 """

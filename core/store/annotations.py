@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.errors import WorkspaceError
-from core.store.workspace import disk_failure
+from core.io.atomic import disk_failure
 
 FLAGS = ("toxic", "mislabeled", "other")
 SCHEMA_VERSION = 2

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import WorkspaceError
+from core.io.atomic import atomic_write_json
 from core.store.scores import list_score_tables
-from core.store.workspace import WORKSPACE_FILE, atomic_write_json, is_workspace
+from core.store.workspace import WORKSPACE_FILE, is_workspace
 
 MAX_RECENT = 20
 

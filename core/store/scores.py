@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.store.workspace import atomic_write_json, atomic_write_parquet
+from core.io.atomic import atomic_write_json, atomic_write_parquet
 
 PART_PATTERN = re.compile(r"^part-r(\d{4})-(\d{6})\.parquet$")
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -328,7 +328,7 @@ def train(
     step, saves a checkpoint and raises `TrainingCancelled`. `callbacks` are more
     transformers `TrainerCallback`s (core.scoring.seed_policy stops at a plateau with one).
     """
-    from core.store.workspace import writing
+    from core.io.atomic import writing
 
     config.validate()
     out_dir = Path(out_dir)
@@ -614,7 +614,7 @@ def _metrics_until(path: Path, step: int | None) -> list[dict[str, Any]]:
     A fresh run starts an empty file; a resume drops records logged after the checkpoint
     (the steps it will redo), so metrics.jsonl never holds a step twice.
     """
-    from core.store.workspace import atomic_write_bytes
+    from core.io.atomic import atomic_write_bytes
 
     kept = []
     if step is not None and path.exists():
@@ -636,7 +636,7 @@ def _is_main_process() -> bool:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from core.store.workspace import atomic_write_json
+    from core.io.atomic import atomic_write_json
 
     if _is_main_process():
         atomic_write_json(path, data)

@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     from core.errors import WorkspaceError
     from core.export.exporter import read_annotations
+    from core.io.atomic import atomic_write_bytes
     from core.store.annotations import FLAGS
-    from core.store.workspace import Workspace, atomic_write_bytes, default_workspace_path, is_workspace
+    from core.store.workspace import Workspace, default_workspace_path, is_workspace
 
     root = args.workspace
     if not is_workspace(root) and Path(root).exists() and is_workspace(default_workspace_path(root)):
