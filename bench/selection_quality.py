@@ -150,6 +150,25 @@ def bot_region_catch(margin: Sequence[float], target: Sequence[bool], share: flo
     return float((bot_region(margin, share) & wanted).sum() / wanted.sum())
 
 
+def median_rank(margin: Sequence[float], target: Sequence[bool]) -> float:
+    """Median percentile rank (0 = lowest, 1 = highest finite margin) of the `target` pairs; NaN if none.
+
+    Tells where a score puts a group (e.g. the planted toxic flips) even when the group is wider
+    than one BOT region.
+
+    >>> median_rank([0.0, 1.0, 2.0, 3.0, 4.0], [True, True, False, False, False])
+    0.125
+    """
+    values = np.asarray(margin, dtype=np.float64)
+    wanted = np.asarray(target, dtype=bool) & np.isfinite(values)
+    finite = np.flatnonzero(np.isfinite(values))
+    if not wanted.any() or finite.size < 2:
+        return float("nan")
+    rank = np.empty(values.size)
+    rank[finite[np.argsort(values[finite], kind="stable")]] = np.arange(finite.size) / (finite.size - 1)
+    return float(np.median(rank[wanted]))
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; 0.0 for a single value) of the finite values."""
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
@@ -235,6 +254,9 @@ def evaluate_world(margins: dict[str, np.ndarray], oracle: dict[str, np.ndarray]
     }
     scores = {**margins, **fused}
     result["bot_toxic_catch"] = {name: bot_region_catch(v, oracle["toxic_flip"]) for name, v in scores.items()}
+    result["bot10_toxic_catch"] = {name: bot_region_catch(v, oracle["toxic_flip"], 2 * BOT_SHARE)
+                                   for name, v in scores.items()}
+    result["toxic_median_rank"] = {name: median_rank(v, oracle["toxic_flip"]) for name, v in scores.items()}
     result["bot_wrong_share"] = {name: label_precision(np.flatnonzero(bot_region(v)), wrong)
                                  for name, v in scores.items()}
     result["spearman"] = {name: spearman(v, oracle["oracle_margin"]) for name, v in scores.items()}
@@ -310,6 +332,8 @@ def markdown_tables(results: list[dict[str, Any]], strategy_list: Sequence[Strat
     score_names = list(results[0]["bot_toxic_catch"])
     for key, title, digits in (
         ("bot_toxic_catch", f"Share of the planted toxic flips inside each score's {BOT_SHARE:.0%} BOT region", 3),
+        ("bot10_toxic_catch", f"Share of the planted toxic flips inside each {2 * BOT_SHARE:.0%} BOT region", 3),
+        ("toxic_median_rank", "Median percentile rank of the planted toxic flips in each score (0 = lowest)", 3),
         ("bot_wrong_share", f"Share of wrong labels (noise or toxic) inside each {BOT_SHARE:.0%} BOT region", 3),
         ("spearman", "Spearman of each score with the oracle margin", 3),
     ):
@@ -342,7 +366,7 @@ def shown_name(name: str) -> str:
 
 GOALS = (
     ("implicit Spearman with the oracle >= 0.6", lambda w: w["spearman"]["implicit"], lambda v: v >= 0.6),
-    ("DM-MUL 10% precision >= best single-source TOP",
+    ("DM-MUL 10% precision minus the best single-source TOP's >= 0",
      lambda w: w["strategies"]["DM-MUL"]["precision"] - max(
          row["precision"] for name, row in w["strategies"].items() if name.endswith(" TOP")),
      lambda v: v >= 0),

@@ -58,6 +58,17 @@ def test_bot_region_catch_is_the_share_of_targets_inside_the_region():
     assert math.isnan(sq.bot_region_catch(margin, np.zeros(20, dtype=bool), 0.25))
 
 
+def test_median_rank_is_where_a_score_puts_the_targets():
+    margin = np.arange(11, dtype=float)
+    target = np.zeros(11, dtype=bool)
+    target[[0, 1, 2]] = True
+    assert sq.median_rank(margin, target) == pytest.approx(0.1)
+    assert sq.median_rank(-margin, target) == pytest.approx(0.9)
+    margin[1] = np.nan  # NaN margins are left out of the ranks and the targets
+    assert sq.median_rank(margin, target) == pytest.approx(1 / 18)  # ranks 0 and 1/9 of ten finite margins
+    assert math.isnan(sq.median_rank(margin, np.zeros(11, dtype=bool)))
+
+
 def test_mean_std_uses_sample_std_and_skips_nan():
     mean, std = sq.mean_std([1.0, 2.0, 3.0, float("nan")])
     assert mean == pytest.approx(2.0) and std == pytest.approx(1.0)
@@ -111,6 +122,9 @@ def test_evaluate_world_on_a_synthetic_world_with_known_answers():
     assert rows["External TOP"]["oracle_margin"] < ceiling["oracle_margin"]
     assert rows["External BOT"]["precision"] == 0.0
     assert result["bot_toxic_catch"]["external"] == 1.0  # 20 lowest of 400 hold all 12 flips
+    assert result["bot10_toxic_catch"]["external"] == 1.0
+    assert 0 < result["toxic_median_rank"]["external"] < 12 / 399  # the flips are (about) the 12 lowest
+    assert 0.2 < result["toxic_median_rank"]["implicit"] < 0.8  # pure noise puts them anywhere
     assert result["spearman"]["external"] == pytest.approx(1.0)
     assert abs(result["spearman"]["implicit"]) < 0.2
     assert result["reference"]["All pairs"]["precision"] == pytest.approx(1 - np.mean(oracle_margin < 0))
