@@ -214,6 +214,23 @@ def test_reading_a_json_line_block_in_pieces_keeps_line_numbers(tmp_path):
     assert parsed.texts.to_pylist() == ['{"a": 1}\n'] * 5
 
 
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, 1000])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_line_blocks_hold_the_whole_file_in_whole_lines(tmp_path, monkeypatch, block_bytes, compressed):
+    """Lines shorter and longer than a block, with and without a last newline, plain and gzip."""
+    monkeypatch.setattr(core.data.sources, "JSON_BLOCK_BYTES", block_bytes)
+    lines = [b"x" * length for length in (0, 3, 300, 1, 2500, 64, 63, 65, 0, 7)]
+    for data in (b"\n".join(lines), b"\n".join(lines) + b"\n", b"", b"\n"):
+        path = tmp_path / "d.jsonl"
+        path.write_bytes(gzip.compress(data) if compressed else data)
+        spec = core.data.sources.SourceSpec(str(path), "jsonl", path, compressed=compressed)
+        blocks = list(core.data.sources.read_line_blocks(spec))
+        assert b"".join(blocks_data := [bytes(block.data) for block in blocks]) == data
+        assert all(blocks_data) and all(text.endswith(b"\n") for text in blocks_data[:-1])
+        assert [block.first_line for block in blocks] == [
+            1 + sum(text.count(b"\n") for text in blocks_data[:i]) for i in range(len(blocks))]
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

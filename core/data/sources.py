@@ -18,6 +18,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
@@ -204,7 +205,8 @@ def json_line_records(lines: Iterable[bytes], first_line: int, first_row: int) -
 class LineBlock:
     """Whole lines of a JSON lines file, read in one piece."""
 
-    data: bytes
+    data: bytes | bytearray
+    """Never changed once made (Arrow arrays view it)."""
     first_line: int
     """Physical line number (1-based) of the block's first line."""
 
@@ -243,54 +245,74 @@ this is left to the per-row reader, which reports it (Python refuses ~1,000 leve
 def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
     """The file in blocks of whole lines (the last one may lack its newline).
 
+    Each block is read straight into a buffer of its own, which the loaded rows' texts
+    then view: the bytes are copied once, from the file, whatever the block size.
     A read that fails part-way (a truncated or corrupt gzip stream, a disk error) first
     yields the whole lines read before it, then raises `LoadError` naming the last one,
     as `guard_reading` does for the per-row reader.
     """
-    line, size = 1, 0
-    parts: list[bytes] = []
+    line, carry = 1, b""
     with _open_binary(spec) as handle:
+        left = None if spec.compressed else os.fstat(handle.fileno()).st_size
         while True:
-            try:
-                chunk = handle.read1(READ_BYTES)
-            except (OSError, EOFError, zlib.error) as error:
-                data = b"".join(parts)
-                cut = data.rfind(b"\n") + 1
-                if cut:
-                    yield LineBlock(data[:cut], line)
-                    line += data.count(b"\n", 0, cut)
+            # one byte past what the file holds, so that its end shows as a short read
+            room = JSON_BLOCK_BYTES if left is None or left < 0 else min(JSON_BLOCK_BYTES, left + 1)
+            block = bytearray(len(carry) + max(room, len(carry)))  # doubles for a line longer than a block
+            block[: len(carry)] = carry
+            filled, failure = len(carry), None
+            with memoryview(block) as view:
+                try:
+                    while filled < len(block) and (count := handle.readinto1(view[filled:])):
+                        filled += count
+                except (OSError, EOFError, zlib.error) as error:
+                    failure = error
+            if left is not None:
+                left -= filled - len(carry)
+            ended = filled < len(block)
+            del block[filled:]
+            cut = len(block) if ended and failure is None else block.rfind(b"\n") + 1
+            carry = bytes(block[cut:])
+            del block[cut:]
+            if block:
+                yield LineBlock(block, line)
+                line += block.count(b"\n")
+            if failure is not None:
+                last = f"line {line - 1}" if line > 1 else "the start"
                 raise LoadError(
-                    f"{spec.source}: cannot be read after {f'line {line - 1}' if line > 1 else 'the start'} ({error})",
+                    f"{spec.source}: cannot be read after {last} ({failure})",
                     "the file is truncated or damaged; fetch or decompress it again",
                 ) from None
-            if chunk:
-                parts.append(chunk)
-                size += len(chunk)
-                if size < JSON_BLOCK_BYTES:
-                    continue
-            data = b"".join(parts)
-            if not chunk:
-                if data:
-                    yield LineBlock(data, line)
+            if ended:
                 return
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield LineBlock(data[:cut], line)
-                line += data.count(b"\n", 0, cut)
-                data = data[cut:]
-            parts, size = [data], len(data)
 
 
-def _line_array(data: bytes) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def _line_array(data: bytes | bytearray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Every line of `data` (its newline included) as one binary array, without a copy,
     the first byte of each line, and where each line ends."""
     content = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(content == 10) + 1
+    ends = _positions(content, ord("\n")) + 1
     if not ends.size or ends[-1] != len(data):
         ends = np.append(ends, len(data))
     offsets = np.concatenate([[0], ends]).astype(np.int32)
     lines = pa.Array.from_buffers(pa.binary(), len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     return lines, content[offsets[:-1]] if len(data) else np.zeros(0, np.uint8), ends
+
+
+def _positions(content: np.ndarray, byte: int, fold: int = 0) -> np.ndarray:
+    """Where `content` holds `byte` once `fold` is OR-ed into each byte, found in pieces of
+    READ_BYTES into the same two small buffers: a fresh mask the size of a 16 MiB block
+    costs more in page faults (the kernel zeroing new pages) than the comparison itself."""
+    step = max(min(len(content), READ_BYTES), 1)
+    folded, found = np.empty(step, np.uint8), np.empty(step, bool)
+    parts = []
+    for start in range(0, len(content), step):
+        piece = content[start : start + step]
+        size = len(piece)
+        if fold:
+            piece = np.bitwise_or(piece, fold, out=folded[:size])
+        np.equal(piece, byte, out=found[:size])
+        parts.append(np.flatnonzero(found[:size]) + start)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines | None:
@@ -331,20 +353,12 @@ def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines 
     return ParsedLines(table, rows + block.first_line, lines, data.find(b"\\") < 0)
 
 
-def _too_many_openers(data: bytes, line_ends: np.ndarray) -> bool:
+def _too_many_openers(data: bytes | bytearray, line_ends: np.ndarray) -> bool:
     """Whether some line of `data` holds more than MAX_OPENERS ``[`` and ``{`` (a bound on
     its nesting that needs no parsing). `line_ends`: where each line ends, ascending."""
-    content = np.frombuffer(data, dtype=np.uint8)
-    step = min(len(content), READ_BYTES)
-    folded, found = np.empty(step, np.uint8), np.empty(step, bool)
-    openers = []
-    for start in range(0, len(content), step):  # in cache-sized pieces, into the same two buffers
-        piece = content[start : start + step]
-        size = len(piece)
-        np.bitwise_or(piece, 0x20, out=folded[:size])  # "[" (0x5b) | 0x20 == "{" (0x7b)
-        np.equal(folded[:size], ord("{"), out=found[:size])
-        openers.append(np.flatnonzero(found[:size]) + start)
-    positions = np.concatenate(openers) if openers else np.zeros(0, np.int64)
+    if not (np.diff(line_ends, prepend=0) > MAX_OPENERS).any():
+        return False  # no line is long enough to hold that many
+    positions = _positions(np.frombuffer(data, dtype=np.uint8), ord("{"), 0x20)  # "[" (0x5b) | 0x20 == "{"
     if positions.size <= MAX_OPENERS:
         return False
     return int(np.bincount(np.searchsorted(line_ends, positions, side="right")).max()) > MAX_OPENERS
