@@ -172,7 +172,7 @@ def test_info_workspace_with_changed_dataset(tmp_path, mixed):
     from core.store.workspace import Workspace
 
     root = tmp_path / "ws"
-    Workspace.create(root, str(mixed))
+    Workspace.create(root, str(mixed)).load()  # the first load records the checksum
     mixed.write_text(json.dumps(ROWS[0]) + "\n")
     result = dmtui("info", root)
     assert result.returncode == 1

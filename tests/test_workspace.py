@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -58,12 +59,27 @@ def test_create_and_open(tmp_path, data):
         assert (root / folder).is_dir()
     recorded = json.loads((root / WORKSPACE_FILE).read_text())
     assert recorded["dataset"]["source"] == str(data.resolve())
-    assert len(recorded["dataset"]["checksum"]) == 64
     assert recorded["load_config"]["chosen_col"] == "chosen"
+    # the checksum is computed beside the first load, which records it: the file's SHA-256, as before
+    assert created.load().report.loaded == 2
+    recorded = json.loads((root / WORKSPACE_FILE).read_text())
+    assert recorded["dataset"]["checksum"] == hashlib.sha256(data.read_bytes()).hexdigest()
     opened = Workspace.open(root)
     assert opened.dataset == created.dataset
     assert opened.load_config == LoadConfig(chosen_col="chosen")
     assert opened.load().report.loaded == 2
+
+
+def test_a_workspace_whose_first_load_was_stopped_opens_and_records_the_checksum(tmp_path, data, load_calls):
+    """Killed before its first load recorded the checksum: the next open takes the dataset as it is then."""
+    root = tmp_path / "ws"
+    Workspace.create(root, str(data))  # no load: workspace.json holds no checksum yet
+    assert json.loads((root / WORKSPACE_FILE).read_text())["dataset"]["checksum"] == ""
+    write_jsonl(data, ROWS + [{"prompt": "1+1?", "chosen": "2", "rejected": "3"}])
+    opened = Workspace.open(root)  # no "changed" complaint: nothing was curated yet
+    assert json.loads((root / WORKSPACE_FILE).read_text())["dataset"]["checksum"] == hashlib.sha256(
+        data.read_bytes()).hexdigest()
+    assert opened.load().report.loaded == 3
 
 
 def test_create_refuses_existing_or_non_empty(tmp_path, data):
@@ -150,7 +166,7 @@ def test_changed_dataset_is_detected_and_explained(tmp_path, data, load_calls):
 
 def test_same_size_change_is_detected(tmp_path, data):
     root = tmp_path / "ws"
-    Workspace.create(root, str(data))
+    Workspace.create(root, str(data)).load()
     text = data.read_text()
     data.write_text(text.replace('"4"', '"7"'))  # same length
     bump_mtime(data)

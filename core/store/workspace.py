@@ -41,7 +41,8 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -100,27 +101,60 @@ def dataset_ref(source: str, known: DatasetRef | None = None) -> DatasetRef:
     Hub ids without a local path get the id itself as their checksum: `datasets` keeps
     its own fingerprint of a downloaded revision, and we cannot read the files offline.
     """
+    ref, checksum = _dataset_ref_unchecked(source, known)
+    return ref if checksum is None else replace(ref, checksum=checksum())
+
+
+PENDING_CHECKSUM = ""
+"""A new workspace's recorded checksum until its first load has computed it (see
+`Workspace.create`); a workspace.json holding it takes the dataset as it is at the next open."""
+
+
+def _dataset_ref_unchecked(source: str, known: DatasetRef | None) -> tuple[DatasetRef, Callable[[], str] | None]:
+    """The dataset's reference, and the function that computes its checksum when the
+    reference lacks it (None: `known` still holds, or a hub id)."""
     spec = resolve_source(source)
     if spec.path is None:
-        return DatasetRef(source, spec.kind, f"hub:{source}", 0, 0)
-    files = _files_of(spec.path)
+        return DatasetRef(source, spec.kind, f"hub:{source}", 0, 0), None
+    path = spec.path
+    files = _files_of(path)
     size = sum(f.stat().st_size for f in files)
     mtime_ns = max((f.stat().st_mtime_ns for f in files), default=0)
     if (
         known is not None
-        and known.source == str(spec.path.resolve())
+        and known.source == str(path.resolve())
         and known.size == size
         and known.mtime_ns == mtime_ns
+        and known.checksum != PENDING_CHECKSUM
     ):
-        return known
-    digest = hashlib.sha256()
-    for file in files:
-        if spec.path.is_dir():
-            digest.update(str(file.relative_to(spec.path)).encode() + b"\0")
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return DatasetRef(str(spec.path.resolve()), spec.kind, digest.hexdigest(), size, mtime_ns)
+        return known, None
+
+    def checksum() -> str:
+        digest = hashlib.sha256()
+        for file in files:
+            if path.is_dir():
+                digest.update(str(file.relative_to(path)).encode() + b"\0")
+            with file.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        return digest.hexdigest()
+
+    return DatasetRef(str(path.resolve()), spec.kind, PENDING_CHECKSUM, size, mtime_ns), checksum
+
+
+def _in_background(work: Callable[[], str]) -> Future[str]:
+    """`work()` run in a daemon thread. (hashlib and file reads release the GIL on 1 MiB
+    chunks, so a checksum runs beside the load on another core.)"""
+    future: Future[str] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as error:  # handed to whoever waits for the result
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="dmtui-checksum", daemon=True).start()
+    return future
 
 
 @dataclass(frozen=True)
@@ -171,9 +205,13 @@ def is_workspace(path: str | Path) -> bool:
 class Workspace:
     """An open workspace. Create with `Workspace.create`, reopen with `Workspace.open`."""
 
-    def __init__(self, root: Path, dataset: DatasetRef, load_config: LoadConfig) -> None:
+    def __init__(
+        self, root: Path, dataset: DatasetRef, load_config: LoadConfig, checksum: Future[str] | None = None
+    ) -> None:
+        """`checksum`: the dataset's checksum still being computed (`create`)."""
         self.root = root
-        self.dataset = dataset
+        self._dataset = dataset
+        self._checksum = checksum
         self.load_config = load_config
         self.created_now = False
         """True for a workspace this process made (`create`); see `load_or_discard`."""
@@ -181,6 +219,19 @@ class Workspace:
         self._lock_token: str | None = None
         self.read_only: str | None = None
         """Why this window must not write annotations or settings (None: it may)."""
+
+    @property
+    def dataset(self) -> DatasetRef:
+        """The dataset as this workspace accepted it (for a workspace `create` just made, once
+        its checksum is known: this waits for it)."""
+        if self._checksum is not None:
+            self._dataset = replace(self._dataset, checksum=self._checksum.result())
+            self._checksum = None
+        return self._dataset
+
+    @dataset.setter
+    def dataset(self, dataset: DatasetRef) -> None:
+        self._dataset, self._checksum = dataset, None
 
     # Paths -----------------------------------------------------------------------
     @property
@@ -216,8 +267,9 @@ class Workspace:
         left_by_a_killed_create = abandoned_temps(root, f".{WORKSPACE_FILE}.")
         if root.exists() and any(p not in left_by_a_killed_create for p in root.iterdir()):
             raise WorkspaceError(f"{root} exists and is not empty", "choose a new folder for the workspace")
+        dataset, checksum = _dataset_ref_unchecked(source, None)
         # A workspace keeps every rejected row in its report, so it never loads strictly.
-        workspace = cls(root, dataset_ref(source), replace(load_config, strict=False))
+        workspace = cls(root, dataset, replace(load_config, strict=False))
         made_root = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -233,6 +285,8 @@ class Workspace:
                 folder.mkdir(exist_ok=True)
         workspace.created_now = True
         workspace._made_root = made_root
+        if checksum is not None:  # computed beside the first load, which records it (`load`)
+            workspace._checksum = _in_background(checksum)
         return workspace
 
     @classmethod
@@ -279,7 +333,7 @@ class Workspace:
         recorded = workspace.dataset
         current = workspace.current_dataset()
         if current.checksum != recorded.checksum:
-            if not accept_changes:
+            if not accept_changes and recorded.checksum != PENDING_CHECKSUM:  # pending: its first load was stopped
                 raise WorkspaceError(
                     recorded.describe_change(current),
                     "nothing was mixed. Re-open with --accept-changes to load the new version: scores and "
@@ -361,25 +415,35 @@ class Workspace:
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
     ) -> LoadedDataset:
-        """The dataset's pairs: from the cache when it matches, else loaded and cached."""
-        key = self._cache_key()
-        cache = self.cache_dir / key
-        if (cache / "report.json").is_file():
-            try:
-                return self._mapped(cache, LoadReport.from_json(json.loads((cache / "report.json").read_text("utf-8"))))
-            except (OSError, ValueError, KeyError, pa.ArrowException):
-                pass  # a damaged cache is rebuilt from the dataset below
-        loaded = load_dataset(self.dataset.source, self.load_config, progress, cancel)
+        """The dataset's pairs: from the cache when it matches, else loaded and cached.
+
+        The first load of a workspace `create` just made runs beside the dataset's checksum
+        and records it in workspace.json; there is no cache to look for yet."""
+        checksum_pending = self._checksum is not None
+        if not checksum_pending:
+            cache = self.cache_dir / self._cache_key()
+            if (cache / "report.json").is_file():
+                try:
+                    report = LoadReport.from_json(json.loads((cache / "report.json").read_text("utf-8")))
+                    return self._mapped(cache, report)
+                except (OSError, ValueError, KeyError, pa.ArrowException):
+                    pass  # a damaged cache is rebuilt from the dataset below
+        loaded = load_dataset(self._dataset.source, self.load_config, progress, cancel)  # not waiting for the checksum
         decided = self.load_config.with_role_decision(loaded.report)
-        if decided != self.load_config:  # recorded, so that later versions of the file keep its pair_ids
+        if checksum_pending or decided != self.load_config:
+            # the checksum (waited for here), and what was made of role-marked text, so
+            # that later versions of the file keep its pair_ids
             self.load_config = decided
             self._save()
-            key = self._cache_key()
-            cache = self.cache_dir / key
-        atomic_write_arrow(cache / "pairs.arrow", loaded.pairs)
-        atomic_write_arrow(cache / "records.arrow", loaded.records)
+        key = self._cache_key()
+        cache = self.cache_dir / key
+        tables = {"pairs.arrow": loaded.pairs, "records.arrow": loaded.records}
         if loaded.numbers is not None:
-            atomic_write_arrow(cache / "numbers.arrow", loaded.numbers)
+            tables["numbers.arrow"] = loaded.numbers
+        # side by side: Arrow writes (and the disk syncs) without holding the GIL
+        with ThreadPoolExecutor(len(tables), thread_name_prefix="dmtui-cache") as pool:
+            for written in [pool.submit(atomic_write_arrow, cache / name, table) for name, table in tables.items()]:
+                written.result()
         # report.json last: it marks the cache complete
         atomic_write_json(cache / "report.json", loaded.report.to_json(include_all=True))
         # The mapped copy, so the loaded text is paged from the cache rather than held twice.
