@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from app_pilot import open_curate, settle, wait_for
-from textual.widgets import Input, Select
+from textual.widgets import Input, RichLog, Select
 
 from core.store.annotations import AnnotationStore
 from core.store.workspace import Workspace
@@ -186,6 +186,10 @@ async def test_without_margins_the_curate_tab_says_what_to_do_and_random_works(t
         out = tmp_path / "random-export"
         assert pane.export(str(out), include_scores=True) is None
         await wait_for(lambda: (out / "manifest.json").exists(), pilot, 30)
+        await settle(app, pilot)
+        await pilot.press("4")  # the Run tab, first shown after the export, logs it
+        log = app.screen.query_one("#run-log", RichLog)
+        assert any("exported 3 of 30 pairs" in line.text for line in log.lines)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["selected"] == 3 and manifest["selection"]["params"]["mode"] == "random"
 

@@ -97,6 +97,8 @@ class RunPane(Vertical):
         """Why Export and Train refuse now (a Curate control at fault); None when they may run."""
         self._plan: tuple[ExportPlan | None, str | None, tuple[str, ...]] | None = None
         """The latest `show_plan`, drawn when the pane is mounted (its tab may open later)."""
+        self._unwritten: list[str] = []
+        """Log lines told before the log existed, written when it does."""
 
     def compose(self) -> ComposeResult:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -129,6 +131,9 @@ class RunPane(Vertical):
 
     def on_mount(self) -> None:
         """T trains on the latest export, also one written before the app started (or by `dmtui export`)."""
+        for line in self._unwritten:
+            self.log_line(line)
+        self._unwritten.clear()
         found = latest_export(self.workspace_root / "exports")
         if found is not None:
             self.last_export = str(found)
@@ -186,7 +191,8 @@ class RunPane(Vertical):
         self.log_line(f"[green]exported[/] {counts['selected']:,} of {counts['total']:,} pairs to {escape(out)} "
                       f"(sha256 {manifest['output']['sha256'][:12]})"
                       + (f"; dropped {dropped:,} flagged pairs" if dropped else ""))
-        self.query_one("#export-out", Input).value = str(Path(out).with_name(f"selection-{time.strftime('%Y%m%d-%H%M%S')}"))
+        if self.is_mounted:  # else the field is composed with a fresh name
+            self.query_one("#export-out", Input).value = str(Path(out).with_name(f"selection-{time.strftime('%Y%m%d-%H%M%S')}"))
 
     # Training ------------------------------------------------------------------
     def plan_training(self) -> TrainingPlan:
@@ -325,4 +331,10 @@ class RunPane(Vertical):
             self.screen.set_focus(None)  # not onto the next field, where a key would type
 
     def log_line(self, text: str) -> None:
-        self.query_one("#run-log", RichLog).write(text)
+        """Write to the run log; a line told before the pane is mounted (an export made from
+        the Curate tab before the Run tab was shown) is written when it is."""
+        logs = self.query("#run-log")
+        if logs:
+            logs.first(RichLog).write(text)
+        else:
+            self._unwritten.append(text)
