@@ -21,7 +21,7 @@ from core.curation.session import (
     used_controls,
 )
 from core.errors import DmtuiError
-from core.selection.selector import SelectionParams, select
+from core.selection.selector import SelectionParams, overlap, select
 from core.store.annotations import AnnotationStore
 from core.store.margin_sources import ResolvedMargins
 from core.store.workspace import Workspace
@@ -165,6 +165,39 @@ def test_overlaps_with_each_top_at_the_same_budget(tmp_path):
     assert set(overlaps) == {"top:implicit"}  # TOP of external is the selection itself
     fused = session.select(SelectionParams(budget=10))
     assert set(session.top_overlaps(fused)) == {"top:external", "top:implicit"}
+
+
+def test_the_kept_top_rankings_follow_the_annotations_budget_and_trim(tmp_path):
+    """The overlap counts keep each source's TOP ranking between edits: after an exclusion,
+    a swap, a budget or a trim change they are those of a TOP selected afresh. With two
+    equal sources, TOP of one is the other's: every pair is shared, whatever changed."""
+    from core.data.loading import load_dataset
+    from core.store.annotations import Annotation
+
+    rows = [{"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(60)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_dataset(str(path))
+    external = np.random.default_rng(1).normal(size=60)
+    session = CurationSession(dataset, ResolvedMargins({"external": external, "implicit": external.copy()}))
+    pair_ids = session.pair_ids.to_pylist()
+
+    def check(params: SelectionParams) -> None:
+        selection = session.select(params)
+        top = session.select(SelectionParams(mode="top", source="external", budget=params.budget, trim=params.trim))
+        assert session.top_overlaps(selection) == {"top:external": overlap(selection, top)}
+        assert overlap(selection, top).count == selection.selected == top.selected
+
+    check(SelectionParams(mode="top", source="implicit", budget=12, trim=0.0))
+    best = int(np.argmax(external))
+    for change in (dict(excluded=True), dict(swapped=True), dict()):
+        session.annotations.set(best, Annotation(pair_ids[best], **change))
+        check(SelectionParams(mode="top", source="implicit", budget=12, trim=0.0))
+    for budget, trim in ((30, 0.0), (0.5, 0.0), (0.5, 0.2), (12, 0.2)):
+        check(SelectionParams(mode="top", source="implicit", budget=budget, trim=trim))
+    fused = session.select(SelectionParams(mode="dm-add", budget=0.3))
+    assert session.top_overlaps(fused)["top:implicit"] == overlap(fused, session.select(
+        SelectionParams(mode="top", source="implicit", budget=0.3)))
 
 
 # The command line ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 from core.selection.selector import (
     SelectionError,
     SelectionParams,
+    TopRanking,
     overlap,
     parse_budget,
     resolve_budget,
@@ -270,3 +271,37 @@ def test_large_top_k_matches_a_full_sort():
     np.testing.assert_array_equal(
         result.indices, reference_top(ordered, np.ones(score.size, bool), 1000, index_keys)
     )
+
+
+@given(
+    hnp.arrays(np.float64, st.integers(1, 80), elements=st.sampled_from([-1.0, -0.0, 0.0, 0.5, 2.0, np.inf, np.nan])),
+    st.sampled_from([0.0, 0.1, 0.3]),
+    st.data(),
+)
+def test_a_kept_top_ranking_selects_what_select_does_at_every_budget(margin, trim, data):
+    n = margin.size
+    keys = data.draw(hnp.arrays(np.uint64, n, elements=st.integers(0, 3)))
+    excluded = data.draw(hnp.arrays(np.bool_, n))
+    swapped = data.draw(hnp.arrays(np.bool_, n))
+    ranking = TopRanking("external", margin, trim, excluded=excluded, swapped=swapped, tie_break=keys)
+    for budget in (1.0, 1, 2, 2, 7, n, n + 5, 0.1, 0.5):  # 1.0 is all, 1 one pair; 2 again from the memo
+        expected = select({"external": margin}, params(mode="top", source="external", budget=budget, trim=trim),
+                          excluded=excluded, swapped=swapped, tie_break=keys)
+        assert ranking.indices(budget).tolist() == expected.indices.tolist()
+
+
+def test_a_large_kept_top_ranking_selects_what_select_does():
+    """Above the size where the k-th value comes from a sampled bracket; ties at the boundary."""
+    rng = np.random.default_rng(5)
+    margin = np.round(rng.normal(size=120_000), 2)
+    margin[rng.integers(0, margin.size, 500)] = np.nan
+    keys = rng.integers(0, 50, size=margin.size).astype(np.uint64)
+    excluded, swapped = rng.random(margin.size) < 0.01, rng.random(margin.size) < 0.05
+    ranking = TopRanking("implicit", margin, 0.01, excluded=excluded, swapped=swapped, tie_break=keys)
+    for budget in (1, 777, 0.07, 0.5, 200_000):
+        expected = select({"implicit": margin}, params(mode="top", source="implicit", budget=budget, trim=0.01),
+                          excluded=excluded, swapped=swapped, tie_break=keys)
+        np.testing.assert_array_equal(ranking.indices(budget), expected.indices)
+        fused = select({"implicit": margin, "external": -margin}, params(mode="dm-add", budget=budget),
+                       excluded=excluded, swapped=swapped, tie_break=keys)
+        assert overlap(fused, ranking.indices(budget)) == overlap(fused, expected)

@@ -27,7 +27,7 @@ import math
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,7 @@ from core.selection.selector import (
     Selection,
     SelectionError,
     SelectionParams,
+    TopRanking,
     budget_text,
     overlap,
     parse_budget,
@@ -625,6 +626,8 @@ class CurationSession:
         self.tie_keys = tie_keys_from_pair_ids(self.pair_ids)
         self.annotations = annotations if annotations is not None else AnnotationMasks.empty(len(self.pair_ids))
         self._effective: dict[str, tuple[int, np.ndarray]] = {}
+        self._tops: dict[str, tuple[float, int, TopRanking]] = {}
+        """Per source, the TOP ranking of the last trim asked, with the annotations' version it saw."""
 
     @classmethod
     def from_workspace(
@@ -685,16 +688,35 @@ class CurationSession:
 
     def top_overlaps(self, selection: Selection) -> dict[str, Overlap]:
         """How the selection compares with External TOP and Implicit TOP at the same budget
-        and trim (what fusion changed), for the sources that exist."""
+        and trim (what fusion changed), for the sources that exist. Those TOPs depend on
+        their source, the budget, the trim and the exclusions and swaps only: each
+        source's ranking is kept until the trim or the annotations change, so an edit of
+        the fusion costs nothing here and one of the budget a threshold."""
         found: dict[str, Overlap] = {}
         for source in (EXTERNAL, IMPLICIT):
             if source not in self.margins:
                 continue
             if selection.params.mode == "top" and selection.params.source == source:
                 continue
-            params = replace(selection.params, mode="top", source=source)
-            found[f"top:{source}"] = overlap(selection, self.select(params))
+            top = self._top_ranking(source, selection.params.trim).indices(selection.params.budget)
+            found[f"top:{source}"] = overlap(selection, top)
         return found
+
+    def _top_ranking(self, source: str, trim: float) -> TopRanking:
+        version = self.annotations.version
+        cached = self._tops.get(source)
+        if cached is not None and cached[:2] == (trim, version):
+            return cached[2]
+        ranking = TopRanking(
+            source,
+            self.margins[source],
+            trim,
+            excluded=self.annotations.excluded,
+            swapped=self.annotations.swapped,
+            tie_break=self.tie_keys,
+        )
+        self._tops[source] = (trim, version, ranking)
+        return ranking
 
     def flag_counts(self, indices: np.ndarray) -> dict[str, int]:
         """How many of the pairs at `indices` carry each flag."""

@@ -222,13 +222,68 @@ class Overlap:
     """|A & B| / |A | B|; 1.0 when both selections are empty."""
 
 
-def overlap(a: Selection, b: Selection) -> Overlap:
-    """How many pairs two selections of the same dataset share, and their Jaccard index."""
-    if a.total != b.total:
+def overlap(a: Selection, b: Selection | NDArray[np.integer]) -> Overlap:
+    """How many pairs two selections of the same dataset share, and their Jaccard index;
+    `b` may be the ascending indices a selection keeps (`TopRanking.indices`)."""
+    if isinstance(b, Selection) and a.total != b.total:
         raise SelectionError(f"selections cover different datasets ({a.total} vs {b.total} pairs)")
-    shared = int(np.count_nonzero(a.mask & b.mask))
-    union = a.selected + b.selected - shared
+    kept = b.indices if isinstance(b, Selection) else b
+    shared = int(np.count_nonzero(a.mask[kept]))
+    union = a.selected + int(kept.size) - shared
     return Overlap(shared, shared / union if union else 1.0)
+
+
+class TopRanking:
+    """TOP of one source at any budget, for fixed annotations and trim.
+
+    `select` in mode top redoes for every budget the work that does not depend on it (the
+    swaps, which pairs are eligible, the outlier trim, the ranking array); this keeps it,
+    so a budget costs the k-th value and the ties at it. `indices(budget)` is the
+    `indices` of `select` with the same inputs (tests/test_selection.py compares them).
+    The curation pane's overlap counts ask for two TOPs on every budget edit.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        margin: ArrayLike,
+        trim: float,
+        *,
+        excluded: NDArray[np.bool_] | None = None,
+        swapped: NDArray[np.bool_] | None = None,
+        tie_break: NDArray[np.integer] | None = None,
+    ) -> None:
+        # A one-pair TOP through `select` itself: the same eligibility, trim and swaps.
+        base = select(
+            {source: margin},
+            SelectionParams(mode="top", source=source, budget=1, trim=trim),
+            excluded=excluded,
+            swapped=swapped,
+            tie_break=tie_break,
+        )
+        assert base.score is not None and base.trimmed is not None
+        self.score = base.score
+        self.eligible = base.eligible
+        self.candidate_count = base.candidates
+        self.candidates = np.isfinite(base.score) & ~base.trimmed
+        if excluded is not None:
+            self.candidates &= ~excluded
+        self.keys = None if tie_break is None else np.asarray(tie_break)
+        self._order = _ranking_order(self.score, self.candidates, self.candidate_count, largest=True)
+        self._last: tuple[tuple[type, int | float], NDArray[np.intp]] | None = None
+        """The last budget asked (its type too: 1 is a pair, 1.0 all of them) and its answer."""
+
+    def indices(self, budget: int | float) -> NDArray[np.intp]:
+        """The pairs TOP keeps at `budget` (a count or a fraction of the eligible pairs), ascending;
+        do not write to them (the last answer is kept for the next call)."""
+        _check_budget(budget)
+        last = self._last
+        if last is not None and last[0] == (type(budget), budget):
+            return last[1]
+        k = min(resolve_budget(budget, self.eligible), self.candidate_count)
+        found = _top_k(self.score, self.candidates, self.candidate_count, k, True, self.keys, order=self._order)
+        self._last = ((type(budget), budget), found)
+        return found
 
 
 _COUNT = re.compile(r"\d+|\d{1,3}(?:[,_]\d{3})+")
@@ -520,18 +575,18 @@ def _top_k(
     largest: bool,
     keys: NDArray[np.integer] | None,
     tie_score: FloatArray | None = None,
+    order: FloatArray | None = None,
 ) -> NDArray[np.intp]:
     """Indices of the k best candidates; ties to the larger `tie_score` (if given), then the
-    smaller key, then the lower index."""
+    smaller key, then the lower index. `order` is `_ranking_order` of the same arguments,
+    when the caller keeps it for several k."""
     if k >= candidate_count:
         return np.flatnonzero(candidates)
     if k == 0:
         return np.empty(0, dtype=np.intp)
-    # Rank on `order`: the best first, non-candidates (NaN included) pushed to the end.
-    order = np.negative(score) if largest else score.copy()
+    if order is None:
+        order = _ranking_order(score, candidates, candidate_count, largest)
     all_candidates = candidate_count == order.size
-    if not all_candidates:
-        order[~candidates] = np.inf
     kth = _kth_smallest(order, k - 1)
     kth_score = -kth if largest else kth
     chosen = score > kth_score if largest else score < kth_score  # NaN compares False
@@ -544,11 +599,19 @@ def _top_k(
     if tie_score is not None and needed < tied.size:
         by_key = np.zeros(tied.size, dtype=np.uint64) if keys is None else keys[tied].astype(np.uint64)
         # NaN tie scores (a source without spread) rank last among the tied.
-        order = np.lexsort((tied, by_key, np.nan_to_num(-tie_score[tied], nan=np.inf)))
-        chosen[tied[order[:needed]]] = True
+        tie_order = np.lexsort((tied, by_key, np.nan_to_num(-tie_score[tied], nan=np.inf)))
+        chosen[tied[tie_order[:needed]]] = True
     else:
         chosen[_first_by_key(tied, needed, None if keys is None else keys[tied])] = True
     return np.flatnonzero(chosen)
+
+
+def _ranking_order(score: FloatArray, candidates: NDArray[np.bool_], candidate_count: int, largest: bool) -> FloatArray:
+    """What `_top_k` ranks on: the best first, non-candidates (NaN included) pushed to the end."""
+    order = np.negative(score) if largest else score.copy()
+    if candidate_count != order.size:
+        order[~candidates] = np.inf
+    return order
 
 
 def _standardised_sum(

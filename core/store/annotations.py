@@ -153,7 +153,6 @@ class AnnotationMasks:
 
     def set(self, index: int, annotation: Annotation) -> None:
         """Pair `index` now carries `annotation`."""
-        self.version += 1
         self.excluded[index] = annotation.excluded
         self.swapped[index] = annotation.swapped
         self.flagged[index] = bool(annotation.flags)
@@ -163,6 +162,9 @@ class AnnotationMasks:
             self.notes[index] = annotation.note
         else:
             self.notes.pop(index, None)
+        # Last: a reader (a selection worker) that took the version before reading the masks
+        # and saw the old masks keeps what it derived under the old version, never the new one.
+        self.version += 1
 
     def dropped(self, drop: Iterable[str]) -> np.ndarray:
         """Pairs an export that drops the flags `drop` leaves out (`dropped_by_flags`)."""
