@@ -200,6 +200,39 @@ def test_the_kept_top_rankings_follow_the_annotations_budget_and_trim(tmp_path):
         SelectionParams(mode="top", source="implicit", budget=0.3)))
 
 
+
+def test_export_plans_count_flags_as_the_masks_say_after_every_annotation(tmp_path):
+    """The plan's counts come from a byte per pair kept between edits: after each change of
+    flags, swaps or exclusions, and for every set of dropped flags, they are those of the
+    masks themselves."""
+    from core.data.loading import load_dataset
+    from core.store.annotations import FLAGS, Annotation
+
+    rows = [{"prompt": f"p{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(80)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_dataset(str(path))
+    rng = np.random.default_rng(2)
+    session = CurationSession(dataset, ResolvedMargins({"external": rng.normal(size=80)}))
+    pair_ids = session.pair_ids.to_pylist()
+    masks = session.annotations
+    drops = [(), ("toxic",), ("mislabeled",), ("toxic", "mislabeled"), FLAGS]
+    for step in range(30):
+        index = int(rng.integers(80))
+        flags = tuple(flag for flag in FLAGS if rng.random() < 0.5)
+        masks.set(index, Annotation(pair_ids[index], flags=flags, swapped=bool(rng.random() < 0.4),
+                                    excluded=bool(rng.random() < 0.2)))
+        selection = session.select(SelectionParams(mode="top", source="external", budget=0.6))
+        chosen = selection.indices
+        for drop in drops:
+            plan = session.plan_export(selection, drop)
+            dropping = masks.dropped(drop)[chosen]
+            assert (plan.dropped, plan.written) == (int(dropping.sum()), int((~dropping).sum())), (step, drop)
+            assert plan.spared == int(masks.spared(drop)[chosen].sum())
+            assert plan.flagged_written == {f: int(masks.flags[f][chosen[~dropping]].sum()) for f in FLAGS}
+            assert plan.flagged_dropped == {f: int(masks.flags[f][chosen[dropping]].sum()) for f in FLAGS}
+        assert session.flag_counts(chosen) == {f: int(masks.flags[f][chosen].sum()) for f in FLAGS}
+
 # The command line ------------------------------------------------------------------
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -597,6 +597,12 @@ class ExportPlan:
         return lines
 
 
+_DROPPED_BIT = 1 << len(FLAGS)
+_SPARED_BIT = _DROPPED_BIT << 1
+_ALL_CODES = np.arange(_SPARED_BIT << 1)
+"""Every value of a pair's flag byte (`CurationSession._flag_codes`)."""
+
+
 class CurationSession:
     """A dataset with its margins and annotations, ready to select from and export.
 
@@ -627,6 +633,8 @@ class CurationSession:
         self.annotations = annotations if annotations is not None else AnnotationMasks.empty(len(self.pair_ids))
         self._effective: dict[str, tuple[int, np.ndarray]] = {}
         self._tops: dict[str, tuple[float, int, TopRanking]] = {}
+        self._codes: dict[tuple[str, ...], tuple[int, np.ndarray]] = {}
+        """Per set of dropped flags, `_flag_codes` with the annotations' version it saw."""
         """Per source, the TOP ranking of the last trim asked, with the annotations' version it saw."""
 
     @classmethod
@@ -720,7 +728,7 @@ class CurationSession:
 
     def flag_counts(self, indices: np.ndarray) -> dict[str, int]:
         """How many of the pairs at `indices` carry each flag."""
-        return {flag: int(np.count_nonzero(mask[indices])) for flag, mask in self.annotations.flags.items()}
+        return self._flag_counts_of(self._code_counts(indices, ()))
 
     # Export ---------------------------------------------------------------------------
     def annotated(self) -> Annotated:
@@ -743,21 +751,52 @@ class CurationSession:
         )
 
     def plan_export(self, selection: Selection, drop_flagged: Sequence[str]) -> ExportPlan:
+        """What an export of `selection` writes and drops (the app asks on every edit: a
+        byte per pair is kept until the annotations change, see `_flag_codes`)."""
         drop = tuple(flag for flag in FLAGS if flag in drop_flagged)
-        dropping = self.annotations.dropped(drop)[selection.indices]
-        written, dropped = selection.indices[~dropping], selection.indices[dropping]
+        counts = self._code_counts(selection.indices, drop)
+        dropped = int(counts[_ALL_CODES & _DROPPED_BIT != 0].sum())
         return ExportPlan(
             params=selection.params,
             selected=selection.selected,
-            dropped=int(dropped.size),
-            spared=int(np.count_nonzero(self.annotations.spared(drop)[selection.indices])),
-            written=int(written.size),
+            dropped=dropped,
+            spared=int(counts[_ALL_CODES & _SPARED_BIT != 0].sum()),
+            written=selection.selected - dropped,
             drop_flagged=drop,
-            flagged_written=self.flag_counts(written),
-            flagged_dropped=self.flag_counts(dropped),
+            flagged_written=self._flag_counts_of(counts, dropped=False),
+            flagged_dropped=self._flag_counts_of(counts, dropped=True),
             bounds={name: (b.m1, b.m2, b.m2_auto) for name, b in selection.bounds.items()},
             trim_range=selection.trim_range,
         )
+
+    def _flag_codes(self, drop: tuple[str, ...]) -> np.ndarray:
+        """One byte per pair: bit i for the i-th flag (as `annotations.flags` orders them),
+        _DROPPED_BIT and _SPARED_BIT for an export dropping `drop`. Counting the bytes of the
+        selected pairs answers an export plan with one gather, not a pass over every pair
+        per flag; kept until the annotations change."""
+        version = self.annotations.version
+        kept = self._codes.get(drop)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        codes = np.zeros(self.total, np.uint8)
+        for bit, mask in enumerate(self.annotations.flags.values()):
+            codes |= mask.view(np.uint8) << np.uint8(bit)
+        codes[self.annotations.dropped(drop)] |= _DROPPED_BIT
+        codes[self.annotations.spared(drop)] |= _SPARED_BIT
+        self._codes[drop] = (version, codes)
+        return codes
+
+    def _code_counts(self, indices: np.ndarray, drop: tuple[str, ...]) -> np.ndarray:
+        return np.bincount(self._flag_codes(drop)[indices], minlength=_ALL_CODES.size)
+
+    def _flag_counts_of(self, counts: np.ndarray, dropped: bool | None = None) -> dict[str, int]:
+        """Per flag, the pairs counted in `counts` (`_code_counts`) that carry it: all of them,
+        or only those an export drops (True) or writes (False)."""
+        chosen = np.ones(_ALL_CODES.size, bool) if dropped is None else (_ALL_CODES & _DROPPED_BIT != 0) == dropped
+        return {
+            flag: int(counts[chosen & (_ALL_CODES & (1 << bit) != 0)].sum())
+            for bit, flag in enumerate(self.annotations.flags)
+        }
 
     def export(
         self,
