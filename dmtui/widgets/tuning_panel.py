@@ -61,6 +61,7 @@ class TuningPanel(Vertical):
         self.requirements = requirements
         """Per mode, why it cannot run on these margins (None if it can)."""
         self._problems_shown: tuple | None = None
+        self._mode_shown: str | None = None
 
     def compose(self) -> ComposeResult:
         choices = self.initial
@@ -139,7 +140,11 @@ class TuningPanel(Vertical):
         self.post_message(self.Changed(self.read()))  # the owner starts from what the panel shows
 
     def _show_for_mode(self) -> None:
+        """Show the controls the mode uses; nothing to do while the mode stays (most keystrokes)."""
         mode = str(self.query_one("#mode", Select).value)
+        if mode == self._mode_shown:
+            return
+        self._mode_shown = mode
         visible = {
             "for-single": mode in SINGLE_SOURCE_MODES,
             "for-trim": mode in TRIMMED_MODES,
