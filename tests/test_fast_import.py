@@ -196,6 +196,16 @@ def test_strict_stops_at_the_same_row_on_both_paths(tmp_path, monkeypatch, small
     assert fast == slow and "line 13" in fast and "duplicate_pair" in fast
 
 
+def test_the_field_limit_counts_characters_not_bytes(tmp_path, monkeypatch):
+    """Five characters of two, three and four bytes fit a limit of five; six do not."""
+    rows = [{"prompt": "p", "chosen": text, "rejected": "b"} for text in ("ééééé", "€€€€€", "😀😀😀😀😀", "éééééé", "abcde")]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    slow, fast = both_paths(path, monkeypatch, max_field_chars=5)
+    assert comparable(fast) == comparable(slow)
+    assert fast.report.loaded == 4 and [r.location for r in fast.report.rejections] == ["line 4"]
+
+
 def test_big_and_tied_numbers_are_read_as_python_reads_them(tmp_path, monkeypatch):
     rows = ['{"prompt": "p%d", "chosen": "a", "rejected": "b", "m": %s}' % (i, value)
             for i, value in enumerate(["123456789012345678901", "0.1", "1e300", "-0.0", "9007199254740993"])]

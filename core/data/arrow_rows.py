@@ -78,7 +78,7 @@ def clean_rows(table: pa.Table, roles: dict[str, str], fmt: Format, max_chars: i
         columns = [column.cast(pa.string()) for column in columns]
         checks = [pc.not_equal(columns[1], columns[2]), pc.invert(pc.match_substring_regex(columns[0], ANY_MARKER))]
         for column in columns:  # a null field makes every check on it null, which counts as failed
-            checks += [pc.match_substring_regex(column, _HAS_TEXT), pc.less_equal(pc.utf8_length(column), max_chars)]
+            checks += [pc.match_substring_regex(column, _HAS_TEXT), _within(column, max_chars)]
         ok = _true(pc.fill_null(_all(checks), False))
         return CleanRows(ok, fmt, *(rows_marked(column, ok) for column in columns))
     columns = [column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column for column in columns]
@@ -91,6 +91,16 @@ def clean_rows(table: pa.Table, roles: dict[str, str], fmt: Format, max_chars: i
         ok[np.flatnonzero(ok)[~differ]] = False
         picked = [column.filter(pa.array(differ)) for column in picked]
     return CleanRows(ok, fmt, *picked)
+
+
+def _within(texts: pa.ChunkedArray, max_chars: int) -> pa.ChunkedArray:
+    """Per text: at most `max_chars` characters (null for null). Counted in bytes first
+    (never fewer than characters), so the characters are counted only when some text
+    has more bytes than that."""
+    fits = pc.less_equal(pc.binary_length(texts), max_chars)
+    if pc.all(fits).as_py() is not False:
+        return fits
+    return pc.less_equal(pc.utf8_length(texts), max_chars)
 
 
 def _valid_messages(column: pa.Array, max_chars: int) -> np.ndarray:
