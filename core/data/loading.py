@@ -26,8 +26,10 @@ Rows read = loaded + rejected, always.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +122,7 @@ def load_dataset(
     ``config.strict``. Otherwise returns, even when nothing loaded: callers decide what
     an empty result means (the CLI exits non-zero).
     """
+    _import_pandas_beside()
     spec = resolve_source(source)
     report = LoadReport(source=str(source), source_kind=spec.kind)
     if spec.warning:
@@ -149,6 +152,22 @@ def load_dataset(
     reporter.finish()
     pairs, records_table, numbers = builder.finish()
     return LoadedDataset(pairs, records_table, report, numbers)
+
+
+def _import_pandas_beside() -> None:
+    """Start importing pandas in a thread, unless it is imported already. pyarrow imports it
+    the first time it turns a Python value into Arrow (a scalar argument, a list,
+    `to_numpy`): 0.3-0.4 s that would stall the first block's checks while the reader
+    waits, and that `pyarrow.json.read_json` alone never pays. Begun here, it runs while
+    Arrow reads the first blocks; whoever needs it first waits for it (Python's import lock)."""
+    if "pandas" in sys.modules:
+        return
+
+    def load() -> None:
+        with contextlib.suppress(ImportError):
+            import pandas  # noqa: F401
+
+    threading.Thread(target=load, name="dmtui-import-pandas", daemon=True).start()
 
 
 def _load_arrow(spec: SourceSpec, config: LoadConfig, report: LoadReport, progress, cancel) -> LoadedDataset:
