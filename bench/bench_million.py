@@ -19,12 +19,13 @@ is its own:
     python bench/bench_million.py --pairs 200000 --work /tmp/m1 --keep   # reuse the data made before
     python bench/bench_million.py --work /tmp/m1 --keep --app-only       # only the app phases, again
     python bench/bench_million.py --work /tmp/m1 --keep --app-only --baseline /tmp/old   # and an older checkout's
-    python bench/bench_million.py --work /tmp/m1 --keep --import-only   # only phase 1, with CPU times
+    python bench/bench_million.py --work /tmp/m1 --keep --import-only --baseline /tmp/old   # phase 1 only
 
-`--baseline CHECKOUT` runs the app phases a second time with the code of another checkout
-(e.g. `git archive COMMIT | tar -x -C /tmp/old`) right after this one's, on the same
-data (in a workspace of its own, `ws-baseline`, as cache formats differ between
-versions), so a change is measured against what it replaced under the same load.
+`--baseline CHECKOUT` runs the app phases (with `--import-only`, the first import) a
+second time with the code of another checkout (e.g. `git archive COMMIT | tar -x -C
+/tmp/old`) right after this one's, on the same data (in a workspace of its own,
+`ws-baseline`, as cache formats differ between versions), so a change is measured
+against what it replaced under the same load.
 
 Peak memory is each process's maximum resident set size (`ru_maxrss`). It counts the
 pages of the memory-mapped cache that a phase read (an export of 100k random rows reads
@@ -320,6 +321,13 @@ def report(args: argparse.Namespace) -> None:
           f"import / read_json = {first['seconds'] / arrow['seconds']:.2f}x "
           f"(load average {load:.1f} -> {os.getloadavg()[0]:.1f})")
     if args.import_only:
+        if args.baseline:
+            shutil.rmtree(workspace_of(args.work, args.baseline), ignore_errors=True)
+            old = run_phase("load", args, code=args.baseline)
+            print(f"baseline {args.baseline}, same file, right after: first import {old['seconds']:.1f} s "
+                  f"(CPU {old['cpu']:.1f} s), peak {old['peak_mb']:,.0f} MiB; baseline / read_json = "
+                  f"{old['seconds'] / arrow['seconds']:.2f}x; this / baseline = "
+                  f"{first['seconds'] / old['seconds']:.2f}x wall, {first['cpu'] / old['cpu']:.2f}x CPU")
         return
     reopen = run_phase("load", args)
     print(f"reopen (memory-mapped cache): {reopen['seconds']:.2f} s, peak {reopen['peak_mb']:,.0f} MiB "
