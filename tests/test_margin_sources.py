@@ -112,3 +112,39 @@ def test_columns_of_typed_sources_are_read_from_the_records(tmp_path):
     resolved = resolve_margins(dataset, SPECS)
     np.testing.assert_array_equal(resolved.margins["external"], [1.5, np.nan])
     np.testing.assert_array_equal(resolved.margins["implicit"], [0.25, -1.0])
+
+
+def test_float64_columns_reach_numpy_from_their_buffers_with_nulls_as_nan():
+    """Margin columns are read from the Arrow buffers (pyarrow's to_numpy imports pandas, a
+    start-up cost): sliced chunks, nulls, all-null and empty chunks give what to_numpy gives."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from core.store.margin_sources import float64_numpy
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=300)
+    nulls = rng.random(300) < 0.3
+    whole = pa.array(values, mask=nulls)
+    chunks = [whole.slice(3, 50), whole.slice(61, 0), pa.array([None, None], pa.float64()), whole.slice(100, 200),
+              pa.array(values[:9]).slice(1)]
+    column = pa.chunked_array(chunks, pa.float64())
+    expected = column.to_numpy(zero_copy_only=False)
+    got = float64_numpy(column)
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)  # NaN where null, at the same places
+    assert float64_numpy(pa.chunked_array([], pa.float64())).size == 0
+    code = ("import sys, numpy as np, pyarrow as pa\n"
+            "from core.store.margin_sources import float64_numpy\n"
+            "table = pa.ipc.open_file(pa.BufferReader(sys.stdin.buffer.read())).read_all()\n"
+            "float64_numpy(table['m'])\n"
+            "print('pandas' in sys.modules)")
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, pa.schema([("m", pa.float64())])) as writer:
+        writer.write_table(pa.table({"m": column}))
+    found = subprocess.run([sys.executable, "-c", code], input=sink.getvalue().to_pybytes(), capture_output=True,
+                           timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert found.stdout.decode().strip() == "False", found.stderr.decode()
