@@ -239,6 +239,8 @@ def test_line_blocks_hold_the_whole_file_in_whole_lines(tmp_path, monkeypatch, b
         assert all(blocks_data) and all(text.endswith(b"\n") for text in blocks_data[:-1])
         assert [block.first_line for block in blocks] == [
             1 + sum(text.count(b"\n") for text in blocks_data[:i]) for i in range(len(blocks))]
+        assert [block.newlines.tolist() for block in blocks] == [
+            [i for i, byte in enumerate(text) if byte == 10] for text in blocks_data]
 
 
 def _write(path: Path, text: str) -> Path:

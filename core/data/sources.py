@@ -209,6 +209,8 @@ class LineBlock:
     """Never changed once made (Arrow arrays view it)."""
     first_line: int
     """Physical line number (1-based) of the block's first line."""
+    newlines: np.ndarray | None = None
+    """Where `data` holds a newline, when the reader found them already (else None)."""
 
 
 @dataclass(frozen=True)
@@ -274,8 +276,9 @@ def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
             carry = bytes(block[cut:])
             del block[cut:]
             if block:
-                yield LineBlock(block, line)
-                line += block.count(b"\n")
+                newlines = _positions(np.frombuffer(block, dtype=np.uint8), ord("\n"))
+                yield LineBlock(block, line, newlines)
+                line += len(newlines)
             if failure is not None:
                 last = f"line {line - 1}" if line > 1 else "the start"
                 raise LoadError(
@@ -286,11 +289,12 @@ def read_line_blocks(spec: SourceSpec) -> Iterator[LineBlock]:
                 return
 
 
-def _line_array(data: bytes | bytearray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def _line_array(data: bytes | bytearray, newlines: np.ndarray | None) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Every line of `data` (its newline included) as one binary array, without a copy,
-    the first byte of each line, and where each line ends."""
+    the first byte of each line, and where each line ends. `newlines`: where `data` holds
+    one, if known."""
     content = np.frombuffer(data, dtype=np.uint8)
-    ends = _positions(content, ord("\n")) + 1
+    ends = (_positions(content, ord("\n")) if newlines is None else newlines) + 1
     if not ends.size or ends[-1] != len(data):
         ends = np.append(ends, len(data))
     offsets = np.concatenate([[0], ends]).astype(np.int32)
@@ -319,16 +323,16 @@ def parse_json_block(block: LineBlock, schema: pa.Schema | None) -> ParsedLines 
     """`block` read by Arrow's multithreaded JSON reader, or None when that would not read
     it as the per-row reader does (bad JSON or UTF-8, a line holding two objects, huge
     integers, deep nesting, a role column of another type than `schema` says ...)."""
-    data = block.data
+    data, newlines = block.data, block.newlines
     if block.first_line == 1 and data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # the per-row reader strips the first record's byte-order mark too
+        data, newlines = data[3:], None  # the per-row reader strips the first record's byte-order mark too
         if not data.split(b"\n", 1)[0].strip():
             return None  # ... but reads a line holding only the mark as a (malformed) record
     import pyarrow.json as pa_json
 
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
     try:
-        lines, starts, ends = _line_array(data)
+        lines, starts, ends = _line_array(data, newlines)
         lines = lines.cast(pa.string())  # the cast checks that every byte is UTF-8
     except (pa.ArrowException, ValueError):
         return None
