@@ -132,6 +132,35 @@ def test_cache_invalidated_when_load_options_change(tmp_path, data, load_calls):
     assert len([p for p in ws.cache_dir.iterdir() if p.is_dir()]) == 1
 
 
+@pytest.mark.parametrize("rows", [ROWS, ROWS + ROWS[:1]], ids=["all loaded", "a duplicate dropped at the end"])
+def test_records_written_as_they_load_are_the_loaded_records(tmp_path, rows):
+    """records.arrow is written while the file loads; a row dropped after that (a duplicate,
+    found at the end) makes it written again from the loaded records."""
+    from core.data.loading import load_dataset
+
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    workspace = Workspace.create(tmp_path / "ws", str(data))
+    loaded = workspace.load()
+    expected = load_dataset(str(data))
+    assert loaded.records.to_pylist() == expected.records.to_pylist()
+    assert loaded.records.num_rows == loaded.pairs.num_rows == len(ROWS)
+    assert Workspace.open(tmp_path / "ws").load().records.to_pylist() == expected.records.to_pylist()
+    assert [p.name for p in workspace.cache_dir.iterdir() if not p.is_dir()] == []  # no temp left
+
+
+def test_a_stopped_load_leaves_no_streamed_records(tmp_path, data):
+    import threading
+
+    from core.errors import Cancelled
+
+    workspace = Workspace.create(tmp_path / "ws", str(data))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        workspace.load(cancel=cancel)
+    assert [p.name for p in workspace.cache_dir.iterdir()] == []
+
+
 def test_damaged_cache_is_rebuilt(tmp_path, data, load_calls):
     ws = Workspace.create(tmp_path / "ws", str(data))
     ws.load()

@@ -31,7 +31,7 @@ import io
 import itertools
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -114,8 +114,15 @@ def load_dataset(
     config: LoadConfig = LoadConfig(),  # noqa: B008 (frozen: one shared default is safe)
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    records_sink: Callable[[pa.Array], None] | None = None,
 ) -> LoadedDataset:
     """Read, validate and normalise a preference dataset.
+
+    `records_sink(texts)`, for JSON sources: the loaded rows' record texts (the column of
+    `LoadedDataset.records`) in source order, a chunk at a time as they load, before the
+    decisions on the whole file (duplicates, role-marked text) drop any. What it was given
+    is the records column exactly when that column has as many rows (rows are only ever
+    dropped): a caller can write the records while the rest still loads.
 
     Raises `LoadError` when the source cannot be read at all (`MissingColumnsError` when
     a uniform source lacks a named column), or at the first bad row with
@@ -134,7 +141,7 @@ def load_dataset(
         if table is not None:
             return _load_csv_table(spec, table, config, report, progress, cancel)
     reporter = Reporter("load", None, progress, cancel, unit="rows")
-    builder = PairBuilder(spec.kind, config, report, reporter)
+    builder = PairBuilder(spec.kind, config, report, reporter, records_sink=records_sink)
     records = _read_text_source(spec)
     # Decide the columns from the keys of the first records, not just the first one,
     # so that one odd first row does not change how the whole file is read.

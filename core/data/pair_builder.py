@@ -90,8 +90,11 @@ class PairBuilder:
         report: LoadReport,
         reporter: Reporter,
         locations: Callable[[], np.ndarray] | None = None,
+        records_sink: Callable[[pa.Array], None] | None = None,
     ) -> None:
-        """`locations()` gives every row's location number, for rows read without one (CSV by Arrow)."""
+        """`locations()` gives every row's location number, for rows read without one (CSV by Arrow);
+        `records_sink`: see `core.data.loading.load_dataset`."""
+        self.records_sink = records_sink
         self.kind = kind
         self.config = config
         self.report = report
@@ -342,6 +345,8 @@ class PairBuilder:
         if len(piece):
             piece.ids, piece.keys = _ids(piece.prompt, piece.chosen, piece.rejected, plain)
             self.pieces.append(piece)
+            if self.records_sink is not None and self.numbers is not None:  # JSON: the records are texts
+                self.records_sink(piece.records)
 
     # Strict ----------------------------------------------------------------------------
     def _stop_at_first(self) -> None:

@@ -37,8 +37,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,15 +51,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.ipc as pa_ipc
 
 from core.data.loading import LoadConfig, LoadedDataset, LoadReport, load_dataset
 from core.data.sources import resolve_source
 from core.errors import WorkspaceError
 from core.io.atomic import (
+    FILE_MODE,
     abandoned_temps,
     atomic_write_arrow,
     atomic_write_json,
     disk_failure,
+    fsync_folder,
+    owner_tag,
     process_running,
     writing,
 )
@@ -200,6 +206,72 @@ def default_workspace_path(source: str) -> Path:
 
 def is_workspace(path: str | Path) -> bool:
     return (Path(path) / WORKSPACE_FILE).is_file()
+
+
+RECORDS_SCHEMA = pa.schema([("_json", pa.string())])
+"""records.arrow of a JSON source (see `LoadedDataset.records`)."""
+
+
+class _StreamedRecords:
+    """A JSON source's records written to an Arrow IPC file by a thread as the load hands
+    them over (`add`), into a hidden temp file in the cache folder, as the folder of this
+    cache is named after the checksum and the load's decisions, known only at its end.
+    `commit` syncs it and renames it into place; `discard` removes it. The records are
+    the largest cache file: written while the dataset is still read, the load's end waits
+    only for the others."""
+
+    PREFIX = ".records.arrow."
+
+    def __init__(self, folder: Path) -> None:
+        with writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            for abandoned in abandoned_temps(folder, self.PREFIX):
+                abandoned.unlink(missing_ok=True)
+            handle, name = tempfile.mkstemp(dir=folder, prefix=f"{self.PREFIX}{owner_tag()}-", suffix=".tmp")
+            os.close(handle)
+            os.chmod(name, FILE_MODE)
+        self.path = Path(name)
+        self.rows = 0
+        self._chunks: queue.SimpleQueue[pa.Array | None] = queue.SimpleQueue()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, name="dmtui-records", daemon=True)
+        self._thread.start()
+
+    def add(self, texts: pa.Array) -> None:
+        self.rows += len(texts)
+        self._chunks.put(texts)
+
+    def _write(self) -> None:
+        try:
+            with pa.OSFile(str(self.path), "wb") as sink, pa_ipc.new_file(sink, RECORDS_SCHEMA) as writer:
+                while (texts := self._chunks.get()) is not None:  # Arrow writes without the GIL
+                    writer.write_table(pa.Table.from_arrays([texts], schema=RECORDS_SCHEMA), max_chunksize=65_536)
+        except BaseException as error:  # raised by commit
+            self._failure = error
+
+    def _close(self) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+
+    def commit(self, path: Path) -> None:
+        """The records, synced, at `path` (a write that failed raises here)."""
+        self._close()
+        with writing(path):
+            try:
+                if self._failure is not None:
+                    raise self._failure
+                with open(self.path, "rb+") as temp:
+                    os.fsync(temp.fileno())
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.path, path)
+            except BaseException:
+                self.path.unlink(missing_ok=True)
+                raise
+        fsync_folder(path.parent)
+
+    def discard(self) -> None:
+        self._close()
+        self.path.unlink(missing_ok=True)
 
 
 class Workspace:
@@ -428,22 +500,38 @@ class Workspace:
                     return self._mapped(cache, report)
                 except (OSError, ValueError, KeyError, pa.ArrowException):
                     pass  # a damaged cache is rebuilt from the dataset below
-        loaded = load_dataset(self._dataset.source, self.load_config, progress, cancel)  # not waiting for the checksum
-        decided = self.load_config.with_role_decision(loaded.report)
-        if checksum_pending or decided != self.load_config:
-            # the checksum (waited for here), and what was made of role-marked text, so
-            # that later versions of the file keep its pair_ids
-            self.load_config = decided
-            self._save()
-        key = self._cache_key()
-        cache = self.cache_dir / key
-        tables = {"pairs.arrow": loaded.pairs, "records.arrow": loaded.records}
-        if loaded.numbers is not None:
-            tables["numbers.arrow"] = loaded.numbers
-        # side by side: Arrow writes (and the disk syncs) without holding the GIL
-        with ThreadPoolExecutor(len(tables), thread_name_prefix="dmtui-cache") as pool:
-            for written in [pool.submit(atomic_write_arrow, cache / name, table) for name, table in tables.items()]:
-                written.result()
+        stream = _StreamedRecords(self.cache_dir) if self._dataset.kind in ("jsonl", "json") else None
+        try:
+            loaded = load_dataset(  # not waiting for the checksum
+                self._dataset.source, self.load_config, progress, cancel, stream.add if stream else None
+            )
+            decided = self.load_config.with_role_decision(loaded.report)
+            if checksum_pending or decided != self.load_config:
+                # the checksum (waited for here), and what was made of role-marked text, so
+                # that later versions of the file keep its pair_ids
+                self.load_config = decided
+                self._save()
+            key = self._cache_key()
+            cache = self.cache_dir / key
+            tables = {"pairs.arrow": loaded.pairs, "records.arrow": loaded.records}
+            if loaded.numbers is not None:
+                tables["numbers.arrow"] = loaded.numbers
+            if stream is not None and stream.rows == loaded.records.num_rows:
+                del tables["records.arrow"]  # streamed as it loaded, and no row of it was dropped since
+            elif stream is not None:
+                stream.discard()
+                stream = None
+            # side by side: Arrow writes (and the disk syncs) without holding the GIL
+            with ThreadPoolExecutor(len(tables), thread_name_prefix="dmtui-cache") as pool:
+                writes = [pool.submit(atomic_write_arrow, cache / name, table) for name, table in tables.items()]
+                if stream is not None:
+                    stream.commit(cache / "records.arrow")
+                for written in writes:
+                    written.result()
+        except BaseException:
+            if stream is not None:
+                stream.discard()
+            raise
         # report.json last: it marks the cache complete
         atomic_write_json(cache / "report.json", loaded.report.to_json(include_all=True))
         # The mapped copy, so the loaded text is paged from the cache rather than held twice.
