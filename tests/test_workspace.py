@@ -132,13 +132,18 @@ def test_cache_invalidated_when_load_options_change(tmp_path, data, load_calls):
     assert len([p for p in ws.cache_dir.iterdir() if p.is_dir()]) == 1
 
 
+@pytest.mark.parametrize("name", ["data.jsonl", "data.jsonl.gz", "data.json"])
 @pytest.mark.parametrize("rows", [ROWS, ROWS + ROWS[:1]], ids=["all loaded", "a duplicate dropped at the end"])
-def test_records_written_as_they_load_are_the_loaded_records(tmp_path, rows):
+def test_records_written_as_they_load_are_the_loaded_records(tmp_path, rows, name):
     """records.arrow is written while the file loads; a row dropped after that (a duplicate,
     found at the end) makes it written again from the loaded records."""
+    import gzip
+
     from core.data.loading import load_dataset
 
-    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    data = tmp_path / name
+    text = json.dumps(rows) if name == "data.json" else "".join(json.dumps(r) + "\n" for r in rows)
+    data.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
     workspace = Workspace.create(tmp_path / "ws", str(data))
     loaded = workspace.load()
     expected = load_dataset(str(data))
