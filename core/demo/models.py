@@ -150,8 +150,8 @@ DEMO_SCORING = {**DEMO_SEED_DPO, "seed_pairs": 400, "seed_epochs": 2.0, "seed_ev
 about the cost of the single 400-pair, 2-epoch pi_1 the demo trained before cross-fitting (two
 pi_1 of 400 pairs, at most 2 epochs each, held-out accuracy on 200 pairs), so opening the demo
 and pressing S stays a matter of minutes on a laptop CPU. The default seed policy (whole folds
-to the plateau) gives a better pi_1 but takes over an hour on 2 CPU cores for the 4,000 pairs
-(docs/selection_quality.md measures both)."""
+to the plateau) gives a better pi_1 but takes about 15 minutes on 2 CPU cores for the 4,000
+pairs (docs/selection_quality.md measures both, and settings between them)."""
 
 DEMO_WORLDS = {"demo": ("insult", "likes-links"), "blind-spot": ("rude-helpful", "helpful-only")}
 """Named worlds: (`WorldConfig.planted_flip`, `DemoModelsConfig.reward_judge`).
