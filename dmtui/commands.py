@@ -30,13 +30,17 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 
 
 class DmtuiCommands(Provider):
-    """Palette entries for the main screen's actions."""
+    """Palette entries for the main screen's actions (none on the launcher: no workspace is open)."""
 
     async def discover(self) -> Hits:
+        if self.app.main_screen is None:
+            return
         for name, help_text, action in COMMANDS:
             yield DiscoveryHit(name, partial(self._run, action), help=help_text)
 
     async def search(self, query: str) -> Hits:
+        if self.app.main_screen is None:
+            return
         matcher = self.matcher(query)
         for name, help_text, action in COMMANDS:
             score = matcher.match(name)

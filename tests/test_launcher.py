@@ -130,3 +130,18 @@ async def test_q_quits_from_the_first_screen(tmp_path):
 
 def test_ago_reads_like_a_person_would_say_it():
     assert [ago(s) for s in (5, 120, 7200, 3 * 86400)] == ["just now", "2 min ago", "2 h ago", "3 d ago"]
+
+
+async def test_the_palette_offers_no_workspace_action_before_a_workspace_is_open(tmp_path):
+    """Ctrl+P on the launcher: the workspace's actions (score, export, ...) act on a main
+    screen that does not exist yet; choosing one crashed the app."""
+    app = DmtuiApp(start_folder=tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await shown(pilot)
+        await pilot.press("ctrl+p", *"start scoring")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, LauncherScreen)
