@@ -166,6 +166,40 @@ def test_a_stopped_load_leaves_no_streamed_records(tmp_path, data):
     assert [p.name for p in workspace.cache_dir.iterdir()] == []
 
 
+def test_a_stopped_first_load_stops_the_checksum_beside_it(tmp_path, monkeypatch):
+    """Stopping the first load stops the dataset's checksum too: nobody waits for it any more."""
+    import threading
+
+    from core.errors import Cancelled
+
+    sha256 = hashlib.sha256
+
+    class SlowDigest:  # ~0.3 s a MiB: the whole 8 MiB file takes ~2.4 s
+        def __init__(self, data=b""):
+            self.digest = sha256(data)
+
+        def update(self, chunk):
+            threading.Event().wait(0.3)
+            self.digest.update(chunk)
+
+        def hexdigest(self):
+            return self.digest.hexdigest()
+
+    monkeypatch.setattr(workspace_module.hashlib, "sha256", SlowDigest)
+    data = write_jsonl(tmp_path / "data.jsonl", ROWS * 60_000)  # ~8 MiB
+    workspace = Workspace.create(tmp_path / "ws", str(data))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        workspace.load(cancel=cancel)
+    checksums = [thread for thread in threading.enumerate() if thread.name == "dmtui-checksum"]
+    for thread in checksums:
+        thread.join(timeout=1.0)
+    assert checksums and not any(thread.is_alive() for thread in checksums)
+    with pytest.raises(Cancelled):  # the checksum is not known: never taken for an empty one
+        _ = workspace.dataset
+
+
 def test_damaged_cache_is_rebuilt(tmp_path, data, load_calls):
     ws = Workspace.create(tmp_path / "ws", str(data))
     ws.load()

@@ -55,7 +55,7 @@ import pyarrow.ipc as pa_ipc
 
 from core.data.loading import LoadConfig, LoadedDataset, LoadReport, load_dataset
 from core.data.sources import resolve_source
-from core.errors import WorkspaceError
+from core.errors import Cancelled, WorkspaceError
 from core.io.atomic import (
     FILE_MODE,
     abandoned_temps,
@@ -108,7 +108,7 @@ def dataset_ref(source: str, known: DatasetRef | None = None) -> DatasetRef:
     its own fingerprint of a downloaded revision, and we cannot read the files offline.
     """
     ref, checksum = _dataset_ref_unchecked(source, known)
-    return ref if checksum is None else replace(ref, checksum=checksum())
+    return ref if checksum is None else replace(ref, checksum=checksum(None))
 
 
 PENDING_CHECKSUM = ""
@@ -116,9 +116,12 @@ PENDING_CHECKSUM = ""
 `Workspace.create`); a workspace.json holding it takes the dataset as it is at the next open."""
 
 
-def _dataset_ref_unchecked(source: str, known: DatasetRef | None) -> tuple[DatasetRef, Callable[[], str] | None]:
+def _dataset_ref_unchecked(
+    source: str, known: DatasetRef | None
+) -> tuple[DatasetRef, Callable[[threading.Event | None], str] | None]:
     """The dataset's reference, and the function that computes its checksum when the
-    reference lacks it (None: `known` still holds, or a hub id)."""
+    reference lacks it (None: `known` still holds, or a hub id); that function raises
+    `Cancelled` once the event it is given is set."""
     spec = resolve_source(source)
     if spec.path is None:
         return DatasetRef(source, spec.kind, f"hub:{source}", 0, 0), None
@@ -135,13 +138,15 @@ def _dataset_ref_unchecked(source: str, known: DatasetRef | None) -> tuple[Datas
     ):
         return known, None
 
-    def checksum() -> str:
+    def checksum(stop: threading.Event | None = None) -> str:
         digest = hashlib.sha256()
         for file in files:
             if path.is_dir():
                 digest.update(str(file.relative_to(path)).encode() + b"\0")
             with file.open("rb") as handle:
                 while chunk := handle.read(1 << 20):
+                    if stop is not None and stop.is_set():
+                        raise Cancelled("the dataset's checksum: stopped with its first load")
                     digest.update(chunk)
         return digest.hexdigest()
 
@@ -284,6 +289,7 @@ class Workspace:
         self.root = root
         self._dataset = dataset
         self._checksum = checksum
+        self._checksum_stop = threading.Event()
         self.load_config = load_config
         self.created_now = False
         """True for a workspace this process made (`create`); see `load_or_discard`."""
@@ -295,7 +301,8 @@ class Workspace:
     @property
     def dataset(self) -> DatasetRef:
         """The dataset as this workspace accepted it (for a workspace `create` just made, once
-        its checksum is known: this waits for it)."""
+        its checksum is known: this waits for it; raises `Cancelled` after its first load was
+        stopped, which stops the checksum too)."""
         if self._checksum is not None:
             self._dataset = replace(self._dataset, checksum=self._checksum.result())
             self._checksum = None
@@ -358,7 +365,7 @@ class Workspace:
         workspace.created_now = True
         workspace._made_root = made_root
         if checksum is not None:  # computed beside the first load, which records it (`load`)
-            workspace._checksum = _in_background(checksum)
+            workspace._checksum = _in_background(lambda: checksum(workspace._checksum_stop))
         return workspace
 
     @classmethod
@@ -528,9 +535,11 @@ class Workspace:
                     stream.commit(cache / "records.arrow")
                 for written in writes:
                     written.result()
-        except BaseException:
+        except BaseException as error:
             if stream is not None:
                 stream.discard()
+            if checksum_pending and isinstance(error, Cancelled):
+                self._checksum_stop.set()  # nobody waits for it any more: it would read the whole dataset
             raise
         # report.json last: it marks the cache complete
         atomic_write_json(cache / "report.json", loaded.report.to_json(include_all=True))
