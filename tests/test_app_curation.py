@@ -124,6 +124,34 @@ async def test_annotations_are_written_at_once_and_survive_a_restart(workspace):
         assert annotation.flags == ("toxic", "mislabeled") and annotation.note == ""
 
 
+async def test_margins_that_arrive_while_a_pair_is_open_wait_for_it(workspace):
+    """Scoring that finishes (the margins resolved again) while the pair view is open: the
+    view keeps annotating (it shares the Curate pane's store, which a rebuilt pane closed:
+    the next key crashed the app), and the rebuilt pane, made once the view is closed,
+    holds what the view changed."""
+    from dmtui.widgets.curation_pane import CurationPane
+
+    app = DmtuiApp(workspace, margin_specs=MARGINS)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_curate(app, pilot)
+        table = pane.query_one(ExamplesTable)
+        top_index = int(table.rows[0])
+        table.focus()
+        await pilot.press("enter")
+        assert isinstance(app.screen, PairDetailScreen)
+        app.main_screen.resolve_margins(app.dataset)  # what a finished scoring does
+        await app.main_screen.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        await pilot.press("x")
+        assert pane.store.get(pane.pair_ids[top_index].as_py()).excluded
+        await pilot.press("escape")
+        await settle(app, pilot)
+        rebuilt = app.main_screen.query_one(CurationPane)
+        assert rebuilt is not pane
+        await wait_for(lambda: rebuilt.selection is not None, pilot, 30)
+        assert rebuilt.annotations.excluded[top_index] and not rebuilt.selection.mask[top_index]
+
+
 async def test_spot_check_walks_the_bot_region_of_the_source_picked(workspace):
     app = DmtuiApp(workspace, margin_specs=MARGINS)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -100,6 +100,8 @@ class DatasetScreen(Screen):
         self._lazy_panes: dict[str, Widget] = {"score": self.score_pane, "run": self.run_pane}
         """The tabs whose pane is mounted on first need (see the module's docstring)."""
         self._pane_mounts: dict[str, AwaitMount] = {}
+        self._margins_waiting: MarginsResolved | None = None
+        """Margins resolved while a pair view was open, shown when it is closed."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -241,6 +243,23 @@ class DatasetScreen(Screen):
         total = event.dataset.pairs.num_rows
         self.query_one(DatasetSummary).set_scores(
             {name: (int(np.isfinite(values).sum()), total) for name, values in margins.items()})
+        from dmtui.screens.pair_detail import PairDetailScreen
+
+        if any(isinstance(screen, PairDetailScreen) for screen in self.app.screen_stack):
+            # An open pair view writes through the Curate pane's store and masks: the pane is
+            # rebuilt when the view is closed, from the store that then holds its changes.
+            self._margins_waiting = event
+            return
+        await self._show_margins(event)
+
+    @on(events.ScreenResume)
+    async def _margins_waited(self) -> None:
+        if (event := self._margins_waiting) is not None:
+            self._margins_waiting = None
+            await self._show_margins(event)
+
+    async def _show_margins(self, event: MarginsResolved) -> None:
+        """The Curate pane for these margins, in place of the one shown."""
         # The pane explains missing margins itself (Random needs none); one rebuilt after scoring
         # replaces the old one, whose removal must be over before the new one takes its id.
         await self.query("#curate-placeholder").remove()
