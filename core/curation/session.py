@@ -633,9 +633,9 @@ class CurationSession:
         self.annotations = annotations if annotations is not None else AnnotationMasks.empty(len(self.pair_ids))
         self._effective: dict[str, tuple[int, np.ndarray]] = {}
         self._tops: dict[str, tuple[float, int, TopRanking]] = {}
+        """Per source, the TOP ranking of the last trim asked, with the annotations' version it saw."""
         self._codes: dict[tuple[str, ...], tuple[int, np.ndarray]] = {}
         """Per set of dropped flags, `_flag_codes` with the annotations' version it saw."""
-        """Per source, the TOP ranking of the last trim asked, with the annotations' version it saw."""
 
     @classmethod
     def from_workspace(
