@@ -179,22 +179,43 @@ def _atomic_write_with(path: Path, write: Callable[[str], object]) -> None:
     Lack of space or permission raises `WorkspaceError`; the old `path` is then untouched.
     """
     with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f".{path.name}."
-        for abandoned in abandoned_temps(path.parent, prefix):
-            abandoned.unlink(missing_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{owner_tag()}-", suffix=".tmp")
-        os.close(handle)
+        temp = new_temp(path.parent, f".{path.name}.")
         try:
-            os.chmod(temp_name, FILE_MODE)
-            write(temp_name)
-            with open(temp_name, "rb+") as temp:
-                os.fsync(temp.fileno())
-            os.replace(temp_name, path)
+            write(str(temp))
         except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
-        fsync_folder(path.parent)
+        replace_with_temp(temp, path)
+
+
+def new_temp(folder: Path, prefix: str) -> Path:
+    """A new, empty, hidden ``PREFIX<owner>-XXXX.tmp`` in `folder` (made if missing), with the
+    mode `open` gives; the temps of `prefix` that killed writers left there are removed first.
+    Call it inside `writing`, and end with `replace_with_temp` or by removing the temp."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for abandoned in abandoned_temps(folder, prefix):
+        abandoned.unlink(missing_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f"{prefix}{owner_tag()}-", suffix=".tmp")
+    os.close(handle)
+    try:
+        os.chmod(temp_name, FILE_MODE)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return Path(temp_name)
+
+
+def replace_with_temp(temp: Path, path: Path) -> None:
+    """Sync the written `temp` and rename it over `path`, then sync the folder; `temp` is
+    removed when that fails. Call it inside `writing(path)`."""
+    try:
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
 
 
 def fsync_folder(folder: Path) -> None:

@@ -40,7 +40,6 @@ import os
 import queue
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,14 +56,13 @@ from core.data.loading import LoadConfig, LoadedDataset, LoadReport, load_datase
 from core.data.sources import resolve_source
 from core.errors import Cancelled, WorkspaceError
 from core.io.atomic import (
-    FILE_MODE,
     abandoned_temps,
     atomic_write_arrow,
     atomic_write_json,
     disk_failure,
-    fsync_folder,
-    owner_tag,
+    new_temp,
     process_running,
+    replace_with_temp,
     writing,
 )
 from core.io.tables import read_arrow_mapped
@@ -229,13 +227,7 @@ class _StreamedRecords:
 
     def __init__(self, folder: Path) -> None:
         with writing(folder):
-            folder.mkdir(parents=True, exist_ok=True)
-            for abandoned in abandoned_temps(folder, self.PREFIX):
-                abandoned.unlink(missing_ok=True)
-            handle, name = tempfile.mkstemp(dir=folder, prefix=f"{self.PREFIX}{owner_tag()}-", suffix=".tmp")
-            os.close(handle)
-            os.chmod(name, FILE_MODE)
-        self.path = Path(name)
+            self.path = new_temp(folder, self.PREFIX)
         self.rows = 0
         self._chunks: queue.SimpleQueue[pa.Array | None] = queue.SimpleQueue()
         self._failure: BaseException | None = None
@@ -265,14 +257,11 @@ class _StreamedRecords:
             try:
                 if self._failure is not None:
                     raise self._failure
-                with open(self.path, "rb+") as temp:
-                    os.fsync(temp.fileno())
                 path.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.path, path)
             except BaseException:
                 self.path.unlink(missing_ok=True)
                 raise
-        fsync_folder(path.parent)
+            replace_with_temp(self.path, path)
 
     def discard(self) -> None:
         self._close()
